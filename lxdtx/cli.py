@@ -1,0 +1,107 @@
+# -*- test-case-name: tests.integration.test_cli -*-
+"""The `lxdtx` admin command: waitready, shutdown and other operator helpers.
+
+This is a short-lived client of the daemon's unix socket, so it may block.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+
+DEFAULT_DIR = os.environ.get("LXD_DIR", "/var/lib/lxdtx")
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over the daemon's unix socket."""
+
+    def __init__(self, path, timeout=30):
+        super().__init__("unix.socket", timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def request(state_dir, method, path, body=None, timeout=30):
+    """(status, decoded JSON) of one API call."""
+    conn = UnixHTTPConnection(os.path.join(state_dir, "unix.socket"), timeout=timeout)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        conn.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if data else None
+    finally:
+        conn.close()
+
+
+def wait_ready(state_dir, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, _ = request(state_dir, "GET", "/internal/ready", timeout=5)
+            if status == 200:
+                return True
+        except (OSError, http.client.HTTPException, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def cmd_waitready(args):
+    if wait_ready(args.dir, args.timeout):
+        return 0
+    print(f"lxdtx: daemon in {args.dir} not ready after {args.timeout}s", file=sys.stderr)
+    return 1
+
+
+def cmd_shutdown(args):
+    try:
+        status, body = request(args.dir, "PUT", "/internal/shutdown")
+    except OSError as e:
+        print(f"lxdtx: cannot reach the daemon in {args.dir}: {e}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"lxdtx: shutdown refused: {body and body.get('error')}", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            request(args.dir, "GET", "/internal/ready", timeout=2)
+        except (OSError, http.client.HTTPException, ValueError):
+            return 0
+        time.sleep(0.1)
+    print(f"lxdtx: daemon still running after {args.timeout}s", file=sys.stderr)
+    return 1
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="lxdtx", description="lxdtx daemon administration")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("waitready", help="wait until the daemon answers API calls")
+    p.add_argument("--dir", default=DEFAULT_DIR)
+    p.add_argument("--timeout", type=float, default=60)
+    p.set_defaults(func=cmd_waitready)
+
+    p = commands.add_parser("shutdown", help="stop the containers, then the daemon")
+    p.add_argument("--dir", default=DEFAULT_DIR)
+    p.add_argument("--timeout", type=float, default=600)
+    p.set_defaults(func=cmd_shutdown)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""API extensions: the full list of this API level, and the ones that work here.
+
+`GET /1.0` advertises an extension only once its feature works and is tested;
+add its name to IMPLEMENTED in the change that makes it so.
+"""
+
+ALL = [
+    "storage_zfs_remove_snapshots", "container_host_shutdown_timeout", "container_stop_priority",
+    "container_syscall_filtering", "auth_pki", "container_last_used_at", "etag", "patch",
+    "usb_devices", "https_allowed_credentials", "image_compression_algorithm",
+    "directory_manipulation", "container_cpu_time", "storage_zfs_use_refquota",
+    "storage_lvm_mount_options", "network", "profile_usedby", "container_push",
+    "container_exec_recording", "certificate_update", "container_exec_signal_handling",
+    "gpu_devices", "container_image_properties", "migration_progress", "id_map",
+    "network_firewall_filtering", "network_routes", "storage", "file_delete", "file_append",
+    "network_dhcp_expiry", "storage_lvm_vg_rename", "storage_lvm_thinpool_rename", "network_vlan",
+    "image_create_aliases", "container_stateless_copy", "container_only_migration",
+    "storage_zfs_clone_copy", "unix_device_rename", "storage_lvm_use_thinpool",
+    "storage_rsync_bwlimit", "network_vxlan_interface", "storage_btrfs_mount_options",
+    "entity_description", "image_force_refresh", "storage_lvm_lv_resizing", "id_map_base",
+    "file_symlinks", "container_push_target", "network_vlan_physical", "storage_images_delete",
+    "container_edit_metadata", "container_snapshot_stateful_migration", "storage_driver_ceph",
+    "storage_ceph_user_name", "resource_limits", "storage_volatile_initial_source",
+    "storage_ceph_force_osd_reuse", "storage_block_filesystem_btrfs", "resources",
+    "kernel_limits", "storage_api_volume_rename", "macaroon_authentication", "network_sriov",
+    "console", "restrict_devlxd", "migration_pre_copy", "infiniband", "maas_network",
+    "devlxd_events", "proxy", "network_dhcp_gateway", "file_get_symlink", "network_leases",
+    "unix_device_hotplug", "storage_api_local_volume_handling", "operation_description",
+    "clustering", "event_lifecycle", "storage_api_remote_volume_handling", "nvidia_runtime",
+    "container_mount_propagation", "container_backup", "devlxd_images",
+    "container_local_cross_pool_handling", "proxy_unix",
+    # Not part of this API level, but `lxc list` (5.0.2) refuses to run without it.
+    "api_filtering",
+]
+
+IMPLEMENTED = {
+    "auth_pki", "etag", "patch", "https_allowed_credentials", "profile_usedby",
+    "certificate_update", "entity_description", "resources", "operation_description",
+    "event_lifecycle",
+}
+
+
+def advertised():
+    """The `api_extensions` list of `GET /1.0`, in the order of the API level."""
+    return [name for name in ALL if name in IMPLEMENTED]

@@ -1,0 +1,60 @@
+# -*- test-case-name: tests.integration.test_server -*-
+"""The unix socket and the HTTPS listener (started, moved and stopped live)."""
+
+import os
+
+from twisted.logger import Logger
+
+from lxdtx import tls
+from lxdtx.config.types import parse_host_port
+from lxdtx.router import ApiSite
+
+
+class Listeners:
+    """Owns the listening ports of one daemon."""
+
+    log = Logger()
+
+    def __init__(self, daemon, router, reactor):
+        self._daemon = daemon
+        self._router = router
+        self._reactor = reactor
+        self._unix = None
+        self._https = None
+        spool = daemon.path("tmp")
+        self._unix_site = ApiSite(router, spool_dir=spool)
+        self._unix_site.local = True
+        self._https_site = ApiSite(router, spool_dir=spool)
+        self._https_site.local = False
+        self._context = None
+
+    def listen_unix(self):
+        path = self._daemon.path("unix.socket")
+        self._unix = self._reactor.listenUNIX(path, self._unix_site, mode=0o660, wantPID=True)
+        os.chmod(path, 0o660)
+
+    def _context_factory(self):
+        if self._context is None:
+            ca = self._daemon.path("server.ca")
+            self._context = tls.ServerContextFactory(
+                self._daemon.cert_path, self._daemon.key_path, ca if os.path.exists(ca) else None)
+        return self._context
+
+    async def set_https(self, old, new):
+        """The `core.https_address` hook: bind the new address first, then let the old one go."""
+        port = None
+        if new:
+            host, number = parse_host_port(new, 8443)
+            interface = "::" if host in ("[::]", "::") else host
+            port = self._reactor.listenSSL(number, self._https_site, self._context_factory(), interface=interface)
+            self.log.info("HTTPS listener on {address}", address=new)
+        if self._https is not None:
+            await self._https.stopListening()
+        self._https = port
+        self._daemon.https_address = parse_host_port(new, 8443) if new else None
+
+    async def stop(self):
+        for port in (self._https, self._unix):
+            if port is not None:
+                await port.stopListening()
+        self._https = self._unix = None

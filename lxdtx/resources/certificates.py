@@ -1,0 +1,135 @@
+# -*- test-case-name: tests.integration.test_certificates -*-
+"""`/1.0/certificates`: the trust store (`certificate_update`)."""
+
+import base64
+import binascii
+
+from lxdtx import errors, tls
+from lxdtx.response import SyncResponse, created, empty, etag_of
+from lxdtx.router import Action, Endpoint
+from lxdtx.state import ABSENT, Delete, Put
+from lxdtx.trust import KIND
+
+
+def _render(fingerprint, value):
+    return {
+        "name": value.get("name", ""),
+        "type": value.get("type", "client"),
+        "certificate": value["certificate"],
+        "fingerprint": fingerprint,
+    }
+
+
+def _find(store, prefix):
+    """The document of a certificate by full fingerprint or unique prefix."""
+    doc = store.get(KIND, prefix)
+    if doc is not None:
+        return doc
+    matches = [name for name in store.names(KIND) if name.startswith(prefix)] if prefix else []
+    if not matches:
+        raise errors.NotFound()
+    if len(matches) > 1:
+        raise errors.BadRequest("More than one certificate matches")
+    return store.get(KIND, matches[0])
+
+
+def _check_type(value):
+    if value not in (None, "", "client"):
+        raise errors.BadRequest(f"Unknown request type {value}")
+
+
+async def list_certificates(req):
+    store = req.daemon.store
+    if req.recursion:
+        return SyncResponse([_render(doc.name, doc.value) for doc in store.list(KIND)])
+    return SyncResponse([f"/1.0/certificates/{name}" for name in store.names(KIND)])
+
+
+async def add_certificate(req):
+    daemon = req.daemon
+    body = req.json()
+    _check_type(body.get("type"))
+    if not req.trusted:
+        if daemon.trust.pki:
+            raise errors.Forbidden("Adding certificates with the trust password is disabled in CA mode")
+        if not await daemon.config.check_password(body.get("password") or ""):
+            raise errors.Forbidden()
+    text = body.get("certificate") or ""
+    name = body.get("name") or ""
+    if text:
+        try:
+            der = base64.b64decode("".join(text.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise errors.BadRequest("invalid certificate: not base64-encoded DER")
+    else:
+        peer = daemon.trust.peer(req.http)
+        if peer is None:
+            raise errors.BadRequest("Can't use TLS data on non-TLS link")
+        if not req.trusted and not daemon.trust.certificate_acceptable(peer):
+            raise errors.Forbidden()
+        der = peer.der
+        name = req.remote_address
+    try:
+        from cryptography import x509
+
+        x509.load_der_x509_certificate(der)
+    except ValueError as e:
+        raise errors.BadRequest(f"invalid certificate: {e}")
+    fingerprint = tls.fingerprint(der)
+    if daemon.store.exists(KIND, fingerprint):
+        raise errors.BadRequest("Certificate already in trust store")
+    value = {"name": name, "type": "client", "certificate": tls.der_to_pem(der)}
+    await daemon.store.commit([Put(KIND, fingerprint, value, expect=ABSENT)])
+    daemon.events.lifecycle("certificate-created", f"/1.0/certificates/{fingerprint}")
+    return created(f"/1.0/certificates/{fingerprint}")
+
+
+async def get_certificate(req):
+    doc = _find(req.daemon.store, req.params["fingerprint"])
+    rendered = _render(doc.name, doc.value)
+    return SyncResponse(rendered, etag=etag_of(rendered))
+
+
+async def _update(req, replace):
+    doc = _find(req.daemon.store, req.params["fingerprint"])
+    req.check_etag(_render(doc.name, doc.value))
+    body = req.json()
+    value = dict(doc.value)
+    if replace or "type" in body:
+        _check_type(body.get("type"))
+    if replace or "name" in body:
+        name = body.get("name") or ""
+        if not isinstance(name, str):
+            raise errors.BadRequest("name must be a string")
+        value["name"] = name
+    await req.daemon.store.commit([Put(KIND, doc.name, value, expect=doc.revision)])
+    req.daemon.events.lifecycle("certificate-updated", f"/1.0/certificates/{doc.name}")
+    return empty()
+
+
+async def put_certificate(req):
+    return await _update(req, replace=True)
+
+
+async def patch_certificate(req):
+    return await _update(req, replace=False)
+
+
+async def delete_certificate(req):
+    doc = _find(req.daemon.store, req.params["fingerprint"])
+    await req.daemon.store.commit([Delete(KIND, doc.name, expect=doc.revision)])
+    req.daemon.events.lifecycle("certificate-deleted", f"/1.0/certificates/{doc.name}")
+    return empty()
+
+
+ENDPOINTS = [
+    Endpoint(
+        "/1.0/certificates",
+        get=list_certificates,
+        post=Action(add_certificate, untrusted=True, max_body=64 * 1024),
+    ),
+    Endpoint(
+        "/1.0/certificates/{fingerprint}",
+        get=get_certificate, put=put_certificate, patch=patch_certificate, delete=delete_certificate,
+    ),
+]

@@ -1,0 +1,51 @@
+# -*- test-case-name: tests.unit.test_operations -*-
+"""`/1.0/operations`: list, get, cancel, wait and websocket connect."""
+
+from lxdtx import errors
+from lxdtx.operations import STATUS_TEXT
+from lxdtx.response import SyncResponse, empty
+from lxdtx.router import Action, Endpoint
+
+
+async def list_operations(req):
+    grouped = {}
+    for op in req.daemon.operations.all():
+        entry = op.render() if req.recursion else op.url
+        grouped.setdefault(STATUS_TEXT[op.status_code].lower(), []).append(entry)
+    return SyncResponse(grouped)
+
+
+async def get_operation(req):
+    return SyncResponse(req.daemon.operations.get(req.params["id"]).render())
+
+
+async def cancel_operation(req):
+    await req.daemon.operations.get(req.params["id"]).cancel()
+    return empty()
+
+
+async def wait_operation(req):
+    op = req.daemon.operations.get(req.params["id"])
+    timeout = req.query.get("timeout", "-1")
+    try:
+        timeout = float(timeout)
+    except ValueError:
+        raise errors.BadRequest(f"invalid timeout: {timeout}")
+    await op.wait(None if timeout < 0 else timeout)
+    return SyncResponse(op.render())
+
+
+async def connect_operation(req):
+    op = req.daemon.operations.get(req.params["id"])
+    secret = req.query.get("secret")
+    if not secret:
+        raise errors.BadRequest("missing secret")
+    return await op.connect(req.http, secret)
+
+
+ENDPOINTS = [
+    Endpoint("/1.0/operations", get=list_operations),
+    Endpoint("/1.0/operations/{id}", get=get_operation, delete=cancel_operation),
+    Endpoint("/1.0/operations/{id}/wait", get=Action(wait_operation, cancel_on_disconnect=True)),
+    Endpoint("/1.0/operations/{id}/websocket", get=Action(connect_operation, untrusted=True)),
+]

@@ -1,0 +1,88 @@
+# -*- test-case-name: tests.integration.test_profiles -*-
+"""`/1.0/profiles`."""
+
+from lxdtx import errors, profiles
+from lxdtx.response import SyncResponse, created, empty, etag_of
+from lxdtx.router import Endpoint
+
+
+def _string(body, key):
+    value = body.get(key) or ""
+    if not isinstance(value, str):
+        raise errors.BadRequest(f"{key} must be a string")
+    return value
+
+
+def _map(body, key):
+    value = body.get(key) or {}
+    if not isinstance(value, dict):
+        raise errors.BadRequest(f"{key} must be a map")
+    return value
+
+
+async def list_profiles(req):
+    domain = req.daemon.profiles
+    if req.recursion:
+        return SyncResponse([domain.render(doc.name, doc.value) for doc in
+                             req.daemon.store.list(profiles.KIND)])
+    return SyncResponse([f"/1.0/profiles/{name}" for name in domain.names()])
+
+
+async def create_profile(req):
+    body = req.json()
+    name = _string(body, "name")
+    await req.daemon.profiles.create(
+        name, _string(body, "description"), _map(body, "config"), _map(body, "devices"))
+    return created(f"/1.0/profiles/{name}")
+
+
+async def get_profile(req):
+    name = req.params["name"]
+    doc = req.daemon.profiles.get(name)
+
+    return SyncResponse(req.daemon.profiles.render(name, doc.value), etag=etag_of(profiles.writable(doc.value)))
+
+
+async def _update(req, replace):
+    name = req.params["name"]
+    doc = req.daemon.profiles.get(name)
+    req.check_etag(profiles.writable(doc.value))
+    body = req.json()
+    if replace:
+        value = {"description": _string(body, "description"), "config": _map(body, "config"),
+                 "devices": _map(body, "devices")}
+    else:
+        value = dict(doc.value)
+        if "description" in body:
+            value["description"] = _string(body, "description")
+        value["config"] = {**doc.value.get("config", {}), **_map(body, "config")}
+        value["devices"] = {**doc.value.get("devices", {}), **_map(body, "devices")}
+    await req.daemon.profiles.update(name, value, doc.revision)
+    return empty()
+
+
+async def put_profile(req):
+    return await _update(req, replace=True)
+
+
+async def patch_profile(req):
+    return await _update(req, replace=False)
+
+
+async def rename_profile(req):
+    name = req.params["name"]
+    new_name = _string(req.json(), "name")
+    await req.daemon.profiles.rename(name, new_name)
+    return created(f"/1.0/profiles/{new_name}")
+
+
+async def delete_profile(req):
+    await req.daemon.profiles.delete(req.params["name"])
+    return empty()
+
+
+ENDPOINTS = [
+    Endpoint("/1.0/profiles", get=list_profiles, post=create_profile),
+    Endpoint("/1.0/profiles/{name}", get=get_profile, put=put_profile, patch=patch_profile,
+             post=rename_profile, delete=delete_profile),
+]

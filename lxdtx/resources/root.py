@@ -1,0 +1,140 @@
+# -*- test-case-name: tests.integration.test_server -*-
+"""`/`, `/1.0` (server info and config) and the daemon's internal endpoints."""
+
+import os
+import time
+import weakref
+
+from lxdtx import API_VERSION, SERVER_VERSION, errors, extensions, hostinfo
+from lxdtx.response import CachedSyncResponse, SyncResponse, dumps, empty, etag_of
+from lxdtx.router import Action, Endpoint
+
+_CACHE_SECONDS = 5.0
+
+
+def _untrusted_info():
+    return {
+        "api_extensions": extensions.advertised(),
+        "api_status": "stable",
+        "api_version": API_VERSION,
+        "auth": "untrusted",
+        "public": False,
+        "auth_methods": ["tls"],
+    }
+
+
+def server_info(daemon):
+    """The trusted `GET /1.0` object."""
+    uname = os.uname()
+    environment = {
+        "addresses": daemon.addresses(),
+        "architectures": hostinfo.architectures(),
+        "certificate": daemon.cert_pem,
+        "certificate_fingerprint": daemon.cert_fingerprint,
+        "driver": "lxc",
+        "driver_version": daemon.liblxc_version,
+        "kernel": uname.sysname,
+        "kernel_architecture": uname.machine,
+        "kernel_version": uname.release,
+        "server": "lxd",
+        "server_pid": os.getpid(),
+        "server_version": SERVER_VERSION,
+        "storage": "",
+        "storage_version": "",
+        "server_clustered": False,
+        "server_name": daemon.hostname,
+    }
+    for source in daemon.environment_sources:
+        environment.update(source())
+    info = _untrusted_info()
+    info.update({"auth": "trusted", "config": daemon.config.render(), "environment": environment})
+    return info
+
+
+class _InfoCache:
+    """The rendered trusted answer, rebuilt after any state change or every few seconds."""
+
+    def __init__(self, daemon):
+        self.response = None
+        self.built = 0.0
+        daemon.store.watch(self.invalidate)
+
+    def get(self, daemon):
+        now = time.monotonic()
+        if self.response is None or now - self.built > _CACHE_SECONDS:
+            info = server_info(daemon)
+            body = {
+                "type": "sync", "status": "Success", "status_code": 200,
+                "operation": "", "error_code": 0, "error": "", "metadata": info,
+            }
+            self.response = CachedSyncResponse(dumps(body), etag_of(info["config"]))
+            self.built = now
+        return self.response
+
+    def invalidate(self, *_):
+        self.response = None
+
+
+_CACHES = weakref.WeakKeyDictionary()
+_UNTRUSTED = None
+
+
+def info_cache(daemon):
+    cache = _CACHES.get(daemon)
+    if cache is None:
+        cache = _CACHES[daemon] = _InfoCache(daemon)
+    return cache
+
+
+async def get_root(req):
+    return SyncResponse(["/1.0"])
+
+
+async def get_server(req):
+    global _UNTRUSTED
+    if not req.trusted:
+        if _UNTRUSTED is None:
+            _UNTRUSTED = SyncResponse(_untrusted_info())
+        return _UNTRUSTED
+    return info_cache(req.daemon).get(req.daemon)
+
+
+async def _update_server(req, replace):
+    body = req.json()
+    req.check_etag(req.daemon.config.render())
+    if "config" not in body:
+        if replace:
+            body["config"] = {}
+        else:
+            return empty()
+    await req.daemon.config.update(body["config"], replace=replace)
+    info_cache(req.daemon).invalidate()
+    req.daemon.events.lifecycle("config-updated", "/1.0")
+    return empty()
+
+
+async def put_server(req):
+    return await _update_server(req, replace=True)
+
+
+async def patch_server(req):
+    return await _update_server(req, replace=False)
+
+
+async def get_ready(req):
+    if not req.daemon.ready:
+        raise errors.Unavailable("LXD daemon setup in progress")
+    return empty()
+
+
+async def put_shutdown(req):
+    req.daemon.reactor.callLater(0, req.daemon.request_shutdown)
+    return empty()
+
+
+ENDPOINTS = [
+    Endpoint("/", get=Action(get_root, untrusted=True)),
+    Endpoint("/1.0", get=Action(get_server, untrusted=True), put=put_server, patch=patch_server),
+    Endpoint("/internal/ready", get=Action(get_ready, local_only=True)),
+    Endpoint("/internal/shutdown", put=Action(put_shutdown, local_only=True)),
+]

@@ -1,0 +1,315 @@
+# -*- test-case-name: tests.unit.test_router -*-
+"""One router for every endpoint table: matching, trust, body limits, rendering.
+
+Each resource module declares `ENDPOINTS`, a list of `Endpoint`s (path, one
+`Action` per method). `Router` is the single twisted.web resource serving all of
+them; handlers are `async def handler(req) -> Response` and never write to the
+request themselves.
+"""
+
+import io
+import json
+import re
+import tempfile
+from urllib.parse import parse_qsl, unquote
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from lxdtx import errors
+from lxdtx.response import ErrorResponse, SyncResponse, etag_of
+
+MAX_JSON_BODY = 4 * 1024 * 1024
+_IN_MEMORY_BODY = 256 * 1024
+METHODS = ("GET", "PUT", "POST", "PATCH", "DELETE")
+
+
+class Action:
+    """How one method of an endpoint is served."""
+
+    def __init__(self, handler, *, untrusted=False, local_only=False, max_body=MAX_JSON_BODY,
+                 cancel_on_disconnect=False):
+        self.handler = handler
+        self.untrusted = untrusted
+        self.local_only = local_only
+        self.max_body = max_body
+        # Only handlers that merely wait may be cancelled when the client goes away:
+        # cancelling one in the middle of a state change would leave it half done.
+        self.cancel_on_disconnect = cancel_on_disconnect
+
+
+class Endpoint:
+    """A path pattern and its actions. `{name}` matches one segment, `{name:*}` the rest."""
+
+    def __init__(self, path, *, aliases=(), **actions):
+        self.path = path
+        self.paths = (path, *aliases)
+        self.actions = {}
+        for method, action in actions.items():
+            if action is None:
+                continue
+            if not isinstance(action, Action):
+                action = Action(action)
+            self.actions[method.upper()] = action
+
+
+def _compile(path):
+    parts = []
+    for segment in path.strip("/").split("/"):
+        m = re.fullmatch(r"\{(\w+)(:\*)?\}", segment)
+        if m and m.group(2):
+            parts.append(f"(?P<{m.group(1)}>.+)")
+        elif m:
+            parts.append(f"(?P<{m.group(1)}>[^/]+)")
+        else:
+            parts.append(re.escape(segment))
+    return re.compile("/" + "/".join(parts))
+
+
+class Routes:
+    """All endpoints, looked up by raw (still percent-encoded) path."""
+
+    def __init__(self, endpoints):
+        self._static = {}
+        self._patterns = []
+        for endpoint in endpoints:
+            for path in endpoint.paths:
+                if "{" in path:
+                    self._patterns.append((_compile(path), endpoint))
+                else:
+                    self._static[path] = endpoint
+
+    def match(self, raw_path):
+        """(endpoint, params) for a path, or (None, None)."""
+        endpoint = self._static.get(raw_path)
+        if endpoint is not None:
+            return endpoint, {}
+        for pattern, endpoint in self._patterns:
+            m = pattern.fullmatch(raw_path)
+            if m:
+                return endpoint, {k: unquote(v) for k, v in m.groupdict().items()}
+        return None, None
+
+
+class ApiRequest:
+    """What a handler sees of one HTTP request."""
+
+    def __init__(self, http, daemon, params, trusted):
+        self.http = http
+        self.daemon = daemon
+        self.params = params
+        self.trusted = trusted
+        self.method = http.method.decode("ascii")
+        self.path = http.path.decode("utf-8", "replace")
+        self._query = None
+
+    @property
+    def query(self):
+        """Query parameters, first value wins, decoded."""
+        if self._query is None:
+            raw = self.http.uri.partition(b"?")[2].decode("utf-8", "replace")
+            self._query = {}
+            for key, value in parse_qsl(raw, keep_blank_values=True):
+                self._query.setdefault(key, value)
+        return self._query
+
+    def header(self, name, default=None):
+        value = self.http.getHeader(name)
+        return default if value is None else value
+
+    @property
+    def body(self):
+        """The request body as a file positioned at its start."""
+        content = self.http.content
+        content.seek(0)
+        return content
+
+    def json(self):
+        """The body parsed as a JSON object; a clear 400 otherwise."""
+        raw = self.body.read()
+        if not raw.strip():
+            return {}
+        try:
+            value = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise errors.BadRequest(f"invalid JSON body: {e}")
+        if not isinstance(value, dict):
+            raise errors.BadRequest("request body must be a JSON object")
+        return value
+
+    def check_etag(self, writable):
+        """412 unless If-Match (when given) is the ETag of the current writable state."""
+        given = self.header("If-Match")
+        if not given:
+            return
+        have = etag_of(writable)
+        if given.strip().strip('"') != have:
+            raise errors.PreconditionFailed(f"ETag doesn't match: {have} vs {given}")
+
+    @property
+    def recursion(self):
+        value = self.query.get("recursion", "0")
+        try:
+            return int(value)
+        except ValueError:
+            return 0
+
+    @property
+    def peer_certificate(self):
+        """The client's TLS certificate (pyOpenSSL X509), or None."""
+        transport = getattr(self.http.channel, "transport", None)
+        get = getattr(transport, "getPeerCertificate", None)
+        return get() if get else None
+
+    @property
+    def is_unix(self):
+        return self.daemon.trust.is_unix(self.http)
+
+    @property
+    def remote_address(self):
+        peer = self.http.getClientAddress()
+        return getattr(peer, "host", "@")
+
+    def base_url(self):
+        return self.daemon.base_url_for(self.http)
+
+
+class _Discard(io.RawIOBase):
+    """Where the bytes of a refused body go."""
+
+    def write(self, data):
+        return len(data)
+
+    def writable(self):
+        return True
+
+
+class ApiHTTPRequest(server.Request):
+    """A request that knows its body limit before the body arrives."""
+
+    _too_large = False
+
+    def gotLength(self, length):
+        limit = self.channel.site.body_limit(self.channel._command, self.channel._path)
+        self._limit = limit
+        self._received = 0
+        if length is not None and length > limit:
+            self._too_large = True
+            self.content = _Discard()
+        elif length is not None and length <= _IN_MEMORY_BODY:
+            self.content = io.BytesIO()
+        else:
+            self.content = tempfile.TemporaryFile(dir=self.channel.site.spool_dir)
+
+    def handleContentChunk(self, data):
+        if self._too_large:
+            return
+        self._received += len(data)
+        if self._received > self._limit:
+            self._too_large = True
+            self.content.close()
+            self.content = _Discard()
+            return
+        self.content.write(data)
+
+
+class Router(resource.Resource):
+    """The single resource behind `/`: routes, checks trust, runs handlers, renders."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, daemon, endpoints):
+        super().__init__()
+        self.daemon = daemon
+        self.routes = Routes(endpoints)
+
+    def body_limit(self, method, raw_uri):
+        endpoint, _ = self.routes.match(raw_uri.partition(b"?")[0].decode("utf-8", "replace"))
+        action = endpoint and endpoint.actions.get(method.decode("ascii", "replace"))
+        return action.max_body if action else MAX_JSON_BODY
+
+    def render(self, request):
+        self.daemon.cors.apply(request)
+        method = request.method.decode("ascii", "replace")
+        if method == "OPTIONS":
+            request.setResponseCode(200)
+            return b""
+        raw_path = request.path.decode("utf-8", "replace")
+        endpoint, params = self.routes.match(raw_path)
+        if endpoint is None:
+            return self._write(request, ErrorResponse(404, "not found"))
+        if not self.daemon.ready and not raw_path.startswith(("/internal/", "/1.0/events")) and raw_path != "/":
+            return self._write(request, ErrorResponse(503, "LXD daemon setup in progress"))
+        action = endpoint.actions.get(method)
+        if action is None:
+            if method in METHODS:
+                request.setHeader(b"allow", ", ".join(sorted(endpoint.actions)).encode())
+                return self._write(request, ErrorResponse(501, "not implemented"))
+            return self._write(request, ErrorResponse(404, "not found"))
+        trusted = self.daemon.trust.is_trusted(request)
+        if (not trusted and not action.untrusted) or (action.local_only and not request.channel.site.local):
+            return self._write(request, ErrorResponse(403, "not authorized"))
+        if request._too_large:
+            request.setHeader(b"connection", b"close")
+            return self._write(request, ErrorResponse(413, f"request body larger than {action.max_body} bytes"))
+
+        api = ApiRequest(request, self.daemon, params, trusted)
+        d = defer.Deferred.fromCoroutine(self._call(action, api))
+        if d.called:
+            # The common case: the handler never waited, answer synchronously.
+            result = []
+            d.addBoth(result.append)
+            return self._write(request, result[0])
+        if action.cancel_on_disconnect:
+            request.notifyFinish().addErrback(lambda _: d.cancel())
+        d.addCallback(self._finish_later, request)
+        return server.NOT_DONE_YET
+
+    async def _call(self, action, api):
+        try:
+            response = await action.handler(api)
+        except errors.ApiError as e:
+            return ErrorResponse(e.code, e.message)
+        except defer.CancelledError:
+            raise
+        except Exception as e:
+            self.log.failure("Handler for {method} {path} failed", method=api.method, path=api.path)
+            e = errors.to_api_error(e)
+            return ErrorResponse(e.code, e.message)
+        return response if response is not None else SyncResponse({})
+
+    def _write(self, request, response):
+        if not hasattr(response, "render"):
+            response = ErrorResponse(500, str(getattr(response, "value", response)))
+        try:
+            return response.render(request)
+        except errors.ApiError as e:
+            return ErrorResponse(e.code, e.message).render(request)
+
+    def _finish_later(self, response, request):
+        if request._disconnected or request.finished:
+            return
+        body = self._write(request, response)
+        if body is not server.NOT_DONE_YET:
+            request.write(body)
+            request.finish()
+
+
+class ApiSite(server.Site):
+    """The HTTP site: our request class, no access log, body limits per route."""
+
+    requestFactory = ApiHTTPRequest
+    noisy = False
+
+    def __init__(self, router, spool_dir=None, **kwargs):
+        super().__init__(router, **kwargs)
+        self.router = router
+        self.spool_dir = spool_dir
+
+    def body_limit(self, method, raw_uri):
+        return self.router.body_limit(method, raw_uri)
+
+    def log(self, request):
+        pass

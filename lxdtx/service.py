@@ -1,0 +1,113 @@
+# -*- test-case-name: tests.integration.test_server -*-
+"""The service tree: start-up and shutdown order of one daemon."""
+
+import ctypes
+import os
+import shutil
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger, globalLogPublisher
+
+from lxdtx import resources
+from lxdtx.asyncutil import run
+from lxdtx.daemon import Daemon
+from lxdtx.events import LogForwarder
+from lxdtx.listeners import Listeners
+from lxdtx.router import Router
+from lxdtx.state.sqlite import SQLiteStore
+
+
+class LxdtxService(service.MultiService):
+    """Starts the store, the daemon and its listeners; SIGTERM leaves containers running."""
+
+    log = Logger()
+
+    def __init__(self, state_dir, reactor, https=None):
+        super().__init__()
+        self.state_dir = os.path.abspath(state_dir)
+        self.reactor = reactor
+        self.https = https
+        self.daemon = None
+        self.started = None
+        self._listeners = None
+        self._forwarder = None
+
+    def startService(self):
+        super().startService()
+        self.started = defer.Deferred.fromCoroutine(self._start())
+        self.started.addErrback(self._start_failed)
+
+    def _start_failed(self, failure):
+        self.log.failure("Daemon start-up failed", failure)
+        self.reactor.stop()
+
+    async def _start(self):
+        os.makedirs(self.state_dir, mode=0o711, exist_ok=True)
+        spool = os.path.join(self.state_dir, "tmp")
+        shutil.rmtree(spool, ignore_errors=True)
+        os.makedirs(spool, mode=0o700)
+        store = SQLiteStore(os.path.join(self.state_dir, "lxdtx.db"), reactor=self.reactor)
+        await store.open()
+        daemon = self.daemon = Daemon(self.state_dir, store, self.reactor)
+        daemon.request_shutdown = self.request_shutdown
+        daemon.load_certificate()
+        daemon.liblxc_version = await _liblxc_version()
+        await daemon.profiles.ensure_default()
+
+        router = Router(daemon, resources.endpoints())
+        self._listeners = Listeners(daemon, router, self.reactor)
+        daemon.config.on_apply("https_address", self._listeners.set_https)
+        self._listeners.listen_unix()
+        address = daemon.config.get("core.https_address")
+        if self.https and self.https != address:
+            await daemon.config.update({"core.https_address": self.https}, replace=False)
+        elif address:
+            await self._listeners.set_https("", address)
+
+        self._forwarder = LogForwarder(daemon.events)
+        globalLogPublisher.addObserver(self._forwarder)
+        daemon.ready = True
+        _trim_heap()
+        self.log.info("lxdtx ready on {dir}", dir=self.state_dir)
+
+    async def _stop(self):
+        if self._forwarder is not None:
+            globalLogPublisher.removeObserver(self._forwarder)
+        if self._listeners is not None:
+            await self._listeners.stop()
+        if self.daemon is not None:
+            await self.daemon.store.close()
+
+    def stopService(self):
+        super().stopService()
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    def request_shutdown(self):
+        """`lxdtx shutdown`: stop what must stop (containers), then the process."""
+        defer.Deferred.fromCoroutine(self._shutdown())
+
+    async def _shutdown(self):
+        self.daemon.ready = False
+        for hook in self.daemon.shutdown_hooks:
+            try:
+                await hook()
+            except Exception:
+                self.log.failure("Shutdown step failed")
+        self.reactor.stop()
+
+
+async def _liblxc_version():
+    try:
+        _, out, _ = await run(["lxc-start", "--version"])
+    except Exception:
+        return ""
+    return out.decode().strip()
+
+
+def _trim_heap():
+    """Give memory freed during start-up back to the system."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass

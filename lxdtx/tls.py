@@ -1,0 +1,117 @@
+# -*- test-case-name: tests.unit.test_tls -*-
+"""The daemon's certificate, fingerprints, and the TLS server context.
+
+The server asks for a client certificate but accepts any at handshake time:
+unknown clients must reach `GET /1.0` and `POST /1.0/certificates`. Trust is
+decided per request from the certificate's fingerprint (see lxdtx.trust).
+"""
+
+import base64
+import datetime
+import hashlib
+import ipaddress
+import os
+import re
+import socket
+
+_PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
+
+
+def pem_to_der(pem):
+    """DER bytes of the first certificate in a PEM text."""
+    m = _PEM_BLOCK.search(pem if isinstance(pem, str) else pem.decode("ascii"))
+    if not m:
+        raise ValueError("no PEM certificate found")
+    return base64.b64decode("".join(m.group(1).split()))
+
+
+def der_to_pem(der):
+    body = base64.b64encode(der).decode("ascii")
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
+
+
+def fingerprint(der):
+    """Lower-case hex SHA-256 of a certificate's DER bytes."""
+    return hashlib.sha256(der).hexdigest()
+
+
+def generate_keypair(cert_path, key_path, common_name=None, client=False):
+    """A self-signed EC P-384 certificate for ~10 years, with DNS and loopback IP SANs."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    hostname = socket.gethostname() or "unspecified"
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "lxdtx"),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name or f"root@{hostname}"),
+    ])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, key_encipherment=True, content_commitment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=False,
+            crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if not client:
+        builder = builder.add_extension(x509.SubjectAlternativeName([
+            x509.DNSName(hostname),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ]), critical=False)
+    cert = builder.sign(key, hashes.SHA384())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key_pem)
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def ensure_keypair(cert_path, key_path):
+    """Generate the server keypair on first start."""
+    if not (os.path.exists(cert_path) and os.path.exists(key_path)):
+        generate_keypair(cert_path, key_path)
+
+
+class ServerContextFactory:
+    """pyOpenSSL contexts for the HTTPS listener: TLS 1.2+ (1.3 offered), client cert requested."""
+
+    def __init__(self, cert_path, key_path, ca_path=None):
+        self.cert_path = cert_path
+        self.key_path = key_path
+        self.ca_path = ca_path
+        self._context = None
+
+    def getContext(self):
+        if self._context is None:
+            from OpenSSL import SSL
+
+            ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+            ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+            ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+            ctx.set_cipher_list(b"ECDHE+AESGCM:ECDHE+CHACHA20")
+            ctx.use_certificate_chain_file(self.cert_path.encode())
+            ctx.use_privatekey_file(self.key_path.encode())
+            if self.ca_path:
+                ctx.load_client_ca(self.ca_path.encode())
+            # Request a certificate, accept any: trust is decided per request.
+            ctx.set_verify(SSL.VERIFY_PEER, lambda conn, cert, errno, depth, ok: True)
+            ctx.set_session_id(b"lxdtx")
+            self._context = ctx
+        return self._context

@@ -1,0 +1,147 @@
+"""Running a real lxdtx daemon for tests, and talking to it (the real `lxc` client, raw HTTP)."""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+TWISTD = os.path.join(BIN, "twistd")
+LXDTX = os.path.join(BIN, "lxdtx")
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=30):
+        super().__init__("unix.socket", timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+class Result:
+    """An HTTP answer: status, headers, raw body and decoded JSON (or None)."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        try:
+            self.json = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+    @property
+    def metadata(self):
+        return self.json.get("metadata") if isinstance(self.json, dict) else None
+
+    def __repr__(self):
+        return f"<Result {self.status} {self.body[:300]!r}>"
+
+
+class Daemon:
+    """A daemon on a temporary state directory, with helpers to drive it."""
+
+    def __init__(self, state_dir=None, https=None):
+        self.dir = state_dir or tempfile.mkdtemp(prefix="lxdtx-test-", dir="/var/tmp")
+        self.conf = tempfile.mkdtemp(prefix="lxc-conf-", dir="/var/tmp")
+        self.https = https
+        self.proc = None
+        self.log_path = os.path.join(self.dir, "daemon.log")
+
+    # -- process ---------------------------------------------------------
+    def start(self, timeout=30):
+        argv = [TWISTD, "-n", "--pidfile=", "lxdtx", "--dir", self.dir]
+        if self.https:
+            argv += ["--https", self.https]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if self.request("GET", "/internal/ready", timeout=2).status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon not ready after {timeout}s:\n{self.log()}")
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Stop the daemon process (SIGTERM leaves containers running)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-20000:]
+        except OSError:
+            return ""
+
+    def cleanup(self):
+        """Stop the daemon and remove its state (containers are removed by the fixture first)."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.conf, ignore_errors=True)
+
+    # -- clients ---------------------------------------------------------
+    @property
+    def socket_path(self):
+        return os.path.join(self.dir, "unix.socket")
+
+    def env(self, **extra):
+        env = dict(os.environ, LXD_DIR=self.dir, LXD_CONF=self.conf)
+        env.pop("LXD_SOCKET", None)
+        env.update(extra)
+        return env
+
+    def lxc(self, *args, check=True, input=None, timeout=120, env=None):
+        """Run the real `lxc` client against this daemon; returns CompletedProcess (text)."""
+        result = subprocess.run(
+            ["lxc", *args], env=self.env(**(env or {})), input=input, capture_output=True,
+            text=isinstance(input, str) or input is None, timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"lxc {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def request(self, method, path, body=None, headers=None, timeout=60, raw=None):
+        """One HTTP request over the unix socket; JSON-encodes `body` unless `raw` bytes are given."""
+        conn = UnixHTTPConnection(self.socket_path, timeout=timeout)
+        try:
+            payload = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+            conn.request(method, path, body=payload, headers=headers or {})
+            response = conn.getresponse()
+            return Result(response.status, dict(response.getheaders()), response.read())
+        finally:
+            conn.close()
+
+    def wait_operation(self, result, timeout=120):
+        """Wait for the operation of an async answer; returns the final operation object."""
+        assert result.status == 202, result
+        url = result.headers.get("Location") or result.json["operation"]
+        final = self.request("GET", f"{url}/wait?timeout={timeout}", timeout=timeout + 10)
+        return final.metadata

@@ -82,6 +82,18 @@ def cmd_shutdown(args):
     return 1
 
 
+def cmd_image_busybox(args):
+    from lxdtx.image import busybox
+
+    try:
+        image = busybox.build_image(args.out, compression=args.compression, arch=args.arch)
+    except busybox.ImageBuildError as e:
+        print(f"lxdtx: {e}", file=sys.stderr)
+        return 1
+    print(f"{image.path} {image.fingerprint}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="lxdtx", description="lxdtx daemon administration")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +107,14 @@ def build_parser():
     p.add_argument("--dir", default=DEFAULT_DIR)
     p.add_argument("--timeout", type=float, default=600)
     p.set_defaults(func=cmd_shutdown)
+
+    p = commands.add_parser("image", help="build images locally, without network")
+    images = p.add_subparsers(dest="image_command", required=True)
+    p = images.add_parser("busybox", help="write a unified busybox image from /bin/busybox")
+    p.add_argument("out", help="image file to write (or a directory to write it into)")
+    p.add_argument("--compression", choices=("xz", "gzip", "none"), default="xz")
+    p.add_argument("--arch", help="architecture to record (default: this machine's)")
+    p.set_defaults(func=cmd_image_busybox)
     return parser
 
 

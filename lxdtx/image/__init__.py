@@ -1,0 +1,1 @@
+"""Image building and handling: tools that produce and read LXD image tarballs."""

@@ -6,7 +6,7 @@ PYTHON ?= python3
 
 SYSTEM_PACKAGES = \
 	lxc lxc-dev liblxc-common busybox-static dnsmasq-base btrfs-progs rsync nftables \
-	iproute2 uidmap xz-utils bzip2 lzma gzip acl attr \
+	iproute2 uidmap xz-utils bzip2 lzma gzip acl attr squashfs-tools \
 	python3 python3-venv python3-dev gcc pkg-config \
 	lxd-client
 

@@ -10,6 +10,7 @@ from lxdtx import hostinfo, tls
 from lxdtx.config.server import ServerConfig
 from lxdtx.cors import Cors
 from lxdtx.events import EventHub
+from lxdtx.image.store import ImageStore
 from lxdtx.operations import Operations
 from lxdtx.profiles import Profiles
 from lxdtx.trust import Trust
@@ -30,6 +31,7 @@ class Daemon:
         self.cors = Cors(self.config)
         self.trust = Trust(store, state_dir)
         self.profiles = Profiles(store, self.events)
+        self.images = ImageStore(self)
         self.ready = False
         self.hostname = socket.gethostname()
         self.cert_path = self.path("server.crt")

@@ -190,6 +190,12 @@ class ApiHTTPRequest(server.Request):
 
     _too_large = False
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Bodies are the handlers' business: twisted.web would read a whole
+        # multipart upload (an image of many GB) into memory to fill `args`.
+        self._parsePOSTFormSubmission = False
+
     def gotLength(self, length):
         limit = self.channel.site.body_limit(self.channel._command, self.channel._path)
         self._limit = limit

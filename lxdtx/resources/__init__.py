@@ -1,8 +1,8 @@
 """REST resources: one module per endpoint family, each declaring ENDPOINTS."""
 
-from lxdtx.resources import certificates, events, host, operations, profiles, root
+from lxdtx.resources import certificates, events, host, images, operations, profiles, root
 
-MODULES = [root, certificates, operations, events, profiles, host]
+MODULES = [root, certificates, operations, events, profiles, host, images]
 
 
 def endpoints(extra_modules=()):

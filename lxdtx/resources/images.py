@@ -5,6 +5,7 @@ The work happens in `daemon.images` (lxdtx.image.store.ImageStore); these
 handlers parse, check who may see what, and answer.
 """
 
+import inspect
 import json
 
 from twisted.protocols.basic import FileSender
@@ -305,7 +306,10 @@ async def _publish(req, body, source, kind):
     images.check_aliases(aliases)
 
     async def run(op):
-        async with instances.publish_source(container, snapshot=snapshot or None) as directory:
+        source_dir = instances.publish_source(container, snapshot=snapshot or None)
+        if not hasattr(source_dir, "__aenter__") and inspect.isawaitable(source_dir):
+            source_dir = await source_dir  # a coroutine handing back the context manager
+        async with source_dir as directory:
             fingerprint = await images.create_from_directory(
                 directory, properties=properties, public=public, compression=compression,
                 aliases=aliases, filename=filename, operation=op)

@@ -111,17 +111,19 @@ def test_lxc_import_unified_list_info_export_delete(shared_daemon, workdir, comp
     assert fp not in image_files(d)
 
 
-@pytest.mark.parametrize("rootfs", ["tar", "squashfs"])
-def test_lxc_import_split_and_export(shared_daemon, workdir, rootfs):
+@pytest.mark.parametrize("rootfs,compression", [("tar", "gzip"), ("tar", "none"), ("squashfs", "xz")])
+def test_lxc_import_split_and_export(shared_daemon, workdir, rootfs, compression):
     """`lxc image import meta rootfs`: the fingerprint covers both files, the filename is the
     rootfs part's, and `lxc image export` writes both files back unchanged."""
     if rootfs == "squashfs" and shutil.which("mksquashfs") is None:
         pytest.skip("mksquashfs (squashfs-tools) is not installed")
     d = shared_daemon
-    meta, root = imagefiles.split("gzip", rootfs=rootfs)
+    meta, root = imagefiles.split(compression, rootfs=rootfs)
     fp = sha256(meta + root)
-    meta_path = write(workdir, "meta.tar.gz", meta)
-    root_name = "rootfs.tar.gz" if rootfs == "tar" else "rootfs.squashfs"
+    meta_ext = imagefiles.EXTENSIONS[compression]
+    meta_path = write(workdir, "meta" + meta_ext, meta)
+    root_ext = meta_ext if rootfs == "tar" else ".squashfs"
+    root_name = "rootfs" + root_ext
     root_path = write(workdir, root_name, root)
     out = d.lxc("image", "import", meta_path, root_path, "--public").stdout
     assert fp in out
@@ -134,10 +136,9 @@ def test_lxc_import_split_and_export(shared_daemon, workdir, rootfs):
     out_dir = os.path.join(workdir, "export")
     os.mkdir(out_dir)
     d.lxc("image", "export", fp, out_dir)
-    ext = ".tar.gz" if rootfs == "tar" else ".squashfs"
-    assert sorted(os.listdir(out_dir)) == sorted([f"meta-{fp}.tar.gz", f"{fp}{ext}"])
-    assert read(os.path.join(out_dir, f"meta-{fp}.tar.gz")) == meta
-    assert read(os.path.join(out_dir, f"{fp}{ext}")) == root
+    assert sorted(os.listdir(out_dir)) == sorted([f"meta-{fp}{meta_ext}", f"{fp}{root_ext}"])
+    assert read(os.path.join(out_dir, f"meta-{fp}{meta_ext}")) == meta
+    assert read(os.path.join(out_dir, f"{fp}{root_ext}")) == root
 
     d.lxc("image", "delete", fp)
     assert not {fp, fp + ".rootfs"} & set(image_files(d))

@@ -3,10 +3,12 @@
 
 import os
 
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from lxdtx import tls
 from lxdtx.config.types import parse_host_port
+from lxdtx.errors import BadRequest
 from lxdtx.router import ApiSite
 
 
@@ -40,13 +42,31 @@ class Listeners:
                 self._daemon.cert_path, self._daemon.key_path, ca if os.path.exists(ca) else None)
         return self._context
 
+    def _listen(self, address):
+        host, number = parse_host_port(address, 8443)
+        return self._reactor.listenSSL(number, self._https_site, self._context_factory(), interface=host)
+
     async def set_https(self, old, new):
-        """The `core.https_address` hook: bind the new address first, then let the old one go."""
+        """The `core.https_address` hook: bind the new address first, then let the old one go.
+
+        When the new address overlaps the old one (same port, another host) the old
+        socket must go first; if the new bind then fails the old one is restored.
+        A refused bind is a 400 naming the address; the old listener keeps serving.
+        """
         port = None
         if new:
-            host, number = parse_host_port(new, 8443)
-            interface = "::" if host in ("[::]", "::") else host
-            port = self._reactor.listenSSL(number, self._https_site, self._context_factory(), interface=interface)
+            try:
+                port = self._listen(new)
+            except CannotListenError as e:
+                if self._https is None or parse_host_port(old, 8443)[1] != parse_host_port(new, 8443)[1]:
+                    raise BadRequest(f"cannot listen on {new}: {e.socketError}")
+                await self._https.stopListening()
+                self._https = None
+                try:
+                    port = self._listen(new)
+                except CannotListenError as e:
+                    self._https = self._listen(old)
+                    raise BadRequest(f"cannot listen on {new}: {e.socketError}")
             self.log.info("HTTPS listener on {address}", address=new)
         if self._https is not None:
             await self._https.stopListening()

@@ -29,6 +29,14 @@ STATUS_TEXT = {
 TASK, WEBSOCKET, TOKEN = "task", "websocket", "token"
 
 
+def _progress_as_strings(metadata):
+    """Metadata with every `*_progress` value a string: the `lxc` client type-asserts them."""
+    if not isinstance(metadata, dict):
+        return metadata
+    return {key: str(value) if key.endswith("_progress") and not isinstance(value, str) else value
+            for key, value in metadata.items()}
+
+
 def new_secret():
     """A websocket or token secret: 64 lower-case hex characters."""
     return secrets.token_hex(32)
@@ -46,7 +54,7 @@ class Operation:
         self.cls = cls
         self.description = description
         self.resources = resources
-        self.metadata = metadata
+        self.metadata = _progress_as_strings(metadata)
         self.status_code = PENDING
         self.err = ""
         self.created_at = self.updated_at = timeutil.now()
@@ -86,7 +94,7 @@ class Operation:
         """Replace the metadata (merging is the caller's business) and tell listeners."""
         if self.final:
             return
-        self.metadata = metadata
+        self.metadata = _progress_as_strings(metadata)
         self._changed()
 
     def update_resources(self, resources):
@@ -104,7 +112,7 @@ class Operation:
 
     def _succeeded(self, metadata):
         if metadata is not None:
-            self.metadata = metadata
+            self.metadata = _progress_as_strings(metadata)
         self._finish(SUCCESS)
 
     def _failed(self, failure):
@@ -145,7 +153,14 @@ class Operation:
         self.status_code = CANCELLING
         self._changed()
         if self._cancel is not None:
-            await self._cancel(self)
+            try:
+                await self._cancel(self)
+            except BaseException:
+                # The work goes on: say so, and tell the caller why it could not stop.
+                if self.status_code == CANCELLING:
+                    self.status_code = RUNNING
+                    self._changed()
+                raise
         if self._task is not None and not self._task.called:
             self._task.cancel()
         self._finish(CANCELLED)

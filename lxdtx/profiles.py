@@ -27,6 +27,11 @@ def writable(value):
     return [value.get("config", {}), value.get("description", ""), value.get("devices", {})]
 
 
+def without_unset(config):
+    """The config without keys set to "" (unset; `lxc profile unset` sends the key as "")."""
+    return {key: value for key, value in config.items() if value != ""}
+
+
 def validate(config, devices):
     if not isinstance(config, dict) or not all(isinstance(v, str) for v in config.values()):
         raise errors.BadRequest("config must be a map of strings")
@@ -77,13 +82,14 @@ class Profiles:
         if self._store.exists(KIND, name):
             raise errors.BadRequest("The profile already exists")
         validate(config, devices)
-        value = {"description": description or "", "config": config, "devices": devices}
+        value = {"description": description or "", "config": without_unset(config), "devices": devices}
         await self._store.commit([Put(KIND, name, value, expect=ABSENT)])
         self._events.lifecycle("profile-created", f"/1.0/profiles/{name}")
 
     async def update(self, name, value, revision):
         """Replace a profile's writable state; `revision` guards against a concurrent change."""
         validate(value["config"], value["devices"])
+        value = dict(value, config=without_unset(value["config"]))
         old = self.get(name).value
         for hook in self.change_hooks:
             await hook(name, old, value)

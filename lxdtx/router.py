@@ -176,13 +176,25 @@ class ApiRequest:
 
 
 class _Discard(io.RawIOBase):
-    """Where the bytes of a refused body go."""
+    """Where the bytes of a refused body go; reads back as empty (twisted.web rewinds it)."""
 
     def write(self, data):
         return len(data)
 
     def writable(self):
         return True
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        return 0
+
+    def seekable(self):
+        return True
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        return 0
 
 
 class ApiHTTPRequest(server.Request):
@@ -271,6 +283,8 @@ class Router(resource.Resource):
         if action.cancel_on_disconnect:
             request.notifyFinish().addErrback(lambda _: d.cancel())
         d.addCallback(self._finish_later, request)
+        # Cancelled because the client left: nobody to answer, nothing to report.
+        d.addErrback(lambda failure: failure.trap(defer.CancelledError) and None)
         return server.NOT_DONE_YET
 
     async def _call(self, action, api):
@@ -299,6 +313,8 @@ class Router(resource.Resource):
             return
         body = self._write(request, response)
         if body is not server.NOT_DONE_YET:
+            # Known length: no chunked framing for answers that were merely late.
+            request.setHeader(b"content-length", b"%d" % len(body))
             request.write(body)
             request.finish()
 

@@ -14,6 +14,9 @@ import os
 import re
 import socket
 
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from zope.interface import implementer
+
 _PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
 
 
@@ -89,6 +92,7 @@ def ensure_keypair(cert_path, key_path):
         generate_keypair(cert_path, key_path)
 
 
+@implementer(IOpenSSLContextFactory)
 class ServerContextFactory:
     """pyOpenSSL contexts for the HTTPS listener: TLS 1.2+ (1.3 offered), client cert requested."""
 

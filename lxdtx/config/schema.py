@@ -4,6 +4,7 @@
 import re
 
 from lxdtx.config.types import is_any
+from lxdtx.errors import BadRequest
 
 
 class Key:
@@ -24,8 +25,11 @@ class Key:
         self.doc = doc
 
 
-class ConfigError(ValueError):
-    """One or more keys failed validation; the message names the first key."""
+class ConfigError(BadRequest, ValueError):
+    """One or more keys failed validation; the message names the first key.
+
+    A BadRequest, so the router answers 400 without logging it as a crash.
+    """
 
     def __init__(self, problems):
         self.problems = problems

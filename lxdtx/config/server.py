@@ -97,8 +97,10 @@ class ServerConfig:
 
     KIND, NAME = "config", "server"
 
-    def __init__(self, store):
+    def __init__(self, store, defer_to_thread=threads.deferToThread):
         self._store = store
+        # Password hashing is slow on purpose: it runs off the reactor thread.
+        self._defer_to_thread = defer_to_thread
         self._hooks = {}
         self._listeners = []
         self._values = None
@@ -167,9 +169,9 @@ class ServerConfig:
                 continue
             new[key] = value
         if problems:
-            raise ConfigError(problems)
+            raise ConfigError(sorted(problems))
         if new.get("core.trust_password") and new["core.trust_password"] != current.get("core.trust_password"):
-            new["core.trust_password"] = await threads.deferToThread(hash_password, new["core.trust_password"])
+            new["core.trust_password"] = await self._defer_to_thread(hash_password, new["core.trust_password"])
         changed = sorted(k for k in set(current) | set(new) if current.get(k) != new.get(k))
         if not changed:
             return []
@@ -195,7 +197,7 @@ class ServerConfig:
         stored = self.values.get("core.trust_password")
         if not stored or not password:
             return False
-        return await threads.deferToThread(password_matches, stored, password)
+        return await self._defer_to_thread(password_matches, stored, password)
 
 
 def _kind(value):

@@ -43,7 +43,11 @@ def validate(devices, *, expanded=False):
                 extra = sorted(set(config) - {"type"})[0]
                 raise ConfigError([(name, f"Invalid device configuration key for none: {extra}")])
             continue
-        module.validate(name, config)
+        try:
+            module.validate(name, config)
+        except ConfigError as e:
+            # The type's own messages describe the problem; say which device has it.
+            raise ConfigError([(name, f'Device validation failed for "{name}": {e.message}')]) from None
     if expanded:
         disk.validate_set(devices)
 

@@ -17,4 +17,4 @@ def check_keys(kind, name, config, keys, allowed=None):
         try:
             validator(value)
         except ValueError as e:
-            raise ConfigError([(name, f"Invalid value for device '{name}' key {key}: {e}")])
+            raise ConfigError([(name, f"Invalid value for key {key}: {e}")])

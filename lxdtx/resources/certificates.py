@@ -62,9 +62,11 @@ async def add_certificate(req):
         except (binascii.Error, ValueError):
             raise errors.BadRequest("invalid certificate: not base64-encoded DER")
     else:
+        if req.is_unix:
+            raise errors.BadRequest("Can't use TLS data on non-TLS link")
         peer = daemon.trust.peer(req.http)
         if peer is None:
-            raise errors.BadRequest("Can't use TLS data on non-TLS link")
+            raise errors.BadRequest("No client certificate provided")
         if not req.trusted and not daemon.trust.certificate_acceptable(peer):
             raise errors.Forbidden()
         der = peer.der

@@ -27,6 +27,10 @@ def _v1(db):
 MIGRATIONS = [_v1]
 
 
+class SchemaTooNew(Exception):
+    """The database was written by a newer lxdtx."""
+
+
 class StoreFull(Exception):
     """The disk holding the database is full."""
 
@@ -34,13 +38,13 @@ class StoreFull(Exception):
 class SQLiteStore(Store):
     """Documents in `path`, written by a single dedicated thread."""
 
-    def __init__(self, path, reactor=None):
+    def __init__(self, path, reactor=None, pool=None):
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.path = path
         self._reactor = reactor
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="lxdtx-db")
+        self._pool = pool if pool is not None else ThreadPool(minthreads=1, maxthreads=1, name="lxdtx-db")
         self._db = None
 
     def _in_thread(self, fn, *args):
@@ -62,16 +66,23 @@ class SQLiteStore(Store):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                step(db)
-                db.execute(f"PRAGMA user_version={number}")
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                # Written by a newer lxdtx: running older code on it could corrupt it.
+                raise SchemaTooNew(f"database schema {version} is newer than this lxdtx knows ({len(MIGRATIONS)})")
+            for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    step(db)
+                    db.execute(f"PRAGMA user_version={number}")
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except BaseException:
+            db.close()
+            raise
         self._db = db
 
     async def _load(self):

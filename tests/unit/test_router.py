@@ -1,0 +1,305 @@
+"""The router: path matching, methods, trust, readiness, body limits and handler results.
+
+Requests go through a real twisted.web HTTP channel on a StringTransport, so the
+body-limit code sees the same calls (`gotLength`, `handleContentChunk`) as it
+does on a socket.
+"""
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from lxdtx import errors
+from lxdtx.response import SyncResponse, empty, etag_of
+from lxdtx.router import Action, Endpoint, Routes
+from tests.unit.fakes import FakeDaemon, HTTPAnswer, exchange, make_site, request_bytes, temp_dir
+
+
+class RoutesTests(SynchronousTestCase):
+    """Static paths, `{name}` and `{name:*}` parameters, aliases."""
+
+    def setUp(self):
+        self.static = Endpoint("/1.0/profiles")
+        self.one = Endpoint("/1.0/profiles/{name}")
+        self.rest = Endpoint("/1.0/images/aliases/{name:*}")
+        self.nested = Endpoint("/1.0/containers/{name}/snapshots/{snap}", aliases=("/1.0/instances/{name}/snapshots/{snap}",))
+        self.routes = Routes([self.static, self.one, self.rest, self.nested])
+
+    def test_static(self):
+        """A static path matches exactly and has no parameters."""
+        self.assertEqual(self.routes.match("/1.0/profiles"), (self.static, {}))
+
+    def test_trailing_slash(self):
+        """Strict slashes: `/1.0/profiles/` is not a route."""
+        self.assertEqual(self.routes.match("/1.0/profiles/"), (None, None))
+        self.assertEqual(self.routes.match("/1.0/profiles/p1/"), (None, None))
+
+    def test_one_segment(self):
+        """`{name}` takes one segment, percent-decoded after matching."""
+        self.assertEqual(self.routes.match("/1.0/profiles/p1"), (self.one, {"name": "p1"}))
+        self.assertEqual(self.routes.match("/1.0/profiles/a%2Fb"), (self.one, {"name": "a/b"}))
+        self.assertEqual(self.routes.match("/1.0/profiles/a%20b"), (self.one, {"name": "a b"}))
+        self.assertEqual(self.routes.match("/1.0/profiles/a/b"), (None, None))
+
+    def test_rest(self):
+        """`{name:*}` takes the rest of the path, slashes included."""
+        self.assertEqual(self.routes.match("/1.0/images/aliases/ubuntu/18.04"),
+                         (self.rest, {"name": "ubuntu/18.04"}))
+
+    def test_several_and_alias(self):
+        """Several parameters; an alias reaches the same endpoint."""
+        expected = (self.nested, {"name": "c1", "snap": "s1"})
+        self.assertEqual(self.routes.match("/1.0/containers/c1/snapshots/s1"), expected)
+        self.assertEqual(self.routes.match("/1.0/instances/c1/snapshots/s1"), expected)
+
+    def test_unknown(self):
+        """Unknown paths match nothing."""
+        for path in ("/", "/1.0/nothing", "/2.0/profiles", "/1.0/profilesx"):
+            self.assertEqual(self.routes.match(path), (None, None))
+
+    @given(st.text(alphabet=st.characters(blacklist_characters="/", blacklist_categories=("Cs",)),
+                   min_size=1, max_size=20))
+    def test_any_segment_round_trips(self, name):
+        """Any name without a slash, percent-encoded, comes back as given."""
+        from urllib.parse import quote
+
+        self.assertEqual(self.routes.match("/1.0/profiles/" + quote(name, safe="")), (self.one, {"name": name}))
+
+
+class RouterTests(SynchronousTestCase):
+    """Requests through the router on an in-memory HTTP channel."""
+
+    def setUp(self):
+        self.seen = []
+        self.spool = temp_dir(self)
+
+        async def show(req):
+            self.seen.append(req)
+            return SyncResponse({"params": req.params, "query": req.query, "recursion": req.recursion})
+
+        async def store(req):
+            self.seen.append(req.json())
+            return empty()
+
+        async def guarded(req):
+            req.check_etag({"v": 1})
+            return empty()
+
+        async def crash(req):
+            raise RuntimeError("boom")
+
+        async def refuse(req):
+            raise errors.Conflict("taken")
+
+        async def nothing(req):
+            return None
+
+        self.endpoints = [
+            Endpoint("/", get=Action(show, untrusted=True)),
+            Endpoint("/1.0/things", get=show, post=store),
+            Endpoint("/1.0/things/{name}", get=show, put=guarded),
+            Endpoint("/1.0/public", get=Action(show, untrusted=True)),
+            Endpoint("/1.0/small", post=Action(store, max_body=10)),
+            Endpoint("/1.0/crash", get=crash),
+            Endpoint("/1.0/refuse", get=refuse),
+            Endpoint("/1.0/nothing", get=nothing),
+            Endpoint("/internal/local", get=Action(show, local_only=True)),
+        ]
+
+    def ask(self, method, path, body=b"", headers=(), **site_args):
+        site = make_site(self.endpoints, spool_dir=self.spool, **site_args)
+        return exchange(site, request_bytes(method, path, body, headers))
+
+    def assertError(self, answer, code, message=None):
+        self.assertEqual(answer.status, code, answer.body)
+        doc = answer.json()
+        self.assertEqual(set(doc), {"type", "error", "error_code"})
+        self.assertEqual((doc["type"], doc["error_code"]), ("error", code))
+        if message is not None:
+            self.assertEqual(doc["error"], message)
+
+    def test_get(self):
+        """A handler's answer, with parameters and the query (first value wins)."""
+        answer = self.ask("GET", "/1.0/things/t%201?recursion=1&x=a&x=b")
+        self.assertEqual(answer.status, 200)
+        self.assertEqual(answer.json()["metadata"],
+                         {"params": {"name": "t 1"}, "query": {"recursion": "1", "x": "a"}, "recursion": 1})
+        self.assertEqual(answer.headers["content-type"], "application/json")
+
+    def test_bad_recursion_and_empty_query(self):
+        """A non-numeric recursion is 0; an empty query (`?`) is fine."""
+        self.assertEqual(self.ask("GET", "/1.0/things?recursion=yes").json()["metadata"]["recursion"], 0)
+        self.assertEqual(self.ask("GET", "/1.0/things?").status, 200)
+
+    def test_unknown_path(self):
+        """Unknown paths and trailing slashes are 404 `not found`."""
+        self.assertError(self.ask("GET", "/1.0/nope"), 404, "not found")
+        self.assertError(self.ask("GET", "/1.0/things/"), 404, "not found")
+        self.assertError(self.ask("GET", "/1.0/"), 404, "not found")
+
+    def test_unhandled_method(self):
+        """A known method the route lacks is 501 with Allow; an unknown method is 404."""
+        answer = self.ask("DELETE", "/1.0/things")
+        self.assertError(answer, 501, "not implemented")
+        self.assertEqual(answer.headers["allow"], "GET, POST")
+        self.assertError(self.ask("BREW", "/1.0/things"), 404)
+
+    def test_options(self):
+        """OPTIONS is answered 200 without routing."""
+        answer = self.ask("OPTIONS", "/1.0/anything")
+        self.assertEqual((answer.status, answer.body), (200, b""))
+
+    def test_untrusted(self):
+        """An untrusted caller gets 403 except where the action allows it."""
+        daemon = FakeDaemon(trusted=False)
+        self.assertError(self.ask("GET", "/1.0/things", daemon=daemon), 403, "not authorized")
+        self.assertError(self.ask("POST", "/1.0/things", b"{}", daemon=daemon), 403)
+        self.assertEqual(self.ask("GET", "/1.0/public", daemon=daemon).status, 200)
+        self.assertEqual(self.seen, [self.seen[0]])
+
+    def test_local_only(self):
+        """Internal endpoints answer only on the unix socket."""
+        self.assertEqual(self.ask("GET", "/internal/local").status, 200)
+        self.assertError(self.ask("GET", "/internal/local", local=False), 403)
+
+    def test_not_ready(self):
+        """Before start-up finished every API call but `/` is 503."""
+        daemon = FakeDaemon(ready=False)
+        self.assertError(self.ask("GET", "/1.0/things", daemon=daemon), 503, "LXD daemon setup in progress")
+        self.assertEqual(self.ask("GET", "/", daemon=daemon).status, 200)
+
+    def test_json_body(self):
+        """The body reaches the handler as a JSON object; unknown fields are the handler's to ignore."""
+        self.assertEqual(self.ask("POST", "/1.0/things", b'{"name": "x", "extra": [1]}').status, 200)
+        self.assertEqual(self.seen, [{"name": "x", "extra": [1]}])
+
+    def test_empty_body(self):
+        """No body, or whitespace, reads as `{}`."""
+        self.ask("POST", "/1.0/things")
+        self.ask("POST", "/1.0/things", b"  \n")
+        self.assertEqual(self.seen, [{}, {}])
+
+    def test_get_with_body(self):
+        """A GET carrying `{}` is accepted."""
+        self.assertEqual(self.ask("GET", "/1.0/things", b"{}").status, 200)
+
+    def test_malformed_json(self):
+        """Malformed JSON and non-objects are a 400 saying so."""
+        answer = self.ask("POST", "/1.0/things", b'{"name": ')
+        self.assertError(answer, 400)
+        self.assertIn("invalid JSON body", answer.json()["error"])
+        self.assertError(self.ask("POST", "/1.0/things", b"[1, 2]"), 400, "request body must be a JSON object")
+        self.assertError(self.ask("POST", "/1.0/things", b"\xff\xfe"), 400)
+        self.assertEqual(self.seen, [])
+
+    def test_body_too_large(self):
+        """A declared length above the route's cap is 413 and the handler never runs."""
+        answer = self.ask("POST", "/1.0/small", b'{"a": "0123456789"}')
+        self.assertError(answer, 413, "request body larger than 10 bytes")
+        self.assertEqual(answer.headers["connection"], "close")
+        self.assertEqual(self.seen, [])
+        self.assertEqual(self.ask("POST", "/1.0/small", b'{"a": 1}').status, 200)
+
+    def test_chunked_body_too_large(self):
+        """A chunked body is counted as it arrives and refused past the cap."""
+        site = make_site(self.endpoints, spool_dir=self.spool)
+        body = b'{"a": "0123456789"}'
+        raw = (b"POST /1.0/small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"%x\r\n" % 5 + body[:5] + b"\r\n" + b"%x\r\n" % (len(body) - 5) + body[5:] + b"\r\n0\r\n\r\n")
+        self.assertError(exchange(site, raw), 413)
+        self.assertEqual(self.seen, [])
+
+    def test_chunked_body(self):
+        """A chunked body within the cap reaches the handler whole (spooled to a file)."""
+        site = make_site(self.endpoints, spool_dir=self.spool)
+        body = json.dumps({"k": "v" * 300000}).encode()
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 65536]), body[i:i + 65536])
+                          for i in range(0, len(body), 65536))
+        raw = b"POST /1.0/things HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+        self.assertEqual(exchange(site, raw).status, 200)
+        self.assertEqual(self.seen, [{"k": "v" * 300000}])
+
+    def test_etag(self):
+        """If-Match: absent passes, the right tag (quoted or not) passes, a wrong one is 412."""
+        tag = etag_of({"v": 1})
+        self.assertEqual(self.ask("PUT", "/1.0/things/a").status, 200)
+        self.assertEqual(self.ask("PUT", "/1.0/things/a", headers=[("If-Match", tag)]).status, 200)
+        self.assertEqual(self.ask("PUT", "/1.0/things/a", headers=[("If-Match", f'"{tag}"')]).status, 200)
+        answer = self.ask("PUT", "/1.0/things/a", headers=[("If-Match", "0" * 64)])
+        self.assertError(answer, 412)
+        self.assertIn("ETag doesn't match", answer.json()["error"])
+
+    def test_handler_errors(self):
+        """An ApiError keeps its code; anything else is a 500 with its text (and is logged)."""
+        self.assertError(self.ask("GET", "/1.0/refuse"), 409, "taken")
+        self.assertError(self.ask("GET", "/1.0/crash"), 500, "boom")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_none_is_empty(self):
+        """A handler returning None answers the empty sync envelope."""
+        self.assertEqual(self.ask("GET", "/1.0/nothing").json()["metadata"], {})
+
+
+class DeferredHandlerTests(SynchronousTestCase):
+    """Handlers that wait: answered when they finish, cancelled on disconnect only if allowed."""
+
+    def setUp(self):
+        self.waiting = []
+
+        self.cancelled = []
+
+        async def slow(req):
+            d = defer.Deferred()
+            self.waiting.append(d)
+            try:
+                await d
+            except defer.CancelledError:
+                self.cancelled.append(req.path)
+                raise
+            return SyncResponse("done")
+
+        self.endpoints = [
+            Endpoint("/slow", get=slow),
+            Endpoint("/wait", get=Action(slow, cancel_on_disconnect=True)),
+        ]
+
+    def start(self, path):
+        site = make_site(self.endpoints)
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(request_bytes("GET", path))
+        return channel, transport
+
+    def test_answer_later(self):
+        """Nothing is written until the handler finishes."""
+        channel, transport = self.start("/slow")
+        self.assertEqual(transport.value(), b"")
+        self.waiting[0].callback(None)
+        answer = HTTPAnswer(transport.value())
+        self.assertEqual((answer.status, answer.json()["metadata"]), (200, "done"))
+
+    def test_cancel_on_disconnect(self):
+        """A waiting handler marked cancellable is cancelled when the client leaves."""
+        channel, transport = self.start("/wait")
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.cancelled, ["/wait"])
+        self.assertEqual(transport.value(), b"")
+        import gc
+
+        gc.collect()  # an unhandled CancelledError would be logged (and fail the test) here
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_no_cancel_by_default(self):
+        """Other handlers run to completion even when the client leaves; nothing is written."""
+        channel, transport = self.start("/slow")
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertNoResult(self.waiting[0])
+        self.waiting[0].callback(None)
+        self.assertEqual(transport.value(), b"")

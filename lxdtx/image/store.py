@@ -32,6 +32,7 @@ Interface used by other subsystems (`daemon.images`):
 import dataclasses
 import hashlib
 import hmac
+import io
 import os
 import shutil
 import tempfile
@@ -168,6 +169,17 @@ def _stage_upload(spool, body, boundary, expected_fingerprint):
         raise
     return Staged(tmpdir, image_path, rootfs_path, fingerprint, size, meta, image_format,
                   rootfs_format, filename=rootfs_filename)
+
+
+def _detached(body):
+    """A file object over the same bytes that stays open when twisted.web closes the
+    request's own (a client that goes away mid-request)."""
+    try:
+        fd = body.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        body.seek(0)
+        return io.BytesIO(body.read())
+    return os.fdopen(os.dup(fd), "rb")
 
 
 def _read_optional(path):
@@ -327,10 +339,13 @@ class ImageStore:
         Any failure leaves no file behind.
         """
         expected = (expected_fingerprint or "").strip().lower() or None
+        body = _detached(body)
         try:
             staged = await threads.deferToThread(_stage_upload, self.spool, body, multipart_boundary, expected)
         except ImageFormatError as e:
             raise errors.BadRequest(str(e))
+        finally:
+            body.close()
         staged.properties = dict(staged.meta.properties)
         if self._store.exists(KIND, staged.fingerprint) or staged.fingerprint in self._adding:
             await self.discard(staged)

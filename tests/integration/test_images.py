@@ -493,3 +493,18 @@ def test_untrusted_access_and_secrets(https_daemon, workdir):
     exported = session.get(f"{base}/1.0/images/{private}/export?secret={secret}")
     assert exported.status_code == 200 and exported.content == private_data
     assert session.get(f"{base}/1.0/images/{private}/export").status_code == 404
+
+
+def test_list_filter(shared_daemon):
+    """`filter=` (what `lxc image list` sends once api_filtering is advertised): empty means
+    all, `key eq value` selects, a malformed filter is a 400 (lxc then lists unfiltered)."""
+    d = shared_daemon
+    public = import_raw(d, imagefiles.unified("none"), {"X-LXD-public": "1"})["metadata"]["fingerprint"]
+    private = import_raw(d, imagefiles.unified("none"))["metadata"]["fingerprint"]
+    everything = [i["fingerprint"] for i in d.request("GET", "/1.0/images?filter=&recursion=1").metadata]
+    assert {public, private} <= set(everything)
+    selected = d.request("GET", "/1.0/images?recursion=1&filter=public%20eq%20true").metadata
+    assert public in [i["fingerprint"] for i in selected] and private not in [i["fingerprint"] for i in selected]
+    urls = d.request("GET", f"/1.0/images?filter=fingerprint%20eq%20{private}").metadata
+    assert urls == [f"/1.0/images/{private}"]
+    assert d.request("GET", "/1.0/images?filter=public%20is%20true").status == 400

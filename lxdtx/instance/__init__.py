@@ -1,0 +1,1 @@
+"""Containers on liblxc: model, configuration, lifecycle, helper processes."""

@@ -82,6 +82,21 @@ def cmd_shutdown(args):
     return 1
 
 
+def cmd_init(args):
+    if not args.auto:
+        print("lxdtx: only `lxdtx init --auto` is supported", file=sys.stderr)
+        return 2
+    try:
+        status, body = request(args.dir, "POST", "/internal/init", timeout=600)
+    except OSError as e:
+        print(f"lxdtx: cannot reach the daemon in {args.dir}: {e}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"lxdtx: init failed: {body and body.get('error')}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_image_busybox(args):
     from lxdtx.image import busybox
 
@@ -107,6 +122,11 @@ def build_parser():
     p.add_argument("--dir", default=DEFAULT_DIR)
     p.add_argument("--timeout", type=float, default=600)
     p.set_defaults(func=cmd_shutdown)
+
+    p = commands.add_parser("init", help="create the default pool, profile root disk and busybox image")
+    p.add_argument("--auto", action="store_true", help="non-interactive, with the defaults")
+    p.add_argument("--dir", default=DEFAULT_DIR)
+    p.set_defaults(func=cmd_init)
 
     p = commands.add_parser("image", help="build images locally, without network")
     images = p.add_subparsers(dest="image_command", required=True)

@@ -12,7 +12,9 @@ from lxdtx.cors import Cors
 from lxdtx.events import EventHub
 from lxdtx.image.store import ImageStore
 from lxdtx.operations import Operations
+from lxdtx.instance.lifecycle import Instances
 from lxdtx.profiles import Profiles
+from lxdtx.storage.pools import Pools
 from lxdtx.trust import Trust
 
 
@@ -32,6 +34,8 @@ class Daemon:
         self.trust = Trust(store, state_dir)
         self.profiles = Profiles(store, self.events)
         self.images = ImageStore(self)
+        self.pools = Pools(self)
+        self.instances = Instances(self)
         self.ready = False
         self.hostname = socket.gethostname()
         self.cert_path = self.path("server.crt")

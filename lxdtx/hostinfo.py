@@ -101,3 +101,12 @@ def memory():
             info[key] = int(value.split()[0]) * 1024
     total = info.get("MemTotal", 0)
     return {"used": total - info.get("MemAvailable", info.get("MemFree", 0)), "total": total}
+
+
+def apparmor_enabled():
+    """Whether AppArmor confines processes on this host."""
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            return f.read().strip() == "Y" and os.path.exists("/sys/kernel/security/apparmor")
+    except OSError:
+        return False

@@ -23,8 +23,9 @@ class LxdtxService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, state_dir, reactor, https=None):
+    def __init__(self, state_dir, reactor, https=None, auto_init=False):
         super().__init__()
+        self.auto_init = auto_init
         self.state_dir = os.path.abspath(state_dir)
         self.reactor = reactor
         self.https = https
@@ -54,6 +55,8 @@ class LxdtxService(service.MultiService):
         daemon.load_certificate()
         daemon.liblxc_version = await _liblxc_version()
         await daemon.profiles.ensure_default()
+        await daemon.pools.mount_all()
+        daemon.shutdown_hooks.append(daemon.instances.shutdown_all)
 
         router = Router(daemon, resources.endpoints())
         self._listeners = Listeners(daemon, router, self.reactor)
@@ -65,11 +68,16 @@ class LxdtxService(service.MultiService):
         elif address:
             await self._listeners.set_https("", address)
 
+        if self.auto_init:
+            from lxdtx.init import auto_init
+
+            await auto_init(daemon)
         self._forwarder = LogForwarder(daemon.events)
         globalLogPublisher.addObserver(self._forwarder)
         daemon.ready = True
         _trim_heap()
         self.log.info("lxdtx ready on {dir}", dir=self.state_dir)
+        await daemon.instances.on_daemon_start()
 
     async def _stop(self):
         if self._forwarder is not None:

@@ -32,3 +32,14 @@ def shared_daemon():
         yield d
     finally:
         d.cleanup()
+
+
+@pytest.fixture(scope="module")
+def busybox_daemon():
+    """A daemon initialised like `lxdtx init --auto` (dir pool, busybox image), for a module."""
+    _require_root()
+    d = Daemon(auto_init=True).start(timeout=120)
+    try:
+        yield d
+    finally:
+        d.cleanup()

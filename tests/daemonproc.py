@@ -51,10 +51,11 @@ class Result:
 class Daemon:
     """A daemon on a temporary state directory, with helpers to drive it."""
 
-    def __init__(self, state_dir=None, https=None):
+    def __init__(self, state_dir=None, https=None, auto_init=False):
         self.dir = state_dir or tempfile.mkdtemp(prefix="lxdtx-test-", dir="/var/tmp")
         self.conf = tempfile.mkdtemp(prefix="lxc-conf-", dir="/var/tmp")
         self.https = https
+        self.auto_init = auto_init
         self.proc = None
         self.log_path = os.path.join(self.dir, "daemon.log")
 
@@ -63,6 +64,8 @@ class Daemon:
         argv = [TWISTD, "-n", "--pidfile=", "lxdtx", "--dir", self.dir]
         if self.https:
             argv += ["--https", self.https]
+        if self.auto_init:
+            argv.append("--auto-init")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
         log.close()
@@ -100,9 +103,40 @@ class Daemon:
         except OSError:
             return ""
 
+    def remove_containers(self):
+        """Force-stop and delete every container (teardown; errors are ignored)."""
+        try:
+            names = self.request("GET", "/1.0/containers", timeout=10).metadata or []
+        except OSError:
+            return
+        for url in names:
+            name = url.rsplit("/", 1)[-1]
+            try:
+                result = self.request("PUT", f"/1.0/containers/{name}/state",
+                                      {"action": "stop", "force": True}, timeout=30)
+                if result.status == 202:
+                    self.wait_operation(result, timeout=30)
+                result = self.request("DELETE", f"/1.0/containers/{name}", timeout=30)
+                if result.status == 202:
+                    self.wait_operation(result, timeout=60)
+            except (OSError, AssertionError):
+                pass
+
+    def kill_leftover_containers(self):
+        """Kill containers still running from this daemon's lxcpath (daemon gone or stuck)."""
+        lxcpath = os.path.join(self.dir, "lxc")
+        if not os.path.isdir(lxcpath):
+            return
+        for name in os.listdir(lxcpath):
+            subprocess.run(["lxc-stop", "-k", "-n", name, "-P", lxcpath], capture_output=True, timeout=30)
+
     def cleanup(self):
-        """Stop the daemon and remove its state (containers are removed by the fixture first)."""
+        """Remove containers, stop the daemon, kill leftovers, remove all state."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.remove_containers()
         self.stop()
+        self.kill_leftover_containers()
+        subprocess.run(["umount", "-R", "-l", self.dir], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.conf, ignore_errors=True)
 

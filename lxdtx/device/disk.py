@@ -76,3 +76,22 @@ def root_device(devices):
         if devices[name].get("type") == "disk" and devices[name].get("path") == "/":
             return name, devices[name]
     return None, None
+
+
+def _escape(path):
+    return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
+
+
+def mount_entry(source, path, config, is_dir):
+    """The `lxc.mount.entry` line binding `source` at `path` inside the container."""
+    from lxdtx.config.types import is_true
+
+    options = ["rbind" if is_true(config.get("recursive", "")) else "bind",
+               "create=dir" if is_dir else "create=file"]
+    if is_true(config.get("readonly", "")):
+        options.append("ro")
+    if is_true(config.get("optional", "")):
+        options.append("optional")
+    if config.get("propagation"):
+        options.append(config["propagation"])
+    return ("lxc.mount.entry", f"{_escape(source)} {_escape(path.lstrip('/'))} none {','.join(options)} 0 0")

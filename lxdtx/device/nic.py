@@ -65,3 +65,19 @@ def validate(name, config):
     check_keys("nic", name, config, KEYS, ALLOWED[nictype])
     if nictype != "p2p" and not config.get("parent"):
         raise ConfigError([(name, f"Missing parent for {nictype} type nic")])
+
+
+def lxc_lines(index, config, name, hwaddr, host_name):
+    """liblxc lines for a `bridged` nic: a veth pair whose host end joins `parent`."""
+    prefix = f"lxc.net.{index}"
+    lines = [
+        (f"{prefix}.type", "veth"),
+        (f"{prefix}.flags", "up"),
+        (f"{prefix}.link", config["parent"]),
+        (f"{prefix}.name", name),
+        (f"{prefix}.hwaddr", hwaddr),
+        (f"{prefix}.veth.pair", host_name),
+    ]
+    if config.get("mtu"):
+        lines.append((f"{prefix}.mtu", config["mtu"]))
+    return lines

@@ -127,6 +127,13 @@ async def get_ready(req):
     return empty()
 
 
+async def post_init(req):
+    from lxdtx.init import auto_init
+
+    await auto_init(req.daemon)
+    return empty()
+
+
 async def put_shutdown(req):
     req.daemon.reactor.callLater(0, req.daemon.request_shutdown)
     return empty()
@@ -137,4 +144,5 @@ ENDPOINTS = [
     Endpoint("/1.0", get=Action(get_server, untrusted=True), put=put_server, patch=patch_server),
     Endpoint("/internal/ready", get=Action(get_ready, local_only=True)),
     Endpoint("/internal/shutdown", put=Action(put_shutdown, local_only=True)),
+    Endpoint("/internal/init", post=Action(post_init, local_only=True)),
 ]

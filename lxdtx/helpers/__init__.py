@@ -1,0 +1,1 @@
+"""Standalone helper programs the daemon spawns (stdlib only, run with `python -I -S FILE`)."""

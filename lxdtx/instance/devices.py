@@ -1,0 +1,97 @@
+# -*- test-case-name: tests.integration.test_containers -*-
+"""A container's devices at start and while running: liblxc lines, volatile keys, hotplug."""
+
+import os
+import secrets
+import sys
+
+from lxdtx import errors
+from lxdtx.asyncutil import ProcessError, run
+from lxdtx.config.types import is_true
+from lxdtx.device import disk, nic
+
+_MOUNTNS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers", "mountns.py")
+
+
+def random_hwaddr():
+    return "00:16:3e:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+
+
+def random_host_name():
+    return "veth" + secrets.token_hex(4)
+
+
+def fill_volatile(config, devices):
+    """Volatile keys a container needs before it starts (stable MACs); returns the additions."""
+    added = {}
+    for name in sorted(devices):
+        device = devices[name]
+        if device.get("type") == "nic" and not device.get("hwaddr"):
+            key = f"volatile.{name}.hwaddr"
+            if not config.get(key):
+                added[key] = random_hwaddr()
+    return added
+
+
+def disk_source(pools, config):
+    """(host path, is_dir) of a non-root disk device, or None if optional and missing."""
+    source = config["source"]
+    if config.get("pool"):
+        path = pools.driver(config["pool"]).mount_path("custom", source)
+    else:
+        path = source
+    if not os.path.exists(path):
+        if is_true(config.get("optional", "")):
+            return None
+        raise errors.BadRequest(f"Missing source '{source}' for disk device")
+    return path, os.path.isdir(path)
+
+
+def start_lines(pools, config, devices):
+    """(liblxc lines, volatile updates) for the devices of a container about to start."""
+    lines = []
+    volatile = {}
+    index = 0
+    used_names = set()
+    for name in sorted(devices):
+        device = devices[name]
+        kind = device.get("type")
+        if kind == "disk" and device.get("path") != "/":
+            found = disk_source(pools, device)
+            if found:
+                lines.append(disk.mount_entry(found[0], device["path"], device, found[1]))
+        elif kind == "nic" and device.get("nictype") == "bridged":
+            ifname = device.get("name") or config.get(f"volatile.{name}.name")
+            if not ifname or ifname in used_names:
+                ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in used_names)
+            used_names.add(ifname)
+            hwaddr = device.get("hwaddr") or config.get(f"volatile.{name}.hwaddr") or random_hwaddr()
+            host_name = device.get("host_name") or random_host_name()
+            lines += nic.lxc_lines(index, device, ifname, hwaddr, host_name)
+            volatile.update({f"volatile.{name}.name": ifname, f"volatile.{name}.host_name": host_name,
+                             f"volatile.{name}.hwaddr": config.get(f"volatile.{name}.hwaddr") or hwaddr})
+            index += 1
+    return lines, volatile
+
+
+async def hot_add_disk(pools, pid, device):
+    """Bind-mount a disk device into a running container."""
+    found = disk_source(pools, device)
+    if found is None:
+        return
+    argv = [sys.executable, "-I", "-S", _MOUNTNS, "mount", str(pid), found[0], device["path"]]
+    if is_true(device.get("readonly", "")):
+        argv.append("ro")
+    if is_true(device.get("recursive", "")):
+        argv.append("rec")
+    try:
+        await run(argv)
+    except ProcessError as e:
+        raise errors.InternalError(f"Failed to add disk at {device['path']}: {e}")
+
+
+async def hot_remove_disk(pid, device):
+    try:
+        await run([sys.executable, "-I", "-S", _MOUNTNS, "umount", str(pid), device["path"]])
+    except ProcessError as e:
+        raise errors.InternalError(f"Failed to remove disk at {device['path']}: {e}")

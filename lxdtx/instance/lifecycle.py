@@ -1,0 +1,607 @@
+# -*- test-case-name: tests.integration.test_containers -*-
+"""Containers: create, start, stop, restart, freeze, update, rename, delete, shutdown, autostart.
+
+Every state change of one container runs under its operation lock. Each
+multi-step change registers undo steps, so a failure leaves no volume, row,
+link or config behind.
+"""
+
+import os
+import shutil
+import sys
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from lxdtx import device, errors, hostinfo, timeutil
+from lxdtx.asyncutil import sleep
+from lxdtx.config import container as container_config
+from lxdtx.config.types import is_true, parse_int64
+from lxdtx.instance import devices as devices_rt
+from lxdtx.instance import model, templates
+from lxdtx.instance.liblxc import Liblxc
+from lxdtx.instance.oplock import OperationLocks
+from lxdtx.instance.runtime import FROZEN, RUNNING, STATUS_CODES, STOPPED, Runtime
+from lxdtx.revert import Reverter
+from lxdtx.state import ABSENT, Delete, Put
+
+KIND = model.KIND
+_STOPHOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers", "stophook.py")
+
+
+class Instances:
+    """All containers of one daemon."""
+
+    log = Logger()
+
+    def __init__(self, daemon):
+        self.daemon = daemon
+        self.store = daemon.store
+        self.events = daemon.events
+        self.lxcpath = daemon.path("lxc")
+        self.log_root = daemon.path("logs")
+        self.liblxc = Liblxc(self.lxcpath, self.log_root)
+        self.runtime = Runtime()
+        self.locks = OperationLocks(daemon.reactor)
+        self._reserved = set()  # names being created
+        self._layout = None
+        daemon.profiles.users = self.profile_users
+        daemon.profiles.rename_changes = self._profile_rename_changes
+        daemon.profiles.change_hooks.append(self._profile_changing)
+
+    # -- reading ---------------------------------------------------------
+    def names(self):
+        return self.store.names(KIND)
+
+    def get(self, name):
+        doc = self.store.get(KIND, name)
+        if doc is None:
+            raise errors.NotFound()
+        return doc
+
+    def profile_values(self, names):
+        values = []
+        for name in names:
+            value = self.store.value("profile", name)
+            if value is None:
+                raise errors.BadRequest(f"Profile '{name}' not found")
+            values.append(value)
+        return values
+
+    def expanded(self, value):
+        """(expanded config, expanded devices); profiles that vanished are skipped."""
+        profiles = [p for p in (self.store.value("profile", n) for n in value.get("profiles", [])) if p]
+        return model.expand(value, profiles)
+
+    def status(self, name):
+        return self.runtime.status(name)
+
+    def render(self, name, value):
+        config, devices = self.expanded(value)
+        status = self.status(name)
+        return model.render(name, value, config, devices, status, STATUS_CODES[status])
+
+    def profile_users(self, profile):
+        return [doc.name for doc in self.store.list(KIND) if profile in doc.value.get("profiles", [])]
+
+    def _profile_rename_changes(self, old, new):
+        changes = []
+        for doc in self.store.list(KIND):
+            if old in doc.value.get("profiles", []):
+                doc.value["profiles"] = [new if p == old else p for p in doc.value["profiles"]]
+                changes.append(Put(KIND, doc.name, doc.value, expect=doc.revision))
+        return changes
+
+    async def _profile_changing(self, profile, old, new):
+        """Check every user's new expanded state; apply live changes to running users."""
+        for name in self.profile_users(profile):
+            doc = self.get(name)
+            before = self.expanded(doc.value)
+            profiles = [new if p == profile else self.store.value("profile", p) or {}
+                        for p in doc.value.get("profiles", [])]
+            after = model.expand(doc.value, profiles)
+            self._validate_expanded(*after)
+            if self.status(name) != STOPPED:
+                await self._apply_live(name, before, after)
+
+    @property
+    def layout(self):
+        if self._layout is None:
+            from lxdtx.instance import cgroups
+
+            self._layout = cgroups.detect()
+        return self._layout
+
+    # -- paths -----------------------------------------------------------
+    def container_dir(self, value, name):
+        return self.daemon.pools.driver(value["pool"]).mount_path("container", name)
+
+    def log_dir(self, name):
+        return os.path.join(self.log_root, name)
+
+    # -- validation --------------------------------------------------------
+    def _validate_expanded(self, config, devices):
+        container_config.check_combinations(config)
+        device.validate(devices, expanded=True)
+        root, root_config = device.disk.root_device(devices)
+        if root is None:
+            raise errors.BadRequest("No root device could be found: add a disk device with path \"/\"")
+        if not self.store.exists("pool", root_config.get("pool", "")):
+            raise errors.BadRequest(f"Storage pool \"{root_config.get('pool')}\" of the root disk doesn't exist")
+        return root_config
+
+    def validate_new(self, *, config, devices, profiles):
+        """Validate a container's own and expanded state; returns the root disk config."""
+        if not isinstance(config, dict) or not all(isinstance(v, str) for v in config.values()):
+            raise errors.BadRequest("config must be a map of strings")
+        container_config.validate(config)
+        device.validate(devices)
+        if len(set(profiles)) != len(profiles):
+            raise errors.BadRequest("Duplicate profiles in request")
+        values = self.profile_values(profiles)
+        expanded_config, expanded_devices = model.expand({"config": config, "devices": devices}, values)
+        return self._validate_expanded(expanded_config, expanded_devices)
+
+    # -- create ------------------------------------------------------------
+    def reserve(self, name):
+        if self.store.exists(KIND, name) or name in self._reserved:
+            raise errors.Conflict(f"Container '{name}' already exists")
+        self._reserved.add(name)
+
+    def release(self, name):
+        self._reserved.discard(name)
+
+    async def create(self, name, *, architecture, config, devices, profiles, ephemeral, description,
+                     image=None, op=None):
+        """Create a container (from an image fingerprint, or empty); the name must be reserved."""
+        try:
+            async with self.locks.hold(name, "create"):
+                await self._create(name, architecture, config, devices, profiles, ephemeral,
+                                   description, image, op)
+        finally:
+            self.release(name)
+        self.events.lifecycle("container-created", f"/1.0/containers/{name}")
+
+    async def _create(self, name, architecture, config, devices, profiles, ephemeral, description, image, op):
+        root = self.validate_new(config=config, devices=devices, profiles=profiles)
+        pool = root["pool"]
+        driver = self.daemon.pools.driver(pool)
+        config = dict(config)
+        async with Reverter() as revert:
+            if image is not None:
+                images = self.daemon.images
+                info = images.get(image)
+                if op is not None:
+                    op.update_metadata({"create_instance_from_image_unpack_progress": "Unpack: 0%"})
+                path = await driver.create_from_image(name, image, lambda target: images.unpack(image, target), {})
+                revert.add(driver.delete_volume, "container", name)
+                config.setdefault("volatile.base_image", image)
+                for key, value in (info.get("properties") or {}).items():
+                    config.setdefault(f"image.{key}", str(value))
+                architecture = architecture or info.get("architecture")
+                await images.mark_used(image)
+            else:
+                path = await driver.create_volume("container", name, {})
+                revert.add(driver.delete_volume, "container", name)
+                await threads.deferToThread(os.makedirs, os.path.join(path, "rootfs"), 0o755, True)
+            architecture = architecture or hostinfo.architectures()[0]
+            model.check_architecture(architecture)
+
+            value = model.new_document(
+                architecture=architecture, config=config, devices=devices, profiles=profiles,
+                ephemeral=ephemeral, description=description, pool=pool)
+            expanded_config, expanded_devices = self.expanded(value)
+            config.update(devices_rt.fill_volatile(config, expanded_devices))
+            config["volatile.apply_template"] = "create"
+            await self._shift_rootfs(name, value, expanded_config, path)
+
+            await threads.deferToThread(self._make_links, name, path)
+            revert.add(self._remove_links, name)
+            await self.store.commit([
+                Put(KIND, name, value, expect=ABSENT),
+                self.daemon.pools.volume_changes(pool, "container", name, {"config": {}, "description": ""},
+                                                 expect=ABSENT),
+            ])
+            revert.success()
+
+    def _make_links(self, name, path):
+        os.makedirs(os.path.join(self.lxcpath, name), mode=0o700, exist_ok=True)
+        os.makedirs(self.log_dir(name), mode=0o700, exist_ok=True)
+        links = self.daemon.path("containers")
+        os.makedirs(links, mode=0o711, exist_ok=True)
+        link = os.path.join(links, name)
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(path, link)
+
+    def _remove_links(self, name):
+        def remove():
+            shutil.rmtree(os.path.join(self.lxcpath, name), ignore_errors=True)
+            shutil.rmtree(self.log_dir(name), ignore_errors=True)
+            link = os.path.join(self.daemon.path("containers"), name)
+            if os.path.lexists(link):
+                os.unlink(link)
+
+        return threads.deferToThread(remove)
+
+    # -- id maps -----------------------------------------------------------
+    def _other_isolated_maps(self, name):
+        from lxdtx.instance import idmap as idmaps
+
+        maps = []
+        for doc in self.store.list(KIND):
+            if doc.name == name:
+                continue
+            config, _ = self.expanded(doc.value)
+            if is_true(config.get("security.idmap.isolated", "")):
+                text = doc.value["config"].get("volatile.idmap.next") or doc.value["config"].get("volatile.last_state.idmap")
+                if text:
+                    maps.append(idmaps.IdMap.from_json(text))
+        return maps
+
+    def _next_idmap(self, name, value, expanded_config):
+        """The id map the container should run with (None: privileged)."""
+        from lxdtx.instance import idmap as idmaps
+
+        allocation = idmaps.ensure_allocation()
+        idmap, base = idmaps.compute(expanded_config, allocation, self._other_isolated_maps(name))
+        return idmap, base
+
+    async def _shift_rootfs(self, name, value, expanded_config, path):
+        """Make the on-disk ownership match the next id map, recording it in volatile keys."""
+        from lxdtx.instance import idmap as idmaps
+
+        config = value["config"]
+        try:
+            new_map, base = self._next_idmap(name, value, expanded_config)
+        except ValueError as e:
+            raise errors.BadRequest(str(e))
+        old_text = config.get("volatile.last_state.idmap")
+        old_map = idmaps.IdMap.from_json(old_text) if old_text else None
+        new_text = new_map.to_json() if new_map else "[]"
+        if (old_map.to_json() if old_map else "[]") != new_text:
+            await threads.deferToThread(idmaps.shift_tree, os.path.join(path, "rootfs"), old_map, new_map)
+        config["volatile.idmap.next"] = new_text
+        config["volatile.idmap.base"] = str(base or 0)
+        config["volatile.last_state.idmap"] = new_text
+        return new_map
+
+    # -- start -------------------------------------------------------------
+    async def start(self, name, stateful=False):
+        async with self.locks.hold(name, "start"):
+            await self._start(name)
+
+    async def _start(self, name):
+        doc = self.get(name)
+        status = self.status(name)
+        if status == RUNNING:
+            raise errors.BadRequest("The container is already running")
+        if status == FROZEN:
+            raise errors.BadRequest("The container is frozen")
+        value = doc.value
+        config, devs = self.expanded(value)
+        try:
+            self._validate_expanded(config, devs)
+        except ValueError as e:
+            raise errors.BadRequest(str(e))
+        driver = self.daemon.pools.driver(value["pool"])
+        await driver.mount_volume("container", name)
+        path = driver.mount_path("container", name)
+        own = value["config"]
+
+        idmap = await self._shift_rootfs(name, value, config, path)
+        config, devs = self.expanded(value)
+        lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs)
+        own.update(volatile)
+        trigger = own.pop("volatile.apply_template", None)
+        uid = idmap.host_uid(0) if idmap else 0
+        gid = idmap.host_gid(0) if idmap else 0
+        context = self._template_context(name, value, config)
+        for when in ([trigger] if trigger else []) + ["start"]:
+            await threads.deferToThread(templates.apply, path, when, context, uid, gid)
+
+        await threads.deferToThread(self._write_config, name, path, config, idmap, lines)
+        self.runtime.forget(name)
+        await self.liblxc.start(name)
+        own["volatile.last_state.power"] = "RUNNING"
+        value["last_used_at"] = timeutil.now()
+        await self._save(name, value, doc.revision)
+        self.events.lifecycle("container-started", f"/1.0/containers/{name}")
+
+    def _template_context(self, name, value, config):
+        return {
+            "container": {
+                "name": name, "architecture": value.get("architecture"),
+                "privileged": "true" if is_true(config.get("security.privileged", "")) else "false",
+                "ephemeral": "true" if value.get("ephemeral") else "false",
+            },
+            "config": config,
+            "devices": self.expanded(value)[1],
+        }
+
+    def _write_config(self, name, path, config, idmap, device_lines):
+        from lxdtx.instance import lxcconf
+
+        log_dir = self.log_dir(name)
+        lxc_dir = os.path.join(self.lxcpath, name)
+        os.makedirs(log_dir, mode=0o700, exist_ok=True)
+        os.makedirs(lxc_dir, mode=0o700, exist_ok=True)
+        hook = f"{sys.executable} -I -S {_STOPHOOK} {self.daemon.dir}"
+        rendered = lxcconf.render(
+            name, rootfs=os.path.join(path, "rootfs"), log_dir=log_dir, config=config, idmap=idmap,
+            device_lines=device_lines + [("lxc.hook.post-stop", hook)], layout=self.layout,
+            apparmor=hostinfo.apparmor_enabled(), host_cpus=os.cpu_count() or 1,
+            host_memory=hostinfo.memory()["total"],
+        )
+        text = rendered.text
+        seccomp_path = os.path.join(lxc_dir, "seccomp")
+        if rendered.seccomp:
+            with open(seccomp_path, "w") as f:
+                f.write(rendered.seccomp)
+            text = text.replace("@SECCOMP@", seccomp_path)
+        config_path = self.liblxc.config_path(name)
+        with open(config_path + ".new", "w") as f:
+            f.write(text)
+        os.replace(config_path + ".new", config_path)
+
+    async def _save(self, name, value, revision):
+        """Write back a container document changed by the daemon (volatile keys, timestamps)."""
+        try:
+            await self.store.commit([Put(KIND, name, value, expect=revision)])
+        except errors.PreconditionFailed:
+            # Someone edited the container meanwhile: merge our volatile keys into theirs.
+            doc = self.get(name)
+            for key, item in value["config"].items():
+                if key.startswith("volatile."):
+                    doc.value["config"][key] = item
+            doc.value["last_used_at"] = value.get("last_used_at", doc.value.get("last_used_at"))
+            await self.store.commit([Put(KIND, name, doc.value, expect=doc.revision)])
+
+    # -- stop ----------------------------------------------------------------
+    async def stop(self, name, timeout=-1, force=False):
+        async with self.locks.hold(name, "stop"):
+            await self._stop(name, timeout, force)
+        await self._after_stop(name, deliberate=True)
+
+    async def _stop(self, name, timeout, force):
+        self.get(name)
+        status = self.status(name)
+        if status == STOPPED:
+            raise errors.BadRequest("The container is already stopped")
+        if status == FROZEN:
+            await self.liblxc.unfreeze(name)
+        force = force or timeout == 0
+        try:
+            await self.liblxc.stop(name, timeout=timeout, force=force)
+        except errors.ApiError:
+            if self.status(name) != STOPPED:
+                if not force:
+                    raise errors.InternalError("Failed to shutdown container: timeout reached")
+                raise
+        self.runtime.forget(name)
+
+    async def _after_stop(self, name, deliberate):
+        """Bookkeeping once a container stopped: last state, ephemeral removal, event."""
+        doc = self.store.get(KIND, name)
+        if doc is None:
+            return
+        if deliberate:
+            doc.value["config"]["volatile.last_state.power"] = "STOPPED"
+            await self._save(name, doc.value, doc.revision)
+        self.events.lifecycle("container-stopped" if deliberate else "container-shutdown",
+                              f"/1.0/containers/{name}")
+        if doc.value.get("ephemeral"):
+            await self.delete(name)
+
+    async def on_stop(self, name):
+        """liblxc's post-stop hook: the container stopped, maybe on its own."""
+        if self.locks.action(name) is not None or not self.store.exists(KIND, name):
+            return  # an operation of ours is stopping or deleting it and does the bookkeeping
+        self.daemon.reactor.callLater(0.1, lambda: defer.Deferred.fromCoroutine(self._stopped_itself(name)))
+
+    async def _stopped_itself(self, name):
+        if self.locks.action(name) is not None or self.status(name) != STOPPED:
+            return
+        self.runtime.forget(name)
+        await self._after_stop(name, deliberate=False)
+
+    async def restart(self, name, timeout=-1, force=False):
+        async with self.locks.hold(name, "restart"):
+            await self._stop(name, timeout, force)
+            await self._start(name)
+
+    async def freeze(self, name):
+        async with self.locks.hold(name, "freeze"):
+            self.get(name)
+            status = self.status(name)
+            if status == STOPPED:
+                raise errors.BadRequest("The container isn't running")
+            if status == FROZEN:
+                raise errors.BadRequest("The container is already frozen")
+            await self.liblxc.freeze(name)
+        self.events.lifecycle("container-paused", f"/1.0/containers/{name}")
+
+    async def unfreeze(self, name):
+        async with self.locks.hold(name, "unfreeze"):
+            self.get(name)
+            if self.status(name) != FROZEN:
+                raise errors.BadRequest("The container is not frozen")
+            await self.liblxc.unfreeze(name)
+        self.events.lifecycle("container-resumed", f"/1.0/containers/{name}")
+
+    # -- delete / rename -----------------------------------------------------
+    async def delete(self, name):
+        async with self.locks.hold(name, "delete"):
+            doc = self.get(name)
+            if self.status(name) != STOPPED:
+                raise errors.BadRequest("container is running")
+            value = doc.value
+            driver = self.daemon.pools.driver(value["pool"])
+            snapshots = [n for n in self.store.names(model.SNAPSHOT_KIND) if n.startswith(name + "/")]
+            for snapshot in snapshots:
+                await driver.delete_volume("container", snapshot)
+            await driver.delete_volume("container", name)
+            changes = [Delete(KIND, name),
+                       self.daemon.pools.volume_changes(value["pool"], "container", name)]
+            changes += [Delete(model.SNAPSHOT_KIND, s) for s in snapshots]
+            changes += [self.daemon.pools.volume_changes(value["pool"], "container", s) for s in snapshots]
+            await self.store.commit(changes)
+            await self._remove_links(name)
+            self.runtime.forget(name)
+        self.events.lifecycle("container-deleted", f"/1.0/containers/{name}")
+
+    async def rename(self, name, new_name):
+        model.check_name(new_name)
+        self.reserve(new_name)
+        try:
+            async with self.locks.hold(name, "rename"):
+                doc = self.get(name)
+                if self.status(name) != STOPPED:
+                    raise errors.BadRequest("Renaming of running container not allowed")
+                value = doc.value
+                pool = value["pool"]
+                driver = self.daemon.pools.driver(pool)
+                async with Reverter() as revert:
+                    await driver.rename_volume("container", name, new_name)
+                    revert.add(driver.rename_volume, "container", new_name, name)
+                    await self._remove_links(name)
+                    await threads.deferToThread(self._make_links, new_name, driver.mount_path("container", new_name))
+                    value["config"]["volatile.apply_template"] = "rename"
+                    volume = self.daemon.pools.volume(pool, "container", name)
+                    await self.store.commit([
+                        Delete(KIND, name, expect=doc.revision),
+                        Put(KIND, new_name, value, expect=ABSENT),
+                        self.daemon.pools.volume_changes(pool, "container", name),
+                        self.daemon.pools.volume_changes(pool, "container", new_name,
+                                                         volume.value if volume else {"config": {}}),
+                    ])
+                    revert.success()
+        finally:
+            self.release(new_name)
+        self.events.lifecycle("container-renamed", f"/1.0/containers/{name}", {"new_name": new_name})
+
+    # -- update ----------------------------------------------------------------
+    async def update(self, name, body, revision):
+        """Replace the writable state (PUT semantics; the caller merged for PATCH)."""
+        async with self.locks.hold(name, "update"):
+            doc = self.get(name)
+            if revision is not None and doc.revision != revision:
+                raise errors.PreconditionFailed("The container changed while the request was prepared")
+            value = doc.value
+            config = dict(body["config"])
+            # Volatile keys stay the daemon's unless the request sets them explicitly.
+            for key, item in value["config"].items():
+                if key.startswith("volatile.") and key not in config:
+                    config[key] = item
+            profiles = body["profiles"]
+            self.validate_new(config=config, devices=body["devices"], profiles=profiles)
+            new = dict(value, config=config, devices=body["devices"], profiles=profiles,
+                       ephemeral=body["ephemeral"], description=body["description"])
+            if body.get("architecture"):
+                model.check_architecture(body["architecture"])
+                new["architecture"] = body["architecture"]
+            before = self.expanded(value)
+            after = self.expanded(new)
+            if self.status(name) != STOPPED:
+                await self._apply_live(name, before, after)
+            await self.store.commit([Put(KIND, name, new, expect=doc.revision)])
+        self.events.lifecycle("container-updated", f"/1.0/containers/{name}")
+
+    async def _apply_live(self, name, before, after):
+        """Carry a config/devices change to a running container where that can be done live."""
+        from lxdtx.instance import cgroups
+
+        old_config, old_devices = before
+        new_config, new_devices = after
+        pid = self.runtime.init_pid(name)
+        if pid is None:
+            return
+        writes = cgroups.live_updates(old_config, new_config, self.layout, os.cpu_count() or 1,
+                                      hostinfo.memory()["total"])
+        await threads.deferToThread(self._write_cgroups, name, writes)
+        for dev_name in sorted(set(old_devices) | set(new_devices)):
+            old, new = old_devices.get(dev_name), new_devices.get(dev_name)
+            if old == new:
+                continue
+            for gone in [old] if old else []:
+                if gone.get("type") == "disk" and gone.get("path") != "/":
+                    await devices_rt.hot_remove_disk(pid, gone)
+            for added in [new] if new else []:
+                if added.get("type") == "disk" and added.get("path") != "/":
+                    await devices_rt.hot_add_disk(self.daemon.pools, pid, added)
+
+    def _write_cgroups(self, name, writes):
+        for filename, value in writes:
+            controller = filename.split(".", 1)[0]
+            path = self.layout.container_path(controller, name)
+            if path is None:
+                continue
+            try:
+                with open(os.path.join(path, filename), "w") as f:
+                    f.write(str(value))
+            except OSError as e:
+                raise errors.BadRequest(f"Failed to set {filename}={value}: {e.strerror}")
+
+    # -- daemon start and shutdown ---------------------------------------------
+    async def on_daemon_start(self):
+        """Remove stopped ephemeral containers; start autostart containers that are not running."""
+        candidates = []
+        for doc in self.store.list(KIND):
+            if self.status(doc.name) != STOPPED:
+                continue
+            if doc.value.get("ephemeral"):
+                await self.delete(doc.name)
+                continue
+            config, _ = self.expanded(doc.value)
+            autostart = config.get("boot.autostart", "")
+            last = doc.value["config"].get("volatile.last_state.power", "")
+            if is_true(autostart) or (autostart == "" and last == "RUNNING"):
+                candidates.append((-_int(config.get("boot.autostart.priority")), doc.name,
+                                   _int(config.get("boot.autostart.delay"))))
+        for _, name, delay in sorted(candidates):
+            try:
+                await self.start(name)
+            except Exception as e:
+                self.log.error("Failed to autostart {name}: {error}", name=name, error=e)
+            if delay > 0:
+                await sleep(delay, self.daemon.reactor)
+
+    async def shutdown_all(self):
+        """`lxdtx shutdown`: stop containers by descending boot.stop.priority, each group in parallel."""
+        groups = {}
+        for doc in self.store.list(KIND):
+            if self.status(doc.name) == STOPPED:
+                continue
+            config, _ = self.expanded(doc.value)
+            groups.setdefault(_int(config.get("boot.stop.priority")), []).append(
+                (doc.name, _int(config.get("boot.host_shutdown_timeout"), 30)))
+        for priority in sorted(groups, reverse=True):
+            await defer.DeferredList(
+                [defer.Deferred.fromCoroutine(self._shutdown_one(name, timeout))
+                 for name, timeout in groups[priority]])
+
+    async def _shutdown_one(self, name, timeout):
+        async with self.locks.hold(name, "shutdown"):
+            try:
+                await self.liblxc.stop(name, timeout=timeout)
+            except Exception:
+                pass
+            if self.status(name) != STOPPED:
+                try:
+                    await self.liblxc.stop(name, force=True)
+                except Exception:
+                    self.log.failure("Could not stop {name}", name=name)
+            self.runtime.forget(name)
+        # Remember it was running, so the next daemon start (after a host boot) restarts it.
+        doc = self.store.get(KIND, name)
+        if doc is not None:
+            doc.value["config"]["volatile.last_state.power"] = "RUNNING"
+            await self._save(name, doc.value, doc.revision)
+        self.events.lifecycle("container-shutdown", f"/1.0/containers/{name}")
+
+
+def _int(value, default=0):
+    try:
+        return parse_int64(value) if value else default
+    except ValueError:
+        return default

@@ -1,0 +1,108 @@
+# -*- test-case-name: tests.integration.test_containers -*-
+"""`GET /1.0/containers/<name>/state`: status, processes, CPU, memory, disk and network."""
+
+import json
+
+from lxdtx.asyncutil import ProcessError, run
+from lxdtx.instance.runtime import STATUS_CODES, STOPPED
+from lxdtx.storage.errors import NotSupported
+
+_FAMILY = {"inet": "inet", "inet6": "inet6"}
+_SCOPE = {"global": "global", "link": "link", "host": "local", "universe": "global"}
+_TYPE = {"ether": "broadcast", "loopback": "loopback", "none": "point-to-point"}
+
+
+def _int(text, default=0):
+    try:
+        return int(text.split()[0]) if text else default
+    except ValueError:
+        return default
+
+
+def _memory(runtime, name):
+    usage = _int(runtime.read_cgroup(name, "memory", "memory.usage_in_bytes"), None)
+    if usage is None:  # cgroup v2
+        usage = _int(runtime.read_cgroup(name, "memory", "memory.current"))
+        peak = _int(runtime.read_cgroup(name, "memory", "memory.peak"))
+        swap = _int(runtime.read_cgroup(name, "memory", "memory.swap.current"))
+        swap_peak = _int(runtime.read_cgroup(name, "memory", "memory.swap.peak"))
+    else:
+        peak = _int(runtime.read_cgroup(name, "memory", "memory.max_usage_in_bytes"))
+        memsw = _int(runtime.read_cgroup(name, "memory", "memory.memsw.usage_in_bytes"))
+        memsw_peak = _int(runtime.read_cgroup(name, "memory", "memory.memsw.max_usage_in_bytes"))
+        swap = max(0, memsw - usage) if memsw else 0
+        swap_peak = max(0, memsw_peak - peak) if memsw_peak else 0
+    return {"usage": usage, "usage_peak": peak, "swap_usage": swap, "swap_usage_peak": swap_peak}
+
+
+def _cpu(runtime, name):
+    usage = runtime.read_cgroup(name, "cpuacct", "cpuacct.usage")
+    if usage is not None:
+        return _int(usage, -1)
+    stat = runtime.read_cgroup(name, "cpu", "cpu.stat")
+    for line in (stat or "").splitlines():
+        if line.startswith("usage_usec"):
+            return _int(line.split()[1], -1) * 1000
+    return -1
+
+
+async def network(pid, host_names):
+    """Interfaces inside the container's network namespace, with addresses and counters."""
+    try:
+        _, out, _ = await run(["nsenter", "-t", str(pid), "-n", "ip", "-j", "-s", "addr", "show"])
+    except ProcessError:
+        return None
+    result = {}
+    for link in json.loads(out or b"[]"):
+        stats = link.get("stats64", {})
+        result[link["ifname"]] = {
+            "addresses": [
+                {"family": _FAMILY.get(a.get("family"), a.get("family")), "address": a.get("local"),
+                 "netmask": str(a.get("prefixlen")), "scope": _SCOPE.get(a.get("scope"), a.get("scope"))}
+                for a in link.get("addr_info", []) if a.get("family") in _FAMILY
+            ],
+            "counters": {
+                "bytes_received": stats.get("rx", {}).get("bytes", 0),
+                "bytes_sent": stats.get("tx", {}).get("bytes", 0),
+                "packets_received": stats.get("rx", {}).get("packets", 0),
+                "packets_sent": stats.get("tx", {}).get("packets", 0),
+            },
+            "hwaddr": link.get("address", ""),
+            "host_name": host_names.get(link["ifname"], ""),
+            "mtu": link.get("mtu", 0),
+            "state": "up" if link.get("operstate") in ("UP", "UNKNOWN") and "UP" in link.get("flags", []) else "down",
+            "type": _TYPE.get(link.get("link_type"), "broadcast"),
+        }
+    return result
+
+
+async def collect(instances, name, value):
+    runtime = instances.runtime
+    status = runtime.status(name)
+    state = {
+        "status": status, "status_code": STATUS_CODES[status], "pid": 0, "processes": 0,
+        "cpu": {"usage": 0}, "disk": None, "network": None,
+        "memory": {"usage": 0, "usage_peak": 0, "swap_usage": 0, "swap_usage_peak": 0},
+    }
+    if status == STOPPED:
+        return state
+    pid = runtime.init_pid(name) or 0
+    config, devices = instances.expanded(value)
+    host_names = {}
+    for dev, cfg in devices.items():
+        if cfg.get("type") == "nic":
+            ifname = cfg.get("name") or value["config"].get(f"volatile.{dev}.name")
+            if ifname:
+                host_names[ifname] = value["config"].get(f"volatile.{dev}.host_name", "")
+    state.update({
+        "pid": pid, "processes": runtime.processes(name), "cpu": {"usage": _cpu(runtime, name)},
+        "memory": _memory(runtime, name), "network": await network(pid, host_names) if pid else None,
+    })
+    try:
+        driver = instances.daemon.pools.driver(value["pool"])
+        state["disk"] = {"root": {"usage": await driver.volume_usage("container", name)}}
+    except (NotSupported, OSError):
+        state["disk"] = {}
+    return state
+
+

@@ -1,0 +1,359 @@
+# -*- test-case-name: tests.integration.test_containers -*-
+"""`/1.0/containers` (and the same objects under `/1.0/instances`): CRUD, state, logs."""
+
+import os
+import re
+
+from lxdtx import errors
+from lxdtx.filter import compile_filter
+from lxdtx.instance import model
+from lxdtx.response import AsyncResponse, FileResponse, SyncResponse, empty, etag_of
+from lxdtx.router import Action, Endpoint
+
+_INSTANCE_TYPE = re.compile(r"c(\d+(?:\.\d+)?)-m(\d+(?:\.\d+)?)")
+# A few well-known cloud instance types (cpus, GB of memory).
+_INSTANCE_TYPES = {
+    "t2.nano": (1, 0.5), "t2.micro": (1, 1), "t2.small": (1, 2), "t2.medium": (2, 4),
+    "t2.large": (2, 8), "t2.xlarge": (4, 16), "m3.medium": (1, 3.75), "m3.large": (2, 7.5),
+    "f1-micro": (1, 0.6), "g1-small": (1, 1.7), "n1-standard-1": (1, 3.75), "n1-standard-2": (2, 7.5),
+}
+
+
+def _resources(name, *more):
+    names = [name, *more]
+    return {"containers": names, "instances": names}
+
+
+def _instances(req):
+    return req.daemon.instances
+
+
+def _string(body, key):
+    value = body.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise errors.BadRequest(f"Invalid value for \"{key}\": must be a string")
+    return value
+
+
+def _map(body, key):
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise errors.BadRequest(f"Invalid value for \"{key}\": must be a map")
+    return value
+
+
+def _instance_type_limits(text):
+    """limits.cpu / limits.memory for an `instance_type` (`c2-m4`, `t2.micro`, `aws:t2.micro`)."""
+    text = text.split(":", 1)[-1]
+    m = _INSTANCE_TYPE.fullmatch(text)
+    if m:
+        cpus, memory = float(m.group(1)), float(m.group(2))
+    elif text in _INSTANCE_TYPES:
+        cpus, memory = _INSTANCE_TYPES[text]
+    else:
+        raise errors.BadRequest(f"Invalid instance_type: {text}")
+    return {"limits.cpu": str(max(1, int(cpus))), "limits.memory": f"{int(memory * 1024)}MB"}
+
+
+# -- collection ------------------------------------------------------------
+async def list_containers(req):
+    instances = _instances(req)
+    predicate = compile_filter(req.query.get("filter", ""))
+    names = instances.names()
+    if predicate is None and not req.recursion:
+        return SyncResponse([f"/1.0/containers/{n}" for n in names])
+    objects = []
+    for name in names:
+        doc = instances.store.get(model.KIND, name)
+        if doc is None:
+            continue
+        try:
+            objects.append(instances.render(name, doc.value))
+        except Exception:
+            objects.append({"name": name, "status": "Error", "status_code": 112})
+    if predicate is not None:
+        objects = [o for o in objects if predicate(o)]
+    if req.recursion:
+        return SyncResponse(objects)
+    return SyncResponse([f"/1.0/containers/{o['name']}" for o in objects])
+
+
+async def create_container(req):
+    instances = _instances(req)
+    body = req.json()
+    source = _map(body, "source")
+    kind = source.get("type") or ""
+    name = _string(body, "name") or model.random_name(set(instances.names()))
+    model.check_name(name)
+    profiles = body.get("profiles")
+    if profiles is None:
+        profiles = ["default"]
+    if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
+        raise errors.BadRequest("Invalid value for \"profiles\": must be a list of names")
+    config = dict(_map(body, "config"))
+    devices = _map(body, "devices")
+    if body.get("instance_type"):
+        for key, value in _instance_type_limits(_string(body, "instance_type")).items():
+            config.setdefault(key, value)
+    architecture = _string(body, "architecture")
+    if architecture:
+        model.check_architecture(architecture)
+    if not req.daemon.pools.names():
+        raise errors.BadRequest("No storage pool found. Please create a new storage pool.")
+    image = None
+    if kind == "image":
+        image = req.daemon.images.resolve(source)
+    elif kind not in ("none",):
+        if kind in ("copy", "migration") and hasattr(instances, f"create_from_{kind}"):
+            return await getattr(instances, f"create_from_{kind}")(req, name, body)
+        raise errors.BadRequest(f"unknown source type {kind}" if kind else "Missing source type")
+    params = dict(architecture=architecture, config=config, devices=devices, profiles=profiles,
+                  ephemeral=bool(body.get("ephemeral")), description=_string(body, "description"))
+    instances.validate_new(config=config, devices=devices, profiles=profiles)
+    instances.reserve(name)
+
+    async def run(op):
+        await instances.create(name, image=image, op=op, **params)
+
+    op = req.daemon.operations.start("Creating container", resources=_resources(name), run=run)
+    return AsyncResponse(op)
+
+
+# -- one container -----------------------------------------------------------
+async def get_container(req):
+    instances = _instances(req)
+    doc = instances.get(req.params["name"])
+    return SyncResponse(instances.render(doc.name, doc.value), etag=etag_of(model.writable(doc.value)))
+
+
+def _writable_body(body, current):
+    config = _map(body, "config")
+    devices = _map(body, "devices")
+    profiles = body.get("profiles")
+    if profiles is None:
+        profiles = []
+    if not isinstance(profiles, list):
+        raise errors.BadRequest("Invalid value for \"profiles\": must be a list of names")
+    return {
+        "architecture": _string(body, "architecture") or current.get("architecture"),
+        "config": config, "devices": devices, "profiles": profiles,
+        "ephemeral": bool(body.get("ephemeral")), "description": _string(body, "description"),
+    }
+
+
+async def put_container(req):
+    instances = _instances(req)
+    name = req.params["name"]
+    doc = instances.get(name)
+    req.check_etag(model.writable(doc.value))
+    body = req.json()
+    if body.get("restore"):
+        restore = getattr(instances, "restore", None)
+        if restore is None:
+            raise errors.BadRequest("Snapshots are not supported yet")
+        snapshot = body["restore"].split("/")[-1]
+
+        async def run_restore(op):
+            await restore(name, snapshot, stateful=bool(body.get("stateful")))
+
+        return AsyncResponse(req.daemon.operations.start(
+            "Restoring snapshot", resources=_resources(name), run=run_restore))
+    update = _writable_body(body, doc.value)
+    instances.validate_new(config=update["config"], devices=update["devices"], profiles=update["profiles"])
+
+    async def run(op):
+        await instances.update(name, update, doc.revision)
+
+    return AsyncResponse(req.daemon.operations.start("Updating container", resources=_resources(name), run=run))
+
+
+async def patch_container(req):
+    instances = _instances(req)
+    name = req.params["name"]
+    doc = instances.get(name)
+    req.check_etag(model.writable(doc.value))
+    body = req.json()
+    if "restore" in body:
+        raise errors.BadRequest("Can't call PATCH in restore mode")
+    value = doc.value
+    update = {
+        "architecture": _string(body, "architecture") or value.get("architecture"),
+        "config": {**value.get("config", {}), **_map(body, "config")},
+        "devices": {**value.get("devices", {}), **_map(body, "devices")},
+        "profiles": body["profiles"] if isinstance(body.get("profiles"), list) else value.get("profiles", []),
+        "ephemeral": bool(body["ephemeral"]) if "ephemeral" in body else value.get("ephemeral", False),
+        "description": _string(body, "description"),
+    }
+    await instances.update(name, update, doc.revision)
+    return empty()
+
+
+async def post_container(req):
+    instances = _instances(req)
+    name = req.params["name"]
+    instances.get(name)
+    body = req.json()
+    if body.get("migration"):
+        migrate = getattr(instances, "migrate_source", None)
+        if migrate is None:
+            raise errors.BadRequest("Migration is not supported yet")
+        return await migrate(req, name, body)
+    new_name = _string(body, "name")
+    model.check_name(new_name)
+    if instances.store.exists(model.KIND, new_name):
+        raise errors.Conflict(f"Name '{new_name}' already in use")
+
+    async def run(op):
+        await instances.rename(name, new_name)
+
+    return AsyncResponse(req.daemon.operations.start(
+        "Renaming container", resources=_resources(name, new_name), run=run))
+
+
+async def delete_container(req):
+    instances = _instances(req)
+    name = req.params["name"]
+    instances.get(name)
+    if instances.status(name) != "Stopped":
+        raise errors.BadRequest("container is running")
+
+    async def run(op):
+        await instances.delete(name)
+
+    return AsyncResponse(req.daemon.operations.start("Deleting container", resources=_resources(name), run=run))
+
+
+# -- state -------------------------------------------------------------------
+async def get_state(req):
+    from lxdtx.instance import state
+
+    instances = _instances(req)
+    name = req.params["name"]
+    doc = instances.get(name)
+    return SyncResponse(await state.collect(instances, name, doc.value))
+
+
+_ACTIONS = {
+    "start": "Starting container", "stop": "Stopping container", "restart": "Restarting container",
+    "freeze": "Freezing container", "unfreeze": "Unfreezing container",
+}
+
+
+async def put_state(req):
+    instances = _instances(req)
+    name = req.params["name"]
+    instances.get(name)
+    body = req.json()
+    action = _string(body, "action")
+    if action not in _ACTIONS:
+        raise errors.BadRequest(f"unknown action {action}")
+    timeout = body.get("timeout", -1)
+    if timeout is None:
+        timeout = -1
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+        raise errors.BadRequest("Invalid value for \"timeout\": must be a number")
+    force = bool(body.get("force"))
+    stateful = bool(body.get("stateful"))
+
+    async def run(op):
+        if action == "start":
+            await instances.start(name, stateful=stateful)
+        elif action == "stop":
+            await instances.stop(name, timeout=timeout, force=force)
+        elif action == "restart":
+            await instances.restart(name, timeout=timeout, force=force)
+        elif action == "freeze":
+            await instances.freeze(name)
+        else:
+            await instances.unfreeze(name)
+
+    return AsyncResponse(req.daemon.operations.start(_ACTIONS[action], resources=_resources(name), run=run))
+
+
+# -- logs --------------------------------------------------------------------
+_LOG_NAME = re.compile(r"(lxc\.log|lxc\.conf|console\.log|(migration|snapshot|exec)_[A-Za-z0-9_.-]+)")
+
+
+def _log_path(req, filename):
+    instances = _instances(req)
+    name = req.params["name"]
+    if not _LOG_NAME.fullmatch(filename) or ".." in filename:
+        raise errors.BadRequest(f"Invalid log file name: {filename}")
+    if filename == "lxc.conf":
+        return instances.liblxc.config_path(name)
+    return os.path.join(instances.log_dir(name), filename)
+
+
+async def list_logs(req):
+    instances = _instances(req)
+    name = req.params["name"]
+    directory = instances.log_dir(name)
+    if not os.path.isdir(directory) and not instances.store.exists(model.KIND, name):
+        raise errors.NotFound()
+    found = []
+    if os.path.isdir(directory):
+        found = sorted(f for f in os.listdir(directory) if _LOG_NAME.fullmatch(f))
+    if os.path.exists(instances.liblxc.config_path(name)):
+        found.append("lxc.conf")
+    return SyncResponse([f"/1.0/containers/{name}/logs/{f}" for f in sorted(set(found))])
+
+
+async def get_log(req):
+    path = _log_path(req, req.params["file"])
+    if not os.path.isfile(path):
+        raise errors.NotFound()
+    return FileResponse(path, content_type="application/octet-stream", filename=req.params["file"])
+
+
+async def delete_log(req):
+    filename = req.params["file"]
+    path = _log_path(req, filename)
+    if filename in ("lxc.log", "lxc.conf"):
+        raise errors.BadRequest(f"Cannot delete {filename}")
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        raise errors.NotFound()
+    return empty()
+
+
+# -- placeholders filled by later subsystems ----------------------------------
+async def list_snapshots(req):
+    instances = _instances(req)
+    instances.get(req.params["name"])
+    lister = getattr(instances, "list_snapshots", None)
+    if lister is None:
+        return SyncResponse([])
+    return SyncResponse(lister(req.params["name"], req.recursion))
+
+
+async def list_backups(req):
+    _instances(req).get(req.params["name"])
+    return SyncResponse([])
+
+
+async def on_stop(req):
+    await _instances(req).on_stop(req.params["name"])
+    return empty()
+
+
+def _both(path):
+    return {"aliases": (path.replace("/1.0/containers", "/1.0/instances", 1),)}
+
+
+ENDPOINTS = [
+    Endpoint("/1.0/containers", get=list_containers, post=create_container, **_both("/1.0/containers")),
+    Endpoint("/1.0/containers/{name}", get=get_container, put=put_container, patch=patch_container,
+             post=post_container, delete=delete_container, **_both("/1.0/containers/{name}")),
+    Endpoint("/1.0/containers/{name}/state", get=get_state, put=put_state, **_both("/1.0/containers/{name}/state")),
+    Endpoint("/1.0/containers/{name}/logs", get=list_logs, **_both("/1.0/containers/{name}/logs")),
+    Endpoint("/1.0/containers/{name}/logs/{file}", get=get_log, delete=delete_log,
+             **_both("/1.0/containers/{name}/logs/{file}")),
+    Endpoint("/1.0/containers/{name}/snapshots", get=list_snapshots, **_both("/1.0/containers/{name}/snapshots")),
+    Endpoint("/1.0/containers/{name}/backups", get=list_backups, **_both("/1.0/containers/{name}/backups")),
+    Endpoint("/internal/containers/{name}/onstop", post=Action(on_stop, local_only=True)),
+]

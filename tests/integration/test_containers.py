@@ -1,0 +1,189 @@
+"""Containers on liblxc, driven by the real `lxc` client: lifecycle, config, devices, state."""
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+
+def _wait(predicate, timeout=30, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def _status(daemon, name):
+    result = daemon.request("GET", f"/1.0/containers/{name}")
+    return result.metadata["status"] if result.status == 200 else None
+
+
+@pytest.fixture
+def container(busybox_daemon):
+    """A running busybox container, removed afterwards."""
+    name = f"c{os.getpid() % 1000}-{int(time.time() * 1000) % 100000}"
+    busybox_daemon.lxc("launch", "busybox", name)
+    try:
+        yield name
+    finally:
+        busybox_daemon.lxc("delete", "-f", name, check=False)
+
+
+def test_launch_list_info(busybox_daemon, container):
+    """`lxc launch` reaches RUNNING; `lxc list` filters by status; `lxc info` shows pid, cpu, memory."""
+    d = busybox_daemon
+    out = d.lxc("list", "--format", "csv", "-c", "ns").stdout
+    assert f"{container},RUNNING" in out
+    running = d.lxc("list", "status=running", "--format", "csv", "-c", "n").stdout.split()
+    assert container in running
+    stopped = d.lxc("list", "status=stopped", "--format", "csv", "-c", "n").stdout.split()
+    assert container not in stopped
+    info = d.lxc("info", container).stdout
+    assert "Status: RUNNING" in info
+    assert "PID:" in info
+    assert "CPU usage" in info
+    assert "Memory usage" in info
+    state = d.request("GET", f"/1.0/containers/{container}/state").metadata
+    assert state["pid"] > 0 and state["processes"] >= 1
+    assert state["cpu"]["usage"] > 0
+
+
+def test_stop_start_restart_pause_resume(busybox_daemon, container):
+    """Every state action of the client works and is reflected in the status."""
+    d = busybox_daemon
+    d.lxc("stop", container, "--force")
+    assert _status(d, container) == "Stopped"
+    d.lxc("start", container)
+    assert _status(d, container) == "Running"
+    pid = d.request("GET", f"/1.0/containers/{container}/state").metadata["pid"]
+    d.lxc("restart", container, "--force")
+    assert _status(d, container) == "Running"
+    assert d.request("GET", f"/1.0/containers/{container}/state").metadata["pid"] != pid
+    d.lxc("pause", container)
+    assert _status(d, container) == "Frozen"
+    d.lxc("resume", container)
+    assert _status(d, container) == "Running"
+    d.lxc("stop", container, "--timeout", "20")
+    assert _status(d, container) == "Stopped"
+
+
+def test_memory_limit_live(busybox_daemon, container):
+    """`lxc config set limits.memory` lands in the running container's cgroup."""
+    d = busybox_daemon
+    d.lxc("config", "set", container, "limits.memory", "64MB")
+    path = f"/sys/fs/cgroup/memory/lxc.payload.{container}/memory.limit_in_bytes"
+    if not os.path.exists(path):
+        path = f"/sys/fs/cgroup/lxc.payload.{container}/memory.max"
+    with open(path) as f:
+        assert int(f.read().strip()) == 64 * 1024 * 1024
+
+
+def test_disk_device_hotplug(busybox_daemon, container):
+    """A host directory added as a disk device appears live inside the container, and goes away."""
+    d = busybox_daemon
+    source = tempfile.mkdtemp(prefix="lxdtx-disk-", dir="/var/tmp")
+    try:
+        with open(os.path.join(source, "hello"), "w") as f:
+            f.write("from the host\n")
+        d.lxc("config", "device", "add", container, "data", "disk", f"source={source}", "path=/mnt/data")
+        pid = d.request("GET", f"/1.0/containers/{container}/state").metadata["pid"]
+        assert _wait(lambda: os.path.exists(f"/proc/{pid}/root/mnt/data/hello"), 10)
+        with open(f"/proc/{pid}/root/mnt/data/hello") as f:
+            assert f.read() == "from the host\n"
+        d.lxc("config", "device", "remove", container, "data")
+        assert _wait(lambda: not os.path.exists(f"/proc/{pid}/root/mnt/data/hello"), 10)
+    finally:
+        subprocess.run(["rm", "-rf", source])
+
+
+def test_unprivileged_by_default(busybox_daemon, container):
+    """Init of a default container runs as a high host uid; the rootfs is shifted."""
+    d = busybox_daemon
+    pid = d.request("GET", f"/1.0/containers/{container}/state").metadata["pid"]
+    with open(f"/proc/{pid}/status") as f:
+        uid_line = next(line for line in f if line.startswith("Uid:"))
+    assert int(uid_line.split()[1]) >= 100000
+    config = d.request("GET", f"/1.0/containers/{container}").metadata["config"]
+    idmap = json.loads(config["volatile.last_state.idmap"])
+    assert any(entry["Isuid"] and entry["Nsid"] == 0 and entry["Hostid"] >= 100000 for entry in idmap)
+    stat = os.stat(f"/proc/{pid}/root/bin/busybox")
+    assert stat.st_uid >= 100000
+
+
+def test_privileged_container(busybox_daemon):
+    """security.privileged=true runs init as host root."""
+    d = busybox_daemon
+    d.lxc("launch", "busybox", "priv1", "-c", "security.privileged=true")
+    try:
+        pid = d.request("GET", "/1.0/containers/priv1/state").metadata["pid"]
+        with open(f"/proc/{pid}/status") as f:
+            uid_line = next(line for line in f if line.startswith("Uid:"))
+        assert uid_line.split()[1] == "0"
+    finally:
+        d.lxc("delete", "-f", "priv1", check=False)
+
+
+def test_ephemeral_vanishes_on_stop(busybox_daemon):
+    """An ephemeral container is deleted when it stops."""
+    d = busybox_daemon
+    d.lxc("launch", "busybox", "eph1", "--ephemeral")
+    d.lxc("stop", "eph1", "--force")
+    assert _wait(lambda: d.request("GET", "/1.0/containers/eph1").status == 404, 20)
+
+
+def test_rename_and_delete(busybox_daemon):
+    """A stopped container renames; delete removes its rootfs, config and rows."""
+    d = busybox_daemon
+    d.lxc("init", "busybox", "ren1")
+    d.lxc("move", "ren1", "ren2")
+    assert d.request("GET", "/1.0/containers/ren1").status == 404
+    assert d.request("GET", "/1.0/containers/ren2").status == 200
+    d.lxc("delete", "ren2")
+    assert d.request("GET", "/1.0/containers/ren2").status == 404
+    pool_dir = os.path.join(d.dir, "storage-pools", "default", "containers")
+    assert "ren2" not in os.listdir(pool_dir) and "ren1" not in os.listdir(pool_dir)
+    assert not os.path.exists(os.path.join(d.dir, "lxc", "ren2"))
+
+
+def test_bad_input_leaves_nothing(busybox_daemon):
+    """Bad names, unknown images, bad config and devices are clear 4xx errors and create nothing."""
+    d = busybox_daemon
+    before = d.request("GET", "/1.0/containers").metadata
+    cases = [
+        ({"name": "9bad", "source": {"type": "image", "alias": "busybox"}}, "name"),
+        ({"name": "ok1", "source": {"type": "image", "alias": "nope"}}, "nope"),
+        ({"name": "ok1", "source": {"type": "image", "alias": "busybox"}, "config": {"bogus.key": "1"}},
+         "bogus.key"),
+        ({"name": "ok1", "source": {"type": "image", "alias": "busybox"}, "config": {"limits.memory": "12XB"}},
+         "limits.memory"),
+        ({"name": "ok1", "source": {"type": "image", "alias": "busybox"},
+          "devices": {"d": {"type": "disk", "path": "/x"}}}, "source"),
+        ({"name": "ok1", "source": {"type": "image", "alias": "busybox"}, "profiles": ["nope"]}, "nope"),
+        ({"name": "ok1", "source": {"type": "wat"}}, "wat"),
+    ]
+    for body, word in cases:
+        result = d.request("POST", "/1.0/containers", body)
+        assert 400 <= result.status < 500, (body, result)
+        assert word in result.json["error"], (body, result.json)
+    assert d.request("GET", "/1.0/containers").metadata == before
+    assert not os.path.exists(os.path.join(d.dir, "storage-pools", "default", "containers", "ok1"))
+
+
+def test_failed_start_leaves_container_stopped(busybox_daemon):
+    """A liblxc start failure is reported with its reason and the container stays usable."""
+    d = busybox_daemon
+    d.lxc("init", "busybox", "bad1", "-c", "raw.lxc=lxc.bogus.key = 1")
+    try:
+        result = d.lxc("start", "bad1", check=False)
+        assert result.returncode != 0
+        assert _status(d, "bad1") == "Stopped"
+        d.lxc("config", "unset", "bad1", "raw.lxc")
+        d.lxc("start", "bad1")
+        assert _status(d, "bad1") == "Running"
+    finally:
+        d.lxc("delete", "-f", "bad1", check=False)

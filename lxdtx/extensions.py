@@ -36,7 +36,7 @@ ALL = [
 IMPLEMENTED = {
     "auth_pki", "etag", "patch", "https_allowed_credentials", "profile_usedby",
     "certificate_update", "entity_description", "resources", "operation_description",
-    "event_lifecycle", "image_create_aliases", "image_compression_algorithm",
+    "event_lifecycle", "image_create_aliases", "image_compression_algorithm", "api_filtering",
 }
 
 

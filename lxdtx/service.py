@@ -45,6 +45,8 @@ class LxdtxService(service.MultiService):
 
     async def _start(self):
         os.makedirs(self.state_dir, mode=0o711, exist_ok=True)
+        # Unprivileged container roots must traverse the state directory to reach their rootfs.
+        os.chmod(self.state_dir, 0o711)
         spool = os.path.join(self.state_dir, "tmp")
         shutil.rmtree(spool, ignore_errors=True)
         os.makedirs(spool, mode=0o700)
@@ -56,6 +58,7 @@ class LxdtxService(service.MultiService):
         daemon.liblxc_version = await _liblxc_version()
         await daemon.profiles.ensure_default()
         await daemon.pools.mount_all()
+        await daemon.instances.setup()
         daemon.shutdown_hooks.append(daemon.instances.shutdown_all)
 
         router = Router(daemon, resources.endpoints())

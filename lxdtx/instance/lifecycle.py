@@ -17,8 +17,9 @@ from lxdtx import device, errors, hostinfo, timeutil
 from lxdtx.asyncutil import sleep
 from lxdtx.config import container as container_config
 from lxdtx.config.types import is_true, parse_int64
+from lxdtx.instance import cgroups, lxcconf, model, templates
 from lxdtx.instance import devices as devices_rt
-from lxdtx.instance import model, templates
+from lxdtx.instance import idmap as idmaps
 from lxdtx.instance.liblxc import Liblxc
 from lxdtx.instance.oplock import OperationLocks
 from lxdtx.instance.runtime import FROZEN, RUNNING, STATUS_CODES, STOPPED, Runtime
@@ -44,7 +45,8 @@ class Instances:
         self.runtime = Runtime()
         self.locks = OperationLocks(daemon.reactor)
         self._reserved = set()  # names being created
-        self._layout = None
+        self.allocation = None  # the host's subuid/subgid range for root
+        self.layout = None  # cgroup layout
         daemon.profiles.users = self.profile_users
         daemon.profiles.rename_changes = self._profile_rename_changes
         daemon.profiles.change_hooks.append(self._profile_changing)
@@ -104,13 +106,10 @@ class Instances:
             if self.status(name) != STOPPED:
                 await self._apply_live(name, before, after)
 
-    @property
-    def layout(self):
-        if self._layout is None:
-            from lxdtx.instance import cgroups
-
-            self._layout = cgroups.detect()
-        return self._layout
+    async def setup(self):
+        """Read host facts once at daemon start (blocking reads, done in a thread)."""
+        self.allocation = await threads.deferToThread(idmaps.ensure_allocation)
+        self.layout = await threads.deferToThread(cgroups.detect)
 
     # -- paths -----------------------------------------------------------
     def container_dir(self, value, name):
@@ -171,8 +170,6 @@ class Instances:
             if image is not None:
                 images = self.daemon.images
                 info = images.get(image)
-                if op is not None:
-                    op.update_metadata({"create_instance_from_image_unpack_progress": "Unpack: 0%"})
                 path = await driver.create_from_image(name, image, lambda target: images.unpack(image, target), {})
                 revert.add(driver.delete_volume, "container", name)
                 config.setdefault("volatile.base_image", image)
@@ -226,8 +223,6 @@ class Instances:
 
     # -- id maps -----------------------------------------------------------
     def _other_isolated_maps(self, name):
-        from lxdtx.instance import idmap as idmaps
-
         maps = []
         for doc in self.store.list(KIND):
             if doc.name == name:
@@ -241,16 +236,10 @@ class Instances:
 
     def _next_idmap(self, name, value, expanded_config):
         """The id map the container should run with (None: privileged)."""
-        from lxdtx.instance import idmap as idmaps
-
-        allocation = idmaps.ensure_allocation()
-        idmap, base = idmaps.compute(expanded_config, allocation, self._other_isolated_maps(name))
-        return idmap, base
+        return idmaps.compute(expanded_config, self.allocation, self._other_isolated_maps(name))
 
     async def _shift_rootfs(self, name, value, expanded_config, path):
         """Make the on-disk ownership match the next id map, recording it in volatile keys."""
-        from lxdtx.instance import idmap as idmaps
-
         config = value["config"]
         try:
             new_map, base = self._next_idmap(name, value, expanded_config)
@@ -320,28 +309,24 @@ class Instances:
         }
 
     def _write_config(self, name, path, config, idmap, device_lines):
-        from lxdtx.instance import lxcconf
-
         log_dir = self.log_dir(name)
         lxc_dir = os.path.join(self.lxcpath, name)
         os.makedirs(log_dir, mode=0o700, exist_ok=True)
         os.makedirs(lxc_dir, mode=0o700, exist_ok=True)
         hook = f"{sys.executable} -I -S {_STOPHOOK} {self.daemon.dir}"
+        seccomp_path = os.path.join(lxc_dir, "seccomp")
         rendered = lxcconf.render(
             name, rootfs=os.path.join(path, "rootfs"), log_dir=log_dir, config=config, idmap=idmap,
             device_lines=device_lines + [("lxc.hook.post-stop", hook)], layout=self.layout,
             apparmor=hostinfo.apparmor_enabled(), host_cpus=os.cpu_count() or 1,
-            host_memory=hostinfo.memory()["total"],
+            host_memory=hostinfo.memory()["total"], seccomp_path=seccomp_path,
         )
-        text = rendered.text
-        seccomp_path = os.path.join(lxc_dir, "seccomp")
         if rendered.seccomp:
             with open(seccomp_path, "w") as f:
                 f.write(rendered.seccomp)
-            text = text.replace("@SECCOMP@", seccomp_path)
         config_path = self.liblxc.config_path(name)
         with open(config_path + ".new", "w") as f:
-            f.write(text)
+            f.write(rendered.text)
         os.replace(config_path + ".new", config_path)
 
     async def _save(self, name, value, revision):
@@ -509,8 +494,6 @@ class Instances:
 
     async def _apply_live(self, name, before, after):
         """Carry a config/devices change to a running container where that can be done live."""
-        from lxdtx.instance import cgroups
-
         old_config, old_devices = before
         new_config, new_devices = after
         pid = self.runtime.init_pid(name)
@@ -532,12 +515,11 @@ class Instances:
 
     def _write_cgroups(self, name, writes):
         for filename, value in writes:
-            controller = filename.split(".", 1)[0]
-            path = self.layout.container_path(controller, name)
+            path = self.layout.file_path(name, filename)
             if path is None:
                 continue
             try:
-                with open(os.path.join(path, filename), "w") as f:
+                with open(path, "w") as f:
                     f.write(str(value))
             except OSError as e:
                 raise errors.BadRequest(f"Failed to set {filename}={value}: {e.strerror}")

@@ -35,7 +35,8 @@ def container(busybox_daemon):
 
 
 def test_launch_list_info(busybox_daemon, container):
-    """`lxc launch` reaches RUNNING; `lxc list` filters by status; `lxc info` shows pid, cpu, memory."""
+    """`lxc launch` reaches RUNNING; `lxc list` (default columns) filters by status; `lxc info`
+    shows pid, cpu, memory."""
     d = busybox_daemon
     out = d.lxc("list", "--format", "csv", "-c", "ns").stdout
     assert f"{container},RUNNING" in out
@@ -66,7 +67,7 @@ def test_stop_start_restart_pause_resume(busybox_daemon, container):
     assert d.request("GET", f"/1.0/containers/{container}/state").metadata["pid"] != pid
     d.lxc("pause", container)
     assert _status(d, container) == "Frozen"
-    d.lxc("resume", container)
+    d.lxc("start", container)  # the client resumes a frozen container with `unfreeze`
     assert _status(d, container) == "Running"
     d.lxc("stop", container, "--timeout", "20")
     assert _status(d, container) == "Stopped"

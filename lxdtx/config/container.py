@@ -121,7 +121,7 @@ PATTERNS = [
     (r"environment\..+", Key()),
     (r"image\..+", Key()),
     (r"volatile\.(apply_quota|apply_template|base_image|idmap\.base|idmap\.next|"
-     r"last_state\.idmap|last_state\.power|idmap\.current)", Key()),
+     r"last_state\.idmap|last_state\.power|idmap\.current|idmap\.unshifted)", Key()),
     (r"volatile\.[^.]+\.(hwaddr|name|host_name)", Key()),
 ]
 

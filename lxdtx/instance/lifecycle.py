@@ -27,6 +27,9 @@ from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
 
 KIND = model.KIND
+# Set while a publish has the rootfs unshifted: shifting from the map back to
+# container ids is idempotent, so a start finishes that first, then shifts again.
+UNSHIFTED_MARKER = "volatile.idmap.unshifted"
 _STOPHOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers", "stophook.py")
 
 
@@ -247,6 +250,9 @@ class Instances:
             raise errors.BadRequest(str(e))
         old_text = config.get("volatile.last_state.idmap")
         old_map = idmaps.IdMap.from_json(old_text) if old_text else None
+        if config.pop(UNSHIFTED_MARKER, None) and old_map is not None:
+            await threads.deferToThread(idmaps.shift_tree, os.path.join(path, "rootfs"), old_map, None)
+            old_map = None
         new_text = new_map.to_json() if new_map else "[]"
         if (old_map.to_json() if old_map else "[]") != new_text:
             await threads.deferToThread(idmaps.shift_tree, os.path.join(path, "rootfs"), old_map, new_map)
@@ -524,6 +530,18 @@ class Instances:
             except OSError as e:
                 raise errors.BadRequest(f"Failed to set {filename}={value}: {e.strerror}")
 
+    # -- publish ---------------------------------------------------------------
+    def publish_source(self, name, snapshot=None):
+        """`async with instances.publish_source(name) as directory:` for `POST /1.0/images`.
+
+        The container must be stopped; it stays locked while the image is packed.
+        The directory holds `metadata.yaml`, `templates/` and `rootfs/` with the
+        ownership an image has (container ids, not shifted host ids).
+        """
+        if snapshot:
+            raise errors.BadRequest("Publishing snapshots is not supported yet")
+        return _PublishSource(self, name)
+
     # -- daemon start and shutdown ---------------------------------------------
     async def on_daemon_start(self):
         """Remove stopped ephemeral containers; start autostart containers that are not running."""
@@ -580,6 +598,54 @@ class Instances:
             doc.value["config"]["volatile.last_state.power"] = "RUNNING"
             await self._save(name, doc.value, doc.revision)
         self.events.lifecycle("container-shutdown", f"/1.0/containers/{name}")
+
+
+class _PublishSource:
+    """Locks a stopped container and lends out its directory with ids unshifted."""
+
+    def __init__(self, instances, name):
+        self._instances = instances
+        self._name = name
+        self._idmap = None
+        self._path = None
+
+    async def __aenter__(self):
+        instances, name = self._instances, self._name
+        await instances.locks.acquire(name, "publish")
+        try:
+            doc = instances.get(name)
+            if instances.status(name) != STOPPED:
+                raise errors.BadRequest("The container is currently running, stop it first")
+            self._path = instances.container_dir(doc.value, name)
+            text = doc.value["config"].get("volatile.last_state.idmap")
+            self._idmap = idmaps.IdMap.from_json(text) if text else None
+            if self._idmap is not None:
+                await self._mark(True)
+                await threads.deferToThread(idmaps.shift_tree, os.path.join(self._path, "rootfs"),
+                                            self._idmap, None)
+        except BaseException:
+            instances.locks.release(name)
+            raise
+        return self._path
+
+    async def _mark(self, unshifting):
+        """While the marker is set the rootfs may be partly unshifted; a start heals it first."""
+        doc = self._instances.get(self._name)
+        if unshifting:
+            doc.value["config"][UNSHIFTED_MARKER] = "true"
+        else:
+            doc.value["config"].pop(UNSHIFTED_MARKER, None)
+        await self._instances.store.commit([Put(KIND, self._name, doc.value, expect=doc.revision)])
+
+    async def __aexit__(self, *exc):
+        try:
+            if self._idmap is not None:
+                await threads.deferToThread(idmaps.shift_tree, os.path.join(self._path, "rootfs"),
+                                            None, self._idmap)
+                await self._mark(False)
+        finally:
+            self._instances.locks.release(self._name)
+        return False
 
 
 def _int(value, default=0):

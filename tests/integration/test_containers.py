@@ -188,3 +188,25 @@ def test_failed_start_leaves_container_stopped(busybox_daemon):
         assert _status(d, "bad1") == "Running"
     finally:
         d.lxc("delete", "-f", "bad1", check=False)
+
+
+def test_publish_then_launch(busybox_daemon):
+    """`lxc publish` of a stopped container makes an image with unshifted ids that launches again."""
+    d = busybox_daemon
+    d.lxc("launch", "busybox", "pub1")
+    try:
+        d.lxc("exec", "pub1", "--", "sh", "-c", "echo published > /root/marker", check=False)
+        d.lxc("stop", "pub1", "--force")
+        d.lxc("publish", "pub1", "--alias", "pubimg")
+        images = d.request("GET", "/1.0/images/aliases/pubimg").metadata
+        assert images["target"]
+        d.lxc("launch", "pubimg", "pub2")
+        assert _status(d, "pub2") == "Running"
+        # The source container still starts with its ids intact.
+        d.lxc("start", "pub1")
+        pid = d.request("GET", "/1.0/containers/pub1/state").metadata["pid"]
+        assert os.stat(f"/proc/{pid}/root/bin/busybox").st_uid >= 100000
+    finally:
+        d.lxc("delete", "-f", "pub1", check=False)
+        d.lxc("delete", "-f", "pub2", check=False)
+        d.lxc("image", "delete", "pubimg", check=False)

@@ -37,6 +37,7 @@ IMPLEMENTED = {
     "auth_pki", "etag", "patch", "https_allowed_credentials", "profile_usedby",
     "certificate_update", "entity_description", "resources", "operation_description",
     "event_lifecycle", "image_create_aliases", "image_compression_algorithm", "api_filtering",
+    "container_backup",
 }
 
 

@@ -126,8 +126,13 @@ class ApiRequest:
         return content
 
     def json(self):
-        """The body parsed as a JSON object; a clear 400 otherwise."""
-        raw = self.body.read()
+        """The body parsed as a JSON object; a clear 400 otherwise (413 when too big for JSON)."""
+        body = self.body
+        size = body.seek(0, 2)
+        body.seek(0)
+        if size > MAX_JSON_BODY:
+            raise errors.BodyTooLarge(f"JSON request body larger than {MAX_JSON_BODY} bytes")
+        raw = body.read()
         if not raw.strip():
             return {}
         try:

@@ -79,12 +79,17 @@ async def _checked(done, argv):
 
 async def pack(reactor, metadata_dir, directory, dest, compression, *, include_templates,
                privileged, progress=None):
-    """Write the tarball to `dest` compressed with `compression` (`none`: plain tar).
+    """Write the image tarball to `dest` compressed with `compression` (`none`: plain tar).
 
     `progress(bytes_written)` is called about once a second while packing.
     """
     tar_argv = tar_create_argv(metadata_dir, directory, include_templates=include_templates,
                                privileged=privileged)
+    await tar_to_file(reactor, tar_argv, dest, compression, progress=progress)
+
+
+async def tar_to_file(reactor, tar_argv, dest, compression, *, progress=None):
+    """Run `tar_argv` (writing an archive to stdout) through `compression` into `dest`."""
     comp_argv = None if compression == "none" else compressor_argv(compression)
     devnull = os.open(os.devnull, os.O_RDONLY)
     out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

@@ -50,6 +50,9 @@ class Instances:
         self._reserved = set()  # names being created
         self.allocation = None  # the host's subuid/subgid range for root
         self.layout = None  # cgroup layout
+        from lxdtx.instance.backups import Backups
+
+        self.backups = Backups(self)
         daemon.profiles.users = self.profile_users
         daemon.profiles.rename_changes = self._profile_rename_changes
         daemon.profiles.change_hooks.append(self._profile_changing)
@@ -438,6 +441,7 @@ class Instances:
             changes += [self.daemon.pools.volume_changes(value["pool"], "container", s) for s in snapshots]
             await self.store.commit(changes)
             await self._remove_links(name)
+            await self.backups.delete_all(name)
             self.runtime.forget(name)
         self.events.lifecycle("container-deleted", f"/1.0/containers/{name}")
 
@@ -467,6 +471,7 @@ class Instances:
                                                          volume.value if volume else {"config": {}}),
                     ])
                     revert.success()
+                await self.backups.rename_all(name, new_name)
         finally:
             self.release(new_name)
         self.events.lifecycle("container-renamed", f"/1.0/containers/{name}", {"new_name": new_name})
@@ -529,6 +534,49 @@ class Instances:
                     f.write(str(value))
             except OSError as e:
                 raise errors.BadRequest(f"Failed to set {filename}={value}: {e.strerror}")
+
+    # -- import ------------------------------------------------------------------
+    async def import_container(self, *, stage, index, backup, pool=None, name=None):
+        """Create a container from an unpacked backup (`stage` holds `container/`, `snapshots/`)."""
+        source = backup.get("container") or {}
+        name = name or source.get("name") or index.get("name")
+        model.check_name(name)
+        pool = pool or index.get("pool") or ""
+        if not self.store.exists("pool", pool):
+            raise errors.BadRequest(f"Storage pool \"{pool}\" doesn't exist")
+        profiles = [p for p in (source.get("profiles") or []) if isinstance(p, str)]
+        config = {k: str(v) for k, v in (source.get("config") or {}).items()}
+        devices = source.get("devices") or {}
+        self.profile_values(profiles)
+        container_config.validate(config)
+        device.validate(devices)
+        self.reserve(name)
+        try:
+            async with self.locks.hold(name, "import"):
+                driver = self.daemon.pools.driver(pool)
+                async with Reverter() as revert:
+                    path = await driver.import_volume("container", name, os.path.join(stage, "container"))
+                    revert.add(driver.delete_volume, "container", name)
+                    value = model.new_document(
+                        architecture=source.get("architecture") or hostinfo.architectures()[0],
+                        config=config, devices=devices, profiles=profiles,
+                        ephemeral=bool(source.get("ephemeral")), description=source.get("description") or "",
+                        pool=pool)
+                    value["created_at"] = source.get("created_at") or value["created_at"]
+                    await threads.deferToThread(self._make_links, name, path)
+                    revert.add(self._remove_links, name)
+                    changes = [Put(KIND, name, value, expect=ABSENT),
+                               self.daemon.pools.volume_changes(pool, "container", name,
+                                                                {"config": {}, "description": ""}, expect=ABSENT)]
+                    importer = getattr(self, "import_snapshots", None)
+                    if importer is not None and index.get("snapshots"):
+                        changes += await importer(name, pool, stage, index["snapshots"], backup.get("snapshots") or [])
+                    await self.store.commit(changes)
+                    revert.success()
+        finally:
+            self.release(name)
+        self.events.lifecycle("container-created", f"/1.0/containers/{name}")
+        return name
 
     # -- publish ---------------------------------------------------------------
     def publish_source(self, name, snapshot=None):

@@ -1,10 +1,10 @@
 """REST resources: one module per endpoint family, each declaring ENDPOINTS."""
 
 from lxdtx.resources import (
-    certificates, containers, events, host, images, operations, profiles, root, storage_pools,
+    backups, certificates, containers, events, host, images, operations, profiles, root, storage_pools,
 )
 
-MODULES = [root, certificates, operations, events, profiles, host, containers, storage_pools, images]
+MODULES = [root, certificates, operations, events, profiles, host, containers, storage_pools, images, backups]
 
 
 def endpoints(extra_modules=()):

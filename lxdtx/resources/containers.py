@@ -83,6 +83,10 @@ async def list_containers(req):
 
 
 async def create_container(req):
+    if req.header("Content-Type") == "application/octet-stream":
+        from lxdtx.resources.backups import import_backup
+
+        return await import_backup(req)
     instances = _instances(req)
     body = req.json()
     source = _map(body, "source")
@@ -331,11 +335,6 @@ async def list_snapshots(req):
     return SyncResponse(lister(req.params["name"], req.recursion))
 
 
-async def list_backups(req):
-    _instances(req).get(req.params["name"])
-    return SyncResponse([])
-
-
 async def on_stop(req):
     await _instances(req).on_stop(req.params["name"])
     return empty()
@@ -346,7 +345,8 @@ def _both(path):
 
 
 ENDPOINTS = [
-    Endpoint("/1.0/containers", get=list_containers, post=create_container, **_both("/1.0/containers")),
+    Endpoint("/1.0/containers", get=list_containers,
+             post=Action(create_container, max_body=1 << 40), **_both("/1.0/containers")),
     Endpoint("/1.0/containers/{name}", get=get_container, put=put_container, patch=patch_container,
              post=post_container, delete=delete_container, **_both("/1.0/containers/{name}")),
     Endpoint("/1.0/containers/{name}/state", get=get_state, put=put_state, **_both("/1.0/containers/{name}/state")),
@@ -354,6 +354,5 @@ ENDPOINTS = [
     Endpoint("/1.0/containers/{name}/logs/{file}", get=get_log, delete=delete_log,
              **_both("/1.0/containers/{name}/logs/{file}")),
     Endpoint("/1.0/containers/{name}/snapshots", get=list_snapshots, **_both("/1.0/containers/{name}/snapshots")),
-    Endpoint("/1.0/containers/{name}/backups", get=list_backups, **_both("/1.0/containers/{name}/backups")),
     Endpoint("/internal/containers/{name}/onstop", post=Action(on_stop, local_only=True)),
 ]

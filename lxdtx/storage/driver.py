@@ -10,6 +10,9 @@ files live; for containers that directory holds `rootfs/`, `metadata.yaml`,
 
 import os
 
+from twisted.internet import threads
+
+from lxdtx.asyncutil import run
 from lxdtx.storage.errors import NotSupported
 
 VOLUME_DIRS = {"container": "containers", "image": "images", "custom": "custom", "snapshot": "snapshots"}
@@ -96,3 +99,26 @@ class Driver:
 
     async def volume_usage(self, vol_type, name):
         raise NotSupported("Volume usage is not supported")
+
+    async def import_volume(self, vol_type, name, source_dir):
+        """A new volume holding the contents of `source_dir` (moved when on the same filesystem)."""
+        path = await self.create_volume(vol_type, name, {})
+        try:
+            await move_contents(source_dir, path)
+        except BaseException:
+            await self.delete_volume(vol_type, name)
+            raise
+        return path
+
+
+async def move_contents(source_dir, target_dir):
+    """Move every entry of source_dir into target_dir; copy (keeping owners, xattrs) across filesystems."""
+    same_fs = (await threads.deferToThread(os.stat, source_dir)).st_dev == \
+        (await threads.deferToThread(os.stat, target_dir)).st_dev
+    entries = await threads.deferToThread(os.listdir, source_dir)
+    for entry in entries:
+        source, target = os.path.join(source_dir, entry), os.path.join(target_dir, entry)
+        if same_fs:
+            await threads.deferToThread(os.rename, source, target)
+        else:
+            await run(["cp", "-a", "--no-target-directory", source, target])

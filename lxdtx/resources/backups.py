@@ -1,0 +1,116 @@
+# -*- test-case-name: tests.integration.test_backups -*-
+"""`/1.0/containers/<c>/backups` (`container_backup`) and backup import on `POST /1.0/containers`."""
+
+from lxdtx import errors, timeutil
+from lxdtx.response import AsyncResponse, FileResponse, SyncResponse
+from lxdtx.router import Endpoint
+
+
+def _backups(req):
+    return req.daemon.instances.backups
+
+
+def _resources(container, backup=None):
+    resources = {"containers": [container], "instances": [container]}
+    if backup:
+        resources["backups"] = [backup]
+    return resources
+
+
+async def list_backups(req):
+    backups = _backups(req)
+    name = req.params["name"]
+    req.daemon.instances.get(name)
+    if req.recursion:
+        return SyncResponse([backups.render(backups.get(name, b)) for b in backups.names(name)])
+    return SyncResponse([f"/1.0/containers/{name}/backups/{b}" for b in backups.names(name)])
+
+
+async def create_backup(req):
+    backups = _backups(req)
+    name = req.params["name"]
+    req.daemon.instances.get(name)
+    body = req.json()
+    backup = body.get("name") or backups.next_name(name)
+    if not isinstance(backup, str) or "/" in backup:
+        raise errors.BadRequest("Backup names may not contain slashes")
+    expiry = body.get("expiry") or ""
+    if expiry:
+        try:
+            timeutil.parse(expiry)
+        except (TypeError, ValueError):
+            raise errors.BadRequest(f"Invalid value for \"expiry\": {expiry}")
+    if backups.store.exists("backup", f"{name}/{backup}"):
+        raise errors.Conflict(f"Backup '{backup}' already exists")
+
+    async def run(op):
+        await backups.create(name, backup, expiry=expiry, container_only=bool(body.get("container_only")),
+                             optimized=bool(body.get("optimized_storage")))
+
+    return AsyncResponse(req.daemon.operations.start(
+        "Backing up container", resources=_resources(name, backup), run=run))
+
+
+async def get_backup(req):
+    backups = _backups(req)
+    return SyncResponse(backups.render(backups.get(req.params["name"], req.params["backup"])))
+
+
+async def rename_backup(req):
+    backups = _backups(req)
+    name, backup = req.params["name"], req.params["backup"]
+    backups.get(name, backup)
+    new_name = req.json().get("name") or ""
+
+    async def run(op):
+        await backups.rename(name, backup, new_name)
+
+    return AsyncResponse(req.daemon.operations.start(
+        "Renaming container backup", resources=_resources(name, backup), run=run))
+
+
+async def delete_backup(req):
+    backups = _backups(req)
+    name, backup = req.params["name"], req.params["backup"]
+    backups.get(name, backup)
+
+    async def run(op):
+        await backups.delete(name, backup)
+
+    return AsyncResponse(req.daemon.operations.start(
+        "Removing container backup", resources={"container": [name]}, run=run))
+
+
+async def export_backup(req):
+    backups = _backups(req)
+    name, backup = req.params["name"], req.params["backup"]
+    backups.get(name, backup)
+    return FileResponse(backups.path(name, backup), filename=f"{backup}.tar.xz")
+
+
+async def import_backup(req):
+    """`POST /1.0/containers` with `Content-Type: application/octet-stream`: restore a backup."""
+    backups = _backups(req)
+    pool = req.header("X-LXD-pool") or None
+    name = req.header("X-LXD-name") or None
+    stage = await backups.receive(req.body)
+
+    async def run(op):
+        created = await backups.restore(stage, pool_override=pool, name_override=name)
+        op.update_resources(_resources(created))
+
+    return AsyncResponse(req.daemon.operations.start("Restoring backup", resources={}, run=run))
+
+
+def _both(path):
+    return {"aliases": (path.replace("/1.0/containers", "/1.0/instances", 1),)}
+
+
+ENDPOINTS = [
+    Endpoint("/1.0/containers/{name}/backups", get=list_backups, post=create_backup,
+             **_both("/1.0/containers/{name}/backups")),
+    Endpoint("/1.0/containers/{name}/backups/{backup}", get=get_backup, post=rename_backup,
+             delete=delete_backup, **_both("/1.0/containers/{name}/backups/{backup}")),
+    Endpoint("/1.0/containers/{name}/backups/{backup}/export", get=export_backup,
+             **_both("/1.0/containers/{name}/backups/{backup}/export")),
+]

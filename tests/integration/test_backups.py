@@ -1,0 +1,73 @@
+"""Container backups with the real client: `lxc export`, `lxc import`, the backups API."""
+
+import hashlib
+import os
+import tempfile
+
+
+def test_export_import_roundtrip(busybox_daemon):
+    """`lxc export` writes a tarball that `lxc import` turns back into a working container."""
+    d = busybox_daemon
+    d.lxc("launch", "busybox", "bk1")
+    workdir = tempfile.mkdtemp(prefix="lxdtx-backup-", dir="/var/tmp")
+    tarball = os.path.join(workdir, "bk1.tar.xz")
+    try:
+        pid = d.request("GET", "/1.0/containers/bk1/state").metadata["pid"]
+        with open(f"/proc/{pid}/root/root/marker", "w") as f:
+            f.write("kept\n")
+        d.lxc("export", "bk1", tarball)
+        assert os.path.getsize(tarball) > 0
+        with open(tarball, "rb") as f:
+            assert f.read(6) == b"\xfd7zXZ\x00"
+        assert d.request("GET", "/1.0/containers/bk1/backups").metadata == []  # lxc export cleans up
+        d.lxc("delete", "-f", "bk1")
+        d.lxc("import", tarball)
+        d.lxc("start", "bk1")
+        pid = d.request("GET", "/1.0/containers/bk1/state").metadata["pid"]
+        with open(f"/proc/{pid}/root/root/marker") as f:
+            assert f.read() == "kept\n"
+        assert os.stat(f"/proc/{pid}/root/bin/busybox").st_uid >= 100000
+    finally:
+        d.lxc("delete", "-f", "bk1", check=False)
+        for name in os.listdir(workdir):
+            os.unlink(os.path.join(workdir, name))
+        os.rmdir(workdir)
+
+
+def test_backups_api(busybox_daemon):
+    """Create, list, get, rename, export and delete backups through the REST API."""
+    d = busybox_daemon
+    d.lxc("init", "busybox", "bk2")
+    try:
+        result = d.request("POST", "/1.0/containers/bk2/backups", {"name": "", "container_only": True})
+        op = d.wait_operation(result)
+        assert op["status"] == "Success", op
+        assert op["resources"]["backups"] == ["/1.0/backups/backup0"]
+        listed = d.request("GET", "/1.0/containers/bk2/backups?recursion=1").metadata
+        assert [b["name"] for b in listed] == ["bk2/backup0"]
+        assert listed[0]["container_only"] is True
+        assert d.request("POST", "/1.0/containers/bk2/backups", {"name": "backup0"}).status == 409
+        op = d.wait_operation(d.request("POST", "/1.0/containers/bk2/backups/backup0", {"name": "b1"}))
+        assert op["status"] == "Success", op
+        export = d.request("GET", "/1.0/containers/bk2/backups/b1/export")
+        assert export.status == 200 and export.body[:6] == b"\xfd7zXZ\x00"
+        assert hashlib.sha256(export.body).hexdigest()
+        op = d.wait_operation(d.request("DELETE", "/1.0/containers/bk2/backups/b1"))
+        assert op["status"] == "Success", op
+        assert d.request("GET", "/1.0/containers/bk2/backups/b1").status == 404
+        assert not os.listdir(os.path.join(d.dir, "backups", "bk2"))
+    finally:
+        d.lxc("delete", "-f", "bk2", check=False)
+
+
+def test_bad_import_leaves_nothing(busybox_daemon):
+    """A body that is not a backup is refused and creates nothing."""
+    d = busybox_daemon
+    before = d.request("GET", "/1.0/containers").metadata
+    result = d.request("POST", "/1.0/containers", raw=b"not a tarball at all",
+                       headers={"Content-Type": "application/octet-stream"})
+    op = d.wait_operation(result)
+    assert op["status"] == "Failure"
+    assert "Invalid backup" in op["err"] or "index.yaml" in op["err"]
+    assert d.request("GET", "/1.0/containers").metadata == before
+    assert not [n for n in os.listdir(os.path.join(d.dir, "tmp")) if n.startswith("import-")]

@@ -135,7 +135,7 @@ class Instances:
             raise errors.BadRequest(f"Storage pool \"{root_config.get('pool')}\" of the root disk doesn't exist")
         return root_config
 
-    def validate_new(self, *, config, devices, profiles):
+    async def validate_new(self, *, config, devices, profiles):
         """Validate a container's own and expanded state; returns the root disk config."""
         if not isinstance(config, dict) or not all(isinstance(v, str) for v in config.values()):
             raise errors.BadRequest("config must be a map of strings")
@@ -145,7 +145,10 @@ class Instances:
             raise errors.BadRequest("Duplicate profiles in request")
         values = self.profile_values(profiles)
         expanded_config, expanded_devices = model.expand({"config": config, "devices": devices}, values)
-        return self._validate_expanded(expanded_config, expanded_devices)
+        root = self._validate_expanded(expanded_config, expanded_devices)
+        if expanded_config.get("raw.lxc"):
+            await threads.deferToThread(lxcconf.validate_raw_lxc, expanded_config["raw.lxc"])
+        return root
 
     # -- create ------------------------------------------------------------
     def reserve(self, name):
@@ -168,7 +171,7 @@ class Instances:
         self.events.lifecycle("container-created", f"/1.0/containers/{name}")
 
     async def _create(self, name, architecture, config, devices, profiles, ephemeral, description, image, op):
-        root = self.validate_new(config=config, devices=devices, profiles=profiles)
+        root = await self.validate_new(config=config, devices=devices, profiles=profiles)
         pool = root["pool"]
         driver = self.daemon.pools.driver(pool)
         config = dict(config)
@@ -490,7 +493,7 @@ class Instances:
                 if key.startswith("volatile.") and key not in config:
                     config[key] = item
             profiles = body["profiles"]
-            self.validate_new(config=config, devices=body["devices"], profiles=profiles)
+            await self.validate_new(config=config, devices=body["devices"], profiles=profiles)
             new = dict(value, config=config, devices=body["devices"], profiles=profiles,
                        ephemeral=body["ephemeral"], description=body["description"])
             if body.get("architecture"):

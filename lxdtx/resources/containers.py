@@ -117,7 +117,7 @@ async def create_container(req):
         raise errors.BadRequest(f"unknown source type {kind}" if kind else "Missing source type")
     params = dict(architecture=architecture, config=config, devices=devices, profiles=profiles,
                   ephemeral=bool(body.get("ephemeral")), description=_string(body, "description"))
-    instances.validate_new(config=config, devices=devices, profiles=profiles)
+    await instances.validate_new(config=config, devices=devices, profiles=profiles)
     instances.reserve(name)
 
     async def run(op):
@@ -167,7 +167,7 @@ async def put_container(req):
         return AsyncResponse(req.daemon.operations.start(
             "Restoring snapshot", resources=_resources(name), run=run_restore))
     update = _writable_body(body, doc.value)
-    instances.validate_new(config=update["config"], devices=update["devices"], profiles=update["profiles"])
+    await instances.validate_new(config=update["config"], devices=update["devices"], profiles=update["profiles"])
 
     async def run(op):
         await instances.update(name, update, doc.revision)

@@ -178,7 +178,7 @@ def test_bad_input_leaves_nothing(busybox_daemon):
 def test_failed_start_leaves_container_stopped(busybox_daemon):
     """A liblxc start failure is reported with its reason and the container stays usable."""
     d = busybox_daemon
-    d.lxc("init", "busybox", "bad1", "-c", "raw.lxc=lxc.bogus.key = 1")
+    d.lxc("init", "busybox", "bad1", "-c", "raw.lxc=lxc.mount.entry = /nonexistent/lxdtx mnt none bind 0 0")
     try:
         result = d.lxc("start", "bad1", check=False)
         assert result.returncode != 0

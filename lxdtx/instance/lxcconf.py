@@ -1,13 +1,15 @@
 # -*- test-case-name: tests.unit.test_lxcconf -*-
 """A container's complete liblxc configuration, rendered from its expanded config.
 
-The text includes Debian's `common.conf` (and `userns.conf` for unprivileged
-containers) when present, then sets what the daemon owns, in this order:
-identity and rootfs, mounts, AppArmor, logging and console, capabilities,
-nesting, id map, seccomp, cgroup limits, prlimits, environment, the NVIDIA
-runtime hook, `raw.lxc`, and last the caller's device lines. Later lines win
-over the includes: list keys (`lxc.cap.drop`, `lxc.mount.auto`) are first
-reset with an empty value.
+The text is complete in itself, as LXD writes it: no `lxc.include` of the
+distribution's `common.conf`, whose snippets (lxcfs hooks in
+`common.conf.d/`) are not ours to run and made every stop half a second
+slower. It sets, in this order: identity and rootfs, mounts, device access,
+AppArmor, logging and console, capabilities, nesting, id map, seccomp,
+cgroup limits, prlimits, environment, the NVIDIA runtime hook, `raw.lxc`, and
+last the caller's device lines. List keys (`lxc.cap.drop`, `lxc.mount.auto`)
+are first reset with an empty value, so `raw.lxc` and device lines extend a
+known state.
 
 No value may contain a line break: a value from the config with one would
 inject configuration lines, so it is refused with an error naming the key.
@@ -24,7 +26,12 @@ from lxdtx.config.schema import ConfigError
 from lxdtx.config.types import is_true
 from lxdtx.instance import cgroups, seccomp
 
-LXC_CONFIG_DIR = "/usr/share/lxc/config"
+# mknod of anything; use of null, zero, full, random, urandom, tty, console,
+# ptmx, the pty slaves, fuse and tun (the devices every container has).
+DEVICE_RULES = (
+    "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:229 rwm", "c 10:200 rwm",
+)
 LXC_HOOK_DIR = "/usr/share/lxc/hooks"
 LOG_FILE = "lxc.log"
 CONSOLE_LOG_FILE = "console.log"
@@ -124,7 +131,7 @@ def nvidia_runtime_missing(hook_dir=LXC_HOOK_DIR):
 
 def render(name, *, rootfs, log_dir, config, idmap, device_lines, layout, apparmor,
            host_cpus, host_memory, nesting=None, seccomp_path=None, architecture=None,
-           log_level="warn", lxc_config_dir=LXC_CONFIG_DIR, hook_dir=LXC_HOOK_DIR,
+           log_level="warn", hook_dir=LXC_HOOK_DIR,
            host_interfaces=None):
     """The liblxc config of container `name` (a Rendered).
 
@@ -143,13 +150,6 @@ def render(name, *, rootfs, log_dir, config, idmap, device_lines, layout, apparm
         nesting = is_true(config.get("security.nesting") or "")
     out = _Lines()
     out.lines.append(f"# liblxc configuration of container {_clean('name', name)}, written by lxdtx.")
-
-    common = os.path.join(lxc_config_dir, "common.conf")
-    if os.path.exists(common):
-        out.set("lxc.include", common)
-    userns = os.path.join(lxc_config_dir, "userns.conf")
-    if not privileged and os.path.exists(userns):
-        out.set("lxc.include", userns)
 
     out.comment("Identity and root file system")
     out.set("lxc.uts.name", name)
@@ -172,10 +172,12 @@ def render(name, *, rootfs, log_dir, config, idmap, device_lines, layout, apparm
             out.set("lxc.mount.entry", f"{source} {source.lstrip('/')} none rbind,create=dir,optional 0 0")
         else:
             out.set("lxc.mount.entry", f"{source} {source.lstrip('/')} none bind,create=file,optional 0 0")
-    if privileged and layout.has("devices"):
-        # common.conf allows /dev/fuse but not /dev/net/tun.
+    if layout.has("devices"):
+        out.comment("Device access: every node may be created, only these opened")
         prefix = "lxc.cgroup2" if layout.version("devices") == cgroups.V2 else "lxc.cgroup"
-        out.set(f"{prefix}.devices.allow", "c 10:200 rwm")
+        out.set(f"{prefix}.devices.deny", "a")
+        for rule in DEVICE_RULES:
+            out.set(f"{prefix}.devices.allow", rule)
     if nesting:
         # Uncovered proc and sys, so a nested container manager may mount its own.
         out.set("lxc.mount.entry", "proc dev/.lxc/proc proc create=dir,optional 0 0")

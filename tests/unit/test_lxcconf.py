@@ -43,11 +43,11 @@ class RenderTests(SynchronousTestCase):
     """render() output for privileged and unprivileged containers."""
 
     def test_unprivileged(self):
-        """Includes, identity, id map, logs and console, no cap drops."""
+        """No includes; identity, id map, logs and console, no cap drops, device rules."""
         text = render().text
-        self.assertEqual(values(text, "lxc.include"), ["/usr/share/lxc/config/common.conf",
-                                                       "/usr/share/lxc/config/userns.conf"])
-        self.assertEqual(pairs(text)[0][0], "lxc.include")
+        self.assertEqual(values(text, "lxc.include"), [])
+        self.assertEqual(values(text, "lxc.cgroup.devices.deny"), ["a"])
+        self.assertIn("c 136:* rwm", values(text, "lxc.cgroup.devices.allow"))
         self.assertEqual(values(text, "lxc.uts.name"), ["c1"])
         self.assertEqual(values(text, "lxc.rootfs.path"), ["dir:/var/lib/lxdtx/containers/c1/rootfs"])
         self.assertEqual(values(text, "lxc.idmap"), ["u 0 1000000 65536", "g 0 1000000 65536"])
@@ -57,22 +57,15 @@ class RenderTests(SynchronousTestCase):
         self.assertEqual(values(text, "lxc.console.logfile"), ["/var/log/lxdtx/c1/console.log"])
         self.assertEqual(values(text, "lxc.console.buffer.size"), ["auto"])
         self.assertEqual(values(text, "lxc.mount.auto"), ["", "proc:rw sys:rw cgroup:mixed"])
-        self.assertNotIn("c 10:200 rwm", values(text, "lxc.cgroup.devices.allow"))
 
     def test_privileged(self):
-        """No id map, no userns.conf, LXD's capability drops, /dev/net/tun allowed."""
+        """No id map, LXD's capability drops, /dev/net/tun allowed."""
         text = render(idmap=None).text
-        self.assertEqual(values(text, "lxc.include"), ["/usr/share/lxc/config/common.conf"])
+        self.assertEqual(values(text, "lxc.include"), [])
         self.assertEqual(values(text, "lxc.idmap"), [])
         self.assertEqual(values(text, "lxc.cap.drop"), ["", "sys_time sys_module sys_rawio mac_admin mac_override"])
         self.assertEqual(values(text, "lxc.mount.auto"), ["", "proc:mixed sys:mixed cgroup:mixed"])
         self.assertIn("c 10:200 rwm", values(text, "lxc.cgroup.devices.allow"))
-
-    def test_no_debian_config(self):
-        """Without Debian's config files nothing is included."""
-        empty = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, empty)
-        self.assertEqual(values(render(lxc_config_dir=empty).text, "lxc.include"), [])
 
     def test_seccomp(self):
         """The default policy is returned for the caller to write; the config points at it."""
@@ -82,7 +75,7 @@ class RenderTests(SynchronousTestCase):
         self.assertEqual(rendered.seccomp_path, "/var/lib/lxdtx/seccomp/c1")
 
     def test_no_seccomp(self):
-        """No policy: common.conf's profile is cleared."""
+        """No policy: the profile key is cleared."""
         rendered = render({"security.syscalls.blacklist_default": "false"})
         self.assertEqual(values(rendered.text, "lxc.seccomp.profile"), [""])
         self.assertIsNone(rendered.seccomp)

@@ -1,0 +1,1 @@
+"""Exec and console sessions: the command's process, its websockets, recording."""

@@ -1,0 +1,261 @@
+# -*- test-case-name: tests.integration.test_exec -*-
+"""The real transports of a session: websocket protocols and the `lxc-attach` process.
+
+Flow control runs both ways: a full stdin pipe (or pty) pauses reading the
+client's socket, and a client slow to take output pauses reading the pipes.
+Pauses go through `_Valve`s, because a Twisted consumer stops (disconnects) its
+producer when it goes away, and neither side may close the other.
+"""
+
+import functools
+import os
+import pty
+import signal
+import termios
+
+from twisted.internet import error
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from lxdtx.exec import attach
+from lxdtx.websocket import server_protocol_base
+
+HELPER_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+# How long a signal waits for the command to appear under the helper.
+SIGNAL_RETRIES = 100
+SIGNAL_RETRY_DELAY = 0.01
+# How long keystrokes wait for the helper to set up its terminal (polls of 5 ms).
+RAW_MODE_POLLS = 400
+RAW_MODE_POLL_DELAY = 0.005
+
+
+@implementer(IPushProducer)
+class _Valve:
+    """Pauses and resumes a transport's reading for a consumer; never closes it."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def pauseProducing(self):
+        self.target.pauseProducing()
+
+    def resumeProducing(self):
+        self.target.resumeProducing()
+
+    def stopProducing(self):
+        # The consumer is gone: let the target read (and discard) again.
+        self.target.resumeProducing()
+
+
+def _take_over_consumer(transport, producer):
+    """Make `producer` the (only) producer feeding `transport`."""
+    if getattr(transport, "producer", None) is not None:
+        transport.unregisterProducer()
+    transport.registerProducer(producer, True)
+
+
+def _release_consumer(transport):
+    """Unregister (and resume) whatever producer feeds `transport`, so it can close."""
+    producer = getattr(transport, "producer", None)
+    if producer is not None:
+        transport.unregisterProducer()
+        if isinstance(producer, _Valve):
+            producer.resumeProducing()
+
+
+@functools.cache
+def socket_class():
+    """The websocket protocol of session fds (defined lazily: Autobahn imports on use)."""
+
+    class SessionSocket(server_protocol_base()):
+        """One fd of an exec or console session."""
+
+        def __init__(self, session, name):
+            super().__init__()
+            self.session = session
+            self.name = name
+            self._open = False
+
+        def onOpen(self):
+            # The HTTP channel that served the upgrade still produces into this
+            # transport; it would keep the connection from ever closing.
+            _release_consumer(self.transport)
+            self._open = True
+            self.session.socket_opened(self.name, self)
+
+        def onMessage(self, payload, isBinary):
+            self.session.socket_message(self.name, payload, isBinary)
+
+        def onClose(self, wasClean, code, reason):
+            if self._open:
+                self._open = False
+                self.session.socket_closed(self.name, not wasClean)
+
+        # -- what sessions call --------------------------------------------
+        def send(self, data):
+            self.sendMessage(data, isBinary=True)
+
+        def send_barrier(self):
+            self.sendMessage(b"", isBinary=False)
+
+        def drop(self):
+            # A plain TCP close (no close frame), as the reference closes these sockets.
+            if self.transport is not None:
+                _release_consumer(self.transport)
+                self.transport.loseConnection()
+
+        def pause_reading(self):
+            if self.transport is not None:
+                self.transport.pauseProducing()
+
+        def resume_reading(self):
+            if self.transport is not None:
+                self.transport.resumeProducing()
+
+        def feed_from(self, producer):
+            """Let `producer` (a pipe or pty reader) be paused while our socket buffer is full."""
+            if self.transport is not None:
+                _take_over_consumer(self.transport, _Valve(producer))
+
+    return SessionSocket
+
+
+class AttachedCommand(ProcessProtocol):
+    """The `lxc-attach` helper running one command: pipes, or a pty when interactive."""
+
+    log = Logger()
+
+    def __init__(self, session, reactor, interactive):
+        self.session = session
+        self.reactor = reactor
+        self.interactive = interactive
+        self.exited = False
+        # Keystrokes wait until the helper put the pty in raw mode: it does so
+        # with TCSAFLUSH, which throws away input that arrived before.
+        self._held = [] if interactive else None
+        self._polls = RAW_MODE_POLLS
+
+    def spawn(self, argv, path="/", size=None):
+        if self.interactive:
+            master, slave = pty.openpty()
+            try:
+                if size:
+                    attach.set_window_size(master, *size)
+                self.reactor.spawnProcess(self, argv[0], argv, env=HELPER_ENV, path=path,
+                                          usePTY=(master, slave, None))
+            except BaseException:
+                os.close(master)
+                os.close(slave)
+                raise
+        else:
+            self.reactor.spawnProcess(self, argv[0], argv, env=HELPER_ENV, path=path,
+                                      childFDs={0: "w", 1: "r", 2: "r"})
+        for name, fd in (("0", 1),) if self.interactive else (("1", 1), ("2", 2)):
+            ws = self.session.sockets.get(name)
+            reader = self.transport if self.interactive else self.transport.pipes.get(fd)
+            if ws is not None and reader is not None and hasattr(ws, "feed_from"):
+                ws.feed_from(reader)
+        if self.interactive:
+            self._wait_for_raw_mode()
+        return self
+
+    def _wait_for_raw_mode(self):
+        if self._held is None:
+            return
+        raw = False
+        try:
+            raw = not termios.tcgetattr(self.transport.fileno())[3] & termios.ICANON
+        except (OSError, termios.error, ValueError):
+            raw = True  # gone already: nothing to wait for
+        self._polls -= 1
+        if raw or self._polls <= 0 or self.exited:
+            held, self._held = self._held, None
+            for data in held:
+                self.write(data)
+        else:
+            self.reactor.callLater(RAW_MODE_POLL_DELAY, self._wait_for_raw_mode)
+
+    # -- ProcessProtocol --------------------------------------------------
+    def childDataReceived(self, fd, data):
+        self.session.command_output(fd, data)
+
+    def childConnectionLost(self, fd):
+        if fd in (1, 2):
+            self.session.command_output_ended(fd)
+
+    def processExited(self, reason):
+        self.exited = True
+        self.session.command_exited(exit_code(reason))
+
+    def processEnded(self, reason):
+        if self.interactive:
+            # The pty closes only when the helper (its one holder) has gone.
+            self.session.command_output_ended(1)
+
+    # -- what the session calls -----------------------------------------------
+    def write(self, data):
+        if self._held is not None:
+            self._held.append(data)
+        elif self.transport is not None and not self.exited:
+            self.transport.write(data)
+
+    def close_stdin(self):
+        if not self.interactive and self.transport is not None:
+            writer = self.transport.pipes.get(0)
+            if writer is not None:
+                # A consumer with a producer never closes: let the socket go first.
+                _release_consumer(writer)
+            self.transport.closeStdin()
+
+    def stream_stdin_from(self, ws):
+        """Pause reading the client's stdin socket while the pipe or pty is full."""
+        transport = getattr(ws, "transport", None)
+        if transport is None or self.transport is None:
+            return
+        consumer = self.transport if self.interactive else self.transport.pipes.get(0)
+        if consumer is not None:
+            _take_over_consumer(consumer, _Valve(transport))
+
+    def signal(self, number, _tries=SIGNAL_RETRIES):
+        if self.exited or self.transport is None or self.transport.pid is None:
+            return
+        try:
+            delivered = attach.send_signal(self.transport.pid, number)
+        except OSError as e:
+            self.log.warn("Could not send signal {number}: {error}", number=number, error=e)
+            return
+        if not delivered and _tries > 0:
+            # The helper has not started the command yet.
+            self.reactor.callLater(SIGNAL_RETRY_DELAY, self.signal, number, _tries - 1)
+
+    def kill(self):
+        self.signal(signal.SIGKILL)
+
+    def resize(self, width, height):
+        if self.interactive and self.transport is not None and not self.transport.disconnected:
+            attach.set_window_size(self.transport.fileno(), width, height)
+
+    def abandon(self):
+        """Stop reading output still held open by background children of the command."""
+        if self.transport is None:
+            return
+        if self.interactive:
+            _release_consumer(self.transport)
+            self.transport.loseConnection()
+        else:
+            for fd in (0, 1, 2):
+                self.transport.closeChildFD(fd)
+
+
+def exit_code(reason):
+    """The exit status of a reaped process: its code, 128+n for signal n, -1 if unknown."""
+    value = reason.value
+    if isinstance(value, error.ProcessDone):
+        return 0
+    code = getattr(value, "exitCode", None)
+    if code is not None:
+        return code
+    number = getattr(value, "signal", None)
+    return 128 + number if number else -1

@@ -1,0 +1,144 @@
+# -*- test-case-name: tests.integration.test_exec -*-
+"""`POST /1.0/containers/<name>/exec`: a command in a running container."""
+
+import os
+
+from lxdtx import errors
+from lxdtx.exec import attach
+from lxdtx.exec.recording import record_names, run_detached
+from lxdtx.exec.session import ExecSession
+from lxdtx.exec.streams import AttachedCommand, socket_class
+from lxdtx.operations import WEBSOCKET
+from lxdtx.response import AsyncResponse
+from lxdtx.router import Endpoint
+from lxdtx.websocket import Upgrade
+
+
+def _resources(name):
+    return {"containers": [name], "instances": [name]}
+
+
+def _flag(body, key):
+    value = body.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise errors.BadRequest(f"Invalid value for \"{key}\": must be a boolean")
+    return value
+
+
+def _size(body, key):
+    value = body.get(key) or 0
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise errors.BadRequest(f"Invalid value for \"{key}\": must be a non-negative integer")
+    return value
+
+
+def _command(body):
+    command = body.get("command")
+    if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
+        raise errors.BadRequest("Invalid value for \"command\": must be a non-empty list of strings")
+    if any("\0" in a for a in command):
+        raise errors.BadRequest("Invalid value for \"command\": NUL byte in argument")
+    return command
+
+
+def _environment(body):
+    env = body.get("environment")
+    if env is None:
+        return {}
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise errors.BadRequest("Invalid value for \"environment\": must be a map of strings")
+    for key, value in env.items():
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise errors.BadRequest(f"Invalid environment variable name: {key!r}")
+    return env
+
+
+def require_running(instances, name):
+    """400 unless the container runs and is not frozen (the exec and console precondition)."""
+    status = instances.status(name)
+    if status == "Frozen":
+        raise errors.BadRequest("Container is frozen.")
+    if status != "Running":
+        raise errors.BadRequest("Container is not running.")
+
+
+def _has_snap(instances, name):
+    from lxdtx.fsutil import Root
+
+    pid = instances.runtime.init_pid(name)
+    if pid is None:
+        return False
+    try:
+        with Root(f"/proc/{pid}/root") as root:
+            os.close(root.open("/snap", os.O_PATH | os.O_DIRECTORY))
+        return True
+    except OSError:
+        return False
+
+
+async def post_exec(req):
+    instances = req.daemon.instances
+    name = req.params["name"]
+    doc = instances.get(name)
+    body = req.json()
+    command = _command(body)
+    requested_env = _environment(body)
+    interactive = _flag(body, "interactive")
+    wait = _flag(body, "wait-for-websocket")
+    record = _flag(body, "record-output")
+    width, height = _size(body, "width"), _size(body, "height")
+    require_running(instances, name)
+
+    config, _ = instances.expanded(doc.value)
+    env = attach.environment(config, requested_env, interactive, _has_snap(instances, name))
+    argv = attach.argv(name, instances.lxcpath, command, env)
+    cwd = attach.working_directory(env["HOME"])
+    reactor = req.daemon.reactor
+    operations = req.daemon.operations
+
+    if not wait:
+        log_dir = instances.log_dir(name)
+
+        async def run_task(op):
+            paths = {}
+            if record:
+                paths = {fd: os.path.join(log_dir, f) for fd, f in record_names(op.id).items()}
+            code = await run_detached(reactor, argv, cwd, paths.get("1"), paths.get("2"))
+            metadata = {"return": code}
+            if record:
+                metadata["output"] = {fd: f"/1.0/containers/{name}/logs/{f}"
+                                      for fd, f in record_names(op.id).items()}
+            return metadata
+
+        return AsyncResponse(operations.start("Executing command", resources=_resources(name), run=run_task))
+
+    def spawn(session):
+        return AttachedCommand(session, reactor, interactive).spawn(argv, path=cwd, size=session.size)
+
+    session = ExecSession(reactor, spawn, interactive=interactive, width=width, height=height)
+
+    async def run(op):
+        code = await session.done
+        return {"return": code}
+
+    async def connect(op, request, secret):
+        fd = session.claim(secret)
+        return Upgrade(socket_class()(session, fd))
+
+    op = operations.create("Executing command", cls=WEBSOCKET, resources=_resources(name),
+                           metadata=session.metadata(), run=run, connect=connect)
+    op.start()
+    return AsyncResponse(op)
+
+
+def _both(path):
+    return {"aliases": (path.replace("/1.0/containers", "/1.0/instances", 1),)}
+
+
+ENDPOINTS = [
+    Endpoint("/1.0/containers/{name}/exec", post=post_exec, **_both("/1.0/containers/{name}/exec")),
+]

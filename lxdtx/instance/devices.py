@@ -47,6 +47,13 @@ def disk_source(pools, config):
     return path, os.path.isdir(path)
 
 
+async def prepare_volumes(pools, devices, idmap):
+    """Own the files of the custom volumes among `devices` for the container's id map."""
+    for config in devices.values():
+        if config.get("type") == "disk" and config.get("path") != "/" and config.get("pool"):
+            await pools.custom.prepare(config["pool"], config["source"], idmap)
+
+
 def start_lines(pools, config, devices):
     """(liblxc lines, volatile updates) for the devices of a container about to start."""
     lines = []

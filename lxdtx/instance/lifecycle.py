@@ -23,6 +23,7 @@ from lxdtx.instance import idmap as idmaps
 from lxdtx.instance.liblxc import Liblxc
 from lxdtx.instance.oplock import OperationLocks
 from lxdtx.instance.runtime import FROZEN, RUNNING, STATUS_CODES, STOPPED, Runtime
+from lxdtx.instance.snapshots import Snapshots
 from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
 
@@ -47,6 +48,7 @@ class Instances:
         self.liblxc = Liblxc(self.lxcpath, self.log_root)
         self.runtime = Runtime()
         self.locks = OperationLocks(daemon.reactor)
+        self.snapshots = Snapshots(self)
         self._reserved = set()  # names being created
         self.allocation = None  # the host's subuid/subgid range for root
         self.layout = None  # cgroup layout
@@ -118,6 +120,14 @@ class Instances:
         self.layout = await threads.deferToThread(cgroups.detect)
 
     # -- paths -----------------------------------------------------------
+    def list_snapshots(self, name, recursion):
+        """Snapshot URLs (or objects with recursion) of a container, oldest first."""
+        return self.snapshots.list(name, recursion)
+
+    def snapshot_dirs(self, name):
+        """[(snapshot name, directory)] of a container, oldest first (for backups)."""
+        return self.snapshots.dirs(name)
+
     def container_dir(self, value, name):
         return self.daemon.pools.driver(value["pool"]).mount_path("container", name)
 
@@ -190,6 +200,8 @@ class Instances:
                 path = await driver.create_volume("container", name, {})
                 revert.add(driver.delete_volume, "container", name)
                 await threads.deferToThread(os.makedirs, os.path.join(path, "rootfs"), 0o755, True)
+            if root.get("size"):
+                await self.daemon.pools.apply_root_size(pool, name, root["size"])
             architecture = architecture or hostinfo.architectures()[0]
             model.check_architecture(architecture)
 
@@ -292,6 +304,7 @@ class Instances:
 
         idmap = await self._shift_rootfs(name, value, config, path)
         config, devs = self.expanded(value)
+        await devices_rt.prepare_volumes(self.daemon.pools, devs, idmap)
         lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs)
         own.update(volatile)
         trigger = own.pop("volatile.apply_template", None)
@@ -472,6 +485,7 @@ class Instances:
                         self.daemon.pools.volume_changes(pool, "container", name),
                         self.daemon.pools.volume_changes(pool, "container", new_name,
                                                          volume.value if volume else {"config": {}}),
+                        *self.snapshots.rename_changes(name, new_name, pool),
                     ])
                     revert.success()
                 await self.backups.rename_all(name, new_name)
@@ -503,6 +517,10 @@ class Instances:
             after = self.expanded(new)
             if self.status(name) != STOPPED:
                 await self._apply_live(name, before, after)
+            old_size = (device.disk.root_device(before[1])[1] or {}).get("size") or ""
+            new_size = (device.disk.root_device(after[1])[1] or {}).get("size") or ""
+            if old_size != new_size:
+                await self.daemon.pools.apply_root_size(value["pool"], name, new_size)
             await self.store.commit([Put(KIND, name, new, expect=doc.revision)])
         self.events.lifecycle("container-updated", f"/1.0/containers/{name}")
 
@@ -525,6 +543,9 @@ class Instances:
                     await devices_rt.hot_remove_disk(pid, gone)
             for added in [new] if new else []:
                 if added.get("type") == "disk" and added.get("path") != "/":
+                    text = new_config.get("volatile.last_state.idmap")
+                    await devices_rt.prepare_volumes(self.daemon.pools, {dev_name: added},
+                                                     idmaps.IdMap.from_json(text) if text else None)
                     await devices_rt.hot_add_disk(self.daemon.pools, pid, added)
 
     def _write_cgroups(self, name, writes):

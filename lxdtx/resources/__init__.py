@@ -1,11 +1,13 @@
 """REST resources: one module per endpoint family, each declaring ENDPOINTS."""
 
 from lxdtx.resources import (
-    backups, certificates, containers, events, host, images, operations, profiles, root, storage_pools,
+    backups, certificates, containers, events, host, images, operations, profiles, root, snapshots,
+    storage_pools, storage_volumes,
 )
 from lxdtx.resources import exec as exec_
 
-MODULES = [root, certificates, operations, events, profiles, host, containers, storage_pools, images, backups, exec_]
+MODULES = [root, certificates, operations, events, profiles, host, containers, storage_pools, storage_volumes,
+           snapshots, images, backups, exec_]
 
 
 def endpoints(extra_modules=()):

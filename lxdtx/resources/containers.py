@@ -111,9 +111,13 @@ async def create_container(req):
     image = None
     if kind == "image":
         image = req.daemon.images.resolve(source)
+    elif kind == "copy":
+        from lxdtx.instance.copy import create_from_copy
+
+        return await create_from_copy(req, name, body)
     elif kind not in ("none",):
-        if kind in ("copy", "migration") and hasattr(instances, f"create_from_{kind}"):
-            return await getattr(instances, f"create_from_{kind}")(req, name, body)
+        if kind == "migration" and hasattr(instances, "create_from_migration"):
+            return await instances.create_from_migration(req, name, body)
         raise errors.BadRequest(f"unknown source type {kind}" if kind else "Missing source type")
     params = dict(architecture=architecture, config=config, devices=devices, profiles=profiles,
                   ephemeral=bool(body.get("ephemeral")), description=_string(body, "description"))
@@ -156,13 +160,13 @@ async def put_container(req):
     req.check_etag(model.writable(doc.value))
     body = req.json()
     if body.get("restore"):
-        restore = getattr(instances, "restore", None)
-        if restore is None:
-            raise errors.BadRequest("Snapshots are not supported yet")
+        if not isinstance(body["restore"], str):
+            raise errors.BadRequest("Invalid value for \"restore\": must be a snapshot name")
         snapshot = body["restore"].split("/")[-1]
+        instances.snapshots.get(name, snapshot)
 
         async def run_restore(op):
-            await restore(name, snapshot, stateful=bool(body.get("stateful")))
+            await instances.snapshots.restore(name, snapshot, stateful=bool(body.get("stateful")))
 
         return AsyncResponse(req.daemon.operations.start(
             "Restoring snapshot", resources=_resources(name), run=run_restore))
@@ -201,6 +205,10 @@ async def post_container(req):
     name = req.params["name"]
     instances.get(name)
     body = req.json()
+    if body.get("migration") and body.get("pool"):
+        from lxdtx.instance.copy import start_pool_move
+
+        return start_pool_move(req, name, body)
     if body.get("migration"):
         migrate = getattr(instances, "migrate_source", None)
         if migrate is None:
@@ -325,16 +333,6 @@ async def delete_log(req):
     return empty()
 
 
-# -- placeholders filled by later subsystems ----------------------------------
-async def list_snapshots(req):
-    instances = _instances(req)
-    instances.get(req.params["name"])
-    lister = getattr(instances, "list_snapshots", None)
-    if lister is None:
-        return SyncResponse([])
-    return SyncResponse(lister(req.params["name"], req.recursion))
-
-
 async def on_stop(req):
     await _instances(req).on_stop(req.params["name"])
     return empty()
@@ -353,6 +351,5 @@ ENDPOINTS = [
     Endpoint("/1.0/containers/{name}/logs", get=list_logs, **_both("/1.0/containers/{name}/logs")),
     Endpoint("/1.0/containers/{name}/logs/{file}", get=get_log, delete=delete_log,
              **_both("/1.0/containers/{name}/logs/{file}")),
-    Endpoint("/1.0/containers/{name}/snapshots", get=list_snapshots, **_both("/1.0/containers/{name}/snapshots")),
     Endpoint("/internal/containers/{name}/onstop", post=Action(on_stop, local_only=True)),
 ]

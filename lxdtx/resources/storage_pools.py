@@ -1,47 +1,113 @@
-# -*- test-case-name: tests.integration.test_containers -*-
-"""`/1.0/storage-pools`: list, get and create (the full pool and volume API grows here)."""
+# -*- test-case-name: tests.integration.test_storage -*-
+"""`/1.0/storage-pools`: list, create, get, put, patch, delete, resources.
+
+The `target` query parameter (a cluster member) is accepted everywhere; on a
+single server every pool lives on the one member, `none`.
+"""
 
 from lxdtx import errors
-from lxdtx.response import SyncResponse, created, etag_of
+from lxdtx.response import SyncResponse, created, empty, etag_of
 from lxdtx.router import Endpoint
 from lxdtx.storage.pools import POOL
 
 
-def _render(daemon, name, value):
-    used_by = [f"/1.0/containers/{n}" for n in daemon.instances.names()
-               if daemon.store.value("container", n, {}).get("pool") == name]
+def _etag(doc):
+    return [doc.name, doc.value["driver"], doc.value["config"]]
+
+
+async def render_pool(daemon, name, value):
     return {"name": name, "driver": value["driver"], "description": value.get("description", ""),
-            "config": value["config"], "used_by": used_by, "status": "Created", "locations": ["none"]}
+            "config": value["config"], "used_by": await daemon.pools.used_by(name), "status": "Created",
+            "locations": ["none"]}
 
 
 async def list_pools(req):
     daemon = req.daemon
     if req.recursion:
-        return SyncResponse([_render(daemon, d.name, d.value) for d in daemon.store.list(POOL)])
+        return SyncResponse([await render_pool(daemon, d.name, d.value) for d in daemon.store.list(POOL)])
     return SyncResponse([f"/1.0/storage-pools/{n}" for n in daemon.pools.names()])
+
+
+def _string(body, key):
+    value = body.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise errors.BadRequest(f"Invalid value for \"{key}\": must be a string")
+    return value
+
+
+def _config(body):
+    config = body.get("config")
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise errors.BadRequest("Invalid value for \"config\": must be a map")
+    return config
 
 
 async def create_pool(req):
     body = req.json()
-    name = body.get("name") or ""
-    if not isinstance(name, str) or not name or "/" in name:
-        raise errors.BadRequest("Invalid storage pool name")
-    driver = body.get("driver") or ""
-    config = body.get("config") or {}
-    if not isinstance(config, dict):
-        raise errors.BadRequest("config must be a map")
-    await req.daemon.pools.create(name, driver, config, body.get("description") or "")
+    name = _string(body, "name")
+    if not name:
+        raise errors.BadRequest("No name provided")
+    if "/" in name or name in (".", ".."):
+        raise errors.BadRequest(f"Invalid storage pool name \"{name}\"")
+    driver = _string(body, "driver")
+    if not driver:
+        raise errors.BadRequest("No driver provided")
+    await req.daemon.pools.create(name, driver, _config(body), _string(body, "description"))
+    req.daemon.events.lifecycle("storage-pool-created", f"/1.0/storage-pools/{name}")
     return created(f"/1.0/storage-pools/{name}")
 
 
 async def get_pool(req):
     doc = req.daemon.pools.get(req.params["name"])
-    value = doc.value
-    return SyncResponse(_render(req.daemon, doc.name, value),
-                        etag=etag_of([doc.name, value["driver"], value["config"]]))
+    return SyncResponse(await render_pool(req.daemon, doc.name, doc.value), etag=etag_of(_etag(doc)))
+
+
+async def put_pool(req):
+    name = req.params["name"]
+    doc = req.daemon.pools.get(name)
+    req.check_etag(_etag(doc))
+    body = req.json()
+    await req.daemon.pools.update(name, _config(body), _string(body, "description"), doc.revision)
+    req.daemon.events.lifecycle("storage-pool-updated", f"/1.0/storage-pools/{name}")
+    return empty()
+
+
+async def patch_pool(req):
+    """Merge the given keys over the current config (the reference's PATCH was a no-op by
+    accident; pylxd's `patch()` relies on it doing what PATCH says)."""
+    name = req.params["name"]
+    doc = req.daemon.pools.get(name)
+    req.check_etag(_etag(doc))
+    body = req.json()
+    config = {**doc.value["config"], **_config(body)}
+    description = _string(body, "description") if "description" in body else doc.value.get("description", "")
+    await req.daemon.pools.update(name, config, description, doc.revision)
+    req.daemon.events.lifecycle("storage-pool-updated", f"/1.0/storage-pools/{name}")
+    return empty()
+
+
+async def delete_pool(req):
+    name = req.params["name"]
+    await req.daemon.pools.delete(name)
+    req.daemon.events.lifecycle("storage-pool-deleted", f"/1.0/storage-pools/{name}")
+    return empty()
+
+
+async def get_resources(req):
+    name = req.params["name"]
+    req.daemon.pools.get(name)
+    usage = await req.daemon.pools.usage(name)
+    if not usage["space"].get("used"):
+        usage["space"].pop("used", None)
+    return SyncResponse(usage)
 
 
 ENDPOINTS = [
     Endpoint("/1.0/storage-pools", get=list_pools, post=create_pool),
-    Endpoint("/1.0/storage-pools/{name}", get=get_pool),
+    Endpoint("/1.0/storage-pools/{name}", get=get_pool, put=put_pool, patch=patch_pool, delete=delete_pool),
+    Endpoint("/1.0/storage-pools/{name}/resources", get=get_resources),
 ]

@@ -1,46 +1,63 @@
-# -*- test-case-name: tests.integration.test_containers -*-
+# -*- test-case-name: tests.integration.test_storage -*-
 """The `dir` driver: volumes are plain directories under the pool's source."""
 
 import os
 import shutil
 
-from twisted.internet import threads
-
-from lxdtx.config.types import is_any
-from lxdtx.storage.driver import VOLUME_DIRS, Driver, Info
+from lxdtx import errors
+from lxdtx.storage.driver import VOLUME_DIRS, Driver, Info, is_snapshot
 
 
 class DirDriver(Driver):
-    """Directories on the host filesystem; no quotas, copies by rsync."""
+    """Directories on the host filesystem; no quotas, snapshots and copies by rsync."""
 
     info = Info("dir")
-    keys = {"source": is_any}
+    keys = {}
+    changeable = frozenset({"rsync.bwlimit"})
 
     @property
     def source(self):
         return self.config.get("source") or self.mount_point
 
     def fill_defaults(self, config):
-        config = dict(config)
+        config = super().fill_defaults(config)
         config.setdefault("source", self.mount_point)
         return config
 
     async def create(self):
-        def make():
-            os.makedirs(self.source, mode=0o711, exist_ok=True)
-            if os.listdir(self.source):
-                raise FileExistsError(f"Source path '{self.source}' isn't empty")
-            for sub in VOLUME_DIRS.values():
-                os.makedirs(os.path.join(self.source, sub), mode=0o711, exist_ok=True)
+        source = self.source
 
-        await threads.deferToThread(make)
+        def make():
+            if os.path.exists(source) and not os.path.isdir(source):
+                raise FileExistsError(f"Source path '{source}' isn't a directory")
+            os.makedirs(source, mode=0o711, exist_ok=True)
+            if os.listdir(source):
+                raise FileExistsError(f"Source path '{source}' isn't empty")
+            for sub in VOLUME_DIRS.values():
+                os.makedirs(os.path.join(source, sub), mode=0o711, exist_ok=True)
+
+        try:
+            await self.in_thread(make)
+        except OSError as e:
+            raise errors.BadRequest(str(e))
         await self.mount()
 
     async def delete(self):
         await self.unmount()
-        await threads.deferToThread(shutil.rmtree, self.source, True)
-        if os.path.islink(self.mount_point) or os.path.isdir(self.mount_point):
-            await threads.deferToThread(_remove_path, self.mount_point)
+        source = self.source
+
+        def remove():
+            # Only what we made: the volume directories, then the source if left empty.
+            for sub in VOLUME_DIRS.values():
+                shutil.rmtree(os.path.join(source, sub), ignore_errors=True)
+            try:
+                os.rmdir(source)
+            except OSError:
+                pass
+            if os.path.islink(self.mount_point):
+                os.unlink(self.mount_point)
+
+        await self.in_thread(remove)
 
     async def mount(self):
         """The pool's mount point is the source itself or a symlink to it."""
@@ -52,39 +69,55 @@ class DirDriver(Driver):
             if not os.path.islink(self.mount_point):
                 os.symlink(self.source, self.mount_point)
 
-        await threads.deferToThread(link)
+        await self.in_thread(link)
         return True
-
-    async def usage(self):
-        st = await threads.deferToThread(os.statvfs, self.source)
-        return {
-            "space": {"used": (st.f_blocks - st.f_bfree) * st.f_frsize, "total": st.f_blocks * st.f_frsize},
-            "inodes": {"used": st.f_files - st.f_ffree, "total": st.f_files},
-        }
 
     async def create_volume(self, vol_type, name, config):
         path = self.mount_path(vol_type, name)
-        await threads.deferToThread(os.makedirs, path, 0o711)
+        await self.in_thread(os.makedirs, path, 0o711)
         return path
 
     async def create_from_image(self, name, fingerprint, unpack, config):
         path = self.mount_path("container", name)
-        await threads.deferToThread(os.makedirs, path, 0o711)
+        await self.in_thread(os.makedirs, path, 0o711)
         try:
             await unpack(path)
         except BaseException:
-            await threads.deferToThread(shutil.rmtree, path, True)
+            await self.in_thread(shutil.rmtree, path, True)
             raise
         return path
 
     async def delete_volume(self, vol_type, name):
-        await threads.deferToThread(_remove_path, self.mount_path(vol_type, name))
+        path = self.mount_path(vol_type, name)
+
+        def remove():
+            remove_path(path)
+            if vol_type == "container":
+                _rmdir_if_empty(self.snapshots_dir(name.split("/")[0]))
+
+        await self.in_thread(remove)
 
     async def rename_volume(self, vol_type, name, new_name):
-        await threads.deferToThread(os.rename, self.mount_path(vol_type, name), self.mount_path(vol_type, new_name))
+        def move():
+            os.rename(self.mount_path(vol_type, name), self.mount_path(vol_type, new_name))
+            if vol_type == "container" and not is_snapshot(name) and os.path.isdir(self.snapshots_dir(name)):
+                os.rename(self.snapshots_dir(name), self.snapshots_dir(new_name))
+
+        await self.in_thread(move)
+
+    async def create_snapshot(self, name, snapshot):
+        await self.in_thread(os.makedirs, self.snapshots_dir(name), 0o700, True)
+        await super().create_snapshot(name, snapshot)
 
 
-def _remove_path(path):
+def _rmdir_if_empty(path):
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def remove_path(path):
     if os.path.islink(path) or os.path.isfile(path):
         os.unlink(path)
     elif os.path.isdir(path):

@@ -2,48 +2,82 @@
 """The storage driver contract: a capabilities record and a base that says "not supported".
 
 A driver manages one pool. Volumes are addressed by (type, name) with type one
-of `container`, `image`, `custom`; snapshots of a container volume are named
-`<container>/<snapshot>`. `mount_path(type, name)` is where a mounted volume's
-files live; for containers that directory holds `rootfs/`, `metadata.yaml`,
-`templates/`.
+of `container`, `image`, `custom`; snapshots of a container volume are
+container volumes named `<container>/<snapshot>`. `mount_path(type, name)` is
+where a mounted volume's files live; for containers that directory holds
+`rootfs/`, `metadata.yaml`, `templates/`.
+
+Drivers run tools through `self.run(argv)` (an `asyncutil.run` look-alike) and
+blocking file work through `self.in_thread(fn, *args)`, so unit tests can record
+the commands a driver builds without a kernel that has the feature.
 """
 
 import os
 
 from twisted.internet import threads
 
-from lxdtx.asyncutil import run
+from lxdtx import asyncutil
+from lxdtx.config.types import is_any, is_size, parse_size
+from lxdtx.storage import rsync
 from lxdtx.storage.errors import NotSupported
 
 VOLUME_DIRS = {"container": "containers", "image": "images", "custom": "custom", "snapshot": "snapshots"}
+VOLUME_TYPES = ("container", "image", "custom")
+
+# Keys every driver accepts (validators); drivers add their own in `keys`.
+COMMON_KEYS = {"source": is_any, "rsync.bwlimit": is_size, "volatile.initial_source": is_any}
+COMMON_VOLUME_KEYS = {"volatile.idmap.last": is_any, "volatile.idmap.next": is_any}
 
 
 class Info:
     """What a driver can do; callers check capabilities, never driver names."""
 
     def __init__(self, name, *, optimized_images=False, remote=False, block_backing=False,
-                 fast_snapshots=False, quotas=False):
+                 fast_snapshots=False, fast_copies=False, quotas=False, restore_latest_only=False):
         self.name = name
         self.optimized_images = optimized_images  # images unpacked once, containers cloned from them
         self.remote = remote
-        self.block_backing = block_backing
+        self.block_backing = block_backing  # volumes are block devices with a filesystem on them
         self.fast_snapshots = fast_snapshots
+        self.fast_copies = fast_copies  # copies inside the pool share data (no rsync)
         self.quotas = quotas
+        self.restore_latest_only = restore_latest_only  # only the newest snapshot can be restored (zfs)
+
+
+def is_snapshot(name):
+    return "/" in name
 
 
 class Driver:
     """Defaults for every operation; drivers override what they support."""
 
     info = Info("none")
-    # Pool config keys this driver accepts, key -> validator (see lxdtx.config.types).
+    # Pool config keys this driver accepts besides COMMON_KEYS, key -> validator.
     keys = {}
-    # Keys that may change after creation.
+    # Pool keys that may change after creation.
     changeable = frozenset()
+    # Volume config keys besides COMMON_VOLUME_KEYS and user.*.
+    volume_keys = {}
+    # Volume keys of container volumes that may change (elsewhere through the root disk).
+    volume_changeable = frozenset()
 
-    def __init__(self, pool, config, state_dir):
+    def __init__(self, pool, config, state_dir, *, run=None, in_thread=None):
         self.pool = pool
         self.config = config
         self.state_dir = state_dir
+        self.run = run or asyncutil.run
+        self.in_thread = in_thread or threads.deferToThread
+
+    # -- host support ------------------------------------------------------
+    @classmethod
+    def missing(cls):
+        """Why this driver cannot work on this host (kernel feature, tool), or None if it can."""
+        return None
+
+    @classmethod
+    def version(cls):
+        """The version string `GET /1.0` shows for this driver (blocking: read at start-up)."""
+        return "1"
 
     # -- pool ------------------------------------------------------------
     @property
@@ -52,7 +86,10 @@ class Driver:
 
     def fill_defaults(self, config):
         """The config with driver defaults filled in (called once at pool creation)."""
-        return dict(config)
+        config = dict(config)
+        if config.get("source"):
+            config.setdefault("volatile.initial_source", config["source"])
+        return config
 
     async def create(self):
         raise NotSupported(f"Creating {self.info.name} pools is not supported")
@@ -67,13 +104,31 @@ class Driver:
     async def unmount(self):
         return False
 
+    async def update(self, changed):
+        """Apply changed pool keys ({key: new value}); only `changeable` keys reach here."""
+
     async def usage(self):
         """{"space": {"used", "total"}, "inodes": {"used", "total"}} of the pool."""
-        raise NotSupported("Pool usage is not supported")
+        st = await self.in_thread(os.statvfs, self.mount_point)
+        return {
+            "space": {"used": (st.f_blocks - st.f_bfree) * st.f_frsize, "total": st.f_blocks * st.f_frsize},
+            "inodes": {"used": st.f_files - st.f_ffree, "total": st.f_files},
+        }
+
+    def bwlimit(self):
+        """rsync's --bwlimit in KiB/s for this pool (0: unlimited)."""
+        value = self.config.get("rsync.bwlimit") or "0"
+        return max(0, parse_size(value) // 1024) if value != "0" else 0
 
     # -- volumes ---------------------------------------------------------
     def mount_path(self, vol_type, name):
+        if vol_type == "container" and is_snapshot(name):
+            return os.path.join(self.mount_point, VOLUME_DIRS["snapshot"], name)
         return os.path.join(self.mount_point, VOLUME_DIRS[vol_type], name)
+
+    def snapshots_dir(self, container):
+        """Where the snapshots of one container live."""
+        return os.path.join(self.mount_point, VOLUME_DIRS["snapshot"], container)
 
     async def create_volume(self, vol_type, name, config):
         raise NotSupported(f"{self.info.name} pools cannot create volumes")
@@ -86,6 +141,7 @@ class Driver:
         raise NotSupported(f"{self.info.name} pools cannot delete volumes")
 
     async def rename_volume(self, vol_type, name, new_name):
+        """Rename a volume; a container's snapshots follow it."""
         raise NotSupported(f"{self.info.name} pools cannot rename volumes")
 
     async def mount_volume(self, vol_type, name):
@@ -95,30 +151,63 @@ class Driver:
         return False
 
     async def set_quota(self, vol_type, name, size):
+        """Limit a volume to `size` (a size string; "" or "0" removes the limit)."""
         raise NotSupported(f"{self.info.name} pools do not support quotas")
 
     async def volume_usage(self, vol_type, name):
         raise NotSupported("Volume usage is not supported")
 
-    async def import_volume(self, vol_type, name, source_dir):
-        """A new volume holding the contents of `source_dir` (moved when on the same filesystem)."""
-        path = await self.create_volume(vol_type, name, {})
+    async def update_volume(self, vol_type, name, changed):
+        """Apply changed volume keys ({key: new value})."""
+        if "size" in changed:
+            await self.set_quota(vol_type, name, changed["size"])
+
+    # -- snapshots and copies (generic: rsync between mounted volumes) ------
+    async def create_snapshot(self, name, snapshot):
+        """Snapshot container volume `name` as `name/snapshot`."""
+        target = f"{name}/{snapshot}"
+        await self.create_volume("container", target, {})
         try:
-            await move_contents(source_dir, path)
+            await self.mount_volume("container", name)
+            await self.rsync(self.mount_path("container", name), self.mount_path("container", target))
         except BaseException:
-            await self.delete_volume(vol_type, name)
+            await self.delete_volume("container", target)
             raise
-        return path
 
+    def may_remove_snapshots(self):
+        """Whether restoring an older snapshot may drop the newer ones (restore_latest_only drivers)."""
+        return False
 
-async def move_contents(source_dir, target_dir):
-    """Move every entry of source_dir into target_dir; copy (keeping owners, xattrs) across filesystems."""
-    same_fs = (await threads.deferToThread(os.stat, source_dir)).st_dev == \
-        (await threads.deferToThread(os.stat, target_dir)).st_dev
-    entries = await threads.deferToThread(os.listdir, source_dir)
-    for entry in entries:
-        source, target = os.path.join(source_dir, entry), os.path.join(target_dir, entry)
-        if same_fs:
-            await threads.deferToThread(os.rename, source, target)
-        else:
-            await run(["cp", "-a", "--no-target-directory", source, target])
+    async def restore_snapshot(self, name, snapshot):
+        """Make container volume `name` what its snapshot holds."""
+        await self.mount_volume("container", name)
+        await self.mount_volume("container", f"{name}/{snapshot}")
+        await self.rsync(self.mount_path("container", f"{name}/{snapshot}"), self.mount_path("container", name))
+
+    async def copy_volume(self, vol_type, name, new_name, config=None):
+        """A new volume in this pool with the content of another (snapshots: read-only)."""
+        await self.create_volume(vol_type, new_name, config or {})
+        try:
+            await self.mount_volume(vol_type, name)
+            await self.mount_volume(vol_type, new_name)
+            await self.rsync(self.mount_path(vol_type, name), self.mount_path(vol_type, new_name))
+        except BaseException:
+            await self.delete_volume(vol_type, new_name)
+            raise
+
+    async def rsync(self, source, target, bwlimit=None):
+        await self.run(rsync.argv(source, target, self.bwlimit() if bwlimit is None else bwlimit))
+
+    async def rsync_from(self, other, vol_type, name, new_name):
+        """Make our volume `new_name` a copy of `other`'s volume `name` (the source pool's
+        `rsync.bwlimit` applies, else ours)."""
+        await self.rsync(other.mount_path(vol_type, name), self.mount_path(vol_type, new_name),
+                         other.bwlimit() or self.bwlimit())
+
+    # -- image volumes -----------------------------------------------------
+    async def image_volumes(self):
+        """Fingerprints of the images unpacked in this pool."""
+        return []
+
+    async def delete_image(self, fingerprint):
+        """Drop the pool's copy of an image (nothing to do where there is none)."""

@@ -1,9 +1,20 @@
-"""Driver names to driver classes."""
+"""Driver names to driver classes, and which of them work on this host."""
 
+from lxdtx.storage.btrfs import BtrfsDriver
 from lxdtx.storage.dir import DirDriver
 
-DRIVERS = {"dir": DirDriver}
+DRIVERS = {"btrfs": BtrfsDriver, "dir": DirDriver}
 
 
 def driver_class(name):
     return DRIVERS.get(name)
+
+
+def available():
+    """{name: version} of the drivers this host can run (blocking: reads /proc, runs --version)."""
+    found = {}
+    for name in sorted(DRIVERS):
+        cls = DRIVERS[name]
+        if cls.missing() is None:
+            found[name] = cls.version()
+    return found

@@ -1,12 +1,21 @@
-# -*- test-case-name: tests.integration.test_containers -*-
-"""The storage backend: pool and volume documents paired with driver calls, rolled back on failure."""
+# -*- test-case-name: tests.integration.test_storage -*-
+"""The storage backend: pool and volume documents paired with driver calls, rolled back on failure.
 
+Documents: kind `pool` named after the pool ({"driver", "config",
+"description"}), kind `volume` named `<pool>/<type>/<name>` ({"config",
+"description"}) for container volumes (snapshots too, `c/snap`) and custom
+volumes. Image volumes are caches a driver keeps on disk: the driver lists them.
+"""
+
+from twisted.internet import threads
 from twisted.logger import Logger
 
 from lxdtx import errors
 from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
-from lxdtx.storage.load import driver_class
+from lxdtx.storage import keys
+from lxdtx.storage.errors import InUse
+from lxdtx.storage.load import DRIVERS, available, driver_class
 
 POOL = "pool"
 VOLUME = "volume"
@@ -14,6 +23,11 @@ VOLUME = "volume"
 
 def volume_key(pool, vol_type, name):
     return f"{pool}/{vol_type}/{name}"
+
+
+def split_volume_key(key):
+    pool, vol_type, name = key.split("/", 2)
+    return pool, vol_type, name
 
 
 class Pools:
@@ -25,6 +39,15 @@ class Pools:
         self._daemon = daemon
         self._store = daemon.store
         self._drivers = {}
+        self.available = {}  # driver name -> version, probed at start-up
+        from lxdtx.storage.volumes import CustomVolumes
+
+        self.custom = CustomVolumes(self, daemon)
+        daemon.images.delete_hooks.append(self._image_deleted)
+
+    @property
+    def store(self):
+        return self._store
 
     def names(self):
         return self._store.names(POOL)
@@ -44,31 +67,139 @@ class Pools:
             driver = self._drivers[name] = cls(name, doc.value["config"], self._daemon.dir)
         return driver
 
+    # -- start-up ----------------------------------------------------------------
     async def mount_all(self):
         """Bring every pool up at daemon start (after a host boot nothing is mounted)."""
+        self.available = await threads.deferToThread(available)
+        sources = getattr(self._daemon, "environment_sources", None)
+        if sources is not None and self.environment not in sources:
+            sources.append(self.environment)
         for name in self.names():
             try:
                 await self.driver(name).mount()
             except Exception:
                 self.log.failure("Could not mount storage pool {pool}", pool=name)
 
-    async def create(self, name, driver_name, config=None, description=""):
-        cls = driver_class(driver_name)
+    def environment(self):
+        """`storage`/`storage_version` of `GET /1.0`: the drivers that work on this host."""
+        names = sorted(self.available)
+        return {"storage": " | ".join(names),
+                "storage_version": " | ".join(self.available[n] for n in names)}
+
+    # -- pools -------------------------------------------------------------------
+    def check_driver(self, driver_name):
+        cls = driver_class(driver_name) if isinstance(driver_name, str) else None
         if cls is None:
-            raise errors.BadRequest(f"Unknown storage pool driver \"{driver_name}\"")
+            raise errors.BadRequest(f"Unknown storage pool driver \"{driver_name}\" "
+                                    f"(supported: {', '.join(sorted(DRIVERS))})")
+        missing = cls.missing()
+        if missing is not None:
+            raise errors.BadRequest(f"The \"{driver_name}\" storage driver can't be used on this host: {missing}")
+        return cls
+
+    async def create(self, name, driver_name, config=None, description=""):
+        cls = self.check_driver(driver_name)
         if self._store.exists(POOL, name):
             raise errors.Conflict(f"Storage pool \"{name}\" already exists")
-        driver = cls(name, {}, self._daemon.dir)
-        config = driver.fill_defaults(config or {})
+        config = dict(config or {})
+        keys.check_pool_config(cls, config, DRIVERS.values())
+        config = cls(name, config, self._daemon.dir).fill_defaults(config)
         driver = cls(name, config, self._daemon.dir)
         async with Reverter() as revert:
-            await driver.create()
+            try:
+                await driver.create()
+            except errors.ApiError:
+                raise
+            except Exception as e:
+                raise errors.InternalError(f"Failed to create storage pool \"{name}\": {e}")
             revert.add(driver.delete)
             value = {"driver": driver_name, "config": config, "description": description}
             await self._store.commit([Put(POOL, name, value, expect=ABSENT)])
             revert.success()
         self._drivers[name] = driver
 
+    async def update(self, name, config, description, revision=None):
+        """Replace a pool's config; only the driver's changeable keys may differ."""
+        doc = self.get(name)
+        value = doc.value
+        cls = driver_class(value["driver"])
+        if not isinstance(config, dict):
+            raise errors.BadRequest("config must be a map")
+        # Keys the daemon filled in stay when the client leaves them out.
+        merged = dict(config)
+        for key in ("source", "volatile.initial_source", "size"):
+            if key in value["config"] and key not in config:
+                merged[key] = value["config"][key]
+        keys.check_pool_config(cls, merged, DRIVERS.values())
+        changed = keys.changed_keys(value["config"], merged)
+        fixed = sorted(k for k in changed if k not in cls.changeable and not k.startswith("user."))
+        if fixed:
+            raise errors.BadRequest(
+                f"The [{' '.join(fixed)}] properties cannot be changed for \"{value['driver']}\" storage pools")
+        driver = self.driver(name)
+        new_value = dict(value, config=merged, description=description)
+        live = {k: merged.get(k, "") for k in changed if not k.startswith("user.")}
+        if live:
+            await driver.update(live)
+        try:
+            await self._store.commit([Put(POOL, name, new_value, expect=revision or doc.revision)])
+        except BaseException:
+            if live:
+                await driver.update({k: value["config"].get(k, "") for k in live})
+            raise
+
+    def _profiles_using(self, name):
+        found = []
+        for doc in self._store.list("profile"):
+            for device in doc.value.get("devices", {}).values():
+                if device.get("type") == "disk" and device.get("pool") == name:
+                    found.append(doc.name)
+                    break
+        return found
+
+    def volume_documents(self, pool, vol_type=None):
+        """[(type, name, value)] of the pool's recorded volumes."""
+        found = []
+        for doc in self._store.list(VOLUME):
+            p, t, n = split_volume_key(doc.name)
+            if p == pool and (vol_type is None or t == vol_type):
+                found.append((t, n, doc.value))
+        return found
+
+    async def delete(self, name):
+        doc = self.get(name)
+        if any(t in ("container", "custom") for t, _, _ in self.volume_documents(name)):
+            raise InUse(f"storage pool \"{name}\" has volumes attached to it")
+        profiles = self._profiles_using(name)
+        if profiles:
+            raise InUse(f"Storage pool \"{name}\" has profiles using it:\n" + "\n".join(profiles))
+        driver = self.driver(name)
+        for fingerprint in await driver.image_volumes():
+            await driver.delete_image(fingerprint)
+        await driver.delete()
+        await self._store.commit([Delete(POOL, name, expect=doc.revision)])
+        self._drivers.pop(name, None)
+
+    async def used_by(self, name):
+        urls = []
+        for vol_type, vol_name, _ in self.volume_documents(name):
+            if vol_type == "container":
+                if "/" in vol_name:
+                    container, snapshot = vol_name.split("/", 1)
+                    urls.append(f"/1.0/containers/{container}/snapshots/{snapshot}")
+                else:
+                    urls.append(f"/1.0/containers/{vol_name}")
+            elif vol_type == "custom":
+                urls.append(f"/1.0/storage-pools/{name}/volumes/custom/{vol_name}")
+        for fingerprint in await self.image_volumes(name):
+            urls.append(f"/1.0/images/{fingerprint}")
+        urls += [f"/1.0/profiles/{p}" for p in self._profiles_using(name)]
+        return sorted(urls)
+
+    async def usage(self, name):
+        return await self.driver(name).usage()
+
+    # -- volumes -----------------------------------------------------------------
     def volume(self, pool, vol_type, name):
         return self._store.get(VOLUME, volume_key(pool, vol_type, name))
 
@@ -78,3 +209,76 @@ class Pools:
         if value is None:
             return Delete(VOLUME, key, expect=expect)
         return Put(VOLUME, key, value, expect=expect)
+
+    async def image_volumes(self, pool):
+        try:
+            return await self.driver(pool).image_volumes()
+        except OSError:
+            return []
+
+    async def delete_image_volume(self, pool, fingerprint):
+        """`DELETE .../volumes/image/<fp>`: drop a pool's copy of an image."""
+        driver = self.driver(pool)
+        if fingerprint not in await driver.image_volumes():
+            raise errors.NotFound(f"Storage volume \"{fingerprint}\" of type image not found in pool \"{pool}\"")
+        await driver.delete_image(fingerprint)
+
+    async def _image_deleted(self, fingerprint):
+        for name in self.names():
+            try:
+                driver = self.driver(name)
+                if fingerprint in await driver.image_volumes():
+                    await driver.delete_image(fingerprint)
+            except Exception:
+                self.log.failure("Could not drop image {fp} from pool {pool}", fp=fingerprint, pool=name)
+
+    async def apply_root_size(self, pool, name, size):
+        """Carry a root disk `size` to the container's volume where the driver has quotas."""
+        driver = self.driver(pool)
+        if not driver.info.quotas:
+            return
+        await driver.set_quota("container", name, size or "")
+
+    async def transfer(self, source_pool, vol_type, name, target_pool, new_name, config=None):
+        """Copy one volume into a pool (maybe the same one): the driver's fast path when the
+        pool is shared, rsync otherwise. Leaves nothing behind on failure."""
+        source = self.driver(source_pool)
+        target = self.driver(target_pool)
+        if source_pool == target_pool and source.info.fast_copies:
+            await target.copy_volume(vol_type, name, new_name, config)
+            return
+        async with Reverter() as revert:
+            await target.create_volume(vol_type, new_name, config or {})
+            revert.add(target.delete_volume, vol_type, new_name)
+            await source.mount_volume(vol_type, name)
+            await target.mount_volume(vol_type, new_name)
+            await target.rsync_from(source, vol_type, name, new_name)
+            revert.success()
+
+    async def copy_container(self, source_pool, name, target_pool, new_name, snapshots=(), config=None):
+        """Copy a container volume and the named snapshots (oldest first) to `new_name`.
+
+        Within a pool with fast copies each one is a snapshot of its source; across
+        pools the target is filled from each snapshot in turn and snapshotted, then
+        from the container itself (the way LXD moves containers between pools).
+        """
+        source = self.driver(source_pool)
+        target = self.driver(target_pool)
+        async with Reverter() as revert:
+            if source_pool == target_pool and source.info.fast_copies:
+                for snapshot in snapshots:
+                    await target.copy_volume("container", f"{name}/{snapshot}", f"{new_name}/{snapshot}")
+                    revert.add(target.delete_volume, "container", f"{new_name}/{snapshot}")
+                await target.copy_volume("container", name, new_name, config)
+                revert.add(target.delete_volume, "container", new_name)
+            else:
+                await target.create_volume("container", new_name, config or {})
+                revert.add(target.delete_volume, "container", new_name)
+                await target.mount_volume("container", new_name)
+                for snapshot in snapshots:
+                    await target.rsync_from(source, "container", f"{name}/{snapshot}", new_name)
+                    await target.create_snapshot(new_name, snapshot)
+                    revert.add(target.delete_volume, "container", f"{new_name}/{snapshot}")
+                await source.mount_volume("container", name)
+                await target.rsync_from(source, "container", name, new_name)
+            revert.success()

@@ -1,0 +1,235 @@
+# -*- test-case-name: tests.integration.test_storage -*-
+"""Copies of containers on one host (`source.type: copy`) and moves between storage pools.
+
+The target pool is the one of the new container's root disk. Within one pool
+whose driver copies fast (btrfs) every volume is a snapshot of its source;
+otherwise rsync fills the target, snapshots oldest first, then the container.
+The copied files keep the source's ownership: `volatile.last_state.idmap` of the
+copy says which, so its first start shifts only if its own map differs.
+"""
+
+import copy
+
+from lxdtx import errors
+from lxdtx.device import disk
+from lxdtx.instance import model
+from lxdtx.instance import devices as devices_rt
+from lxdtx.response import AsyncResponse
+from lxdtx.revert import Reverter
+from lxdtx.state import ABSENT, Delete, Put
+
+# Volatile keys that travel with a copy: the image it came from and the ownership on disk.
+_KEPT_VOLATILE = ("volatile.base_image", "volatile.last_state.idmap")
+
+
+def _resources(*names):
+    return {"containers": list(names), "instances": list(names)}
+
+
+def merged_config(request_config, source_config):
+    """The source's config under the request's, source volatile keys dropped but a few."""
+    config = dict(request_config)
+    for key, value in source_config.items():
+        if key.startswith("volatile.") and key not in _KEPT_VOLATILE:
+            continue
+        config.setdefault(key, value)
+    return config
+
+
+async def create_from_copy(req, name, body):
+    """`POST /1.0/containers` with `source.type: copy`: validate, reserve, copy in an operation."""
+    instances = req.daemon.instances
+    source = body.get("source") or {}
+    source_name = source.get("source")
+    if not isinstance(source_name, str) or not source_name:
+        raise errors.BadRequest("Invalid source: the name of the container (or snapshot) to copy is required")
+    parent, _, snapshot = source_name.partition("/")
+    source_doc = instances.get(parent)
+    if snapshot:
+        source_value = instances.snapshots.get(parent, snapshot).value
+    else:
+        source_value = source_doc.value
+    container_only = bool(source.get("container_only") or source.get("instance_only"))
+    request_config = body.get("config") or {}
+    request_devices = body.get("devices") or {}
+    if not isinstance(request_config, dict) or not isinstance(request_devices, dict):
+        raise errors.BadRequest("config and devices must be maps")
+    config = merged_config(request_config, source_value.get("config", {}))
+    devices = copy.deepcopy(source_value.get("devices", {}))
+    devices.update(request_devices)
+    profiles = body.get("profiles")
+    if profiles is None:
+        profiles = list(source_value.get("profiles", []))
+    if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
+        raise errors.BadRequest("Invalid value for \"profiles\": must be a list of names")
+    params = {
+        "architecture": source_value.get("architecture", ""), "config": config, "devices": devices,
+        "profiles": profiles, "ephemeral": bool(body.get("ephemeral")),
+        "description": body.get("description") if isinstance(body.get("description"), str) else "",
+    }
+    await instances.validate_new(config=config, devices=devices, profiles=profiles)
+    if body.get("stateful") and parent != name:
+        raise errors.BadRequest("Stateful copies require the same name")
+    instances.reserve(name)
+
+    async def run(op):
+        try:
+            await copy_container(instances, name, parent, snapshot, params, container_only)
+        finally:
+            instances.release(name)
+
+    try:
+        op = req.daemon.operations.start("Creating container", resources=_resources(name, parent), run=run)
+    except BaseException:
+        instances.release(name)
+        raise
+    return AsyncResponse(op)
+
+
+async def copy_container(instances, name, parent, snapshot, params, container_only):
+    """Create container `name` from container `parent` (or its snapshot), under both locks."""
+    pools = instances.daemon.pools
+    async with instances.locks.hold(parent, "copy"), instances.locks.hold(name, "create"):
+        root = await instances.validate_new(config=params["config"], devices=params["devices"],
+                                      profiles=params["profiles"])
+        pool = root["pool"]
+        source_doc = instances.get(parent)
+        source_pool = source_doc.value["pool"]
+        if snapshot:
+            source_value = instances.snapshots.get(parent, snapshot).value
+            volume = f"{parent}/{snapshot}"
+            snapshot_docs = []
+        else:
+            source_value = source_doc.value
+            volume = parent
+            snapshot_docs = [] if container_only else instances.snapshots.documents(parent)
+        snapshot_names = [d.name.split("/", 1)[1] for d in snapshot_docs]
+        size = root.get("size") or ""
+        config = dict(params["config"])
+        config["volatile.last_state.idmap"] = source_value.get("config", {}).get("volatile.last_state.idmap", "[]")
+        config.pop("volatile.idmap.next", None)
+        config["volatile.apply_template"] = "copy"
+        value = model.new_document(architecture=params["architecture"], config=config, devices=params["devices"],
+                                   profiles=params["profiles"], ephemeral=params["ephemeral"],
+                                   description=params["description"], pool=pool)
+        _, expanded_devices = instances.expanded(value)
+        for key, item in devices_rt.fill_volatile(config, expanded_devices).items():
+            config.setdefault(key, item)
+        driver = pools.driver(pool)
+        async with Reverter() as revert:
+            await pools.copy_container(source_pool, volume, pool, name, snapshot_names,
+                                       {"size": size} if size else None)
+            revert.add(_delete_volumes, driver, name, snapshot_names)
+            await _make_links(instances, name, driver)
+            revert.add(instances._remove_links, name)
+            changes = [Put(model.KIND, name, value, expect=ABSENT),
+                       pools.volume_changes(pool, "container", name, {"config": {}, "description": ""},
+                                            expect=ABSENT)]
+            for doc, snap in zip(snapshot_docs, snapshot_names):
+                full = f"{name}/{snap}"
+                changes += [Put(model.SNAPSHOT_KIND, full, copy.deepcopy(doc.value), expect=ABSENT),
+                            pools.volume_changes(pool, "container", full, {"config": {}, "description": ""},
+                                                 expect=ABSENT)]
+            await instances.store.commit(changes)
+            revert.success()
+    instances.events.lifecycle("container-created", f"/1.0/containers/{name}")
+
+
+async def _make_links(instances, name, driver):
+    from twisted.internet import threads
+
+    await threads.deferToThread(instances._make_links, name, driver.mount_path("container", name))
+
+
+async def _delete_volumes(driver, name, snapshot_names):
+    for snap in snapshot_names:
+        try:
+            await driver.delete_volume("container", f"{name}/{snap}")
+        except Exception:
+            pass
+    await driver.delete_volume("container", name)
+
+
+def start_pool_move(req, name, body):
+    """`POST /1.0/containers/<name>` with `migration` and `pool` (`instance_pool_move`): an operation."""
+    instances = req.daemon.instances
+    doc = instances.get(name)
+    pool = body.get("pool")
+    if not isinstance(pool, str) or not pool:
+        raise errors.BadRequest("Invalid value for \"pool\"")
+    req.daemon.pools.get(pool)
+    new_name = body.get("name") or name
+    if not isinstance(new_name, str):
+        raise errors.BadRequest("Invalid value for \"name\"")
+    model.check_name(new_name)
+    if new_name == name and doc.value["pool"] == pool:
+        raise errors.BadRequest(f"Container '{name}' is already in storage pool \"{pool}\"")
+    if instances.status(name) != "Stopped":
+        raise errors.BadRequest("The container must be stopped to move it to another storage pool")
+    container_only = bool(body.get("container_only") or body.get("instance_only"))
+    if new_name != name:
+        instances.reserve(new_name)
+
+    async def run(op):
+        try:
+            await move_to_pool(instances, name, new_name, pool, container_only)
+        finally:
+            if new_name != name:
+                instances.release(new_name)
+
+    op = req.daemon.operations.start("Moving container", resources=_resources(name, new_name), run=run)
+    return AsyncResponse(op)
+
+
+async def move_to_pool(instances, name, new_name, pool, container_only):
+    """Move a stopped container (and its snapshots) to another pool, maybe renaming it."""
+    pools = instances.daemon.pools
+    async with instances.locks.hold(name, "move"):
+        doc = instances.get(name)
+        if instances.status(name) != "Stopped":
+            raise errors.BadRequest("The container must be stopped to move it to another storage pool")
+        value = copy.deepcopy(doc.value)
+        old_pool = value["pool"]
+        _, expanded_devices = instances.expanded(value)
+        root_name, root = disk.root_device(expanded_devices)
+        value["devices"][root_name or "root"] = dict(root or {"type": "disk", "path": "/"}, pool=pool)
+        await instances.validate_new(config=value["config"], devices=value["devices"], profiles=value["profiles"])
+        value["pool"] = pool
+        if new_name != name:
+            value["config"]["volatile.apply_template"] = "rename"
+        snapshot_docs = instances.snapshots.documents(name)
+        kept = [] if container_only else snapshot_docs
+        kept_names = [d.name.split("/", 1)[1] for d in kept]
+        size = (root or {}).get("size") or ""
+        target = pools.driver(pool)
+        async with Reverter() as revert:
+            await pools.copy_container(old_pool, name, pool, new_name, kept_names, {"size": size} if size else None)
+            revert.add(_delete_volumes, target, new_name, kept_names)
+            await instances._remove_links(name)
+            revert.add(_make_links, instances, name, pools.driver(old_pool))
+            await _make_links(instances, new_name, target)
+            if new_name != name:
+                revert.add(instances._remove_links, new_name)
+            changes = [pools.volume_changes(old_pool, "container", name)]
+            if new_name != name:
+                changes += [Delete(model.KIND, name, expect=doc.revision), Put(model.KIND, new_name, value,
+                                                                                 expect=ABSENT)]
+            else:
+                changes.append(Put(model.KIND, name, value, expect=doc.revision))
+            changes.append(pools.volume_changes(pool, "container", new_name, {"config": {}, "description": ""}))
+            for snap in snapshot_docs:
+                short = snap.name.split("/", 1)[1]
+                changes += [Delete(model.SNAPSHOT_KIND, snap.name, expect=snap.revision),
+                            pools.volume_changes(old_pool, "container", snap.name)]
+                if snap in kept:
+                    full = f"{new_name}/{short}"
+                    snap_value = dict(snap.value, pool=pool)
+                    changes += [Put(model.SNAPSHOT_KIND, full, snap_value),
+                                pools.volume_changes(pool, "container", full, {"config": {}, "description": ""})]
+            await instances.store.commit(changes)
+            revert.success()
+        # The move is recorded; the old pool's copies are garbage now.
+        await _delete_volumes(pools.driver(old_pool), name, [d.name.split("/", 1)[1] for d in snapshot_docs])
+    if new_name != name:
+        instances.events.lifecycle("container-renamed", f"/1.0/containers/{name}", {"new_name": new_name})
+    instances.events.lifecycle("container-updated", f"/1.0/containers/{new_name}")

@@ -1,0 +1,219 @@
+# -*- test-case-name: tests.integration.test_storage -*-
+"""Container snapshots: create, list, get, rename, delete, restore.
+
+A snapshot is a document of kind `snapshot` named `<container>/<snapshot>`
+holding the container's document as it was (config, devices, profiles, and
+`created_at` = the snapshot's time), plus a container volume of the same name
+in the container's pool. Its files keep the ownership the container had, which
+its `volatile.last_state.idmap` records, so a restore or a copy carries that
+map along and the next start shifts only if needed.
+"""
+
+import copy
+import re
+
+from lxdtx import errors, timeutil
+from lxdtx.device import disk
+from lxdtx.instance import model
+from lxdtx.revert import Reverter
+from lxdtx.state import ABSENT, Delete, Put
+
+KIND = model.SNAPSHOT_KIND
+_AUTO = re.compile(r"snap(\d+)")
+
+
+class Snapshots:
+    """The snapshots of every container of one daemon."""
+
+    def __init__(self, instances):
+        self.instances = instances
+
+    @property
+    def store(self):
+        return self.instances.store
+
+    @property
+    def pools(self):
+        return self.instances.daemon.pools
+
+    # -- reading -------------------------------------------------------------------
+    def documents(self, container):
+        """The container's snapshot documents, oldest first."""
+        prefix = container + "/"
+        docs = [d for d in self.store.list(KIND) if d.name.startswith(prefix)]
+        return sorted(docs, key=lambda d: (d.value.get("created_at", ""), d.name))
+
+    def names(self, container):
+        return [d.name.split("/", 1)[1] for d in self.documents(container)]
+
+    def dirs(self, container):
+        """[(snapshot name, directory)], oldest first."""
+        doc = self.instances.get(container)
+        driver = self.pools.driver(doc.value["pool"])
+        return [(d.name.split("/", 1)[1], driver.mount_path("container", d.name)) for d in self.documents(container)]
+
+    def get(self, container, snapshot):
+        doc = self.store.get(KIND, f"{container}/{snapshot}")
+        if doc is None:
+            raise errors.NotFound()
+        return doc
+
+    def render(self, name, value):
+        config, devices = self.instances.expanded(value)
+        return model.render_snapshot(name, value, config, devices)
+
+    def list(self, container, recursion):
+        self.instances.get(container)
+        docs = self.documents(container)
+        if recursion:
+            return [self.render(d.name, d.value) for d in docs]
+        return [f"/1.0/containers/{container}/snapshots/{d.name.split('/', 1)[1]}" for d in docs]
+
+    def next_name(self, container):
+        """`snap<N>`, N one more than the highest in use (0 for the first)."""
+        numbers = [int(m.group(1)) for m in (_AUTO.fullmatch(n) for n in self.names(container)) if m]
+        return f"snap{max(numbers) + 1 if numbers else 0}"
+
+    def check_new(self, container, snapshot):
+        model.check_snapshot_name(snapshot)
+        if self.store.exists(KIND, f"{container}/{snapshot}"):
+            raise errors.Conflict(f"Snapshot '{snapshot}' already exists")
+
+    # -- changes ---------------------------------------------------------------------
+    async def create(self, container, snapshot, stateful=False):
+        if stateful:
+            raise errors.BadRequest("Stateful snapshots need checkpoint/restore support, which this "
+                                    "server does not have yet")
+        instances = self.instances
+        async with instances.locks.hold(container, "snapshot"):
+            doc = instances.get(container)
+            snapshot = snapshot or self.next_name(container)
+            self.check_new(container, snapshot)
+            pool = doc.value["pool"]
+            driver = self.pools.driver(pool)
+            full = f"{container}/{snapshot}"
+            value = copy.deepcopy(doc.value)
+            value["created_at"] = timeutil.now()
+            value["stateful"] = False
+            async with Reverter() as revert:
+                await driver.mount_volume("container", container)
+                await driver.create_snapshot(container, snapshot)
+                revert.add(driver.delete_volume, "container", full)
+                await self.store.commit([
+                    Put(KIND, full, value, expect=ABSENT),
+                    self.pools.volume_changes(pool, "container", full, {"config": {}, "description": ""},
+                                              expect=ABSENT),
+                ])
+                revert.success()
+        instances.events.lifecycle("container-snapshot-created", f"/1.0/containers/{container}",
+                                   {"snapshot_name": full})
+        return snapshot
+
+    async def delete(self, container, snapshot):
+        instances = self.instances
+        async with instances.locks.hold(container, "snapshot-delete"):
+            doc = instances.get(container)
+            snap = self.get(container, snapshot)
+            await self._delete(doc.value["pool"], snap)
+        instances.events.lifecycle("container-snapshot-deleted", f"/1.0/containers/{container}",
+                                   {"snapshot_name": snap.name})
+
+    async def _delete(self, pool, snap):
+        await self.pools.driver(pool).delete_volume("container", snap.name)
+        await self.store.commit([Delete(KIND, snap.name, expect=snap.revision),
+                                 self.pools.volume_changes(pool, "container", snap.name)])
+
+    async def rename(self, container, snapshot, new_name):
+        instances = self.instances
+        async with instances.locks.hold(container, "snapshot-rename"):
+            doc = instances.get(container)
+            snap = self.get(container, snapshot)
+            self.check_new(container, new_name)
+            pool = doc.value["pool"]
+            driver = self.pools.driver(pool)
+            old_full, new_full = snap.name, f"{container}/{new_name}"
+            async with Reverter() as revert:
+                await driver.rename_volume("container", old_full, new_full)
+                revert.add(driver.rename_volume, "container", new_full, old_full)
+                volume = self.pools.volume(pool, "container", old_full)
+                await self.store.commit([
+                    Delete(KIND, old_full, expect=snap.revision),
+                    Put(KIND, new_full, snap.value, expect=ABSENT),
+                    self.pools.volume_changes(pool, "container", old_full),
+                    self.pools.volume_changes(pool, "container", new_full,
+                                              volume.value if volume else {"config": {}, "description": ""}),
+                ])
+                revert.success()
+        instances.events.lifecycle("container-snapshot-renamed", f"/1.0/containers/{container}",
+                                   {"new_name": new_name, "snapshot_name": old_full})
+
+    async def restore(self, container, snapshot, stateful=False):
+        """Put the container back to the snapshot: files, config, devices, profiles.
+
+        A running container is stopped first and started again after. Drivers that
+        can only go back to the latest snapshot (zfs) drop the later ones when the
+        pool allows it (`volume.zfs.remove_snapshots`), else refuse.
+        """
+        if stateful:
+            raise errors.BadRequest("Stateful restores need checkpoint/restore support, which this "
+                                    "server does not have yet")
+        instances = self.instances
+        snapshot = snapshot.split("/")[-1]
+        async with instances.locks.hold(container, "restore"):
+            doc = instances.get(container)
+            snap = self.get(container, snapshot)
+            pool = doc.value["pool"]
+            driver = self.pools.driver(pool)
+            later = self._later(container, snap.name)
+            if later and driver.info.restore_latest_only:
+                if not driver.may_remove_snapshots():
+                    raise errors.BadRequest(
+                        f"Snapshot '{snapshot}' cannot be restored due to subsequent snapshot(s). "
+                        "Set zfs.remove_snapshots to override")
+                for doc_later in later:
+                    await self._delete(pool, doc_later)
+            was_running = instances.status(container) != "Stopped"
+            if was_running:
+                await instances._stop(container, -1, True)
+            await driver.restore_snapshot(container, snapshot)
+            value = self._restored_value(instances.get(container).value, snap.value)
+            await self.store.commit([Put(model.KIND, container, value)])
+            config, devices = instances.expanded(value)
+            _, root = disk.root_device(devices)
+            if root and root.get("size"):
+                await self.pools.apply_root_size(pool, container, root["size"])
+            if was_running:
+                await instances._start(container)
+        instances.events.lifecycle("container-snapshot-restored", f"/1.0/containers/{container}",
+                                   {"snapshot_name": snap.name})
+
+    def _later(self, container, full):
+        docs = self.documents(container)
+        names = [d.name for d in docs]
+        return docs[names.index(full) + 1:] if full in names else []
+
+    @staticmethod
+    def _restored_value(current, snapshot):
+        value = dict(current)
+        for key in ("architecture", "devices", "profiles", "ephemeral", "description"):
+            if key in snapshot:
+                value[key] = copy.deepcopy(snapshot[key])
+        config = dict(snapshot.get("config", {}))
+        # The files now carry the snapshot's ownership; the power state is the container's.
+        config["volatile.last_state.idmap"] = snapshot.get("config", {}).get("volatile.last_state.idmap", "[]")
+        if "volatile.last_state.power" in current.get("config", {}):
+            config["volatile.last_state.power"] = current["config"]["volatile.last_state.power"]
+        value["config"] = config
+        return value
+
+    def rename_changes(self, container, new_name, pool):
+        """Store changes following a container rename (volumes were renamed with the container)."""
+        changes = []
+        for snap in self.documents(container):
+            new_full = f"{new_name}/{snap.name.split('/', 1)[1]}"
+            volume = self.pools.volume(pool, "container", snap.name)
+            changes += [Delete(KIND, snap.name, expect=snap.revision), Put(KIND, new_full, snap.value, expect=ABSENT),
+                        self.pools.volume_changes(pool, "container", snap.name),
+                        self.pools.volume_changes(pool, "container", new_full,
+                                                  volume.value if volume else {"config": {}, "description": ""})]
+        return changes

@@ -1,0 +1,94 @@
+# -*- test-case-name: tests.integration.test_storage -*-
+"""`/1.0/containers/<c>/snapshots[/<s>]` (and the same under `/1.0/instances`)."""
+
+from lxdtx import errors
+from lxdtx.instance import model
+from lxdtx.response import AsyncResponse, SyncResponse
+from lxdtx.router import Endpoint
+
+_STATEFUL_UNSUPPORTED = "Stateful snapshots need checkpoint/restore support, which this server does not have yet"
+
+
+def _resources(name):
+    return {"containers": [name], "instances": [name]}
+
+
+def _snapshots(req):
+    return req.daemon.instances.snapshots
+
+
+async def list_snapshots(req):
+    return SyncResponse(_snapshots(req).list(req.params["name"], req.recursion))
+
+
+async def create_snapshot(req):
+    name = req.params["name"]
+    snapshots = _snapshots(req)
+    req.daemon.instances.get(name)
+    body = req.json()
+    snapshot = body.get("name") or ""
+    if not isinstance(snapshot, str):
+        raise errors.BadRequest("Invalid value for \"name\": must be a string")
+    if snapshot:
+        snapshots.check_new(name, snapshot)
+    stateful = bool(body.get("stateful"))
+    if stateful:
+        raise errors.BadRequest(_STATEFUL_UNSUPPORTED)
+
+    async def run(op):
+        await snapshots.create(name, snapshot, stateful=stateful)
+
+    return AsyncResponse(req.daemon.operations.start("Snapshotting container", resources=_resources(name), run=run))
+
+
+async def get_snapshot(req):
+    name, snapshot = req.params["name"], req.params["snapshot"]
+    req.daemon.instances.get(name)
+    doc = _snapshots(req).get(name, snapshot)
+    return SyncResponse(_snapshots(req).render(doc.name, doc.value))
+
+
+async def post_snapshot(req):
+    """Rename (`{"name": new}`); migration of a snapshot comes with migration."""
+    name, snapshot = req.params["name"], req.params["snapshot"]
+    req.daemon.instances.get(name)
+    snapshots = _snapshots(req)
+    snapshots.get(name, snapshot)
+    body = req.json()
+    if body.get("migration"):
+        raise errors.NotImplementedYet("Snapshot migration is not supported yet")
+    new_name = body.get("name")
+    if not isinstance(new_name, str) or not new_name:
+        raise errors.BadRequest("Invalid value for \"name\": the new snapshot name is required")
+    model.check_snapshot_name(new_name)
+    if req.daemon.store.exists(model.SNAPSHOT_KIND, f"{name}/{new_name}"):
+        raise errors.Conflict(f"Name '{new_name}' already in use")
+
+    async def run(op):
+        await snapshots.rename(name, snapshot, new_name)
+
+    return AsyncResponse(req.daemon.operations.start("Renaming snapshot", resources=_resources(name), run=run))
+
+
+async def delete_snapshot(req):
+    name, snapshot = req.params["name"], req.params["snapshot"]
+    req.daemon.instances.get(name)
+    snapshots = _snapshots(req)
+    snapshots.get(name, snapshot)
+
+    async def run(op):
+        await snapshots.delete(name, snapshot)
+
+    return AsyncResponse(req.daemon.operations.start("Deleting snapshot", resources=_resources(name), run=run))
+
+
+def _both(path):
+    return {"aliases": (path.replace("/1.0/containers", "/1.0/instances", 1),)}
+
+
+ENDPOINTS = [
+    Endpoint("/1.0/containers/{name}/snapshots", get=list_snapshots, post=create_snapshot,
+             **_both("/1.0/containers/{name}/snapshots")),
+    Endpoint("/1.0/containers/{name}/snapshots/{snapshot}", get=get_snapshot, post=post_snapshot,
+             delete=delete_snapshot, **_both("/1.0/containers/{name}/snapshots/{snapshot}")),
+]

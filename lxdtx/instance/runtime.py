@@ -58,7 +58,9 @@ class Runtime:
     def init_pid(self, name):
         """The host pid of the container's init, or None when it is not running."""
         pid = self._pids.get(name)
-        if pid and _is_init_of(pid, name):
+        # A remembered init is still it while it lives in the container's cgroup:
+        # should init die, the whole container goes with it.
+        if pid and f"lxc.payload.{name}" in (_read(f"/proc/{pid}/cgroup") or ""):
             return pid
         self._pids.pop(name, None)
         path = cgroup_dir(name, "pids") or cgroup_dir(name, "memory")

@@ -1,16 +1,11 @@
 # -*- test-case-name: tests.integration.test_containers -*-
 """`GET /1.0/containers/<name>/state`: status, processes, CPU, memory, disk and network."""
 
-import json
+from twisted.internet import threads
 
-from lxdtx.asyncutil import ProcessError, run
+from lxdtx.instance import netlink
 from lxdtx.instance.runtime import STATUS_CODES, STOPPED
 from lxdtx.storage.errors import NotSupported
-
-_FAMILY = {"inet": "inet", "inet6": "inet6"}
-_SCOPE = {"global": "global", "link": "link", "host": "local", "universe": "global"}
-_TYPE = {"ether": "broadcast", "loopback": "loopback", "none": "point-to-point"}
-
 
 def _int(text, default=0):
     try:
@@ -46,34 +41,30 @@ def _cpu(runtime, name):
     return -1
 
 
-async def network(pid, host_names):
+_NETNS_POOL = None
+
+
+def _netns_pool(reactor):
+    """One thread of our own: it switches network namespaces, nothing else may run on it."""
+    global _NETNS_POOL
+    if _NETNS_POOL is None:
+        from twisted.python.threadpool import ThreadPool
+
+        _NETNS_POOL = ThreadPool(minthreads=0, maxthreads=1, name="lxdtx-netns")
+        _NETNS_POOL.start()
+        reactor.addSystemEventTrigger("during", "shutdown", _NETNS_POOL.stop)
+    return _NETNS_POOL
+
+
+async def network(reactor, pid, host_names):
     """Interfaces inside the container's network namespace, with addresses and counters."""
     try:
-        _, out, _ = await run(["nsenter", "-t", str(pid), "-n", "ip", "-j", "-s", "addr", "show"])
-    except ProcessError:
+        found = await threads.deferToThreadPool(reactor, _netns_pool(reactor), netlink.interfaces, pid)
+    except OSError:
         return None
-    result = {}
-    for link in json.loads(out or b"[]"):
-        stats = link.get("stats64", {})
-        result[link["ifname"]] = {
-            "addresses": [
-                {"family": _FAMILY.get(a.get("family"), a.get("family")), "address": a.get("local"),
-                 "netmask": str(a.get("prefixlen")), "scope": _SCOPE.get(a.get("scope"), a.get("scope"))}
-                for a in link.get("addr_info", []) if a.get("family") in _FAMILY
-            ],
-            "counters": {
-                "bytes_received": stats.get("rx", {}).get("bytes", 0),
-                "bytes_sent": stats.get("tx", {}).get("bytes", 0),
-                "packets_received": stats.get("rx", {}).get("packets", 0),
-                "packets_sent": stats.get("tx", {}).get("packets", 0),
-            },
-            "hwaddr": link.get("address", ""),
-            "host_name": host_names.get(link["ifname"], ""),
-            "mtu": link.get("mtu", 0),
-            "state": "up" if link.get("operstate") in ("UP", "UNKNOWN") and "UP" in link.get("flags", []) else "down",
-            "type": _TYPE.get(link.get("link_type"), "broadcast"),
-        }
-    return result
+    for name, info in found.items():
+        info["host_name"] = host_names.get(name, "")
+    return found
 
 
 async def collect(instances, name, value):
@@ -96,7 +87,7 @@ async def collect(instances, name, value):
                 host_names[ifname] = value["config"].get(f"volatile.{dev}.host_name", "")
     state.update({
         "pid": pid, "processes": runtime.processes(name), "cpu": {"usage": _cpu(runtime, name)},
-        "memory": _memory(runtime, name), "network": await network(pid, host_names) if pid else None,
+        "memory": _memory(runtime, name), "network": await network(instances.daemon.reactor, pid, host_names) if pid else None,
     })
     try:
         driver = instances.daemon.pools.driver(value["pool"])

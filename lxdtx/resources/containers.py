@@ -4,6 +4,8 @@
 import os
 import re
 
+from twisted.internet import defer
+
 from lxdtx import errors
 from lxdtx.filter import compile_filter
 from lxdtx.instance import model
@@ -77,9 +79,24 @@ async def list_containers(req):
             objects.append({"name": name, "status": "Error", "status_code": 112})
     if predicate is not None:
         objects = [o for o in objects if predicate(o)]
+    if req.recursion >= 2:
+        await defer.DeferredList([defer.Deferred.fromCoroutine(_embed_full(instances, o)) for o in objects])
     if req.recursion:
         return SyncResponse(objects)
     return SyncResponse([f"/1.0/containers/{o['name']}" for o in objects])
+
+
+async def _embed_full(instances, obj):
+    """`recursion=2` (`container_full`): state, snapshots and backups inside each object."""
+    from lxdtx.instance import state
+
+    name = obj["name"]
+    doc = instances.store.get(model.KIND, name)
+    obj["state"] = await state.collect(instances, name, doc.value) if doc else None
+    lister = getattr(instances, "list_snapshots", None)
+    obj["snapshots"] = lister(name, 1) if lister else []
+    backups = instances.backups
+    obj["backups"] = [backups.render(backups.get(name, b)) for b in backups.names(name)]
 
 
 async def create_container(req):

@@ -52,6 +52,11 @@ def test_launch_list_info(busybox_daemon, container):
     state = d.request("GET", f"/1.0/containers/{container}/state").metadata
     assert state["pid"] > 0 and state["processes"] >= 1
     assert state["cpu"]["usage"] > 0
+    assert state["network"]["lo"]["addresses"][0]["address"] == "127.0.0.1"
+    full = d.request("GET", "/1.0/containers?recursion=2").metadata  # container_full
+    mine = next(o for o in full if o["name"] == container)
+    assert mine["state"]["pid"] == state["pid"]
+    assert mine["snapshots"] == [] and mine["backups"] == []
 
 
 def test_stop_start_restart_pause_resume(busybox_daemon, container):

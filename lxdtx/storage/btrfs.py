@@ -172,7 +172,13 @@ class BtrfsDriver(Driver):
         code, _, _ = await self.run(["btrfs", "subvolume", "show", path], check=False)
         return code == 0
 
+    async def _refuse_existing(self, path):
+        # `btrfs subvolume snapshot` into an existing directory nests the snapshot inside it.
+        if await self.in_thread(os.path.lexists, path):
+            raise errors.Conflict(f"Storage volume path \"{path}\" already exists")
+
     async def _subvolume_create(self, path):
+        await self._refuse_existing(path)
         await self.in_thread(os.makedirs, os.path.dirname(path), 0o711, True)
         await self.run(["btrfs", "subvolume", "create", path])
         await self.in_thread(os.chmod, path, 0o711)
@@ -218,6 +224,7 @@ class BtrfsDriver(Driver):
         return None
 
     async def _snapshot(self, source, target, readonly):
+        await self._refuse_existing(target)
         await self.in_thread(os.makedirs, os.path.dirname(target), 0o711, True)
         argv = ["btrfs", "subvolume", "snapshot"] + (["-r"] if readonly else []) + [source, target]
         await self.run(argv)

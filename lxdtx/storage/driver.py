@@ -67,6 +67,8 @@ class Driver:
         self.state_dir = state_dir
         self.run = run or asyncutil.run
         self.in_thread = in_thread or threads.deferToThread
+        # (type, name) -> the volume's own config; the backend plugs in its documents.
+        self.lookup_volume = lambda vol_type, name: {}
 
     # -- host support ------------------------------------------------------
     @classmethod
@@ -194,6 +196,17 @@ class Driver:
         except BaseException:
             await self.delete_volume(vol_type, new_name)
             raise
+
+    async def import_volume(self, vol_type, name, source_dir):
+        """A new volume holding the contents of `source_dir` (an unpacked backup)."""
+        await self.create_volume(vol_type, name, {})
+        try:
+            await self.mount_volume(vol_type, name)
+            await self.rsync(source_dir, self.mount_path(vol_type, name))
+        except BaseException:
+            await self.delete_volume(vol_type, name)
+            raise
+        return self.mount_path(vol_type, name)
 
     async def rsync(self, source, target, bwlimit=None):
         await self.run(rsync.argv(source, target, self.bwlimit() if bwlimit is None else bwlimit))

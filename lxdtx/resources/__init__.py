@@ -4,10 +4,11 @@ from lxdtx.resources import (
     backups, certificates, containers, events, host, images, operations, profiles, root, snapshots,
     storage_pools, storage_volumes,
 )
+from lxdtx.resources import console, files
 from lxdtx.resources import exec as exec_
 
 MODULES = [root, certificates, operations, events, profiles, host, containers, storage_pools, storage_volumes,
-           snapshots, images, backups, exec_]
+           snapshots, images, backups, exec_, console, files]
 
 
 def endpoints(extra_modules=()):

@@ -1,0 +1,97 @@
+# -*- test-case-name: tests.integration.test_console -*-
+"""`/1.0/containers/<name>/console`: attach (websocket), read and clear the console log."""
+
+import os
+
+from twisted.internet import threads
+
+from lxdtx import errors
+from lxdtx.exec import console
+from lxdtx.exec.streams import socket_class
+from lxdtx.operations import WEBSOCKET
+from lxdtx.resources.exec import require_running
+from lxdtx.response import AsyncResponse, FileResponse, RawResponse, empty
+from lxdtx.router import Endpoint
+from lxdtx.websocket import Upgrade
+
+
+def _resources(name):
+    return {"containers": [name], "instances": [name]}
+
+
+def _size(body, key):
+    value = body.get(key) or 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise errors.BadRequest(f"Invalid value for \"{key}\": must be a non-negative integer")
+    return value
+
+
+def _log_path(instances, name):
+    # liblxc appends the console's output to this file (lxc.console.logfile).
+    return os.path.join(instances.log_dir(name), "console.log")
+
+
+async def post_console(req):
+    instances = req.daemon.instances
+    name = req.params["name"]
+    instances.get(name)
+    body = req.json()
+    width, height = _size(body, "width"), _size(body, "height")
+    kind = body.get("type") or "console"
+    if kind != "console":
+        raise errors.BadRequest(f"Unknown console type {kind!r}")
+    require_running(instances, name)
+    reactor = req.daemon.reactor
+    line = console.argv(name, instances.lxcpath)
+
+    def spawn(session):
+        return console.ConsoleHelper(session, reactor, True).spawn(line, path="/", size=session.size)
+
+    session = console.ConsoleSession(reactor, spawn, width=width, height=height)
+
+    async def run(op):
+        await session.done
+        return {}
+
+    async def connect(op, request, secret):
+        return Upgrade(socket_class()(session, session.claim(secret)))
+
+    op = req.daemon.operations.create("Showing console", cls=WEBSOCKET, resources=_resources(name),
+                                      metadata=session.metadata(), run=run, connect=connect)
+    op.start()
+    return AsyncResponse(op)
+
+
+async def get_console_log(req):
+    instances = req.daemon.instances
+    name = req.params["name"]
+    instances.get(name)
+    path = _log_path(instances, name)
+    if not os.path.isfile(path):
+        return RawResponse(b"")
+    return FileResponse(path)
+
+
+def _truncate(path):
+    try:
+        os.truncate(path, 0)
+    except FileNotFoundError:
+        pass
+
+
+async def delete_console_log(req):
+    instances = req.daemon.instances
+    name = req.params["name"]
+    instances.get(name)
+    await threads.deferToThread(_truncate, _log_path(instances, name))
+    return empty()
+
+
+def _both(path):
+    return {"aliases": (path.replace("/1.0/containers", "/1.0/instances", 1),)}
+
+
+ENDPOINTS = [
+    Endpoint("/1.0/containers/{name}/console", get=get_console_log, post=post_console,
+             delete=delete_console_log, **_both("/1.0/containers/{name}/console")),
+]

@@ -13,6 +13,7 @@ from lxdtx.events import EventHub
 from lxdtx.image.store import ImageStore
 from lxdtx.operations import Operations
 from lxdtx.instance.lifecycle import Instances
+from lxdtx.network.networks import Networks
 from lxdtx.profiles import Profiles
 from lxdtx.storage.pools import Pools
 from lxdtx.trust import Trust
@@ -36,6 +37,7 @@ class Daemon:
         self.images = ImageStore(self)
         self.pools = Pools(self)
         self.instances = Instances(self)
+        self.networks = Networks(self)
         self.ready = False
         self.hostname = socket.gethostname()
         self.cert_path = self.path("server.crt")

@@ -2,8 +2,8 @@
 """`lxdtx init --auto`: a usable daemon on a fresh offline machine.
 
 Creates what is missing, never touches what exists: the `default` dir pool, a
-root disk in the default profile, and the local busybox image with alias
-`busybox`. Later steps (a managed bridge) register themselves in STEPS.
+root disk in the default profile, a managed bridge with an `eth0` on it in the
+default profile, and the local busybox image with alias `busybox`.
 """
 
 import os
@@ -13,6 +13,8 @@ from twisted.internet import threads
 from twisted.logger import Logger
 
 from lxdtx import profiles
+from lxdtx.network import links
+from lxdtx.network.links import run_in_thread
 from lxdtx.state import Put
 
 log = Logger()
@@ -62,7 +64,32 @@ def _rmtree(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
-STEPS = [ensure_pool, ensure_root_disk, ensure_busybox_image]
+async def ensure_network(daemon):
+    """A managed bridge (`lxdbr0`, or the next free `lxdbrN`) and an `eth0` on it in the default profile."""
+    doc = daemon.profiles.get(profiles.DEFAULT)
+    devices = doc.value.get("devices", {})
+    if any(d.get("type") == "nic" for d in devices.values()) or "eth0" in devices:
+        return
+    names = daemon.networks.names()
+    if names:
+        network = names[0]
+    else:
+        taken = {link["name"] for link in await run_in_thread(links.links)}
+        network = next(f"lxdbr{i}" for i in range(100) if f"lxdbr{i}" not in taken)
+        try:
+            # Address defaults: a free private IPv4 /24 with NAT (and IPv6 when the host has it).
+            await daemon.networks.create(network, config={"ipv4.address": "auto", "ipv4.nat": "true"})
+        except Exception as e:
+            log.error("Could not create the network {network}: {error}", network=network, error=e)
+            return
+        log.info("Created network {network}", network=network)
+    doc = daemon.profiles.get(profiles.DEFAULT)
+    nic = {"type": "nic", "nictype": "bridged", "parent": network, "name": "eth0"}
+    value = dict(doc.value, devices={**doc.value.get("devices", {}), "eth0": nic})
+    await daemon.store.commit([Put(profiles.KIND, profiles.DEFAULT, value, expect=doc.revision)])
+
+
+STEPS = [ensure_pool, ensure_root_disk, ensure_network, ensure_busybox_image]
 
 
 async def auto_init(daemon):

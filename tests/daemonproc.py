@@ -57,11 +57,13 @@ class Daemon:
         self.https = https
         self.auto_init = auto_init
         self.proc = None
+        # A command prefix for the daemon and cleanup commands (e.g. nsenter into a network namespace).
+        self.wrapper = []
         self.log_path = os.path.join(self.dir, "daemon.log")
 
     # -- process ---------------------------------------------------------
     def start(self, timeout=30):
-        argv = [TWISTD, "-n", "--pidfile=", "lxdtx", "--dir", self.dir]
+        argv = [*self.wrapper, TWISTD, "-n", "--pidfile=", "lxdtx", "--dir", self.dir]
         if self.https:
             argv += ["--https", self.https]
         if self.auto_init:
@@ -130,12 +132,44 @@ class Daemon:
         for name in os.listdir(lxcpath):
             subprocess.run(["lxc-stop", "-k", "-n", name, "-P", lxcpath], capture_output=True, timeout=30)
 
+    def remove_networks(self):
+        """Delete every managed network (teardown; errors are ignored)."""
+        try:
+            found = self.request("GET", "/1.0/networks?recursion=1", timeout=10).metadata or []
+        except OSError:
+            return
+        for network in found:
+            if network.get("managed"):
+                try:
+                    self.request("DELETE", f"/1.0/networks/{network['name']}", timeout=30)
+                except OSError:
+                    pass
+
+    def kill_leftover_networks(self):
+        """Networks the daemon could not remove: their dnsmasq (by pid file), bridge and nft table."""
+        root = os.path.join(self.dir, "networks")
+        if not os.path.isdir(root):
+            return
+        for name in os.listdir(root):
+            try:
+                with open(os.path.join(root, name, "dnsmasq.pid")) as f:
+                    pid = int(f.read().strip())
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f"--interface={name}".encode() in f.read().split(b"\0"):
+                        os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+            subprocess.run([*self.wrapper, "ip", "link", "del", name], capture_output=True)
+            subprocess.run([*self.wrapper, "nft", "delete", "table", "inet", f"lxdtx-{name}"], capture_output=True)
+
     def cleanup(self):
         """Remove containers, stop the daemon, kill leftovers, remove all state."""
         if self.proc is not None and self.proc.poll() is None:
             self.remove_containers()
+            self.remove_networks()
         self.stop()
         self.kill_leftover_containers()
+        self.kill_leftover_networks()
         subprocess.run(["umount", "-R", "-l", self.dir], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.conf, ignore_errors=True)

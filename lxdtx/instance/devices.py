@@ -9,6 +9,7 @@ from lxdtx import errors
 from lxdtx.asyncutil import ProcessError, run
 from lxdtx.config.types import is_true
 from lxdtx.device import disk, nic
+from lxdtx.network import infiniband
 
 _MOUNTNS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers", "mountns.py")
 
@@ -59,7 +60,8 @@ def start_lines(pools, config, devices):
     lines = []
     volatile = {}
     index = 0
-    used_names = set()
+    # Names asked for explicitly are reserved first, so generated ones never take them.
+    used_names = {d["name"] for d in devices.values() if d.get("type") in ("nic", "infiniband") and d.get("name")}
     for name in sorted(devices):
         device = devices[name]
         kind = device.get("type")
@@ -67,18 +69,45 @@ def start_lines(pools, config, devices):
             found = disk_source(pools, device)
             if found:
                 lines.append(disk.mount_entry(found[0], device["path"], device, found[1]))
-        elif kind == "nic" and device.get("nictype") == "bridged":
-            ifname = device.get("name") or config.get(f"volatile.{name}.name")
-            if not ifname or ifname in used_names:
-                ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in used_names)
-            used_names.add(ifname)
-            hwaddr = device.get("hwaddr") or config.get(f"volatile.{name}.hwaddr") or random_hwaddr()
-            host_name = device.get("host_name") or random_host_name()
-            lines += nic.lxc_lines(index, device, ifname, hwaddr, host_name)
-            volatile.update({f"volatile.{name}.name": ifname, f"volatile.{name}.host_name": host_name,
-                             f"volatile.{name}.hwaddr": config.get(f"volatile.{name}.hwaddr") or hwaddr})
+        elif kind in ("nic", "infiniband") and device.get("nictype") in nic.NICTYPES:
+            lines += _nic_lines(index, name, device, config, used_names, volatile)
             index += 1
     return lines, volatile
+
+
+def nic_name(dev, device, config, used_names):
+    """The interface name of a nic in the container: `name`, the one it had, or the first free ethN."""
+    ifname = device.get("name") or config.get(f"volatile.{dev}.name")
+    if not ifname or (ifname in used_names and not device.get("name")):
+        ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in used_names)
+    used_names.add(ifname)
+    return ifname
+
+
+def _nic_lines(index, dev, device, config, used_names, volatile):
+    """liblxc lines of one nic or infiniband device; records its volatile keys in `volatile`."""
+    ifname = nic_name(dev, device, config, used_names)
+    infiniband_device = device.get("type") == "infiniband"
+    if infiniband_device:
+        hwaddr = device.get("hwaddr", "")  # InfiniBand addresses are 20 bytes: only the one asked for
+    else:
+        hwaddr = device.get("hwaddr") or config.get(f"volatile.{dev}.hwaddr") or random_hwaddr()
+    nictype = device["nictype"]
+    host_name = link = None
+    if nictype in ("bridged", "p2p"):
+        host_name = device.get("host_name") or random_host_name()
+    elif nictype == "sriov":
+        # The virtual function chosen before the start (lxdtx.network.nics).
+        link = host_name = config.get(f"volatile.{dev}.host_name")
+    lines = nic.lxc_lines(index, device, ifname, hwaddr, host_name, link)
+    if infiniband_device:
+        lines += infiniband.device_lines(infiniband.char_devices(infiniband.hca_of(link or device["parent"])))
+    volatile[f"volatile.{dev}.name"] = ifname
+    if not infiniband_device:
+        volatile[f"volatile.{dev}.hwaddr"] = config.get(f"volatile.{dev}.hwaddr") or hwaddr
+    if host_name:
+        volatile[f"volatile.{dev}.host_name"] = host_name
+    return lines
 
 
 async def hot_add_disk(pools, pid, device):

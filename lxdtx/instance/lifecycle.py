@@ -112,7 +112,10 @@ class Instances:
             after = model.expand(doc.value, profiles)
             self._validate_expanded(*after)
             if self.status(name) != STOPPED:
-                await self._apply_live(name, before, after)
+                volatile = await self._apply_live(name, before, after)
+                if volatile:  # nics plugged in: their MACs and names
+                    doc.value["config"].update(volatile)
+                    await self._save(name, doc.value, doc.revision)
 
     async def setup(self):
         """Read host facts once at daemon start (blocking reads, done in a thread)."""
@@ -305,6 +308,9 @@ class Instances:
         idmap = await self._shift_rootfs(name, value, config, path)
         config, devs = self.expanded(value)
         await devices_rt.prepare_volumes(self.daemon.pools, devs, idmap)
+        nic_volatile = await self.daemon.networks.nics.prepare(name, config, devs)
+        own.update(nic_volatile)
+        config.update(nic_volatile)
         lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs)
         own.update(volatile)
         trigger = own.pop("volatile.apply_template", None)
@@ -317,6 +323,11 @@ class Instances:
         await threads.deferToThread(self._write_config, name, path, config, idmap, lines)
         self.runtime.forget(name)
         await self.liblxc.start(name)
+        try:
+            await self.daemon.networks.nics.started(name, {**config, **own}, devs)
+        except Exception:
+            await self.liblxc.stop(name, force=True)
+            raise
         own["volatile.last_state.power"] = "RUNNING"
         value["last_used_at"] = timeutil.now()
         await self._save(name, value, doc.revision)
@@ -405,6 +416,9 @@ class Instances:
 
     async def on_stop(self, name):
         """liblxc's post-stop hook: the container stopped, maybe on its own."""
+        doc = self.store.get(KIND, name)
+        if doc is not None:
+            await self.daemon.networks.nics.stopped(name, *self.expanded(doc.value))
         if self.locks.action(name) is not None or not self.store.exists(KIND, name):
             return  # an operation of ours is stopping or deleting it and does the bookkeeping
         self.daemon.reactor.callLater(0.1, lambda: defer.Deferred.fromCoroutine(self._stopped_itself(name)))
@@ -516,7 +530,7 @@ class Instances:
             before = self.expanded(value)
             after = self.expanded(new)
             if self.status(name) != STOPPED:
-                await self._apply_live(name, before, after)
+                config.update(await self._apply_live(name, before, after) or {})
             old_size = (device.disk.root_device(before[1])[1] or {}).get("size") or ""
             new_size = (device.disk.root_device(after[1])[1] or {}).get("size") or ""
             if old_size != new_size:
@@ -547,6 +561,8 @@ class Instances:
                     await devices_rt.prepare_volumes(self.daemon.pools, {dev_name: added},
                                                      idmaps.IdMap.from_json(text) if text else None)
                     await devices_rt.hot_add_disk(self.daemon.pools, pid, added)
+        # Nics plugged in or out; returns the volatile keys (MAC, name) of new ones.
+        return await self.daemon.networks.nics.apply_live(name, pid, old_devices, new_devices, new_config)
 
     def _write_cgroups(self, name, writes):
         for filename, value in writes:

@@ -6,9 +6,10 @@ from lxdtx.resources import (
 )
 from lxdtx.resources import console, files
 from lxdtx.resources import exec as exec_
+from lxdtx.resources import networks
 
 MODULES = [root, certificates, operations, events, profiles, host, containers, storage_pools, storage_volumes,
-           snapshots, images, backups, exec_, console, files]
+           snapshots, images, backups, exec_, console, files, networks]
 
 
 def endpoints(extra_modules=()):

@@ -4,8 +4,6 @@
 import dataclasses
 import os
 
-import yaml
-
 from lxdtx.image.invalid import ImageFormatError
 
 # Canonical architecture names and the aliases LXD accepts for them.
@@ -91,6 +89,8 @@ def _template(path, entry):
 
 def parse(raw):
     """An ImageMetadata from the bytes of metadata.yaml; ImageFormatError with the reason if invalid."""
+    import yaml  # loaded on first use: the idle daemon does without it
+
     try:
         # BaseLoader keeps every scalar a string, as Go's decoder sees them
         # (`release: 18.10` stays "18.10", not the float 18.1).
@@ -124,6 +124,8 @@ def for_publish(raw, properties, architecture, now):
     `raw` is the container's own metadata.yaml (or None): kept, with `properties`
     replaced when some are given. Without one, a minimal file is written.
     """
+    import yaml  # loaded on first use: the idle daemon does without it
+
     if raw is None:
         doc = {"architecture": architecture, "creation_date": int(now), "properties": dict(properties or {})}
     else:

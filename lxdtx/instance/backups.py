@@ -19,7 +19,6 @@ import re
 import shutil
 import uuid
 
-import yaml
 from twisted.internet import threads
 from twisted.logger import Logger
 
@@ -115,6 +114,8 @@ class Backups:
         return lister(container) if lister else []
 
     def _write_metadata(self, stage, directory, container, value, snapshots):
+        import yaml  # loaded on first use: the idle daemon does without it
+
         config, _ = self.instances.expanded(value)
         pool = self.store.value("pool", value["pool"], {})
         index = {
@@ -236,6 +237,8 @@ def _save_body(body, path):
 
 
 def _load_yaml(path):
+    import yaml  # loaded on first use: the idle daemon does without it
+
     try:
         with open(path) as f:
             return yaml.safe_load(f) or {}

@@ -9,8 +9,6 @@ templates images put in `templates/` for hostname, hosts and cloud-init files.
 import os
 import re
 
-import yaml
-
 from lxdtx.fsutil import Root
 
 _TOKEN = re.compile(r"({{.*?}}|{%.*?%}|{#.*?#})", re.S)
@@ -112,6 +110,8 @@ def render(text, context):
 
 def load_metadata(container_dir):
     """The container's metadata.yaml (from its image) as a dict, or {}."""
+    import yaml  # loaded on first use: the idle daemon does without it
+
     try:
         with open(os.path.join(container_dir, "metadata.yaml")) as f:
             return yaml.safe_load(f) or {}

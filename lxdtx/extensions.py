@@ -44,11 +44,18 @@ IMPLEMENTED = {
     "event_lifecycle", "image_create_aliases", "image_compression_algorithm", "api_filtering",
     "network", "network_leases",
     "container_backup", "container_full",
+    # containers: lifecycle, limits, security, id maps, shutdown order
+    "container_host_shutdown_timeout", "container_stop_priority", "container_syscall_filtering",
+    "container_last_used_at", "container_cpu_time", "container_image_properties", "id_map",
+    "id_map_base", "resource_limits", "kernel_limits", "nvidia_runtime",
     # storage (pools, volumes, snapshots, copies): dir and btrfs run here, lvm/zfs/ceph are
     # unit-tested and need kernel features this host lacks.
     "storage", "storage_api_volume_rename", "storage_api_local_volume_handling", "storage_images_delete",
     "storage_volatile_initial_source", "storage_btrfs_mount_options", "storage_rsync_bwlimit",
     "container_local_cross_pool_handling", "instance_pool_move",
+    # exec, console and the file API
+    "container_exec_recording", "container_exec_signal_handling", "console", "directory_manipulation",
+    "file_delete", "file_append", "file_symlinks", "file_get_symlink",
 }
 
 

@@ -117,3 +117,20 @@ def test_pylxd_lifecycle(fresh):
     assert container.status == "Stopped"
     container.delete(wait=True)
     assert not client.containers.exists("py1")
+
+
+def test_shutdown_forces_after_host_shutdown_timeout(fresh):
+    """A container that ignores the halt signal is killed once boot.host_shutdown_timeout passes."""
+    d = fresh
+    d.lxc("launch", "busybox", "stubborn", "-c", "boot.host_shutdown_timeout=2",
+          "-c", "raw.lxc=lxc.signal.halt = SIGWINCH")
+    started = time.monotonic()
+    result = subprocess.run([LXDTX, "shutdown", "--dir", d.dir, "--timeout", "60"],
+                            capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    d.proc.wait(30)
+    elapsed = time.monotonic() - started
+    assert 2 <= elapsed < 20, elapsed
+    state = subprocess.run(["lxc-info", "-s", "-H", "-n", "stubborn", "-P", os.path.join(d.dir, "lxc")],
+                           capture_output=True, text=True)
+    assert state.stdout.strip() == "STOPPED"

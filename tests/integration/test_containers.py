@@ -215,3 +215,17 @@ def test_publish_then_launch(busybox_daemon):
         d.lxc("delete", "-f", "pub1", check=False)
         d.lxc("delete", "-f", "pub2", check=False)
         d.lxc("image", "delete", "pubimg", check=False)
+
+
+def test_logs_api(busybox_daemon, container):
+    """Logs: list names lxc.log, lxc.conf and console.log; get returns them; console.log deletes, lxc.log not."""
+    d = busybox_daemon
+    listed = d.request("GET", f"/1.0/containers/{container}/logs").metadata
+    names = {url.rsplit("/", 1)[-1] for url in listed}
+    assert {"lxc.log", "lxc.conf", "console.log"} <= names
+    conf = d.request("GET", f"/1.0/containers/{container}/logs/lxc.conf")
+    assert conf.status == 200 and b"lxc.uts.name" in conf.body
+    assert _wait(lambda: b"booted" in d.request("GET", f"/1.0/containers/{container}/logs/console.log").body, 10)
+    assert d.request("DELETE", f"/1.0/containers/{container}/logs/lxc.log").status == 400
+    assert d.request("GET", f"/1.0/containers/{container}/logs/../../etc").status in (400, 404)
+    assert d.lxc("info", "--show-log", container).returncode == 0

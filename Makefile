@@ -8,6 +8,7 @@ SYSTEM_PACKAGES = \
 	lxc lxc-dev liblxc-common busybox-static dnsmasq-base btrfs-progs rsync nftables \
 	iproute2 uidmap xz-utils bzip2 lzma gzip acl attr squashfs-tools \
 	python3 python3-venv python3-dev gcc pkg-config \
+	lvm2 thin-provisioning-tools xfsprogs e2fsprogs kmod \
 	lxd-client
 
 .PHONY: deps venv run test unit bench clean

@@ -26,8 +26,9 @@ DEFAULT_MOUNT_OPTIONS = "user_subvol_rm_allowed"
 class BtrfsDriver(Driver):
     """Subvolumes and snapshots on one btrfs filesystem."""
 
-    info = Info("btrfs", optimized_images=True, fast_snapshots=True, fast_copies=True, quotas=True)
-    keys = {"size": is_size, "btrfs.mount_options": is_any}
+    info = Info("btrfs", optimized_images=True, fast_snapshots=True, fast_copies=True, quotas=True,
+                copies_snapshots=True)
+    keys = {"size": is_size, "btrfs.mount_options": is_any, "volume.size": is_size}
     changeable = frozenset({"rsync.bwlimit", "btrfs.mount_options"})
     volume_keys = {"size": is_size}
     volume_changeable = frozenset({"size"})
@@ -39,7 +40,7 @@ class BtrfsDriver(Driver):
     @classmethod
     def missing(cls):
         if not mounts.kernel_has_filesystem("btrfs"):
-            return "the kernel has no btrfs filesystem (/proc/filesystems lists no btrfs)"
+            return f"the kernel has no btrfs filesystem (/proc/filesystems lists no btrfs; {mounts.module_note('btrfs')})"
         for tool in ("btrfs", "mkfs.btrfs"):
             if mounts.which(tool) is None:
                 return f"{tool} is not installed (btrfs-progs)"

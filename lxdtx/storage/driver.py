@@ -33,7 +33,8 @@ class Info:
     """What a driver can do; callers check capabilities, never driver names."""
 
     def __init__(self, name, *, optimized_images=False, remote=False, block_backing=False,
-                 fast_snapshots=False, fast_copies=False, quotas=False, restore_latest_only=False):
+                 fast_snapshots=False, fast_copies=False, quotas=False, restore_latest_only=False,
+                 copies_snapshots=False):
         self.name = name
         self.optimized_images = optimized_images  # images unpacked once, containers cloned from them
         self.remote = remote
@@ -41,6 +42,7 @@ class Info:
         self.fast_snapshots = fast_snapshots
         self.fast_copies = fast_copies  # copies inside the pool share data (no rsync)
         self.quotas = quotas
+        self.copies_snapshots = copies_snapshots  # fast copies can make snapshots of a copy too
         self.restore_latest_only = restore_latest_only  # only the newest snapshot can be restored (zfs)
 
 

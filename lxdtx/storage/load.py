@@ -1,9 +1,12 @@
 """Driver names to driver classes, and which of them work on this host."""
 
 from lxdtx.storage.btrfs import BtrfsDriver
+from lxdtx.storage.ceph import CephDriver
 from lxdtx.storage.dir import DirDriver
+from lxdtx.storage.lvm import LvmDriver
+from lxdtx.storage.zfs import ZfsDriver
 
-DRIVERS = {"btrfs": BtrfsDriver, "dir": DirDriver}
+DRIVERS = {"btrfs": BtrfsDriver, "ceph": CephDriver, "dir": DirDriver, "lvm": LvmDriver, "zfs": ZfsDriver}
 
 
 def driver_class(name):

@@ -87,6 +87,20 @@ def kernel_has_misc_device(name, misc="/proc/misc"):
         return False
 
 
+def module_note(module, modules_root="/lib/modules"):
+    """Why loading a kernel module would not help (or that it would), for missing-feature messages."""
+    release = os.uname().release
+    deps = os.path.join(modules_root, release, "modules.dep")
+    try:
+        with open(deps) as f:
+            found = any(f"/{module}.ko" in line.split(":", 1)[0] for line in f)
+    except OSError:
+        return f"no {module} module either: {modules_root}/{release} does not exist"
+    if found:
+        return f"the {module} module exists but is not loaded: run `modprobe {module}`"
+    return f"no {module} module in {modules_root}/{release}"
+
+
 def which(tool):
     for directory in os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(":") + ["/usr/sbin", "/sbin"]:
         path = os.path.join(directory, tool)

@@ -65,7 +65,12 @@ class Pools:
         if driver is None or driver.config != doc.value["config"]:
             cls = driver_class(doc.value["driver"])
             driver = self._drivers[name] = cls(name, doc.value["config"], self._daemon.dir)
+            driver.lookup_volume = lambda vol_type, vol, pool=name: self._volume_config(pool, vol_type, vol)
         return driver
+
+    def _volume_config(self, pool, vol_type, name):
+        doc = self.volume(pool, vol_type, name)
+        return doc.value.get("config", {}) if doc else {}
 
     # -- start-up ----------------------------------------------------------------
     async def mount_all(self):
@@ -116,7 +121,7 @@ class Pools:
             value = {"driver": driver_name, "config": config, "description": description}
             await self._store.commit([Put(POOL, name, value, expect=ABSENT)])
             revert.success()
-        self._drivers[name] = driver
+        self._drivers.pop(name, None)
 
     async def update(self, name, config, description, revision=None):
         """Replace a pool's config; only the driver's changeable keys may differ."""
@@ -265,7 +270,8 @@ class Pools:
         source = self.driver(source_pool)
         target = self.driver(target_pool)
         async with Reverter() as revert:
-            if source_pool == target_pool and source.info.fast_copies:
+            if source_pool == target_pool and source.info.fast_copies and (
+                    source.info.copies_snapshots or not snapshots):
                 for snapshot in snapshots:
                     await target.copy_volume("container", f"{name}/{snapshot}", f"{new_name}/{snapshot}")
                     revert.add(target.delete_volume, "container", f"{new_name}/{snapshot}")

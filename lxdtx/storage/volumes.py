@@ -202,13 +202,13 @@ class CustomVolumes:
         doc = self._pools.volume(pool, "custom", name)
         if doc is None:
             return
+        driver = self._pools.driver(pool)
+        await driver.mount_volume("custom", name)
         wanted = idmap.to_json() if idmap is not None else _NO_MAP
         last = doc.value.get("config", {}).get("volatile.idmap.last") or _NO_MAP
         if last == wanted:
             return
         old = idmaps.IdMap.from_json(last) if last != _NO_MAP else None
-        driver = self._pools.driver(pool)
-        await driver.mount_volume("custom", name)
         await threads.deferToThread(idmaps.shift_tree, driver.mount_path("custom", name), old, idmap)
         config = dict(doc.value.get("config", {}))
         config["volatile.idmap.last"] = wanted

@@ -13,6 +13,7 @@ from lxdtx import resources
 from lxdtx.asyncutil import run
 from lxdtx.daemon import Daemon
 from lxdtx.events import LogForwarder
+from lxdtx.exec.recording import RecordExpiry
 from lxdtx.listeners import Listeners
 from lxdtx.router import Router
 from lxdtx.state.sqlite import SQLiteStore
@@ -59,8 +60,7 @@ class LxdtxService(service.MultiService):
         await daemon.profiles.ensure_default()
         await daemon.pools.mount_all()
         await daemon.instances.setup()
-        # Networks first: containers autostarted below need their bridges and DHCP.
-        await daemon.networks.restore_all()
+        RecordExpiry(daemon.instances.log_root, self.reactor).setServiceParent(self)
         daemon.shutdown_hooks.append(daemon.instances.shutdown_all)
 
         router = Router(daemon, resources.endpoints())
@@ -85,9 +85,6 @@ class LxdtxService(service.MultiService):
         await daemon.instances.on_daemon_start()
 
     async def _stop(self):
-        if self.daemon is not None:
-            # SIGTERM leaves networks up: dnsmasq keeps serving the running containers.
-            await self.daemon.networks.stop_supervising()
         if self._forwarder is not None:
             globalLogPublisher.removeObserver(self._forwarder)
         if self._listeners is not None:

@@ -166,7 +166,7 @@ class ExecSession:
         try:
             command = self._spawn(self)
         except Exception as e:
-            self.log.failure("Could not start the command")
+            self.log.error("Could not start the command: {error}", error=e)
             self._start_failed(f"Failed to start the command: {e}")
             return
         self._started(command)

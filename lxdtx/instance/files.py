@@ -169,6 +169,7 @@ class ContainerFiles:
 
     def write_file(self, path, body, *, uid=None, gid=None, mode=None, append=False):
         """Create or overwrite (or append to) a regular file with the bytes of `body` (a file object)."""
+        owner = self._ids(uid, gid)  # an unmapped id fails before anything changes
         with self._root() as root:
             flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC)
             created = False
@@ -193,7 +194,7 @@ class ContainerFiles:
                 os.set_blocking(fd, True)
                 _copy(body, fd)
                 if created or uid is not None or gid is not None:
-                    os.fchown(fd, *self._ids(uid, gid))
+                    os.fchown(fd, *owner)
                 if created or mode is not None:
                     os.fchmod(fd, DEFAULT_FILE_MODE if mode is None else mode)
             finally:
@@ -201,6 +202,7 @@ class ContainerFiles:
 
     def make_directory(self, path, *, uid=None, gid=None, mode=None):
         """Create a directory (an existing one is fine: `lxc file push -p` walks the parents)."""
+        owner = self._ids(uid, gid)
         with self._root() as root:
             dirfd, leaf = self._parent(root, path)
             try:
@@ -215,7 +217,7 @@ class ContainerFiles:
                     raise _not_found(e, path)
                 try:
                     if created or uid is not None or gid is not None:
-                        os.fchown(fd, *self._ids(uid, gid))
+                        os.fchown(fd, *owner)
                     if created or mode is not None:
                         os.fchmod(fd, DEFAULT_DIR_MODE if mode is None else mode)
                 finally:
@@ -229,6 +231,7 @@ class ContainerFiles:
         """Create (or replace) a symlink; its target is stored as given, never resolved here."""
         if not target or "\0" in target:
             raise errors.BadRequest("Invalid symlink target")
+        owner = self._ids(uid, gid)
         with self._root() as root:
             dirfd, leaf = self._parent(root, path)
             try:
@@ -239,7 +242,7 @@ class ContainerFiles:
                         raise errors.BadRequest(f"{path}: is a directory")
                     os.unlink(leaf, dir_fd=dirfd)
                     os.symlink(target, leaf, dir_fd=dirfd)
-                os.chown(leaf, *self._ids(uid, gid), dir_fd=dirfd, follow_symlinks=False)
+                os.chown(leaf, *owner, dir_fd=dirfd, follow_symlinks=False)
             except OSError as e:
                 raise _not_found(e, path)
             finally:

@@ -2,6 +2,7 @@
 """`/1.0/containers/<name>/console`: attach (websocket), read and clear the console log."""
 
 import os
+import re
 
 from twisted.internet import threads
 
@@ -26,6 +27,33 @@ def _size(body, key):
     return value
 
 
+# Attaching replays the end of the console log, so a user sees where the console is
+# (the boot banner of a fresh container, the last prompt's history).
+REPLAY = 16 * 1024
+# Terminal status queries (DSR) in old output would make the client's terminal answer
+# into the console as if typed.
+_QUERIES = re.compile(rb"\x1b\[[0-9;?]*n")
+
+
+def replay_of(path, limit=REPLAY):
+    """The last complete lines of the console log, without terminal queries (blocking)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            data = f.read(limit)
+    except OSError:
+        return b""
+    end = data.rfind(b"\n")
+    if end < 0:
+        return b""
+    data = data[:end + 1]
+    if size > limit:
+        data = data[data.find(b"\n") + 1:]
+    return _QUERIES.sub(b"", data)
+
+
 def _log_path(instances, name):
     # liblxc appends the console's output to this file (lxc.console.logfile).
     return os.path.join(instances.log_dir(name), "console.log")
@@ -43,9 +71,13 @@ async def post_console(req):
     require_running(instances, name)
     reactor = req.daemon.reactor
     line = console.argv(name, instances.lxcpath)
+    replay = await threads.deferToThread(replay_of, _log_path(instances, name))
 
     def spawn(session):
-        return console.ConsoleHelper(session, reactor, True).spawn(line, path="/", size=session.size)
+        helper = console.ConsoleHelper(session, reactor, True).spawn(line, path="/", size=session.size)
+        if replay:
+            session.command_output(1, replay)
+        return helper
 
     session = console.ConsoleSession(reactor, spawn, width=width, height=height)
 

@@ -61,6 +61,8 @@ class LxdtxService(service.MultiService):
         await daemon.pools.mount_all()
         await daemon.instances.setup()
         RecordExpiry(daemon.instances.log_root, self.reactor).setServiceParent(self)
+        # Networks first: containers autostarted below need their bridges and DHCP.
+        await daemon.networks.restore_all()
         daemon.shutdown_hooks.append(daemon.instances.shutdown_all)
 
         router = Router(daemon, resources.endpoints())
@@ -85,6 +87,9 @@ class LxdtxService(service.MultiService):
         await daemon.instances.on_daemon_start()
 
     async def _stop(self):
+        if self.daemon is not None:
+            # SIGTERM leaves networks up: dnsmasq keeps serving the running containers.
+            await self.daemon.networks.stop_supervising()
         if self._forwarder is not None:
             globalLogPublisher.removeObserver(self._forwarder)
         if self._listeners is not None:

@@ -20,7 +20,7 @@ import os
 import pwd
 import signal
 
-from twisted.internet import defer, error, protocol
+from twisted.internet import defer, error, protocol, threads
 from twisted.logger import Logger
 
 from lxdtx.asyncutil import sleep
@@ -338,6 +338,30 @@ class Supervisor(protocol.ProcessProtocol):
                 waited += 0.05
             if ended.called:
                 return
+
+
+def _orphan_pids(state_dir, name):
+    """dnsmasq processes serving `name` with their pid file under `state_dir`."""
+    prefix = f"--pid-file={os.path.join(state_dir, 'networks')}/".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        args = _cmdline(entry)
+        if not args or os.path.basename(args[0]) != BINARY.encode():
+            continue
+        if f"--interface={name}".encode() in args and any(a.startswith(prefix) for a in args):
+            found.append(int(entry))
+    return found
+
+
+async def end_orphan(state_dir, name, reactor):
+    """End the dnsmasq of a network whose daemon and state directory are gone."""
+    for pid in await threads.deferToThread(_orphan_pids, state_dir, name):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 async def end_stale(directory, name, reactor, timeout=5.0):

@@ -285,6 +285,28 @@ class Networks:
             except Exception as e:
                 self.log.error("Failed to bring up network {network}: {error}", network=doc.name, error=e)
         await self._forget_stale_filters()
+        await self._forget_orphans()
+
+    async def _forget_orphans(self):
+        """Bridges of daemons whose state directory is gone (killed test daemons): link, rules, dnsmasq.
+
+        Only links carrying our alias `lxdtx:DIR` with DIR missing are touched, and only
+        the dnsmasq whose pid file lives under that DIR and serves that link.
+        """
+        for link in await run_in_thread(links.links):
+            alias = link.get("alias") or ""
+            if not alias.startswith("lxdtx:") or alias == self.alias:
+                continue
+            state_dir = alias[len("lxdtx:"):]
+            if not os.path.isabs(state_dir) or await threads.deferToThread(os.path.exists, state_dir):
+                continue
+            name = link["name"]
+            self.log.info("Removing network {network} left by the vanished daemon of {dir}", network=name,
+                          dir=state_dir)
+            await dnsmasq.end_orphan(state_dir, name, self.reactor)
+            await firewall.remove_network(name)
+            await bridge.remove_tunnels(name)
+            await run_in_thread(links.delete, name)
 
     async def _forget_stale_filters(self):
         """MAC filter tables of nics whose host end is gone (containers that stopped while we were down)."""

@@ -62,9 +62,6 @@ IMPLEMENTED = {
     # exec, console and the file API
     "container_exec_recording", "container_exec_signal_handling", "console", "directory_manipulation",
     "file_delete", "file_append", "file_symlinks", "file_get_symlink",
-    # exec, console and the file API
-    "container_exec_recording", "container_exec_signal_handling", "console", "directory_manipulation",
-    "file_delete", "file_append", "file_symlinks", "file_get_symlink",
 }
 
 

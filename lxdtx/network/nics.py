@@ -33,8 +33,13 @@ from lxdtx.device import nic
 from lxdtx.network import addresses, bridge, firewall, limits, links, sriov
 from lxdtx.network.links import run_in_thread
 from lxdtx.revert import Reverter
+from lxdtx.state import Delete, Put
 
 _NIC_TYPES = ("nic", "infiniband")
+# What the host looked like before a container took a nic (a VLAN interface made for it,
+# a physical interface's MTU and MAC, the virtual function used), per `container/device`:
+# the API allows no volatile keys for it at this level, and it must survive daemon restarts.
+STATE_KIND = "nic-host-state"
 
 
 def random_hwaddr():
@@ -82,6 +87,18 @@ class Nics:
 
     def __init__(self, networks):
         self.networks = networks
+        self.store = networks.store
+
+    def _state(self, container, dev):
+        return self.store.value(STATE_KIND, f"{container}/{dev}", {})
+
+    async def _save_state(self, container, states):
+        changes = [Put(STATE_KIND, f"{container}/{dev}", state) for dev, state in sorted(states.items()) if state]
+        await self.store.commit(changes)
+
+    async def _forget_state(self, container, dev):
+        if self.store.exists(STATE_KIND, f"{container}/{dev}"):
+            await self.store.commit([Delete(STATE_KIND, f"{container}/{dev}")])
 
     # -- checks -----------------------------------------------------------------------
     async def _check_parent(self, dev, device):
@@ -111,6 +128,7 @@ class Nics:
     async def prepare(self, container, config, devices):
         """Get the host ready for the nics of a container about to start; returns volatile keys."""
         volatile = {}
+        states = {}
         managed = set()
         taken_vfs = set()
         async with Reverter() as revert:
@@ -123,8 +141,9 @@ class Nics:
                 hwaddr = _hwaddr(dev, device, {**config, **volatile})
                 if nictype == "p2p":
                     continue
+                state = states.setdefault(dev, {})
                 if nictype in ("macvlan", "physical") and device.get("vlan"):
-                    volatile.update(await self._ensure_vlan(dev, device, revert))
+                    state.update(await self._ensure_vlan(dev, device, revert))
                 else:
                     await self._check_parent(dev, device)
                 if nictype == "bridged":
@@ -132,14 +151,16 @@ class Nics:
                     if self.networks.is_managed(device["parent"]):
                         managed.add(device["parent"])
                 elif nictype == "physical":
-                    volatile.update(await self._remember(dev, nic.vlan_link(device)))
+                    state.update(await self._remember(nic.vlan_link(device)))
                 elif nictype == "sriov":
-                    found = await self._pick_vf(dev, device, hwaddr, taken_vfs)
-                    volatile.update(found)
-                    volatile.update(await self._remember(dev, found[f"volatile.{dev}.host_name"]))
+                    vf_name, vf_state = await self._pick_vf(dev, device, hwaddr, taken_vfs)
+                    volatile[f"volatile.{dev}.host_name"] = vf_name
+                    state.update(vf_state)
+                    state.update(await self._remember(vf_name))
             merged = {**config, **volatile}
             for network in sorted(managed):
                 await self.networks.refresh_hosts(network, override=(container, merged, devices))
+            await self._save_state(container, states)
             revert.success()
         return volatile
 
@@ -155,15 +176,14 @@ class Nics:
             await run_in_thread(links.configure, name, up=True)
         except links.LinkError as e:
             raise errors.BadRequest(f"Failed to create the VLAN interface for nic \"{dev}\": {e}") from None
-        return {f"volatile.{dev}.last_state.created": "true"}
+        return {"created": name}
 
-    async def _remember(self, dev, interface):
+    async def _remember(self, interface):
         """The MTU and MAC an interface had before a container took it."""
         found = await run_in_thread(links.link, interface)
         if found is None:
             return {}
-        return {f"volatile.{dev}.last_state.mtu": str(found["mtu"]),
-                f"volatile.{dev}.last_state.hwaddr": found["address"] or ""}
+        return {"mtu": found["mtu"], "hwaddr": found["address"] or ""}
 
     async def _pick_vf(self, dev, device, hwaddr, taken):
         parent = device["parent"]
@@ -177,7 +197,7 @@ class Nics:
                 await run(sriov.set_mac_argv(parent, index, hwaddr))
             except ProcessError as e:
                 raise errors.InternalError(f"Failed to set the MAC of virtual function {index} of {parent}: {e}")
-        return {f"volatile.{dev}.host_name": name, f"volatile.{dev}.last_state.vf.id": str(index)}
+        return name, {"vf": index}
 
     async def started(self, container, config, devices):
         """After liblxc started the container: limits and MAC filtering on the host ends."""
@@ -201,23 +221,23 @@ class Nics:
             if not _is_nic(device):
                 continue
             try:
-                await self._release(dev, device, config)
+                await self._release(dev, device, config, self._state(container, dev))
+                await self._forget_state(container, dev)
             except Exception as e:
                 self.log.warn("Cleaning up nic {dev} of {container} failed: {error}",
                               dev=dev, container=container, error=e)
 
-    async def _release(self, dev, device, config):
+    async def _release(self, dev, device, config, state):
         nictype = device.get("nictype")
         if nictype == "bridged" and is_true(device.get("security.mac_filtering")) and _host_name(dev, config):
             await firewall.remove_mac_filter(_host_name(dev, config))
         if nictype in ("physical", "sriov"):
             interface = nic.vlan_link(device) if nictype == "physical" else _host_name(dev, config)
-            if interface and await run_in_thread(links.exists, interface):
-                mtu = config.get(f"volatile.{dev}.last_state.mtu")
-                hwaddr = config.get(f"volatile.{dev}.last_state.hwaddr")
-                await run_in_thread(links.configure, interface, mtu=mtu or None, address=hwaddr or None)
-        if device.get("vlan") and config.get(f"volatile.{dev}.last_state.created") == "true":
-            await run_in_thread(links.delete, nic.vlan_link(device))
+            if interface and state and await run_in_thread(links.exists, interface):
+                await run_in_thread(links.configure, interface, mtu=state.get("mtu") or None,
+                                    address=state.get("hwaddr") or None)
+        if state.get("created"):
+            await run_in_thread(links.delete, state["created"])
 
     # -- a running container ---------------------------------------------------------------------
     async def apply_live(self, container, pid, old_devices, new_devices, config):

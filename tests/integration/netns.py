@@ -16,6 +16,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.daemonproc import Daemon
 
 
@@ -165,3 +167,59 @@ def container_ipv4(d, name, ifname="eth0"):
         if address["family"] == "inet" and address["scope"] == "global":
             return address["address"]
     return None
+
+
+# -- fixtures shared by the network test modules ------------------------------------------------
+@pytest.fixture(scope="module")
+def ns():
+    if os.geteuid() != 0:
+        pytest.skip("network tests run as root (namespaces, bridges)")
+    namespace = Netns()
+    try:
+        yield namespace
+    finally:
+        namespace.delete()
+
+
+@pytest.fixture(scope="module")
+def d(ns):
+    """A daemon initialised like `lxdtx init --auto`, inside the namespace `ns`."""
+    daemon = daemon_in(ns, auto_init=True)
+    try:
+        yield daemon
+    finally:
+        daemon.cleanup()
+
+
+@pytest.fixture
+def network(d, ns):
+    """A managed network created with the lxc client: (name, subnet); removed afterwards."""
+    created = []
+
+    def make(**config):
+        name = unique("n", 6)
+        subnet = free_subnet()
+        config.setdefault("ipv4.address", f"{subnet.network_address + 1}/24")
+        d.lxc("network", "create", name, *[f"{k}={v}" for k, v in config.items()])
+        created.append(name)
+        return name, subnet
+
+    yield make
+    for name in created:
+        d.lxc("network", "delete", name, check=False)
+
+
+@pytest.fixture
+def containers(d):
+    """Launch busybox containers (removed afterwards)."""
+    names = []
+
+    def launch(*args, start=True):
+        name = unique("nc", 6)
+        d.lxc("launch" if start else "init", "busybox", name, *args)
+        names.append(name)
+        return name
+
+    yield launch
+    for name in names:
+        d.lxc("delete", "-f", name, check=False)

@@ -210,6 +210,7 @@ class Supervisor(protocol.ProcessProtocol):
         self.on_restart = on_restart  # called with no arguments after each restart
         self.pid = None
         self._stopping = False
+        self._starting = False  # start() waits for readiness; a death then is its failure, not a restart
         self._ended = None  # Deferred fired when the current process ends
         self._started_at = None
         self._delay = self.backoff_first
@@ -257,24 +258,30 @@ class Supervisor(protocol.ProcessProtocol):
     async def start(self):
         """Spawn dnsmasq and wait until it serves; StartError if it exits first."""
         self._stopping = False
-        self._spawn()
-        ended = self._ended
-        waited = 0.0
-        while not os.path.exists(self.pid_path):
-            if ended.called:
-                raise StartError(f"dnsmasq for network {self.network} failed to start: {self._log_tail()}")
-            if waited > self.ready_timeout:
-                await self.stop()
-                raise StartError(f"dnsmasq for network {self.network} did not get ready in {self.ready_timeout:.0f}s")
-            await sleep(0.05, self.reactor)
-            waited += 0.05
+        self._starting = True
+        try:
+            self._spawn()
+            ended = self._ended
+            waited = 0.0
+            while not os.path.exists(self.pid_path):
+                if ended.called:
+                    self._stopping = True
+                    raise StartError(f"dnsmasq for network {self.network} failed to start: {self._log_tail()}")
+                if waited > self.ready_timeout:
+                    await self.stop()
+                    raise StartError(f"dnsmasq for network {self.network} did not get ready in "
+                                     f"{self.ready_timeout:.0f}s")
+                await sleep(0.05, self.reactor)
+                waited += 0.05
+        finally:
+            self._starting = False
 
     def processEnded(self, reason):
         pid, self.pid = self.pid, None
         ended, self._ended = self._ended, None
         if ended is not None:
             ended.callback(None)
-        if self._stopping:
+        if self._stopping or self._starting:
             return
         ran = self.reactor.seconds() - (self._started_at or 0)
         if ran >= self.stable_after:

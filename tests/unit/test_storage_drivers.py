@@ -164,6 +164,21 @@ class RsyncTests(SynchronousTestCase):
         self.assertEqual(DirDriver("p", {}, "/x").bwlimit(), 0)
 
 
+class TransferTests(DriverTestCase):
+    """Copies between pools go through rsync with the pools' `rsync.bwlimit`."""
+
+    def test_rsync_from_uses_source_limit(self):
+        """The source pool's limit applies, else the target's."""
+        source = self.make(DirDriver, {"rsync.bwlimit": "2MB"}, pool="a")
+        target = self.make(BtrfsDriver, {"size": "1GB", "rsync.bwlimit": "8MB"}, pool="b")
+        self.done(target.rsync_from(source, "custom", "v", "w"))
+        self.assertEqual(self.run.calls[-1], rsync.argv(source.mount_path("custom", "v"),
+                                                        target.mount_path("custom", "w"), 2048))
+        unlimited = self.make(DirDriver, {}, pool="c")
+        self.done(target.rsync_from(unlimited, "custom", "v", "w"))
+        self.assertIn("--bwlimit=8192", self.run.calls[-1])
+
+
 class HostSupportTests(SynchronousTestCase):
     """`missing()` names the kernel feature a driver lacks."""
 

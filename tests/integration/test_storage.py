@@ -423,3 +423,21 @@ def test_block_and_zfs_drivers(sd, driver):
         d.lxc("storage", "volume", "delete", pool, "v", check=False)
         d.lxc("storage", "delete", pool, check=False)
     assert d.request("GET", f"/1.0/storage-pools/{pool}").status == 404
+
+
+def test_image_delete_drops_pool_copies(sd):
+    """Deleting an image drops its unpacked subvolume from every btrfs pool."""
+    d = sd
+    d.lxc("init", "busybox", "pubsrc")
+    try:
+        d.lxc("publish", "pubsrc", "--alias", "published")
+    finally:
+        _rm(d, "pubsrc")
+    fingerprint = d.request("GET", "/1.0/images/aliases/published").metadata["target"]
+    d.lxc("init", "published", "frompub", "-s", "p1")
+    _rm(d, "frompub")
+    path = os.path.join(_pool_path(d, "p1"), "images", fingerprint)
+    assert os.path.isdir(path)
+    d.lxc("image", "delete", "published")
+    assert not os.path.exists(path)
+    assert fingerprint not in json.dumps(d.request("GET", "/1.0/storage-pools/p1/volumes/image").metadata)

@@ -78,13 +78,13 @@ class Networks:
     def directory(self, name):
         return schema.state_dir(self.daemon.dir, name)
 
-    def nic_users(self, name, override=None):
-        """[(container, device name, device, container config)] of nics whose parent is `name`.
+    def _all_nic_users(self, override=None):
+        """{parent: [(container, device name, device, container config)]} of every container's nics.
 
         `override`: (container, expanded config, expanded devices) not committed yet
         (a container starting or being updated), used instead of its document.
         """
-        found = []
+        found = {}
         instances = getattr(self.daemon, "instances", None)
         if instances is None:
             return found
@@ -96,36 +96,43 @@ class Networks:
             for dev, device in sorted(devices.items()):
                 if device.get("type") != "nic" or device.get("nictype") not in _USES_PARENT:
                     continue
-                if device.get("parent") != name:
+                if not device.get("parent"):
                     continue
                 if device.get("nictype") != "bridged" and device.get("vlan"):
                     continue  # it uses the VLAN interface `parent.vlan`, not the parent itself
-                found.append((container, dev, device, config))
+                found.setdefault(device["parent"], []).append((container, dev, device, config))
         return found
 
-    def used_by(self, name):
-        return sorted({container for container, _, _, _ in self.nic_users(name)})
+    def nic_users(self, name, override=None):
+        """[(container, device name, device, container config)] of nics whose parent is `name`."""
+        return self._all_nic_users(override).get(name, [])
 
-    def render(self, name, value):
+    def used_by(self, name, users=None):
+        users = self._all_nic_users() if users is None else users
+        return sorted({container for container, _, _, _ in users.get(name, [])})
+
+    def render(self, name, value, users=None):
         return {
             "name": name, "description": value.get("description", ""), "config": value.get("config", {}),
-            "managed": True, "type": TYPE, "used_by": [f"/1.0/containers/{c}" for c in self.used_by(name)],
+            "managed": True, "type": TYPE,
+            "used_by": [f"/1.0/containers/{c}" for c in self.used_by(name, users)],
             "status": "Created", "locations": ["none"],
         }
 
-    def render_unmanaged(self, link):
+    def render_unmanaged(self, link, users=None):
         return {
             "name": link["name"], "description": "", "config": {}, "managed": False,
             "type": unmanaged_type(link),
-            "used_by": [f"/1.0/containers/{c}" for c in self.used_by(link["name"])],
+            "used_by": [f"/1.0/containers/{c}" for c in self.used_by(link["name"], users)],
             "status": "", "locations": None,
         }
 
     async def everything(self):
         """[(name, API object)] of every managed network and host interface, sorted by name."""
-        found = {link["name"]: self.render_unmanaged(link) for link in await run_in_thread(links.links)}
+        users = self._all_nic_users()
+        found = {link["name"]: self.render_unmanaged(link, users) for link in await run_in_thread(links.links)}
         for doc in self.store.list(KIND):
-            found[doc.name] = self.render(doc.name, doc.value)
+            found[doc.name] = self.render(doc.name, doc.value, users)
         return sorted(found.items())
 
     async def lookup(self, name):

@@ -125,6 +125,9 @@ def test_rest_shapes(d, ns, network):
     assert config["user.note"] == "x" and config["ipv4.address"] == got.metadata["config"]["ipv4.address"]
     assert d.request("GET", "/1.0/networks/nonexistent0").status == 404
     assert d.request("GET", "/1.0/networks/lo/leases").status == 404
+    quiet, _ = network(**{"ipv4.dhcp": "false", "ipv6.address": "none"})
+    no_leases = d.request("GET", f"/1.0/networks/{quiet}/leases")
+    assert no_leases.status == 400 and no_leases.json["error"] == "No lease file for network"
 
 
 # -- DHCP, leases, static addresses -----------------------------------------------------------------
@@ -188,8 +191,11 @@ def test_nat_rule_follows_ipv4_nat(d, ns, network):
     name, subnet = network(**{"ipv4.nat": "true", "ipv6.address": "none"})
     rule = f"ip saddr {subnet} ip daddr != {subnet} masquerade"
     assert rule in ns.nft_table("inet", f"lxdtx-{name}")
+    index, pid = ns.links()[name]["ifindex"], dnsmasq_pid(d, name)
     d.lxc("network", "set", name, "ipv4.nat", "false")
     assert "masquerade" not in ns.nft_table("inet", f"lxdtx-{name}")
+    # A live change touches only what it must: same bridge, same dnsmasq.
+    assert (ns.links()[name]["ifindex"], dnsmasq_pid(d, name)) == (index, pid)
     d.lxc("network", "set", name, "ipv4.nat", "true")
     assert rule in ns.nft_table("inet", f"lxdtx-{name}")
     assert ns.exec("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"

@@ -154,6 +154,13 @@ def test_hot_plug(d, ns, peer, network, containers):
     d.lxc("config", "device", "remove", c, "ph")
     assert parent in ns.links() and "ph0" not in container_links(d, c)
 
+    d.lxc("network", "attach", name, c, "att", "eth9")
+    assert "eth9" in container_links(d, c)
+    assert d.request("GET", f"/1.0/containers/{c}").metadata["devices"]["att"] == {
+        "type": "nic", "nictype": "bridged", "parent": name, "name": "eth9"}
+    d.lxc("network", "detach", name, c, "att")
+    assert "eth9" not in container_links(d, c)
+
     profile = unique("np", 6)
     d.lxc("profile", "create", profile)
     try:

@@ -13,11 +13,14 @@ container is the helper's own working directory when that path exists there.
 import errno
 import fcntl
 import os
+import shutil
 import struct
 import termios
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-ATTACH = "lxc-attach"
+# Absolute paths spare a PATH search on every exec.
+ATTACH = shutil.which("lxc-attach") or "lxc-attach"
+ENV = shutil.which("env") or "env"
 
 
 def environment(config, requested, interactive, has_snap=False):
@@ -37,9 +40,14 @@ def environment(config, requested, interactive, has_snap=False):
     return env
 
 
-def argv(name, lxcpath, command, env):
-    """The `lxc-attach` command line running `command` with exactly `env`."""
-    line = [ATTACH, "-n", name, "-P", lxcpath, "--clear-env"]
+def argv(name, lxcpath, command, env, cwd="/"):
+    """The command line running `command` with exactly `env`, starting in `cwd` inside.
+
+    `env -C` sets the helper's directory: the daemon can then start it with
+    posix_spawn, where a working directory of its own would cost a fork of the
+    whole daemon.
+    """
+    line = [ENV, "-C", cwd, ATTACH, "-n", name, "-P", lxcpath, "--clear-env"]
     for key, value in env.items():
         line += ["-v", f"{key}={value}"]
     return line + ["--", *command]

@@ -53,12 +53,12 @@ def _open_targets(paths):
     return fds
 
 
-async def run_detached(reactor, argv, path, stdout_path=None, stderr_path=None):
+async def run_detached(reactor, argv, stdout_path=None, stderr_path=None):
     """Run the helper with stdin from /dev/null and output to files; return the exit code."""
     fds = _open_targets([stdout_path, stderr_path])
     done = defer.Deferred()
     try:
-        reactor.spawnProcess(_Reaped(done), argv[0], argv, env=HELPER_ENV, path=path,
+        reactor.spawnProcess(_Reaped(done), argv[0], argv, env=HELPER_ENV,
                              childFDs={0: fds[0], 1: fds[1], 2: fds[2]})
     finally:
         for fd in fds:

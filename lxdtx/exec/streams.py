@@ -7,7 +7,6 @@ Pauses go through `_Valve`s, because a Twisted consumer stops (disconnects) its
 producer when it goes away, and neither side may close the other.
 """
 
-import functools
 import os
 import pty
 import signal
@@ -20,7 +19,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from lxdtx.exec import attach
-from lxdtx.websocket import server_protocol_base
+from lxdtx.wsproto import WebsocketProtocol
 
 HELPER_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 # How long a signal waits for the command to appear under the helper.
@@ -65,61 +64,48 @@ def _release_consumer(transport):
             producer.resumeProducing()
 
 
-@functools.cache
-def socket_class():
-    """The websocket protocol of session fds (defined lazily: Autobahn imports on use)."""
+class SessionSocket(WebsocketProtocol):
+    """One fd of an exec or console session."""
 
-    class SessionSocket(server_protocol_base()):
-        """One fd of an exec or console session."""
+    def __init__(self, session, name):
+        super().__init__()
+        self.session = session
+        self.name = name
 
-        def __init__(self, session, name):
-            super().__init__()
-            self.session = session
-            self.name = name
-            self._open = False
+    def on_open(self):
+        self.session.socket_opened(self.name, self)
 
-        def onOpen(self):
-            # The HTTP channel that served the upgrade still produces into this
-            # transport; it would keep the connection from ever closing.
+    def on_message(self, payload, binary):
+        self.session.socket_message(self.name, payload, binary)
+
+    def on_close(self, clean):
+        self.session.socket_closed(self.name, not clean)
+
+    # -- what sessions call ---------------------------------------------------
+    def send(self, data):
+        self.send_message(data, True)
+
+    def send_barrier(self):
+        self.send_message(b"", False)
+
+    def drop(self):
+        # A plain TCP close (no close frame), as the reference closes these sockets.
+        if self.transport is not None:
             _release_consumer(self.transport)
-            self._open = True
-            self.session.socket_opened(self.name, self)
+            self.transport.loseConnection()
 
-        def onMessage(self, payload, isBinary):
-            self.session.socket_message(self.name, payload, isBinary)
+    def pause_reading(self):
+        if self.transport is not None:
+            self.transport.pauseProducing()
 
-        def onClose(self, wasClean, code, reason):
-            if self._open:
-                self._open = False
-                self.session.socket_closed(self.name, not wasClean)
+    def resume_reading(self):
+        if self.transport is not None:
+            self.transport.resumeProducing()
 
-        # -- what sessions call --------------------------------------------
-        def send(self, data):
-            self.sendMessage(data, isBinary=True)
-
-        def send_barrier(self):
-            self.sendMessage(b"", isBinary=False)
-
-        def drop(self):
-            # A plain TCP close (no close frame), as the reference closes these sockets.
-            if self.transport is not None:
-                _release_consumer(self.transport)
-                self.transport.loseConnection()
-
-        def pause_reading(self):
-            if self.transport is not None:
-                self.transport.pauseProducing()
-
-        def resume_reading(self):
-            if self.transport is not None:
-                self.transport.resumeProducing()
-
-        def feed_from(self, producer):
-            """Let `producer` (a pipe or pty reader) be paused while our socket buffer is full."""
-            if self.transport is not None:
-                _take_over_consumer(self.transport, _Valve(producer))
-
-    return SessionSocket
+    def feed_from(self, producer):
+        """Let `producer` (a pipe or pty reader) be paused while our socket buffer is full."""
+        if self.transport is not None:
+            _take_over_consumer(self.transport, _Valve(producer))
 
 
 class AttachedCommand(ProcessProtocol):
@@ -137,21 +123,20 @@ class AttachedCommand(ProcessProtocol):
         self._held = [] if interactive else None
         self._polls = RAW_MODE_POLLS
 
-    def spawn(self, argv, path="/", size=None):
+    def spawn(self, argv, size=None):
         if self.interactive:
             master, slave = pty.openpty()
             try:
                 if size:
                     attach.set_window_size(master, *size)
-                self.reactor.spawnProcess(self, argv[0], argv, env=HELPER_ENV, path=path,
-                                          usePTY=(master, slave, None))
+                self.reactor.spawnProcess(self, argv[0], argv, env=HELPER_ENV, usePTY=(master, slave, None))
             except BaseException:
                 os.close(master)
                 os.close(slave)
                 raise
         else:
-            self.reactor.spawnProcess(self, argv[0], argv, env=HELPER_ENV, path=path,
-                                      childFDs={0: "w", 1: "r", 2: "r"})
+            # No working directory of our own: Twisted can then use posix_spawn.
+            self.reactor.spawnProcess(self, argv[0], argv, env=HELPER_ENV, childFDs={0: "w", 1: "r", 2: "r"})
         for name, fd in (("0", 1),) if self.interactive else (("1", 1), ("2", 2)):
             ws = self.session.sockets.get(name)
             reader = self.transport if self.interactive else self.transport.pipes.get(fd)

@@ -8,12 +8,12 @@ from twisted.internet import threads
 
 from lxdtx import errors
 from lxdtx.exec import console
-from lxdtx.exec.streams import socket_class
+from lxdtx.exec.streams import SessionSocket
 from lxdtx.operations import WEBSOCKET
 from lxdtx.resources.exec import require_running
 from lxdtx.response import AsyncResponse, FileResponse, RawResponse, empty
 from lxdtx.router import Endpoint
-from lxdtx.websocket import Upgrade
+from lxdtx.wsproto import Handshake
 
 
 def _resources(name):
@@ -74,7 +74,7 @@ async def post_console(req):
     replay = await threads.deferToThread(replay_of, _log_path(instances, name))
 
     def spawn(session):
-        helper = console.ConsoleHelper(session, reactor, True).spawn(line, path="/", size=session.size)
+        helper = console.ConsoleHelper(session, reactor, True).spawn(line, size=session.size)
         if replay:
             session.command_output(1, replay)
         return helper
@@ -86,7 +86,7 @@ async def post_console(req):
         return {}
 
     async def connect(op, request, secret):
-        return Upgrade(socket_class()(session, session.claim(secret)))
+        return Handshake(SessionSocket(session, session.claim(secret)))
 
     op = req.daemon.operations.create("Showing console", cls=WEBSOCKET, resources=_resources(name),
                                       metadata=session.metadata(), run=run, connect=connect)

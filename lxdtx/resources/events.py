@@ -1,42 +1,37 @@
 # -*- test-case-name: tests.integration.test_server -*-
 """`/1.0/events`: the event stream as a websocket."""
 
-import functools
-
 from lxdtx.events import DEFAULT_TYPES
 from lxdtx.router import Endpoint
-from lxdtx.websocket import Upgrade, server_protocol_base
+from lxdtx.wsproto import Handshake, WebsocketProtocol
 
 
-@functools.cache
-def _protocol_class():
-    class EventsProtocol(server_protocol_base()):
-        """Sends events as text frames; never reads, never pings."""
+class EventsProtocol(WebsocketProtocol):
+    """Sends events as text frames; never reads, never pings.
 
-        def __init__(self, hub, types):
-            super().__init__()
-            self.hub = hub
-            self.types = types
+    Every `lxc` command opens one of these first, so it uses the lean websocket
+    server of `lxdtx.wsproto`.
+    """
 
-        def onOpen(self):
-            self.hub.subscribe(self)
+    def __init__(self, hub, types):
+        super().__init__()
+        self.hub = hub
+        self.types = types
 
-        def deliver(self, frame):
-            self.sendMessage(frame, isBinary=False)
+    def on_open(self):
+        self.hub.subscribe(self)
 
-        def onMessage(self, payload, isBinary):
-            pass
+    def deliver(self, frame):
+        self.send_message(frame, binary=False)
 
-        def onClose(self, wasClean, code, reason):
-            self.hub.unsubscribe(self)
-
-    return EventsProtocol
+    def on_close(self, clean):
+        self.hub.unsubscribe(self)
 
 
 async def get_events(req):
     raw = req.query.get("type", "")
     types = frozenset(t.strip() for t in raw.split(",") if t.strip()) or DEFAULT_TYPES
-    return Upgrade(_protocol_class()(req.daemon.events, types))
+    return Handshake(EventsProtocol(req.daemon.events, types))
 
 
 ENDPOINTS = [Endpoint("/1.0/events", get=get_events)]

@@ -7,11 +7,11 @@ from lxdtx import errors
 from lxdtx.exec import attach
 from lxdtx.exec.recording import record_names, run_detached
 from lxdtx.exec.session import ExecSession
-from lxdtx.exec.streams import AttachedCommand, socket_class
+from lxdtx.exec.streams import AttachedCommand, SessionSocket
 from lxdtx.operations import WEBSOCKET
 from lxdtx.response import AsyncResponse
 from lxdtx.router import Endpoint
-from lxdtx.websocket import Upgrade
+from lxdtx.wsproto import Handshake
 
 
 def _resources(name):
@@ -95,8 +95,7 @@ async def post_exec(req):
 
     config, _ = instances.expanded(doc.value)
     env = attach.environment(config, requested_env, interactive, _has_snap(instances, name))
-    argv = attach.argv(name, instances.lxcpath, command, env)
-    cwd = attach.working_directory(env["HOME"])
+    argv = attach.argv(name, instances.lxcpath, command, env, attach.working_directory(env["HOME"]))
     reactor = req.daemon.reactor
     operations = req.daemon.operations
 
@@ -107,7 +106,7 @@ async def post_exec(req):
             paths = {}
             if record:
                 paths = {fd: os.path.join(log_dir, f) for fd, f in record_names(op.id).items()}
-            code = await run_detached(reactor, argv, cwd, paths.get("1"), paths.get("2"))
+            code = await run_detached(reactor, argv, paths.get("1"), paths.get("2"))
             metadata = {"return": code}
             if record:
                 metadata["output"] = {fd: f"/1.0/containers/{name}/logs/{f}"
@@ -117,7 +116,7 @@ async def post_exec(req):
         return AsyncResponse(operations.start("Executing command", resources=_resources(name), run=run_task))
 
     def spawn(session):
-        return AttachedCommand(session, reactor, interactive).spawn(argv, path=cwd, size=session.size)
+        return AttachedCommand(session, reactor, interactive).spawn(argv, size=session.size)
 
     session = ExecSession(reactor, spawn, interactive=interactive, width=width, height=height)
 
@@ -127,7 +126,7 @@ async def post_exec(req):
 
     async def connect(op, request, secret):
         fd = session.claim(secret)
-        return Upgrade(socket_class()(session, fd))
+        return Handshake(SessionSocket(session, fd))
 
     op = operations.create("Executing command", cls=WEBSOCKET, resources=_resources(name),
                            metadata=session.metadata(), run=run, connect=connect)

@@ -35,8 +35,8 @@ class EnvironmentTests(SynchronousTestCase):
 
     def test_argv(self):
         """The helper clears the host environment and sets exactly the given variables."""
-        line = attach.argv("c1", "/var/lib/x/lxc", ["sh", "-c", "echo $A"], {"A": "1 2"})
-        self.assertEqual(line, ["lxc-attach", "-n", "c1", "-P", "/var/lib/x/lxc", "--clear-env",
+        line = attach.argv("c1", "/var/lib/x/lxc", ["sh", "-c", "echo $A"], {"A": "1 2"}, "/root")
+        self.assertEqual(line, [attach.ENV, "-C", "/root", attach.ATTACH, "-n", "c1", "-P", "/var/lib/x/lxc", "--clear-env",
                                 "-v", "A=1 2", "--", "sh", "-c", "echo $A"])
 
     def test_working_directory(self):

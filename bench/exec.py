@@ -35,15 +35,19 @@ def median_ms(argv, rounds, env=None):
     return statistics.median(once(argv, env) for _ in range(rounds))
 
 
-def interleaved(commands, rounds):
-    """Median of each (argv, env) with the commands run in turn, so they share the machine's state.
+def interleaved(commands, rounds, gap=0.0):
+    """Median of each (argv, env) with the commands run in turn, `gap` seconds apart.
 
-    (The kernel's cgroup attach, done by every lxc-attach, is much cheaper right
-    after another one: running one command back to back flatters it.)
+    The kernel's cgroup attach (every lxc-attach moves its child into the
+    container's cgroups) waits for an RCU grace period unless another attach
+    happened just before: a command run back to back looks much cheaper than
+    one run on its own. Interleaving with a gap gives every command the same
+    conditions.
     """
     times = [[] for _ in commands]
     for _ in range(rounds):
         for i, (argv, env) in enumerate(commands):
+            time.sleep(gap)
             times[i].append(once(argv, env))
     return [statistics.median(t) for t in times]
 
@@ -53,6 +57,7 @@ def main():
     parser.add_argument("--dir", help="state directory of a running daemon (default: start one)")
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--push-mib", type=int, default=100)
+    parser.add_argument("--gap", type=float, default=0.05, help="seconds between commands (see interleaved)")
     args = parser.parse_args()
 
     daemon = None
@@ -72,11 +77,12 @@ def main():
         median_ms(["lxc", "exec", name, "--", "true"], 3, env)
         median_ms(["lxc-attach", "-n", name, "-P", lxcpath, "--clear-env", "--", "true"], 3)
 
+        attach = ["lxc-attach", "-n", name, "-P", lxcpath, "--clear-env", "--", "true"]
+        back_to_back = median_ms(attach, args.rounds)
         floor, client, ours = interleaved([
-            (["lxc-attach", "-n", name, "-P", lxcpath, "--clear-env", "--", "true"], None),
-            (["lxc", "version"], env),
-            (["lxc", "exec", name, "--", "true"], env),
-        ], args.rounds)
+            (attach, None), (["lxc", "version"], env), (["lxc", "exec", name, "--", "true"], env),
+        ], args.rounds, args.gap)
+        print(f"lxc-attach back to back      {back_to_back:8.2f} ms")
         print(f"lxc-attach -- true (floor)   {floor:8.2f} ms")
         print(f"lxc version (client start)   {client:8.2f} ms")
         print(f"lxc exec -- true             {ours:8.2f} ms   ratio to floor {ours / floor:5.2f}"

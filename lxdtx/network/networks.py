@@ -18,6 +18,7 @@ from lxdtx import errors
 from lxdtx.config.schema import ConfigError
 from lxdtx.network import addresses, bridge, dnsmasq, firewall, leases, links, schema
 from lxdtx.network.links import run_in_thread
+from lxdtx.network.maas import Maas
 from lxdtx.network.nics import Nics
 from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
@@ -61,6 +62,7 @@ class Networks:
         self._locks = {}
         self._reserved = set()
         self.nics = Nics(self)
+        self.maas = Maas(daemon)
 
     # -- reading -------------------------------------------------------------------
     def names(self):

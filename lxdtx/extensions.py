@@ -43,10 +43,10 @@ IMPLEMENTED = {
     "certificate_update", "entity_description", "resources", "operation_description",
     "event_lifecycle", "image_create_aliases", "image_compression_algorithm", "api_filtering",
     # managed networks and nics; vlan, sriov and infiniband are unit-tested and need kernel
-    # features or hardware this host lacks (802.1Q, SR-IOV NICs, InfiniBand HCAs).
+    # features or hardware this host lacks (802.1Q, SR-IOV NICs, InfiniBand HCAs, a MAAS server).
     "network", "network_leases", "network_firewall_filtering", "network_routes", "network_dhcp_expiry",
     "network_dhcp_gateway", "network_vxlan_interface", "network_vlan", "network_vlan_physical",
-    "network_sriov", "infiniband",
+    "network_sriov", "infiniband", "maas_network",
     "container_backup", "container_full",
     # containers: lifecycle, limits, security, id maps, shutdown order
     "container_host_shutdown_timeout", "container_stop_priority", "container_syscall_filtering",

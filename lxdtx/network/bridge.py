@@ -11,6 +11,7 @@ without it belongs to someone else and is never adopted or removed.
 
 import shutil
 
+from lxdtx import errors
 from lxdtx.asyncutil import ProcessError, run
 from lxdtx.network import addresses, links, schema, sysctl, tunnels
 from lxdtx.network.links import run_in_thread
@@ -21,6 +22,13 @@ _TUNNEL_KINDS = ("vxlan", "gretap", "gre", "dummy")
 
 class BridgeError(Exception):
     """The bridge could not be brought to its config; the message says which part failed."""
+
+
+class BridgeRefused(BridgeError, errors.BadRequest):
+    """The config asks for something this host cannot or must not do (a 400, not a failure)."""
+
+    def __init__(self, message):
+        errors.BadRequest.__init__(self, message)
 
 
 # -- Open vSwitch -------------------------------------------------------------------
@@ -92,14 +100,14 @@ def _default_interface():
 async def ensure_link(name, config, alias):
     """Create the bridge, or check that the existing link is ours. Returns True if created."""
     if is_ovs(config) and not ovs_installed():
-        raise BridgeError("Open vSwitch isn't installed on this system (no ovs-vsctl)")
+        raise BridgeRefused("Open vSwitch isn't installed on this system (no ovs-vsctl)")
     if config.get("bridge.mode") == "fan":
-        raise BridgeError("bridge.mode \"fan\" needs the Ubuntu FAN kernel patches (vxlan/ipip fan-map), "
+        raise BridgeRefused("bridge.mode \"fan\" needs the Ubuntu FAN kernel patches (vxlan/ipip fan-map), "
                           "which this kernel lacks")
     existing = await run_in_thread(links.link, name)
     if existing is not None:
         if existing.get("alias") != alias:
-            raise BridgeError(f"Interface \"{name}\" already exists and is not a network of this daemon")
+            raise BridgeRefused(f"Interface \"{name}\" already exists and is not a network of this daemon")
         return False
     if is_ovs(config):
         await _ovs(ovs_add_bridge(name))
@@ -127,7 +135,11 @@ async def configure(name, config, old_config=None):
     """Bring link settings, ports, addresses, routes, sysctls and tunnels to `config`."""
     try:
         await _configure(name, config, old_config or {})
-    except (links.LinkError, OSError, ValueError) as e:
+    except BridgeError:
+        raise
+    except ValueError as e:  # a config the kernel side cannot follow (a multicast tunnel without interface)
+        raise BridgeRefused(str(e)) from None
+    except (links.LinkError, OSError) as e:
         raise BridgeError(str(e)) from None
 
 
@@ -164,7 +176,7 @@ async def _ports(name, config, old_config):
             continue
         used = [a for a in await run_in_thread(links.addresses, port) if not a.ip.is_link_local]
         if used:
-            raise BridgeError(f"Only unconfigured network interfaces can be bridged: {port} has {used[0]}")
+            raise BridgeRefused(f"Only unconfigured network interfaces can be bridged: {port} has {used[0]}")
         if is_ovs(config):
             await _ovs(ovs_add_port(name, port))
         else:

@@ -381,6 +381,11 @@ def test_bad_input(d, ns, network):
     assert result.status == 400 and "already exists" in result.json["error"]
     result = d.request("POST", "/1.0/networks", {"name": other, "type": "macvlan", "config": {}})
     assert result.status == 400
+    for config in ({"bridge.driver": "openvswitch"}, {"bridge.mode": "fan"},
+                   {"ipv4.address": "none", "ipv6.address": "none", "tunnel.t.protocol": "vxlan"}):
+        result = d.request("POST", "/1.0/networks", {"name": other, "config": config})
+        assert result.status == 400, (config, result)
+    assert set(ns.links()) == before_links and ns.nft_tables() == before_tables
     assert "overlaps" in error_of(d.lxc("network", "set", name, "ipv4.address",
                                         d.lxc("network", "get", d_default(d), "ipv4.address").stdout.strip(),
                                         check=False))

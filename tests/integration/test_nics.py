@@ -259,3 +259,24 @@ def test_maas_needs_a_server(d, network, containers):
         d.lxc("config", "unset", "maas.api.url")
         d.lxc("config", "unset", "maas.api.key")
     pytest.skip("no MAAS server here: the MAAS API conversation is unit-tested against an in-memory MAAS")
+
+
+def test_bridged_on_unmanaged_bridge_with_keys(d, ns, containers):
+    """A bridged nic on a bridge the daemon does not manage, with name, hwaddr, mtu and host_name set."""
+    bridge, host = unique("tbr", 6), unique("tvh", 6)
+    ns.ip("link", "add", bridge, "type", "bridge")
+    try:
+        ns.ip("link", "set", bridge, "up")
+        c = containers(start=False)
+        d.lxc("config", "device", "add", c, "eth3", "nic", "nictype=bridged", f"parent={bridge}", "name=lan0",
+              "hwaddr=00:16:3e:12:34:56", "mtu=1280", f"host_name={host}")
+        d.lxc("start", c)
+        assert ns.links()[host]["master"] == bridge
+        link = container_links(d, c)["lan0"]
+        assert (link["address"], link["mtu"]) == ("00:16:3e:12:34:56", 1280)
+        assert d.request("GET", f"/1.0/networks/{bridge}").metadata["used_by"] == [f"/1.0/containers/{c}"]
+        assert d.request("GET", f"/1.0/networks/{bridge}").metadata["type"] == "bridge"
+        d.lxc("stop", c, "--force")
+        assert host not in ns.links()
+    finally:
+        ns.ip("link", "del", bridge, check=False)

@@ -287,14 +287,24 @@ def test_ipv6_slaac(d, network, containers):
 
 # -- supervision, restart, deletion ---------------------------------------------------------------------
 def test_killed_dnsmasq_comes_back(d, network):
-    """dnsmasq killed behind the daemon's back is restarted, with a warning in the log."""
+    """dnsmasq killed behind the daemon's back is restarted, with a warning in the log and the events."""
+    from tests.integration.test_events import Monitor
+
     name, _ = network()
     pid = dnsmasq_pid(d, name)
-    os.kill(pid, signal.SIGKILL)
-    new = wait_for(lambda: (dnsmasq_pid(d, name) or 0) not in (0, pid) and dnsmasq_pid(d, name), 15,
-                   what="dnsmasq to be restarted")
-    assert new != pid
-    assert f"of network {name} exited" in d.log()
+    monitor = Monitor(d, "logging")
+    try:
+        time.sleep(0.5)  # the monitor's websocket is up
+        os.kill(pid, signal.SIGKILL)
+        new = wait_for(lambda: (dnsmasq_pid(d, name) or 0) not in (0, pid) and dnsmasq_pid(d, name), 15,
+                       what="dnsmasq to be restarted")
+        assert new != pid
+        assert f"of network {name} exited" in d.log()
+        warnings = [e for e in monitor.read(3) if e["metadata"].get("level") == "warn"
+                    and f"of network {name} exited" in e["metadata"]["message"]]
+        assert warnings, monitor.events
+    finally:
+        monitor.close()
 
 
 def test_daemon_restart_keeps_addresses(d, ns, network, containers):

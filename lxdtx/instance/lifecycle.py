@@ -116,7 +116,7 @@ class Instances:
                 if volatile:  # nics plugged in: their MACs and names
                     doc.value["config"].update(volatile)
                     await self._save(name, doc.value, doc.revision)
-            await self.daemon.networks.maas.container_changed(name, before, after)
+            await self.daemon.networks.container_changed(name, before, after)
 
     async def setup(self):
         """Read host facts once at daemon start (blocking reads, done in a thread)."""
@@ -219,8 +219,8 @@ class Instances:
 
             await threads.deferToThread(self._make_links, name, path)
             revert.add(self._remove_links, name)
-            await self.daemon.networks.maas.container_changed(name, None, self.expanded(value))
-            revert.add(self.daemon.networks.maas.container_deleted, name, self.expanded(value))
+            await self.daemon.networks.container_changed(name, None, self.expanded(value))
+            revert.add(self.daemon.networks.container_deleted, name, self.expanded(value))
             await self.store.commit([
                 Put(KIND, name, value, expect=ABSENT),
                 self.daemon.pools.volume_changes(pool, "container", name, {"config": {}, "description": ""},
@@ -467,7 +467,7 @@ class Instances:
             snapshots = [n for n in self.store.names(model.SNAPSHOT_KIND) if n.startswith(name + "/")]
             for snapshot in snapshots:
                 await driver.delete_volume("container", snapshot)
-            await self.daemon.networks.maas.container_deleted(name, self.expanded(value))
+            await self.daemon.networks.container_deleted(name, self.expanded(value))
             await driver.delete_volume("container", name)
             changes = [Delete(KIND, name),
                        self.daemon.pools.volume_changes(value["pool"], "container", name)]
@@ -496,8 +496,8 @@ class Instances:
                     await self._remove_links(name)
                     await threads.deferToThread(self._make_links, new_name, driver.mount_path("container", new_name))
                     value["config"]["volatile.apply_template"] = "rename"
-                    await self.daemon.networks.maas.container_renamed(name, new_name, self.expanded(value))
-                    revert.add(self.daemon.networks.maas.container_renamed, new_name, name, self.expanded(value))
+                    await self.daemon.networks.container_renamed(name, new_name, self.expanded(value))
+                    revert.add(self.daemon.networks.container_renamed, new_name, name, self.expanded(value))
                     volume = self.daemon.pools.volume(pool, "container", name)
                     await self.store.commit([
                         Delete(KIND, name, expect=doc.revision),
@@ -542,7 +542,7 @@ class Instances:
             if old_size != new_size:
                 await self.daemon.pools.apply_root_size(value["pool"], name, new_size)
             config.update(devices_rt.fill_volatile(config, after[1]))  # MACs of nics added while stopped
-            await self.daemon.networks.maas.container_changed(name, before, self.expanded(new))
+            await self.daemon.networks.container_changed(name, before, self.expanded(new))
             await self.store.commit([Put(KIND, name, new, expect=doc.revision)])
         self.events.lifecycle("container-updated", f"/1.0/containers/{name}")
 

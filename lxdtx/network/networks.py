@@ -84,7 +84,8 @@ class Networks:
         """{parent: [(container, device name, device, container config)]} of every container's nics.
 
         `override`: (container, expanded config, expanded devices) not committed yet
-        (a container starting or being updated), used instead of its document.
+        (a container starting or being updated), used instead of its document; with
+        (container, None, None) the container is left out (it is being deleted).
         """
         found = {}
         instances = getattr(self.daemon, "instances", None)
@@ -93,6 +94,8 @@ class Networks:
         expanded = {doc.name: instances.expanded(doc.value) for doc in self.store.list("container")}
         if override is not None:
             expanded[override[0]] = (override[1], override[2])
+            if override[1] is None:
+                del expanded[override[0]]
         for container in sorted(expanded):
             config, devices = expanded[container]
             for dev, device in sorted(devices.items()):
@@ -283,6 +286,29 @@ class Networks:
         supervisor = self._dnsmasq.get(name)
         if changed and reload and supervisor is not None:
             supervisor.reload()
+
+    # -- containers changing -------------------------------------------------------------------
+    def _managed_parents(self, *expanded):
+        return sorted({d["parent"] for item in expanded if item for d in item[1].values()
+                       if d.get("type") == "nic" and d.get("nictype") == "bridged"
+                       and self.is_managed(d.get("parent", ""))})
+
+    async def container_changed(self, name, before, after):
+        """A container is created (`before` None) or changed: MAAS, static DHCP entries.
+
+        Called before the change is committed, with the expanded (config, devices).
+        """
+        await self.maas.container_changed(name, before, after)
+        for network in self._managed_parents(before, after):
+            await self.refresh_hosts(network, override=(name, *after))
+
+    async def container_renamed(self, name, new_name, expanded):
+        await self.maas.container_renamed(name, new_name, expanded)
+
+    async def container_deleted(self, name, expanded):
+        await self.maas.container_deleted(name, expanded)
+        for network in self._managed_parents(expanded):
+            await self.refresh_hosts(network, override=(name, None, None))
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def restore_all(self):

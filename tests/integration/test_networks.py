@@ -151,14 +151,19 @@ def test_static_address_and_leases(d, network, containers):
     wanted = str(subnet.network_address + 77)
     c = containers("--network", name, start=False)
     d.lxc("config", "device", "set", c, "eth0", "ipv4.address", wanted)
+    hosts = os.path.join(d.dir, "networks", name, "dnsmasq.hosts", c)
+    with open(hosts) as f:
+        assert f",{wanted},{c}" in f.read()  # written with the change, before any start
     d.lxc("start", c)
     assert wait_ipv4(d, c, subnet) == wanted
     hwaddr = d.request("GET", f"/1.0/containers/{c}").metadata["config"]["volatile.eth0.hwaddr"]
     leases = d.request("GET", f"/1.0/networks/{name}/leases").metadata
     assert leases[0] == {"hostname": c, "hwaddr": hwaddr, "address": wanted, "type": "static"}
     assert [lease for lease in leases if lease["address"] == wanted] == [leases[0]]
-    with open(os.path.join(d.dir, "networks", name, "dnsmasq.hosts", c)) as f:
+    with open(hosts) as f:
         assert f.read() == f"{hwaddr},{wanted},{c}\n"
+    d.lxc("delete", "--force", c)
+    assert not os.path.exists(hosts)  # the address is free for others again
 
 
 def test_dhcp_expiry_reaches_dnsmasq(d, network, containers):

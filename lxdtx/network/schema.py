@@ -191,7 +191,8 @@ def validate(name, config):
     SCHEMA.validate(config, MESSAGE)
     fan = config.get("bridge.mode") == "fan"
     if fan and len(name) > 11:
-        raise ConfigError([("bridge.mode", "Network name too long to use with the FAN (must be 11 characters or less)")])
+        raise ConfigError([("bridge.mode",
+                            "Network name too long to use with the FAN (must be 11 characters or less)")])
     for key in sorted(config):
         if config[key] == "":
             continue

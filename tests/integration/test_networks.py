@@ -5,7 +5,6 @@ Each module's daemon runs in a network namespace of the test's own (see
 any traffic stay inside namespaces the tests create and delete.
 """
 
-import json
 import os
 import signal
 import time

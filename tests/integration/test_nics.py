@@ -11,8 +11,7 @@ import os
 import pytest
 
 from tests.integration.netns import (  # noqa: F401 (fixtures)
-    Netns, container_ipv4, containers, d, free_subnet, in_container, kernel_config, network, ns, run, unique,
-    veth, wait_for,
+    Netns, container_ipv4, containers, d, in_container, kernel_config, network, ns, unique, veth, wait_for,
 )
 
 pytestmark = pytest.mark.timeout(300)

@@ -71,7 +71,8 @@ class ArgvTests(SynchronousTestCase):
         self.assertIn(f"--dhcp-leasefile={D}/dnsmasq.leases", args)
         stateful = argv({"ipv6.address": "fd42::1/64", "ipv6.dhcp.stateful": "true", "ipv6.dhcp.expiry": "3h"})
         self.assertEqual(pairs(stateful, "--dhcp-range"), ["fd42::2,fd42::ffff:ffff:ffff:ffff,64,3h"])
-        ranged = argv({"ipv6.address": "fd42::1/64", "ipv6.dhcp.stateful": "true", "ipv6.dhcp.ranges": "fd42::a-fd42::f"})
+        ranged = argv({"ipv6.address": "fd42::1/64", "ipv6.dhcp.stateful": "true",
+                       "ipv6.dhcp.ranges": "fd42::a-fd42::f"})
         self.assertEqual(pairs(ranged, "--dhcp-range"), ["fd42::a,fd42::f,64,1h"])
         ra_only = argv({"ipv6.address": "fd42::1/64", "ipv6.dhcp": "false"})
         self.assertEqual(pairs(ra_only, "--dhcp-range"), ["::,constructor:br0,ra-only"])

@@ -501,3 +501,34 @@ def test_gre_tunnel(two_sites):
         assert "gr" not in a.links() and "gr-g" not in a.links()
         pytest.skip("the kernel has no GRE tap support (CONFIG_NET_IPGRE)")
     assert a.links()["gr-g"]["linkinfo"]["info_kind"] == "gretap"
+
+
+def test_dns_port_taken():
+    """Another DNS server holding port 53 on every address: dnsmasq's complaint, and nothing left behind."""
+    import subprocess
+
+    ns = Netns()
+    holder = None
+    try:
+        d = daemon_in(ns)
+        holder = subprocess.Popen(["ip", "netns", "exec", ns.name, "python3", "-c",
+                                   "import socket, time\n"
+                                   "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                                   "s.bind(('0.0.0.0', 53))\n"
+                                   "print('bound', flush=True)\n"
+                                   "time.sleep(120)\n"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "bound"
+            name = unique("n", 6)
+            result = d.lxc("network", "create", name, "ipv6.address=none", check=False)
+            assert "Address already in use" in error_of(result)
+            assert name not in ns.links() and ns.nft_table("inet", f"lxdtx-{name}") is None
+            assert not os.path.exists(os.path.join(d.dir, "networks", name))
+            assert dnsmasq_pid(d, name) is None
+        finally:
+            d.cleanup()
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait(10)
+        ns.delete()

@@ -320,7 +320,8 @@ class Networks:
             except Exception as e:
                 self.log.error("Failed to bring up network {network}: {error}", network=doc.name, error=e)
         await self._forget_stale_filters()
-        await self._forget_orphans()
+        if self.names():  # (pyroute2 stays unloaded in daemons without networks)
+            await self._forget_orphans()
 
     async def _forget_orphans(self):
         """Bridges of daemons whose state directory is gone (killed test daemons): link, rules, dnsmasq.
@@ -371,6 +372,7 @@ class Networks:
         config = config or {}
         if not isinstance(config, dict) or not all(isinstance(v, str) for v in config.values()):
             raise errors.BadRequest("config must be a map of strings")
+        await self._forget_orphans()  # a vanished daemon's bridge may hold the name or the subnet
         await self._check_free_name(name)
         config = schema.creation_defaults(config, schema.host_has_ipv6())
         schema.validate(name, config)

@@ -71,22 +71,33 @@ async def ensure_network(daemon):
     if any(d.get("type") == "nic" for d in devices.values()) or "eth0" in devices:
         return
     names = daemon.networks.names()
-    if names:
-        network = names[0]
-    else:
+    network = names[0] if names else await _create_bridge(daemon)
+    if network is None:
+        return
+    doc = daemon.profiles.get(profiles.DEFAULT)
+    nic = {"type": "nic", "nictype": "bridged", "parent": network, "name": "eth0"}
+    value = dict(doc.value, devices={**doc.value.get("devices", {}), "eth0": nic})
+    await daemon.store.commit([Put(profiles.KIND, profiles.DEFAULT, value, expect=doc.revision)])
+
+
+async def _create_bridge(daemon):
+    """Create the first free `lxdbrN`; another daemon on this host may take a name meanwhile."""
+    failure = None
+    for _ in range(5):
         taken = {link["name"] for link in await run_in_thread(links.links)}
         network = next(f"lxdbr{i}" for i in range(100) if f"lxdbr{i}" not in taken)
         try:
             # Address defaults: a free private IPv4 /24 with NAT (and IPv6 when the host has it).
             await daemon.networks.create(network, config={"ipv4.address": "auto", "ipv4.nat": "true"})
         except Exception as e:
-            log.error("Could not create the network {network}: {error}", network=network, error=e)
-            return
+            failure = e
+            if await run_in_thread(links.exists, network) and not daemon.networks.is_managed(network):
+                continue  # somebody else's now: try the next name
+            break
         log.info("Created network {network}", network=network)
-    doc = daemon.profiles.get(profiles.DEFAULT)
-    nic = {"type": "nic", "nictype": "bridged", "parent": network, "name": "eth0"}
-    value = dict(doc.value, devices={**doc.value.get("devices", {}), "eth0": nic})
-    await daemon.store.commit([Put(profiles.KIND, profiles.DEFAULT, value, expect=doc.revision)])
+        return network
+    log.error("Could not create the network {network}: {error}", network=network, error=failure)
+    return None
 
 
 STEPS = [ensure_pool, ensure_root_disk, ensure_network, ensure_busybox_image]

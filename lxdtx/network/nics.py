@@ -125,8 +125,12 @@ class Nics:
                                         f"of network \"{parent}\" ({own.network})")
 
     # -- before and after a start ------------------------------------------------------------
-    async def prepare(self, container, config, devices):
-        """Get the host ready for the nics of a container about to start; returns volatile keys."""
+    async def prepare(self, container, config, devices, all_devices=None):
+        """Get the host ready for the nics of a container about to start; returns volatile keys.
+
+        `all_devices`: the container's whole expanded set when `devices` is only part of it
+        (a nic plugged in), for the static DHCP entries of the container's other nics.
+        """
         volatile = {}
         states = {}
         managed = set()
@@ -159,7 +163,7 @@ class Nics:
                     state.update(await self._remember(vf_name))
             merged = {**config, **volatile}
             for network in sorted(managed):
-                await self.networks.refresh_hosts(network, override=(container, merged, devices))
+                await self.networks.refresh_hosts(network, override=(container, merged, all_devices or devices))
             await self._save_state(container, states)
             revert.success()
         return volatile
@@ -289,7 +293,7 @@ class Nics:
         if ifname in used:
             raise errors.BadRequest(f"Interface name \"{ifname}\" of nic \"{dev}\" is taken in the container")
         volatile = {f"volatile.{dev}.name": ifname}
-        volatile.update(await self.prepare(container, config, {dev: device}))
+        volatile.update(await self.prepare(container, config, {dev: device}, devices))
         merged = {**config, **volatile}
         hwaddr = _hwaddr(dev, device, merged)
         if hwaddr:

@@ -161,6 +161,11 @@ def test_static_address_and_leases(d, network, containers):
     assert [lease for lease in leases if lease["address"] == wanted] == [leases[0]]
     with open(hosts) as f:
         assert f.read() == f"{hwaddr},{wanted},{c}\n"
+    # A nic plugged in later adds its entry and keeps the first one's.
+    d.lxc("config", "device", "add", c, "eth1", "nic", "nictype=bridged", f"parent={name}")
+    second = d.request("GET", f"/1.0/containers/{c}").metadata["config"]["volatile.eth1.hwaddr"]
+    with open(hosts) as f:
+        assert f.read() == f"{hwaddr},{wanted},{c}\n{second},{c}\n"
     d.lxc("delete", "--force", c)
     assert not os.path.exists(hosts)  # the address is free for others again
 

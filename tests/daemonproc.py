@@ -174,6 +174,17 @@ class Daemon:
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.conf, ignore_errors=True)
 
+    def cgroup_file(self, name, controller, filename):
+        """Host path of a cgroup file of this daemon's container `name` (v1, else unified)."""
+        from lxdtx.instance.runtime import cgroup_prefixes, scope_of
+
+        cgroup = cgroup_prefixes(scope_of(self.dir))[0] + name
+        for root in (f"/sys/fs/cgroup/{controller}", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+            path = os.path.join(root, cgroup, filename)
+            if os.path.exists(path):
+                return path
+        return os.path.join(f"/sys/fs/cgroup/{controller}", cgroup, filename)
+
     # -- clients ---------------------------------------------------------
     @property
     def socket_path(self):

@@ -64,7 +64,8 @@ class Layout:
     """
 
     def __init__(self, v1=None, unified=None, unified_controllers=(), base=None,
-                 swap_accounting=False, blkio_weight=None):
+                 swap_accounting=False, blkio_weight=None, payload_prefix=PAYLOAD_PREFIX):
+        self.payload_prefix = payload_prefix  # names containers' cgroups (`lxc.cgroup.dir.container`)
         self.v1 = dict(v1 or {})
         self.unified = unified
         self.unified_controllers = frozenset(unified_controllers)
@@ -105,16 +106,17 @@ class Layout:
     def container_path(self, controller, name):
         """Host directory of container `name`'s cgroup for `controller` (None when unavailable).
 
-        liblxc 5 creates `lxc.payload.<name>` below pid 1's cgroup in each
-        hierarchy (and `lxc.monitor.<name>` for its monitor). Should that
-        directory already exist, liblxc picks `lxc.payload.<name>-1` and so on,
-        so for a running container `process_path()` on its init pid is exact.
+        liblxc 5 creates `<payload_prefix><name>` below pid 1's cgroup in each
+        hierarchy (`lxc.payload.` unless the config names it with
+        `lxc.cgroup.dir.container`). Should that directory already exist,
+        liblxc picks `<name>-1` and so on, so for a running container
+        `process_path()` on its init pid is exact.
         """
         mount = self.mountpoint(controller)
         if mount is None:
             return None
         base = self.base.get(controller if self.version(controller) == V1 else "", "/")
-        return os.path.join(mount, base.lstrip("/"), PAYLOAD_PREFIX + name)
+        return os.path.join(mount, base.lstrip("/"), self.payload_prefix + name)
 
     def process_path(self, controller, pid, proc_cgroup_text=None):
         """Host directory of the cgroup process `pid` is in, for `controller`."""

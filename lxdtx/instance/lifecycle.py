@@ -22,7 +22,9 @@ from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import idmap as idmaps
 from lxdtx.instance.liblxc import Liblxc
 from lxdtx.instance.oplock import OperationLocks
-from lxdtx.instance.runtime import FROZEN, RUNNING, STATUS_CODES, STOPPED, Runtime
+from lxdtx.instance.runtime import (
+    FROZEN, RUNNING, STATUS_CODES, STOPPED, Runtime, cgroup_prefixes, scope_of,
+)
 from lxdtx.instance.snapshots import Snapshots
 from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
@@ -122,6 +124,9 @@ class Instances:
         """Read host facts once at daemon start (blocking reads, done in a thread)."""
         self.allocation = await threads.deferToThread(idmaps.ensure_allocation)
         self.layout = await threads.deferToThread(cgroups.detect)
+        self.cgroup_prefix, self.monitor_prefix = cgroup_prefixes(scope_of(self.daemon.dir))
+        self.layout.payload_prefix = self.cgroup_prefix
+        self.runtime.layout = self.layout
 
     # -- paths -----------------------------------------------------------
     def list_snapshots(self, name, recursion):
@@ -325,6 +330,7 @@ class Instances:
 
         await threads.deferToThread(self._write_config, name, path, config, idmap, lines)
         self.runtime.forget(name)
+        await threads.deferToThread(self._remove_stale_cgroups, name)
         await self.liblxc.start(name)
         try:
             await self.daemon.networks.nics.started(name, {**config, **own}, devs)
@@ -347,6 +353,22 @@ class Instances:
             "devices": self.expanded(value)[1],
         }
 
+    def _remove_stale_cgroups(self, name):
+        """Empty cgroups an aborted start left behind: with explicit cgroup names
+        liblxc refuses to start while they exist (it only renames its default ones)."""
+        parents = {os.path.dirname(p) for p in map(lambda c: self.layout.container_path(c, name),
+                                                       cgroups.CONTROLLERS) if p}
+        for parent in parents:
+            for prefix in (self.cgroup_prefix, self.monitor_prefix):
+                top = os.path.join(parent, prefix + name)
+                if not os.path.isdir(top):
+                    continue
+                for directory, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+                    try:
+                        os.rmdir(directory)
+                    except OSError:
+                        break  # processes still in it: not stale
+
     def _write_config(self, name, path, config, idmap, device_lines):
         log_dir = self.log_dir(name)
         lxc_dir = os.path.join(self.lxcpath, name)
@@ -356,7 +378,12 @@ class Instances:
         seccomp_path = os.path.join(lxc_dir, "seccomp")
         rendered = lxcconf.render(
             name, rootfs=os.path.join(path, "rootfs"), log_dir=log_dir, config=config, idmap=idmap,
-            device_lines=device_lines + [("lxc.hook.post-stop", hook)], layout=self.layout,
+            device_lines=device_lines + [
+                ("lxc.hook.post-stop", hook),
+                # Cgroups named per daemon: two daemons' containers never share one.
+                ("lxc.cgroup.dir.monitor", self.monitor_prefix + name),
+                ("lxc.cgroup.dir.container", self.cgroup_prefix + name),
+            ], layout=self.layout,
             apparmor=hostinfo.apparmor_enabled(), host_cpus=os.cpu_count() or 1,
             host_memory=hostinfo.memory()["total"], seccomp_path=seccomp_path,
         )

@@ -1,28 +1,28 @@
 # -*- test-case-name: tests.integration.test_containers -*-
 """What a container is doing right now, read from its cgroups and /proc (no liblxc call).
 
-liblxc puts a container's processes in `lxc.payload.<name>` under each cgroup
-hierarchy. Its init is the process whose pid inside the container is 1.
+Each container's processes live in a cgroup named by `cgroup_name` under every
+hierarchy (set with `lxc.cgroup.dir.container`, unique per daemon, so two
+daemons on one host never mistake each other's containers). Its init is the
+process whose pid inside the container is 1.
 """
 
+import hashlib
 import os
 
 STOPPED, RUNNING, FROZEN = "Stopped", "Running", "Frozen"
 STATUS_CODES = {STOPPED: 102, RUNNING: 103, FROZEN: 110, "Error": 112}
 
-CGROUP_ROOT = "/sys/fs/cgroup"
 
 
-def cgroup_dir(name, controller):
-    """The container's cgroup directory for a v1 controller, or the unified one."""
-    v1 = os.path.join(CGROUP_ROOT, controller, f"lxc.payload.{name}")
-    if os.path.isdir(v1):
-        return v1
-    for unified in (os.path.join(CGROUP_ROOT, "unified"), CGROUP_ROOT):
-        path = os.path.join(unified, f"lxc.payload.{name}")
-        if os.path.isdir(path):
-            return path
-    return None
+def scope_of(state_dir):
+    """A short id of a daemon (by its state directory) for the names of its cgroups."""
+    return hashlib.sha256(os.path.abspath(state_dir).encode()).hexdigest()[:8]
+
+
+def cgroup_prefixes(scope):
+    """(container, monitor) cgroup name prefixes of a daemon's containers."""
+    return f"lxdtx.{scope}.payload.", f"lxdtx.{scope}.monitor."
 
 
 def _read(path):
@@ -33,7 +33,7 @@ def _read(path):
         return None
 
 
-def _is_init_of(pid, name):
+def _is_init_of(pid, cgroup):
     status = _read(f"/proc/{pid}/status")
     if not status:
         return False
@@ -42,15 +42,30 @@ def _is_init_of(pid, name):
             if line.split()[-1] != "1":
                 return False
             break
-    cgroups = _read(f"/proc/{pid}/cgroup") or ""
-    return f"lxc.payload.{name}" in cgroups
+    return _in_cgroup(pid, cgroup)
+
+
+def _in_cgroup(pid, cgroup):
+    return f"/{cgroup}\n" in (_read(f"/proc/{pid}/cgroup") or "")
 
 
 class Runtime:
-    """Init pids and states of running containers; pids are cached and re-checked."""
+    """Init pids and states of running containers; pids are cached and re-checked.
+
+    `layout` is the host's cgroups.Layout (set once at daemon start); its
+    `payload_prefix` names our containers' cgroups.
+    """
 
     def __init__(self):
         self._pids = {}
+        self.layout = None
+
+    def cgroup_name(self, name):
+        return self.layout.payload_prefix + name
+
+    def cgroup_dir(self, name, controller):
+        path = self.layout.container_path(controller, name)
+        return path if path and os.path.isdir(path) else None
 
     def forget(self, name):
         self._pids.pop(name, None)
@@ -58,17 +73,18 @@ class Runtime:
     def init_pid(self, name):
         """The host pid of the container's init, or None when it is not running."""
         pid = self._pids.get(name)
+        cgroup = self.cgroup_name(name)
         # A remembered init is still it while it lives in the container's cgroup:
         # should init die, the whole container goes with it.
-        if pid and f"lxc.payload.{name}" in (_read(f"/proc/{pid}/cgroup") or ""):
+        if pid and _in_cgroup(pid, cgroup):
             return pid
         self._pids.pop(name, None)
-        path = cgroup_dir(name, "pids") or cgroup_dir(name, "memory")
+        path = self.cgroup_dir(name, "pids") or self.cgroup_dir(name, "memory")
         if path is None:
             return None
         procs = _read(os.path.join(path, "cgroup.procs")) or ""
         for line in procs.split():
-            if _is_init_of(int(line), name):
+            if _is_init_of(int(line), cgroup):
                 self._pids[name] = int(line)
                 return int(line)
         return None
@@ -77,7 +93,7 @@ class Runtime:
         """Stopped, Running or Frozen."""
         if self.init_pid(name) is None:
             return STOPPED
-        freezer = cgroup_dir(name, "freezer")
+        freezer = self.cgroup_dir(name, "freezer")
         if freezer:
             state = (_read(os.path.join(freezer, "freezer.state")) or "").strip()
             if state in ("FROZEN", "FREEZING"):
@@ -88,10 +104,10 @@ class Runtime:
         return RUNNING
 
     def processes(self, name):
-        path = cgroup_dir(name, "pids") or cgroup_dir(name, "memory")
+        path = self.cgroup_dir(name, "pids") or self.cgroup_dir(name, "memory")
         procs = _read(os.path.join(path, "cgroup.procs")) if path else None
         return len(procs.split()) if procs else 0
 
     def read_cgroup(self, name, controller, filename):
-        path = cgroup_dir(name, controller)
+        path = self.cgroup_dir(name, controller)
         return _read(os.path.join(path, filename)) if path else None

@@ -11,9 +11,8 @@ def _pid(d, name):
     return d.request("GET", f"/1.0/containers/{name}/state").metadata["pid"]
 
 
-def _cgroup(name, controller, filename):
-    path = f"/sys/fs/cgroup/{controller}/lxc.payload.{name}/{filename}"
-    with open(path) as f:
+def _cgroup(d, name, controller, filename):
+    with open(d.cgroup_file(name, controller, filename)) as f:
         return f.read().strip()
 
 
@@ -40,16 +39,16 @@ def test_limits_at_start_and_live(busybox_daemon, make):
     d = busybox_daemon
     name = make("lim1", "limits.memory=96MB", "limits.processes=77", "limits.cpu=1",
                 "limits.cpu.allowance=50ms/100ms")
-    assert int(_cgroup(name, "memory", "memory.limit_in_bytes")) == 96 * 1024 * 1024
-    assert _cgroup(name, "pids", "pids.max") == "77"
-    assert _cgroup(name, "cpuset", "cpuset.cpus") == "0"
-    assert _cgroup(name, "cpu", "cpu.cfs_quota_us") == "50000"
+    assert int(_cgroup(d, name, "memory", "memory.limit_in_bytes")) == 96 * 1024 * 1024
+    assert _cgroup(d, name, "pids", "pids.max") == "77"
+    assert _cgroup(d, name, "cpuset", "cpuset.cpus") == "0"
+    assert _cgroup(d, name, "cpu", "cpu.cfs_quota_us") == "50000"
     d.lxc("config", "set", name, "limits.processes", "99")
-    assert _cgroup(name, "pids", "pids.max") == "99"
+    assert _cgroup(d, name, "pids", "pids.max") == "99"
     d.lxc("config", "unset", name, "limits.processes")
-    assert _cgroup(name, "pids", "pids.max") == "max"
+    assert _cgroup(d, name, "pids", "pids.max") == "max"
     d.lxc("config", "set", name, "limits.cpu.allowance", "25ms/100ms")
-    assert _cgroup(name, "cpu", "cpu.cfs_quota_us") == "25000"
+    assert _cgroup(d, name, "cpu", "cpu.cfs_quota_us") == "25000"
 
 
 def test_profile_change_reaches_running_container(busybox_daemon, make):
@@ -60,7 +59,7 @@ def test_profile_change_reaches_running_container(busybox_daemon, make):
         d.lxc("launch", "busybox", "pc1", "-p", "default", "-p", "lim-prof")
         try:
             d.lxc("profile", "set", "lim-prof", "limits.memory", "80MB")
-            assert int(_cgroup("pc1", "memory", "memory.limit_in_bytes")) == 80 * 1024 * 1024
+            assert int(_cgroup(d, "pc1", "memory", "memory.limit_in_bytes")) == 80 * 1024 * 1024
             used_by = d.request("GET", "/1.0/profiles/lim-prof").metadata["used_by"]
             assert used_by == ["/1.0/containers/pc1"]
             result = d.lxc("profile", "delete", "lim-prof", check=False)

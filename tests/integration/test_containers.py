@@ -82,9 +82,9 @@ def test_memory_limit_live(busybox_daemon, container):
     """`lxc config set limits.memory` lands in the running container's cgroup."""
     d = busybox_daemon
     d.lxc("config", "set", container, "limits.memory", "64MB")
-    path = f"/sys/fs/cgroup/memory/lxc.payload.{container}/memory.limit_in_bytes"
+    path = d.cgroup_file(container, "memory", "memory.limit_in_bytes")
     if not os.path.exists(path):
-        path = f"/sys/fs/cgroup/lxc.payload.{container}/memory.max"
+        path = d.cgroup_file(container, "memory", "memory.max")
     with open(path) as f:
         assert int(f.read().strip()) == 64 * 1024 * 1024
 

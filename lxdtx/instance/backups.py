@@ -82,7 +82,7 @@ class Backups:
         doc = self.instances.get(container)
         value = doc.value
         directory = self.instances.container_dir(value, container)
-        snapshots = [] if container_only else self._snapshots(container)
+        snapshots = [] if container_only else self.instances.snapshot_dirs(container)
         stage = os.path.join(self.daemon.path("tmp"), f"backup-{uuid.uuid4().hex}")
         dest = self.path(container, backup)
         await threads.deferToThread(os.makedirs, os.path.join(stage, "backup"), 0o700)
@@ -108,10 +108,6 @@ class Backups:
             raise
         finally:
             await threads.deferToThread(shutil.rmtree, stage, True)
-
-    def _snapshots(self, container):
-        lister = getattr(self.instances, "snapshot_dirs", None)
-        return lister(container) if lister else []
 
     def _write_metadata(self, stage, directory, container, value, snapshots):
         import yaml  # loaded on first use: the idle daemon does without it

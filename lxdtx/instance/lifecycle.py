@@ -7,6 +7,7 @@ link or config behind.
 """
 
 import os
+import secrets
 import shutil
 import sys
 
@@ -643,9 +644,9 @@ class Instances:
                     changes = [Put(KIND, name, value, expect=ABSENT),
                                self.daemon.pools.volume_changes(pool, "container", name,
                                                                 {"config": {}, "description": ""}, expect=ABSENT)]
-                    importer = getattr(self, "import_snapshots", None)
-                    if importer is not None and index.get("snapshots"):
-                        changes += await importer(name, pool, stage, index["snapshots"], backup.get("snapshots") or [])
+                    snapshots = [s for s in index.get("snapshots") or [] if isinstance(s, str)]
+                    changes += await self.snapshots.import_all(name, pool, stage, snapshots,
+                                                               backup.get("snapshots") or [], revert)
                     await self.store.commit(changes)
                     revert.success()
         finally:
@@ -657,13 +658,12 @@ class Instances:
     def publish_source(self, name, snapshot=None):
         """`async with instances.publish_source(name) as directory:` for `POST /1.0/images`.
 
-        The container must be stopped; it stays locked while the image is packed.
-        The directory holds `metadata.yaml`, `templates/` and `rootfs/` with the
-        ownership an image has (container ids, not shifted host ids).
+        The container must be stopped (a snapshot is copied instead); it stays
+        locked while the image is packed. The directory holds `metadata.yaml`,
+        `templates/` and `rootfs/` with the ownership an image has (container
+        ids, not shifted host ids).
         """
-        if snapshot:
-            raise errors.BadRequest("Publishing snapshots is not supported yet")
-        return _PublishSource(self, name)
+        return _PublishSource(self, name, snapshot)
 
     # -- daemon start and shutdown ---------------------------------------------
     async def on_daemon_start(self):
@@ -724,19 +724,23 @@ class Instances:
 
 
 class _PublishSource:
-    """Locks a stopped container and lends out its directory with ids unshifted."""
+    """Locks a container and lends out its directory (or a snapshot's copy) with ids unshifted."""
 
-    def __init__(self, instances, name):
+    def __init__(self, instances, name, snapshot=None):
         self._instances = instances
         self._name = name
+        self._snapshot = snapshot
         self._idmap = None
         self._path = None
+        self._copy = None  # (driver, volume) of a snapshot's temporary copy
 
     async def __aenter__(self):
         instances, name = self._instances, self._name
         await instances.locks.acquire(name, "publish")
         try:
             doc = instances.get(name)
+            if self._snapshot:
+                return await self._copy_snapshot(doc)
             if instances.status(name) != STOPPED:
                 raise errors.BadRequest("The container is currently running, stop it first")
             self._path = instances.container_dir(doc.value, name)
@@ -751,6 +755,20 @@ class _PublishSource:
             raise
         return self._path
 
+    async def _copy_snapshot(self, doc):
+        """A writable copy of the snapshot, unshifted: snapshots may be read-only."""
+        snap = self._instances.snapshots.get(self._name, self._snapshot)
+        driver = self._instances.daemon.pools.driver(doc.value["pool"])
+        volume = f"{self._name}.publish-{secrets.token_hex(4)}"
+        await driver.copy_volume("container", snap.name, volume)
+        self._copy = (driver, volume)
+        self._path = driver.mount_path("container", volume)
+        text = snap.value["config"].get("volatile.last_state.idmap")
+        idmap = idmaps.IdMap.from_json(text) if text else None
+        if idmap is not None:
+            await threads.deferToThread(idmaps.shift_tree, os.path.join(self._path, "rootfs"), idmap, None)
+        return self._path
+
     async def _mark(self, unshifting):
         """While the marker is set the rootfs may be partly unshifted; a start heals it first."""
         doc = self._instances.get(self._name)
@@ -762,7 +780,10 @@ class _PublishSource:
 
     async def __aexit__(self, *exc):
         try:
-            if self._idmap is not None:
+            if self._copy is not None:
+                driver, volume = self._copy
+                await driver.delete_volume("container", volume)
+            elif self._idmap is not None:
                 await threads.deferToThread(idmaps.shift_tree, os.path.join(self._path, "rootfs"),
                                             None, self._idmap)
                 await self._mark(False)

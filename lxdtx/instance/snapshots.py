@@ -10,6 +10,7 @@ map along and the next start shifts only if needed.
 """
 
 import copy
+import os
 import re
 
 from lxdtx import errors, timeutil
@@ -108,6 +109,28 @@ class Snapshots:
         instances.events.lifecycle("container-snapshot-created", f"/1.0/containers/{container}",
                                    {"snapshot_name": full})
         return snapshot
+
+    async def import_all(self, container, pool, stage, names, documents, revert):
+        """Volumes for a backup's snapshots (`stage/snapshots/<name>`); returns their store changes.
+
+        Each volume made is registered with the caller's `revert`; the caller
+        commits the changes together with the container's.
+        """
+        driver = self.pools.driver(pool)
+        by_name = {d.get("name"): d for d in documents if isinstance(d, dict)}
+        changes = []
+        for snapshot in names:
+            model.check_snapshot_name(snapshot)
+            full = f"{container}/{snapshot}"
+            await driver.import_volume("container", full, os.path.join(stage, "snapshots", snapshot))
+            revert.add(driver.delete_volume, "container", full)
+            value = {k: v for k, v in (by_name.get(snapshot) or {}).items() if k != "name"}
+            value.setdefault("created_at", timeutil.now())
+            value["pool"] = pool
+            changes += [Put(KIND, full, value, expect=ABSENT),
+                        self.pools.volume_changes(pool, "container", full, {"config": {}, "description": ""},
+                                                  expect=ABSENT)]
+        return changes
 
     async def delete(self, container, snapshot):
         instances = self.instances

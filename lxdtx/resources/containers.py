@@ -93,8 +93,7 @@ async def _embed_full(instances, obj):
     name = obj["name"]
     doc = instances.store.get(model.KIND, name)
     obj["state"] = await state.collect(instances, name, doc.value) if doc else None
-    lister = getattr(instances, "list_snapshots", None)
-    obj["snapshots"] = lister(name, 1) if lister else []
+    obj["snapshots"] = instances.list_snapshots(name, 1)
     backups = instances.backups
     obj["backups"] = [backups.render(backups.get(name, b)) for b in backups.names(name)]
 
@@ -132,9 +131,9 @@ async def create_container(req):
         from lxdtx.instance.copy import create_from_copy
 
         return await create_from_copy(req, name, body)
-    elif kind not in ("none",):
-        if kind == "migration" and hasattr(instances, "create_from_migration"):
-            return await instances.create_from_migration(req, name, body)
+    elif kind == "migration":
+        raise errors.NotImplementedYet("Container migration between servers is not implemented")
+    elif kind != "none":
         raise errors.BadRequest(f"unknown source type {kind}" if kind else "Missing source type")
     params = dict(architecture=architecture, config=config, devices=devices, profiles=profiles,
                   ephemeral=bool(body.get("ephemeral")), description=_string(body, "description"))
@@ -227,10 +226,7 @@ async def post_container(req):
 
         return start_pool_move(req, name, body)
     if body.get("migration"):
-        migrate = getattr(instances, "migrate_source", None)
-        if migrate is None:
-            raise errors.BadRequest("Migration is not supported yet")
-        return await migrate(req, name, body)
+        raise errors.NotImplementedYet("Container migration between servers is not implemented")
     new_name = _string(body, "name")
     model.check_name(new_name)
     if instances.store.exists(model.KIND, new_name):

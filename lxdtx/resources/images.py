@@ -5,7 +5,6 @@ The work happens in `daemon.images` (lxdtx.image.store.ImageStore); these
 handlers parse, check who may see what, and answer.
 """
 
-import inspect
 import json
 
 from twisted.protocols.basic import FileSender
@@ -294,9 +293,7 @@ async def _publish(req, body, source, kind):
         raise errors.BadRequest(f"Invalid container name {name!r}: use source type snapshot for a snapshot")
     if kind == "snapshot" and not (container and snapshot):
         raise errors.BadRequest(f"Invalid snapshot name {name!r}: expected <container>/<snapshot>")
-    instances = getattr(daemon, "instances", None)
-    if instances is None or not hasattr(instances, "publish_source"):
-        raise errors.BadRequest("container publishing not available")
+    instances = daemon.instances
     images = daemon.images
     if compression and compression != "none":
         try:
@@ -306,10 +303,7 @@ async def _publish(req, body, source, kind):
     images.check_aliases(aliases)
 
     async def run(op):
-        source_dir = instances.publish_source(container, snapshot=snapshot or None)
-        if not hasattr(source_dir, "__aenter__") and inspect.isawaitable(source_dir):
-            source_dir = await source_dir  # a coroutine handing back the context manager
-        async with source_dir as directory:
+        async with instances.publish_source(container, snapshot=snapshot or None) as directory:
             fingerprint = await images.create_from_directory(
                 directory, properties=properties, public=public, compression=compression,
                 aliases=aliases, filename=filename, operation=op)

@@ -201,6 +201,8 @@ class Driver:
 
     async def import_volume(self, vol_type, name, source_dir):
         """A new volume holding the contents of `source_dir` (an unpacked backup)."""
+        if vol_type == "container" and is_snapshot(name):
+            await self.in_thread(os.makedirs, self.snapshots_dir(name.split("/", 1)[0]), 0o700, True)
         await self.create_volume(vol_type, name, {})
         try:
             await self.mount_volume(vol_type, name)

@@ -71,3 +71,27 @@ def test_bad_import_leaves_nothing(busybox_daemon):
     assert "Invalid backup" in op["err"] or "index.yaml" in op["err"]
     assert d.request("GET", "/1.0/containers").metadata == before
     assert not [n for n in os.listdir(os.path.join(d.dir, "tmp")) if n.startswith("import-")]
+
+
+def test_backup_with_snapshots(busybox_daemon):
+    """A backup carries the container's snapshots; the import restores them, restorable."""
+    d = busybox_daemon
+    d.lxc("init", "busybox", "bks")
+    workdir = tempfile.mkdtemp(prefix="lxdtx-backup-", dir="/var/tmp")
+    tarball = os.path.join(workdir, "bks.tar.xz")
+    try:
+        d.lxc("snapshot", "bks", "first")
+        d.lxc("snapshot", "bks", "second")
+        d.lxc("export", "bks", tarball)
+        d.lxc("delete", "bks")
+        d.lxc("import", tarball)
+        names = [s["name"] for s in d.request("GET", "/1.0/containers/bks/snapshots?recursion=1").metadata]
+        assert names == ["bks/first", "bks/second"]
+        d.lxc("restore", "bks", "first")
+        d.lxc("start", "bks")
+        assert d.request("GET", "/1.0/containers/bks").metadata["status"] == "Running"
+    finally:
+        d.lxc("delete", "-f", "bks", check=False)
+        for name in os.listdir(workdir):
+            os.unlink(os.path.join(workdir, name))
+        os.rmdir(workdir)

@@ -229,3 +229,21 @@ def test_logs_api(busybox_daemon, container):
     assert d.request("DELETE", f"/1.0/containers/{container}/logs/lxc.log").status == 400
     assert d.request("GET", f"/1.0/containers/{container}/logs/../../etc").status in (400, 404)
     assert d.lxc("info", "--show-log", container).returncode == 0
+
+
+def test_publish_snapshot(busybox_daemon):
+    """`lxc publish c/snap` of a running container's snapshot makes a launchable image."""
+    d = busybox_daemon
+    d.lxc("launch", "busybox", "pubs1")
+    try:
+        d.lxc("snapshot", "pubs1", "s0")
+        d.lxc("publish", "pubs1/s0", "--alias", "pubsnap")
+        d.lxc("launch", "pubsnap", "pubs2")
+        assert _status(d, "pubs2") == "Running"
+        assert _status(d, "pubs1") == "Running"
+        leftovers = os.listdir(os.path.join(d.dir, "storage-pools", "default", "containers"))
+        assert not [n for n in leftovers if ".publish-" in n]
+    finally:
+        d.lxc("delete", "-f", "pubs1", check=False)
+        d.lxc("delete", "-f", "pubs2", check=False)
+        d.lxc("image", "delete", "pubsnap", check=False)

@@ -24,12 +24,16 @@ $(VENV)/.stamp: requirements.txt requirements-test.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements-test.txt
 	$(VENV)/bin/pip install -q --no-deps -e . --config-settings editable_mode=compat
+	# Byte-code for `python -OO` (how `make run` starts the daemon), written even where
+	# PYTHONDONTWRITEBYTECODE is set: compiling at every start costs time and memory.
+	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/python -OO -m compileall -q -j 0 lxdtx \
+		"$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" > /dev/null
 	touch $@
 
-# Run the daemon in the foreground with all state under $(DIR).
+# Run the daemon in the foreground with all state under $(DIR) (`lxdtx daemon` is twistd
+# with TLS loaded only once HTTPS is used; -OO keeps docstrings out of memory).
 run: deps venv
-	# -OO: no docstrings in memory (a few MB of an idle daemon).
-	$(VENV)/bin/python -OO $(VENV)/bin/twistd -n --pidfile= lxdtx --dir $(DIR) --auto-init
+	$(VENV)/bin/python -OO $(VENV)/bin/lxdtx daemon --dir $(DIR) --auto-init
 
 # Every test: unit tests, then integration tests on real containers with the real lxc client.
 test: deps venv

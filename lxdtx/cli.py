@@ -113,6 +113,10 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="lxdtx", description="lxdtx daemon administration")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    # Listed for --help; main() hands `daemon ...` to twistd before argparse sees it.
+    commands.add_parser(
+        "daemon", help="run the daemon in the foreground (then twistd lxdtx options: --dir, --https, --auto-init)")
+
     p = commands.add_parser("waitready", help="wait until the daemon answers API calls")
     p.add_argument("--dir", default=DEFAULT_DIR)
     p.add_argument("--timeout", type=float, default=60)
@@ -139,6 +143,11 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["daemon"]:
+        from lxdtx import launch
+
+        return launch.main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -51,8 +51,8 @@ class Daemon:
     def path(self, *parts):
         return os.path.join(self.dir, *parts)
 
-    def load_certificate(self):
-        tls.ensure_keypair(self.cert_path, self.key_path)
+    async def load_certificate(self):
+        await tls.ensure_keypair(self.cert_path, self.key_path)
         with open(self.cert_path) as f:
             self.cert_pem = f.read()
         self.cert_fingerprint = tls.fingerprint(tls.pem_to_der(self.cert_pem))

@@ -44,7 +44,11 @@ class Listeners:
 
     def _listen(self, address):
         host, number = parse_host_port(address, 8443)
-        return self._reactor.listenSSL(number, self._https_site, self._context_factory(), interface=host)
+        # TLS over a plain TCP port: pyOpenSSL is imported only once HTTPS is wanted.
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        factory = TLSMemoryBIOFactory(self._context_factory(), False, self._https_site)
+        return self._reactor.listenTCP(number, factory, interface=host)
 
     async def set_https(self, old, new):
         """The `core.https_address` hook: bind the new address first, then let the old one go.

@@ -55,7 +55,7 @@ class LxdtxService(service.MultiService):
         await store.open()
         daemon = self.daemon = Daemon(self.state_dir, store, self.reactor)
         daemon.request_shutdown = self.request_shutdown
-        daemon.load_certificate()
+        await daemon.load_certificate()
         daemon.liblxc_version = await _liblxc_version()
         await daemon.profiles.ensure_default()
         await daemon.pools.mount_all()

@@ -13,8 +13,9 @@ import ipaddress
 import os
 import re
 import socket
+import sys
 
-from twisted.internet.interfaces import IOpenSSLContextFactory
+from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
 _PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
@@ -86,13 +87,19 @@ def generate_keypair(cert_path, key_path, common_name=None, client=False):
         f.write(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def ensure_keypair(cert_path, key_path):
-    """Generate the server keypair on first start."""
+async def ensure_keypair(cert_path, key_path):
+    """Generate the server keypair on first start.
+
+    In a child process: the daemon itself loads the crypto libraries only once
+    it serves HTTPS (see lxdtx.launch).
+    """
     if not (os.path.exists(cert_path) and os.path.exists(key_path)):
-        generate_keypair(cert_path, key_path)
+        from lxdtx.asyncutil import run
+
+        await run([sys.executable, "-m", "lxdtx.tls", cert_path, key_path])
 
 
-@implementer(IOpenSSLContextFactory)
+@implementer(IOpenSSLContextFactory, IOpenSSLServerConnectionCreator)
 class ServerContextFactory:
     """pyOpenSSL contexts for the HTTPS listener: TLS 1.2+ (1.3 offered), client cert requested."""
 
@@ -119,3 +126,12 @@ class ServerContextFactory:
             ctx.set_session_id(b"lxdtx")
             self._context = ctx
         return self._context
+
+    def serverConnectionForTLS(self, tls_protocol):
+        from OpenSSL import SSL
+
+        return SSL.Connection(self.getContext(), None)
+
+
+if __name__ == "__main__":
+    generate_keypair(sys.argv[1], sys.argv[2])

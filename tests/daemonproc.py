@@ -59,11 +59,13 @@ class Daemon:
         self.proc = None
         # A command prefix for the daemon and cleanup commands (e.g. nsenter into a network namespace).
         self.wrapper = []
+        # How the daemon is started: twistd with the plugin (or `lxdtx daemon`).
+        self.command = [TWISTD, "-n", "--pidfile=", "lxdtx"]
         self.log_path = os.path.join(self.dir, "daemon.log")
 
     # -- process ---------------------------------------------------------
     def start(self, timeout=30):
-        argv = [*self.wrapper, TWISTD, "-n", "--pidfile=", "lxdtx", "--dir", self.dir]
+        argv = [*self.wrapper, *self.command, "--dir", self.dir]
         if self.https:
             argv += ["--https", self.https]
         if self.auto_init:

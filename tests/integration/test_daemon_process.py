@@ -5,6 +5,8 @@ import signal
 import subprocess
 import tempfile
 
+import pytest
+
 from tests import pki
 from tests.daemonproc import LXDTX, Daemon
 from tests.integration.net import free_port, https_request, port_open
@@ -115,3 +117,39 @@ def test_waitready_timeout():
         assert "not ready" in result.stderr
     finally:
         os.rmdir(empty)
+
+
+def test_lxdtx_daemon_loads_tls_on_demand():
+    """`lxdtx daemon` serves without TLS libraries mapped, and brings them in for HTTPS."""
+    import http.client
+    import ssl
+    import time
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    d = Daemon()
+    d.command = [LXDTX, "daemon"]
+    d.start()
+    try:
+        rust = lambda: any("_rust" in line for line in open(f"/proc/{d.proc.pid}/maps"))
+        assert d.request("GET", "/1.0").status == 200
+        assert not rust()
+        port = free_port()
+        d.lxc("config", "set", "core.https_address", f"127.0.0.1:{port}")
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+                conn.request("GET", "/1.0")
+                assert conn.getresponse().status == 200
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert rust()
+    finally:
+        d.cleanup()

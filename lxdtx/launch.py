@@ -8,6 +8,7 @@ while pyOpenSSL is hidden leaves that out; the HTTPS listener brings the TLS
 machinery in when `core.https_address` is set (`twisted.protocols.tls`).
 """
 
+import importlib
 import sys
 
 
@@ -17,7 +18,7 @@ def install_reactor_without_tls():
         return
     sys.modules["OpenSSL"] = None  # makes `import OpenSSL` fail for the reactor's optional STARTTLS
     try:
-        from twisted.internet import reactor  # noqa: F401
+        importlib.import_module("twisted.internet.reactor")  # importing installs it
     finally:
         del sys.modules["OpenSSL"]
 

@@ -37,6 +37,13 @@ def _progress_as_strings(metadata):
             for key, value in metadata.items()}
 
 
+def container_resources(*names, **more):
+    """Operation resources naming containers; the `instances` key is what pylxd 2.4 reads."""
+    resources = {"containers": list(names), "instances": list(names)}
+    resources.update(more)
+    return resources
+
+
 def new_secret():
     """A websocket or token secret: 64 lower-case hex characters."""
     return secrets.token_hex(32)

@@ -3,7 +3,7 @@
 import re
 
 from lxdtx.config.schema import ConfigError
-from lxdtx.config.types import is_any, one_of
+from lxdtx.config.types import one_of
 from lxdtx.device.keys import check_keys
 
 

@@ -14,16 +14,13 @@ from lxdtx import errors
 from lxdtx.device import disk
 from lxdtx.instance import model
 from lxdtx.instance import devices as devices_rt
+from lxdtx.operations import container_resources
 from lxdtx.response import AsyncResponse
 from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
 
 # Volatile keys that travel with a copy: the image it came from and the ownership on disk.
 _KEPT_VOLATILE = ("volatile.base_image", "volatile.last_state.idmap")
-
-
-def _resources(*names):
-    return {"containers": list(names), "instances": list(names)}
 
 
 def merged_config(request_config, source_config):
@@ -79,7 +76,7 @@ async def create_from_copy(req, name, body):
             instances.release(name)
 
     try:
-        op = req.daemon.operations.start("Creating container", resources=_resources(name, parent), run=run)
+        op = req.daemon.operations.start("Creating container", resources=container_resources(name, parent), run=run)
     except BaseException:
         instances.release(name)
         raise
@@ -177,7 +174,7 @@ def start_pool_move(req, name, body):
             if new_name != name:
                 instances.release(new_name)
 
-    op = req.daemon.operations.start("Moving container", resources=_resources(name, new_name), run=run)
+    op = req.daemon.operations.start("Moving container", resources=container_resources(name, new_name), run=run)
     return AsyncResponse(op)
 
 

@@ -56,7 +56,7 @@ def argv(name, config, directory, user=None):
             "--dhcp-rapid-commit", "--quiet-dhcp", "--quiet-dhcp6", "--quiet-ra",
             f"--pid-file={path(PID)}", "--log-facility=-"]
     mtu = schema.mtu(config)
-    dhcp_files = [f"--dhcp-no-override", "--dhcp-authoritative", f"--dhcp-leasefile={path(LEASES)}",
+    dhcp_files = ["--dhcp-no-override", "--dhcp-authoritative", f"--dhcp-leasefile={path(LEASES)}",
                   f"--dhcp-hostsfile={path(HOSTS)}"]
 
     v4 = addresses.interface(config.get("ipv4.address", ""))

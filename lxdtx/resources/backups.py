@@ -2,19 +2,13 @@
 """`/1.0/containers/<c>/backups` (`container_backup`) and backup import on `POST /1.0/containers`."""
 
 from lxdtx import errors, timeutil
+from lxdtx.operations import container_resources
+from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse, FileResponse, SyncResponse
-from lxdtx.router import Endpoint
 
 
 def _backups(req):
     return req.daemon.instances.backups
-
-
-def _resources(container, backup=None):
-    resources = {"containers": [container], "instances": [container]}
-    if backup:
-        resources["backups"] = [backup]
-    return resources
 
 
 async def list_backups(req):
@@ -48,7 +42,7 @@ async def create_backup(req):
                              optimized=bool(body.get("optimized_storage")))
 
     return AsyncResponse(req.daemon.operations.start(
-        "Backing up container", resources=_resources(name, backup), run=run))
+        "Backing up container", resources=container_resources(name, backups=[backup]), run=run))
 
 
 async def get_backup(req):
@@ -66,7 +60,7 @@ async def rename_backup(req):
         await backups.rename(name, backup, new_name)
 
     return AsyncResponse(req.daemon.operations.start(
-        "Renaming container backup", resources=_resources(name, backup), run=run))
+        "Renaming container backup", resources=container_resources(name, backups=[backup]), run=run))
 
 
 async def delete_backup(req):
@@ -97,20 +91,14 @@ async def import_backup(req):
 
     async def run(op):
         created = await backups.restore(stage, pool_override=pool, name_override=name)
-        op.update_resources(_resources(created))
+        op.update_resources(container_resources(created))
 
     return AsyncResponse(req.daemon.operations.start("Restoring backup", resources={}, run=run))
 
 
-def _both(path):
-    return {"aliases": (path.replace("/1.0/containers", "/1.0/instances", 1),)}
-
-
 ENDPOINTS = [
-    Endpoint("/1.0/containers/{name}/backups", get=list_backups, post=create_backup,
-             **_both("/1.0/containers/{name}/backups")),
-    Endpoint("/1.0/containers/{name}/backups/{backup}", get=get_backup, post=rename_backup,
-             delete=delete_backup, **_both("/1.0/containers/{name}/backups/{backup}")),
-    Endpoint("/1.0/containers/{name}/backups/{backup}/export", get=export_backup,
-             **_both("/1.0/containers/{name}/backups/{backup}/export")),
+    container_endpoint("/1.0/containers/{name}/backups", get=list_backups, post=create_backup),
+    container_endpoint("/1.0/containers/{name}/backups/{backup}", get=get_backup, post=rename_backup,
+                       delete=delete_backup),
+    container_endpoint("/1.0/containers/{name}/backups/{backup}/export", get=export_backup),
 ]

@@ -9,15 +9,12 @@ from twisted.internet import threads
 from lxdtx import errors
 from lxdtx.exec import console
 from lxdtx.exec.streams import SessionSocket
-from lxdtx.operations import WEBSOCKET
+from lxdtx.operations import WEBSOCKET, container_resources
+from lxdtx.resources.common import container_endpoint
 from lxdtx.resources.exec import require_running
 from lxdtx.response import AsyncResponse, FileResponse, RawResponse, empty
-from lxdtx.router import Endpoint
+
 from lxdtx.wsproto import Handshake
-
-
-def _resources(name):
-    return {"containers": [name], "instances": [name]}
 
 
 def _size(body, key):
@@ -88,7 +85,7 @@ async def post_console(req):
     async def connect(op, request, secret):
         return Handshake(SessionSocket(session, session.claim(secret)))
 
-    op = req.daemon.operations.create("Showing console", cls=WEBSOCKET, resources=_resources(name),
+    op = req.daemon.operations.create("Showing console", cls=WEBSOCKET, resources=container_resources(name),
                                       metadata=session.metadata(), run=run, connect=connect)
     op.start()
     return AsyncResponse(op)
@@ -119,11 +116,7 @@ async def delete_console_log(req):
     return empty()
 
 
-def _both(path):
-    return {"aliases": (path.replace("/1.0/containers", "/1.0/instances", 1),)}
-
-
 ENDPOINTS = [
-    Endpoint("/1.0/containers/{name}/console", get=get_console_log, post=post_console,
-             delete=delete_console_log, **_both("/1.0/containers/{name}/console")),
+    container_endpoint("/1.0/containers/{name}/console", get=get_console_log, post=post_console,
+                       delete=delete_console_log),
 ]

@@ -9,6 +9,8 @@ from twisted.internet import defer
 from lxdtx import errors
 from lxdtx.filter import compile_filter
 from lxdtx.instance import model
+from lxdtx.operations import container_resources
+from lxdtx.resources.common import container_endpoint, mapping, string
 from lxdtx.response import AsyncResponse, FileResponse, SyncResponse, empty, etag_of
 from lxdtx.router import Action, Endpoint
 
@@ -21,31 +23,8 @@ _INSTANCE_TYPES = {
 }
 
 
-def _resources(name, *more):
-    names = [name, *more]
-    return {"containers": names, "instances": names}
-
-
 def _instances(req):
     return req.daemon.instances
-
-
-def _string(body, key):
-    value = body.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise errors.BadRequest(f"Invalid value for \"{key}\": must be a string")
-    return value
-
-
-def _map(body, key):
-    value = body.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise errors.BadRequest(f"Invalid value for \"{key}\": must be a map")
-    return value
 
 
 def _instance_type_limits(text):
@@ -105,21 +84,21 @@ async def create_container(req):
         return await import_backup(req)
     instances = _instances(req)
     body = req.json()
-    source = _map(body, "source")
+    source = mapping(body, "source")
     kind = source.get("type") or ""
-    name = _string(body, "name") or model.random_name(set(instances.names()))
+    name = string(body, "name") or model.random_name(set(instances.names()))
     model.check_name(name)
     profiles = body.get("profiles")
     if profiles is None:
         profiles = ["default"]
     if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
         raise errors.BadRequest("Invalid value for \"profiles\": must be a list of names")
-    config = dict(_map(body, "config"))
-    devices = _map(body, "devices")
+    config = dict(mapping(body, "config"))
+    devices = mapping(body, "devices")
     if body.get("instance_type"):
-        for key, value in _instance_type_limits(_string(body, "instance_type")).items():
+        for key, value in _instance_type_limits(string(body, "instance_type")).items():
             config.setdefault(key, value)
-    architecture = _string(body, "architecture")
+    architecture = string(body, "architecture")
     if architecture:
         model.check_architecture(architecture)
     if not req.daemon.pools.names():
@@ -136,14 +115,14 @@ async def create_container(req):
     elif kind != "none":
         raise errors.BadRequest(f"unknown source type {kind}" if kind else "Missing source type")
     params = dict(architecture=architecture, config=config, devices=devices, profiles=profiles,
-                  ephemeral=bool(body.get("ephemeral")), description=_string(body, "description"))
+                  ephemeral=bool(body.get("ephemeral")), description=string(body, "description"))
     await instances.validate_new(config=config, devices=devices, profiles=profiles)
     instances.reserve(name)
 
     async def run(op):
         await instances.create(name, image=image, op=op, **params)
 
-    op = req.daemon.operations.start("Creating container", resources=_resources(name), run=run)
+    op = req.daemon.operations.start("Creating container", resources=container_resources(name), run=run)
     return AsyncResponse(op)
 
 
@@ -155,17 +134,17 @@ async def get_container(req):
 
 
 def _writable_body(body, current):
-    config = _map(body, "config")
-    devices = _map(body, "devices")
+    config = mapping(body, "config")
+    devices = mapping(body, "devices")
     profiles = body.get("profiles")
     if profiles is None:
         profiles = []
     if not isinstance(profiles, list):
         raise errors.BadRequest("Invalid value for \"profiles\": must be a list of names")
     return {
-        "architecture": _string(body, "architecture") or current.get("architecture"),
+        "architecture": string(body, "architecture") or current.get("architecture"),
         "config": config, "devices": devices, "profiles": profiles,
-        "ephemeral": bool(body.get("ephemeral")), "description": _string(body, "description"),
+        "ephemeral": bool(body.get("ephemeral")), "description": string(body, "description"),
     }
 
 
@@ -185,14 +164,14 @@ async def put_container(req):
             await instances.snapshots.restore(name, snapshot, stateful=bool(body.get("stateful")))
 
         return AsyncResponse(req.daemon.operations.start(
-            "Restoring snapshot", resources=_resources(name), run=run_restore))
+            "Restoring snapshot", resources=container_resources(name), run=run_restore))
     update = _writable_body(body, doc.value)
     await instances.validate_new(config=update["config"], devices=update["devices"], profiles=update["profiles"])
 
     async def run(op):
         await instances.update(name, update, doc.revision)
 
-    return AsyncResponse(req.daemon.operations.start("Updating container", resources=_resources(name), run=run))
+    return AsyncResponse(req.daemon.operations.start("Updating container", resources=container_resources(name), run=run))
 
 
 async def patch_container(req):
@@ -205,12 +184,12 @@ async def patch_container(req):
         raise errors.BadRequest("Can't call PATCH in restore mode")
     value = doc.value
     update = {
-        "architecture": _string(body, "architecture") or value.get("architecture"),
-        "config": {**value.get("config", {}), **_map(body, "config")},
-        "devices": {**value.get("devices", {}), **_map(body, "devices")},
+        "architecture": string(body, "architecture") or value.get("architecture"),
+        "config": {**value.get("config", {}), **mapping(body, "config")},
+        "devices": {**value.get("devices", {}), **mapping(body, "devices")},
         "profiles": body["profiles"] if isinstance(body.get("profiles"), list) else value.get("profiles", []),
         "ephemeral": bool(body["ephemeral"]) if "ephemeral" in body else value.get("ephemeral", False),
-        "description": _string(body, "description"),
+        "description": string(body, "description"),
     }
     await instances.update(name, update, doc.revision)
     return empty()
@@ -227,7 +206,7 @@ async def post_container(req):
         return start_pool_move(req, name, body)
     if body.get("migration"):
         raise errors.NotImplementedYet("Container migration between servers is not implemented")
-    new_name = _string(body, "name")
+    new_name = string(body, "name")
     model.check_name(new_name)
     if instances.store.exists(model.KIND, new_name):
         raise errors.Conflict(f"Name '{new_name}' already in use")
@@ -236,7 +215,7 @@ async def post_container(req):
         await instances.rename(name, new_name)
 
     return AsyncResponse(req.daemon.operations.start(
-        "Renaming container", resources=_resources(name, new_name), run=run))
+        "Renaming container", resources=container_resources(name, new_name), run=run))
 
 
 async def delete_container(req):
@@ -249,7 +228,7 @@ async def delete_container(req):
     async def run(op):
         await instances.delete(name)
 
-    return AsyncResponse(req.daemon.operations.start("Deleting container", resources=_resources(name), run=run))
+    return AsyncResponse(req.daemon.operations.start("Deleting container", resources=container_resources(name), run=run))
 
 
 # -- state -------------------------------------------------------------------
@@ -273,7 +252,7 @@ async def put_state(req):
     name = req.params["name"]
     instances.get(name)
     body = req.json()
-    action = _string(body, "action")
+    action = string(body, "action")
     if action not in _ACTIONS:
         raise errors.BadRequest(f"unknown action {action}")
     timeout = body.get("timeout", -1)
@@ -296,7 +275,7 @@ async def put_state(req):
         else:
             await instances.unfreeze(name)
 
-    return AsyncResponse(req.daemon.operations.start(_ACTIONS[action], resources=_resources(name), run=run))
+    return AsyncResponse(req.daemon.operations.start(_ACTIONS[action], resources=container_resources(name), run=run))
 
 
 # -- logs --------------------------------------------------------------------
@@ -351,18 +330,13 @@ async def on_stop(req):
     return empty()
 
 
-def _both(path):
-    return {"aliases": (path.replace("/1.0/containers", "/1.0/instances", 1),)}
-
-
 ENDPOINTS = [
-    Endpoint("/1.0/containers", get=list_containers,
-             post=Action(create_container, max_body=1 << 40), **_both("/1.0/containers")),
-    Endpoint("/1.0/containers/{name}", get=get_container, put=put_container, patch=patch_container,
-             post=post_container, delete=delete_container, **_both("/1.0/containers/{name}")),
-    Endpoint("/1.0/containers/{name}/state", get=get_state, put=put_state, **_both("/1.0/containers/{name}/state")),
-    Endpoint("/1.0/containers/{name}/logs", get=list_logs, **_both("/1.0/containers/{name}/logs")),
-    Endpoint("/1.0/containers/{name}/logs/{file}", get=get_log, delete=delete_log,
-             **_both("/1.0/containers/{name}/logs/{file}")),
+    container_endpoint("/1.0/containers", get=list_containers,
+                       post=Action(create_container, max_body=1 << 40)),
+    container_endpoint("/1.0/containers/{name}", get=get_container, put=put_container, patch=patch_container,
+                       post=post_container, delete=delete_container),
+    container_endpoint("/1.0/containers/{name}/state", get=get_state, put=put_state),
+    container_endpoint("/1.0/containers/{name}/logs", get=list_logs),
+    container_endpoint("/1.0/containers/{name}/logs/{file}", get=get_log, delete=delete_log),
     Endpoint("/internal/containers/{name}/onstop", post=Action(on_stop, local_only=True)),
 ]

@@ -8,14 +8,11 @@ from lxdtx.exec import attach
 from lxdtx.exec.recording import record_names, run_detached
 from lxdtx.exec.session import ExecSession
 from lxdtx.exec.streams import AttachedCommand, SessionSocket
-from lxdtx.operations import WEBSOCKET
+from lxdtx.operations import WEBSOCKET, container_resources
+from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse
-from lxdtx.router import Endpoint
+
 from lxdtx.wsproto import Handshake
-
-
-def _resources(name):
-    return {"containers": [name], "instances": [name]}
 
 
 def _flag(body, key):
@@ -113,7 +110,7 @@ async def post_exec(req):
                                       for fd, f in record_names(op.id).items()}
             return metadata
 
-        return AsyncResponse(operations.start("Executing command", resources=_resources(name), run=run_task))
+        return AsyncResponse(operations.start("Executing command", resources=container_resources(name), run=run_task))
 
     def spawn(session):
         return AttachedCommand(session, reactor, interactive).spawn(argv, size=session.size)
@@ -128,16 +125,12 @@ async def post_exec(req):
         fd = session.claim(secret)
         return Handshake(SessionSocket(session, fd))
 
-    op = operations.create("Executing command", cls=WEBSOCKET, resources=_resources(name),
+    op = operations.create("Executing command", cls=WEBSOCKET, resources=container_resources(name),
                            metadata=session.metadata(), run=run, connect=connect)
     op.start()
     return AsyncResponse(op)
 
 
-def _both(path):
-    return {"aliases": (path.replace("/1.0/containers", "/1.0/instances", 1),)}
-
-
 ENDPOINTS = [
-    Endpoint("/1.0/containers/{name}/exec", post=post_exec, **_both("/1.0/containers/{name}/exec")),
+    container_endpoint("/1.0/containers/{name}/exec", post=post_exec),
 ]

@@ -15,8 +15,9 @@ from zope.interface import implementer
 from lxdtx import errors
 from lxdtx.instance import files
 from lxdtx.instance.idmap import IdMap
+from lxdtx.resources.common import container_endpoint
 from lxdtx.response import ProducerResponse, SyncResponse, empty
-from lxdtx.router import Action, Endpoint
+from lxdtx.router import Action
 
 MAX_UPLOAD = 1 << 40
 READ_CHUNK = 1024 * 1024
@@ -157,12 +158,7 @@ async def delete_file(req):
     return empty()
 
 
-def _both(path):
-    return {"aliases": (path.replace("/1.0/containers", "/1.0/instances", 1),)}
-
-
 ENDPOINTS = [
-    Endpoint("/1.0/containers/{name}/files", get=get_file,
-             post=Action(post_file, max_body=MAX_UPLOAD), delete=delete_file,
-             **_both("/1.0/containers/{name}/files")),
+    container_endpoint("/1.0/containers/{name}/files", get=get_file,
+                       post=Action(post_file, max_body=MAX_UPLOAD), delete=delete_file),
 ]

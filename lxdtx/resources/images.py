@@ -15,6 +15,7 @@ from lxdtx.image.formats import FORMATS
 from lxdtx.image.invalid import ImageFormatError
 from lxdtx.image.pack import compressor_argv
 from lxdtx.image.store import alias_writable, writable
+from lxdtx.resources.common import string
 from lxdtx.response import AsyncResponse, FileResponse, ProducerResponse, SyncResponse, created, empty, etag_of
 from lxdtx.router import MAX_JSON_BODY, Action, Endpoint
 
@@ -32,15 +33,6 @@ def _bool(body, key, default=False):
         return default
     if not isinstance(value, bool):
         raise errors.BadRequest(f"{key} must be a boolean")
-    return value
-
-
-def _string(body, key):
-    value = body.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise errors.BadRequest(f"{key} must be a string")
     return value
 
 
@@ -283,8 +275,8 @@ async def _publish(req, body, source, kind):
     public = _bool(body, "public")
     properties = _properties(body)
     aliases = _aliases(body)
-    filename = _string(body, "filename")
-    compression = _string(body, "compression_algorithm")
+    filename = string(body, "filename")
+    compression = string(body, "compression_algorithm")
     name = source.get("name")
     if not isinstance(name, str) or not name:
         raise errors.BadRequest("source.name must be the name of a container or snapshot")
@@ -326,12 +318,12 @@ async def list_aliases(req):
 
 async def create_alias(req):
     body = req.json()
-    name, target = _string(body, "name"), _string(body, "target")
+    name, target = string(body, "name"), string(body, "target")
     if not name:
         raise errors.BadRequest("name is required")
     if not target:
         raise errors.BadRequest("target is required")
-    await req.daemon.images.create_alias(name, target, _string(body, "description"))
+    await req.daemon.images.create_alias(name, target, string(body, "description"))
     return created(f"/1.0/images/aliases/{name}")
 
 
@@ -351,12 +343,12 @@ async def _update_alias(req, replace):
     req.check_etag(alias_writable(doc.value))
     body = req.json()
     if replace:
-        target, description = _string(body, "target"), _string(body, "description")
+        target, description = string(body, "target"), string(body, "description")
         if not target:
             raise errors.BadRequest("The target field is required")
     else:
-        target = _string(body, "target") or doc.value["target"]
-        description = _string(body, "description") if "description" in body else doc.value.get("description", "")
+        target = string(body, "target") or doc.value["target"]
+        description = string(body, "description") if "description" in body else doc.value.get("description", "")
     await images.update_alias(doc.name, target=target, description=description, expect=doc.revision)
     return empty()
 
@@ -370,7 +362,7 @@ async def patch_alias(req):
 
 
 async def rename_alias(req):
-    new_name = _string(req.json(), "name")
+    new_name = string(req.json(), "name")
     if not new_name:
         raise errors.BadRequest("name is required")
     await req.daemon.images.rename_alias(req.params["name"], new_name)

@@ -3,22 +3,9 @@
 
 from lxdtx import errors
 from lxdtx.network.networks import writable
+from lxdtx.resources.common import mapping, string
 from lxdtx.response import SyncResponse, created, empty, etag_of
 from lxdtx.router import Endpoint
-
-
-def _string(body, key):
-    value = body.get(key) or ""
-    if not isinstance(value, str):
-        raise errors.BadRequest(f"{key} must be a string")
-    return value
-
-
-def _map(body, key):
-    value = body.get(key) or {}
-    if not isinstance(value, dict):
-        raise errors.BadRequest(f"{key} must be a map")
-    return value
 
 
 async def list_networks(req):
@@ -30,9 +17,9 @@ async def list_networks(req):
 
 async def create_network(req):
     body = req.json()
-    name = _string(body, "name")
-    await req.daemon.networks.create(name, _string(body, "description"), _map(body, "config"),
-                                     _string(body, "type"))
+    name = string(body, "name")
+    await req.daemon.networks.create(name, string(body, "description"), mapping(body, "config"),
+                                     string(body, "type"))
     return created(f"/1.0/networks/{name}")
 
 
@@ -54,11 +41,11 @@ async def _update(req, replace):
     req.check_etag(writable(name, doc.value))
     body = req.json()
     if replace:
-        config = _map(body, "config")
-        description = _string(body, "description")
+        config = mapping(body, "config")
+        description = string(body, "description")
     else:
-        config = {**doc.value.get("config", {}), **_map(body, "config")}
-        description = _string(body, "description") if "description" in body else None
+        config = {**doc.value.get("config", {}), **mapping(body, "config")}
+        description = string(body, "description") if "description" in body else None
     await req.daemon.networks.update(name, config, description, doc.revision)
     return empty()
 
@@ -75,7 +62,7 @@ async def patch_network(req):
 
 async def rename_network(req):
     name, _ = _managed(req)
-    new_name = _string(req.json(), "name")
+    new_name = string(req.json(), "name")
     await req.daemon.networks.rename(name, new_name)
     return created(f"/1.0/networks/{new_name}")
 

@@ -1,23 +1,10 @@
 # -*- test-case-name: tests.integration.test_profiles -*-
 """`/1.0/profiles`."""
 
-from lxdtx import errors, profiles
+from lxdtx import profiles
+from lxdtx.resources.common import mapping, string
 from lxdtx.response import SyncResponse, created, empty, etag_of
 from lxdtx.router import Endpoint
-
-
-def _string(body, key):
-    value = body.get(key) or ""
-    if not isinstance(value, str):
-        raise errors.BadRequest(f"{key} must be a string")
-    return value
-
-
-def _map(body, key):
-    value = body.get(key) or {}
-    if not isinstance(value, dict):
-        raise errors.BadRequest(f"{key} must be a map")
-    return value
 
 
 async def list_profiles(req):
@@ -30,9 +17,9 @@ async def list_profiles(req):
 
 async def create_profile(req):
     body = req.json()
-    name = _string(body, "name")
+    name = string(body, "name")
     await req.daemon.profiles.create(
-        name, _string(body, "description"), _map(body, "config"), _map(body, "devices"))
+        name, string(body, "description"), mapping(body, "config"), mapping(body, "devices"))
     return created(f"/1.0/profiles/{name}")
 
 
@@ -49,14 +36,14 @@ async def _update(req, replace):
     req.check_etag(profiles.writable(doc.value))
     body = req.json()
     if replace:
-        value = {"description": _string(body, "description"), "config": _map(body, "config"),
-                 "devices": _map(body, "devices")}
+        value = {"description": string(body, "description"), "config": mapping(body, "config"),
+                 "devices": mapping(body, "devices")}
     else:
         value = dict(doc.value)
         if "description" in body:
-            value["description"] = _string(body, "description")
-        value["config"] = {**doc.value.get("config", {}), **_map(body, "config")}
-        value["devices"] = {**doc.value.get("devices", {}), **_map(body, "devices")}
+            value["description"] = string(body, "description")
+        value["config"] = {**doc.value.get("config", {}), **mapping(body, "config")}
+        value["devices"] = {**doc.value.get("devices", {}), **mapping(body, "devices")}
     await req.daemon.profiles.update(name, value, doc.revision)
     return empty()
 
@@ -71,7 +58,7 @@ async def patch_profile(req):
 
 async def rename_profile(req):
     name = req.params["name"]
-    new_name = _string(req.json(), "name")
+    new_name = string(req.json(), "name")
     await req.daemon.profiles.rename(name, new_name)
     return created(f"/1.0/profiles/{new_name}")
 

@@ -3,14 +3,12 @@
 
 from lxdtx import errors
 from lxdtx.instance import model
+from lxdtx.operations import container_resources
+from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse, SyncResponse
-from lxdtx.router import Endpoint
+
 
 _STATEFUL_UNSUPPORTED = "Stateful snapshots need checkpoint/restore support, which this server does not have yet"
-
-
-def _resources(name):
-    return {"containers": [name], "instances": [name]}
 
 
 def _snapshots(req):
@@ -38,7 +36,7 @@ async def create_snapshot(req):
     async def run(op):
         await snapshots.create(name, snapshot, stateful=stateful)
 
-    return AsyncResponse(req.daemon.operations.start("Snapshotting container", resources=_resources(name), run=run))
+    return AsyncResponse(req.daemon.operations.start("Snapshotting container", resources=container_resources(name), run=run))
 
 
 async def get_snapshot(req):
@@ -67,7 +65,7 @@ async def post_snapshot(req):
     async def run(op):
         await snapshots.rename(name, snapshot, new_name)
 
-    return AsyncResponse(req.daemon.operations.start("Renaming snapshot", resources=_resources(name), run=run))
+    return AsyncResponse(req.daemon.operations.start("Renaming snapshot", resources=container_resources(name), run=run))
 
 
 async def delete_snapshot(req):
@@ -79,16 +77,11 @@ async def delete_snapshot(req):
     async def run(op):
         await snapshots.delete(name, snapshot)
 
-    return AsyncResponse(req.daemon.operations.start("Deleting snapshot", resources=_resources(name), run=run))
-
-
-def _both(path):
-    return {"aliases": (path.replace("/1.0/containers", "/1.0/instances", 1),)}
+    return AsyncResponse(req.daemon.operations.start("Deleting snapshot", resources=container_resources(name), run=run))
 
 
 ENDPOINTS = [
-    Endpoint("/1.0/containers/{name}/snapshots", get=list_snapshots, post=create_snapshot,
-             **_both("/1.0/containers/{name}/snapshots")),
-    Endpoint("/1.0/containers/{name}/snapshots/{snapshot}", get=get_snapshot, post=post_snapshot,
-             delete=delete_snapshot, **_both("/1.0/containers/{name}/snapshots/{snapshot}")),
+    container_endpoint("/1.0/containers/{name}/snapshots", get=list_snapshots, post=create_snapshot),
+    container_endpoint("/1.0/containers/{name}/snapshots/{snapshot}", get=get_snapshot, post=post_snapshot,
+                       delete=delete_snapshot),
 ]

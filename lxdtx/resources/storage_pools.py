@@ -6,6 +6,7 @@ single server every pool lives on the one member, `none`.
 """
 
 from lxdtx import errors
+from lxdtx.resources.common import string
 from lxdtx.response import SyncResponse, created, empty, etag_of
 from lxdtx.router import Endpoint
 from lxdtx.storage.pools import POOL
@@ -28,15 +29,6 @@ async def list_pools(req):
     return SyncResponse([f"/1.0/storage-pools/{n}" for n in daemon.pools.names()])
 
 
-def _string(body, key):
-    value = body.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise errors.BadRequest(f"Invalid value for \"{key}\": must be a string")
-    return value
-
-
 def _config(body):
     config = body.get("config")
     if config is None:
@@ -48,15 +40,15 @@ def _config(body):
 
 async def create_pool(req):
     body = req.json()
-    name = _string(body, "name")
+    name = string(body, "name")
     if not name:
         raise errors.BadRequest("No name provided")
     if "/" in name or name in (".", ".."):
         raise errors.BadRequest(f"Invalid storage pool name \"{name}\"")
-    driver = _string(body, "driver")
+    driver = string(body, "driver")
     if not driver:
         raise errors.BadRequest("No driver provided")
-    await req.daemon.pools.create(name, driver, _config(body), _string(body, "description"))
+    await req.daemon.pools.create(name, driver, _config(body), string(body, "description"))
     req.daemon.events.lifecycle("storage-pool-created", f"/1.0/storage-pools/{name}")
     return created(f"/1.0/storage-pools/{name}")
 
@@ -71,7 +63,7 @@ async def put_pool(req):
     doc = req.daemon.pools.get(name)
     req.check_etag(_etag(doc))
     body = req.json()
-    await req.daemon.pools.update(name, _config(body), _string(body, "description"), doc.revision)
+    await req.daemon.pools.update(name, _config(body), string(body, "description"), doc.revision)
     req.daemon.events.lifecycle("storage-pool-updated", f"/1.0/storage-pools/{name}")
     return empty()
 
@@ -84,7 +76,7 @@ async def patch_pool(req):
     req.check_etag(_etag(doc))
     body = req.json()
     config = {**doc.value["config"], **_config(body)}
-    description = _string(body, "description") if "description" in body else doc.value.get("description", "")
+    description = string(body, "description") if "description" in body else doc.value.get("description", "")
     await req.daemon.pools.update(name, config, description, doc.revision)
     req.daemon.events.lifecycle("storage-pool-updated", f"/1.0/storage-pools/{name}")
     return empty()

@@ -7,6 +7,7 @@ Only custom volumes are created, renamed, copied and moved here.
 """
 
 from lxdtx import errors
+from lxdtx.resources.common import mapping, string
 from lxdtx.response import AsyncResponse, SyncResponse, created, empty, etag_of
 from lxdtx.router import Endpoint
 from lxdtx.storage import volumes as custom_volumes
@@ -64,24 +65,6 @@ async def list_volumes_of_type(req):
     return await _list(req, _type(req))
 
 
-def _map(body, key):
-    value = body.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise errors.BadRequest(f"Invalid value for \"{key}\": must be a map")
-    return value
-
-
-def _string(body, key):
-    value = body.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise errors.BadRequest(f"Invalid value for \"{key}\": must be a string")
-    return value
-
-
 async def create_volume(req):
     daemon = req.daemon
     pool = req.params["pool"]
@@ -90,19 +73,19 @@ async def create_volume(req):
     if vol_type != "custom":
         raise errors.BadRequest(f"Storage volumes of type \"{vol_type}\" cannot be created through the API")
     body = req.json()
-    name = _string(body, "name")
+    name = string(body, "name")
     custom_volumes.check_volume_name(name)
-    config = _map(body, "config")
-    description = _string(body, "description")
-    source = _map(body, "source")
-    kind = _string(source, "type")
+    config = mapping(body, "config")
+    description = string(body, "description")
+    source = mapping(body, "source")
+    kind = string(source, "type")
     if kind in ("", "none"):
         await daemon.pools.custom.create(pool, name, config, description)
         daemon.events.lifecycle("storage-volume-created", _url(pool, "custom", name))
         return empty()
     if kind == "copy":
-        source_pool = _string(source, "pool") or pool
-        source_name = _string(source, "name")
+        source_pool = string(source, "pool") or pool
+        source_name = string(source, "name")
         daemon.pools.custom.get(source_pool, source_name)
         if daemon.pools.volume(pool, "custom", name) is not None:
             raise errors.Conflict(f"Storage volume \"{name}\" of type custom already exists in pool \"{pool}\"")
@@ -155,10 +138,10 @@ async def _update(req, merge):
     pool, vol_type, name, doc = _volume_doc(req)
     req.check_etag(_etag(name, vol_type, doc.value))
     body = req.json()
-    config = _map(body, "config")
+    config = mapping(body, "config")
     if merge:
         config = {**doc.value.get("config", {}), **config}
-    description = _string(body, "description") if "description" in body or not merge \
+    description = string(body, "description") if "description" in body or not merge \
         else doc.value.get("description", "")
     if vol_type != "custom":
         raise errors.BadRequest(f"Storage volumes of type \"{vol_type}\" change through their container's "
@@ -185,9 +168,9 @@ async def post_volume(req):
     body = req.json()
     if body.get("migration"):
         raise errors.NotImplementedYet("Storage volume migration between servers is not supported yet")
-    new_name = _string(body, "name")
+    new_name = string(body, "name")
     custom_volumes.check_volume_name(new_name)
-    target_pool = _string(body, "pool") or pool
+    target_pool = string(body, "pool") or pool
     daemon.pools.get(target_pool)
     if daemon.pools.volume(target_pool, "custom", new_name) is not None:
         raise errors.Conflict(f"Storage volume \"{new_name}\" of type custom already exists in pool \"{target_pool}\"")

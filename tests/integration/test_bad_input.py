@@ -72,8 +72,8 @@ def test_bad_value(seeded):
     assert "invalid type" in _error(seeded.request("PATCH", "/1.0", {"config": {"images.auto_update_cached": False}}), 400)
     assert "limits.memory" in _error(seeded.request("PATCH", "/1.0/profiles/keep", {"config": {"limits.memory": "lots"}}), 400)
     assert "eth0" in _error(seeded.request("PATCH", "/1.0/profiles/keep", {"devices": {"eth0": {"type": "nic"}}}), 400)
-    assert _error(seeded.request("POST", "/1.0/profiles", {"name": "x", "config": ["a"]}), 400) == "config must be a map"
-    assert _error(seeded.request("POST", "/1.0/profiles", {"name": 7}), 400) == "name must be a string"
+    assert _error(seeded.request("POST", "/1.0/profiles", {"name": "x", "config": ["a"]}), 400) == 'Invalid value for "config": must be a map'
+    assert _error(seeded.request("POST", "/1.0/profiles", {"name": 7}), 400) == 'Invalid value for "name": must be a string'
     assert _error(seeded.request("POST", "/1.0/profiles", {"name": "a/b"}), 400) == "Profile names may not contain slashes"
 
 

@@ -12,6 +12,7 @@ from twisted.logger import Logger, globalLogPublisher
 from lxdtx import resources
 from lxdtx.asyncutil import run
 from lxdtx.daemon import Daemon
+from lxdtx.instance import boot
 from lxdtx.events import LogForwarder
 from lxdtx.exec.recording import RecordExpiry
 from lxdtx.listeners import Listeners
@@ -63,7 +64,7 @@ class LxdtxService(service.MultiService):
         RecordExpiry(daemon.instances.log_root, self.reactor).setServiceParent(self)
         # Networks first: containers autostarted below need their bridges and DHCP.
         await daemon.networks.restore_all()
-        daemon.shutdown_hooks.append(daemon.instances.shutdown_all)
+        daemon.shutdown_hooks.append(lambda: boot.shutdown_all(daemon.instances))
 
         router = Router(daemon, resources.endpoints())
         self._listeners = Listeners(daemon, router, self.reactor)
@@ -84,7 +85,7 @@ class LxdtxService(service.MultiService):
         daemon.ready = True
         _trim_heap()
         self.log.info("lxdtx ready on {dir}", dir=self.state_dir)
-        await daemon.instances.on_daemon_start()
+        await boot.on_daemon_start(daemon.instances)
 
     async def _stop(self):
         if self.daemon is not None:

@@ -66,6 +66,9 @@ class Layout:
     def __init__(self, v1=None, unified=None, unified_controllers=(), base=None,
                  swap_accounting=False, blkio_weight=None, payload_prefix=PAYLOAD_PREFIX):
         self.payload_prefix = payload_prefix  # names containers' cgroups (`lxc.cgroup.dir.container`)
+        # Where liblxc creates container cgroups in every mounted hierarchy, named
+        # ones (`name=systemd`) included: used to clear what an aborted start left.
+        self.parents = []
         self.v1 = dict(v1 or {})
         self.unified = unified
         self.unified_controllers = frozenset(unified_controllers)
@@ -218,11 +221,17 @@ def detect(proc_mounts_text=None, *, init_cgroup_text=None):
     if init_cgroup_text is None:
         init_cgroup_text = _read("/proc/1/cgroup") or ""
     v1, unified = {}, None
+    base = _parse_proc_cgroup(init_cgroup_text)
+    parents = []
     for line in proc_mounts_text.splitlines():
         fields = line.split()
         if len(fields) < 4:
             continue
         mountpoint, fstype, options = _unescape(fields[1]), fields[2], fields[3].split(",")
+        if fstype in ("cgroup", "cgroup2"):
+            key = "" if fstype == "cgroup2" else next(
+                (o for o in options if o in base or o.startswith("name=")), "")
+            parents.append(os.path.join(mountpoint, base.get(key, "/").lstrip("/")))
         if fstype == "cgroup":
             for controller in CONTROLLERS:
                 if controller in options and controller not in v1:
@@ -232,8 +241,8 @@ def detect(proc_mounts_text=None, *, init_cgroup_text=None):
     unified_controllers = ()
     if unified is not None:
         unified_controllers = (_read(os.path.join(unified, "cgroup.controllers")) or "").split()
-    layout = Layout(v1=v1, unified=unified, unified_controllers=unified_controllers,
-                    base=_parse_proc_cgroup(init_cgroup_text))
+    layout = Layout(v1=v1, unified=unified, unified_controllers=unified_controllers, base=base)
+    layout.parents = sorted(set(parents))
 
     memory = layout.version("memory")
     if memory == V1:

@@ -7,7 +7,6 @@ link or config behind.
 """
 
 import os
-import secrets
 import shutil
 import sys
 
@@ -15,7 +14,6 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from lxdtx import device, errors, hostinfo, timeutil
-from lxdtx.asyncutil import sleep
 from lxdtx.config import container as container_config
 from lxdtx.config.types import is_true, parse_int64
 from lxdtx.instance import cgroups, lxcconf, model, templates
@@ -23,6 +21,7 @@ from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import idmap as idmaps
 from lxdtx.instance.liblxc import Liblxc
 from lxdtx.instance.oplock import OperationLocks
+from lxdtx.instance.publish import UNSHIFTED_MARKER, PublishSource
 from lxdtx.instance.runtime import (
     FROZEN, RUNNING, STATUS_CODES, STOPPED, Runtime, cgroup_prefixes, scope_of,
 )
@@ -31,9 +30,6 @@ from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
 
 KIND = model.KIND
-# Set while a publish has the rootfs unshifted: shifting from the map back to
-# container ids is idempotent, so a start finishes that first, then shifts again.
-UNSHIFTED_MARKER = "volatile.idmap.unshifted"
 _STOPHOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers", "stophook.py")
 
 
@@ -357,9 +353,7 @@ class Instances:
     def _remove_stale_cgroups(self, name):
         """Empty cgroups an aborted start left behind: with explicit cgroup names
         liblxc refuses to start while they exist (it only renames its default ones)."""
-        parents = {os.path.dirname(p) for p in map(lambda c: self.layout.container_path(c, name),
-                                                       cgroups.CONTROLLERS) if p}
-        for parent in parents:
+        for parent in self.layout.parents:
             for prefix in (self.cgroup_prefix, self.monitor_prefix):
                 top = os.path.join(parent, prefix + name)
                 if not os.path.isdir(top):
@@ -663,134 +657,7 @@ class Instances:
         `templates/` and `rootfs/` with the ownership an image has (container
         ids, not shifted host ids).
         """
-        return _PublishSource(self, name, snapshot)
-
-    # -- daemon start and shutdown ---------------------------------------------
-    async def on_daemon_start(self):
-        """Remove stopped ephemeral containers; start autostart containers that are not running."""
-        candidates = []
-        for doc in self.store.list(KIND):
-            if self.status(doc.name) != STOPPED:
-                continue
-            if doc.value.get("ephemeral"):
-                await self.delete(doc.name)
-                continue
-            config, _ = self.expanded(doc.value)
-            autostart = config.get("boot.autostart", "")
-            last = doc.value["config"].get("volatile.last_state.power", "")
-            if is_true(autostart) or (autostart == "" and last == "RUNNING"):
-                candidates.append((-_int(config.get("boot.autostart.priority")), doc.name,
-                                   _int(config.get("boot.autostart.delay"))))
-        for _, name, delay in sorted(candidates):
-            try:
-                await self.start(name)
-            except Exception as e:
-                self.log.error("Failed to autostart {name}: {error}", name=name, error=e)
-            if delay > 0:
-                await sleep(delay, self.daemon.reactor)
-
-    async def shutdown_all(self):
-        """`lxdtx shutdown`: stop containers by descending boot.stop.priority, each group in parallel."""
-        groups = {}
-        for doc in self.store.list(KIND):
-            if self.status(doc.name) == STOPPED:
-                continue
-            config, _ = self.expanded(doc.value)
-            groups.setdefault(_int(config.get("boot.stop.priority")), []).append(
-                (doc.name, _int(config.get("boot.host_shutdown_timeout"), 30)))
-        for priority in sorted(groups, reverse=True):
-            await defer.DeferredList(
-                [defer.Deferred.fromCoroutine(self._shutdown_one(name, timeout))
-                 for name, timeout in groups[priority]])
-
-    async def _shutdown_one(self, name, timeout):
-        async with self.locks.hold(name, "shutdown"):
-            try:
-                await self.liblxc.stop(name, timeout=timeout)
-            except Exception:
-                pass
-            if self.status(name) != STOPPED:
-                try:
-                    await self.liblxc.stop(name, force=True)
-                except Exception:
-                    self.log.failure("Could not stop {name}", name=name)
-            self.runtime.forget(name)
-        # Remember it was running, so the next daemon start (after a host boot) restarts it.
-        doc = self.store.get(KIND, name)
-        if doc is not None:
-            doc.value["config"]["volatile.last_state.power"] = "RUNNING"
-            await self._save(name, doc.value, doc.revision)
-        self.events.lifecycle("container-shutdown", f"/1.0/containers/{name}")
-
-
-class _PublishSource:
-    """Locks a container and lends out its directory (or a snapshot's copy) with ids unshifted."""
-
-    def __init__(self, instances, name, snapshot=None):
-        self._instances = instances
-        self._name = name
-        self._snapshot = snapshot
-        self._idmap = None
-        self._path = None
-        self._copy = None  # (driver, volume) of a snapshot's temporary copy
-
-    async def __aenter__(self):
-        instances, name = self._instances, self._name
-        await instances.locks.acquire(name, "publish")
-        try:
-            doc = instances.get(name)
-            if self._snapshot:
-                return await self._copy_snapshot(doc)
-            if instances.status(name) != STOPPED:
-                raise errors.BadRequest("The container is currently running, stop it first")
-            self._path = instances.container_dir(doc.value, name)
-            text = doc.value["config"].get("volatile.last_state.idmap")
-            self._idmap = idmaps.IdMap.from_json(text) if text else None
-            if self._idmap is not None:
-                await self._mark(True)
-                await threads.deferToThread(idmaps.shift_tree, os.path.join(self._path, "rootfs"),
-                                            self._idmap, None)
-        except BaseException:
-            instances.locks.release(name)
-            raise
-        return self._path
-
-    async def _copy_snapshot(self, doc):
-        """A writable copy of the snapshot, unshifted: snapshots may be read-only."""
-        snap = self._instances.snapshots.get(self._name, self._snapshot)
-        driver = self._instances.daemon.pools.driver(doc.value["pool"])
-        volume = f"{self._name}.publish-{secrets.token_hex(4)}"
-        await driver.copy_volume("container", snap.name, volume)
-        self._copy = (driver, volume)
-        self._path = driver.mount_path("container", volume)
-        text = snap.value["config"].get("volatile.last_state.idmap")
-        idmap = idmaps.IdMap.from_json(text) if text else None
-        if idmap is not None:
-            await threads.deferToThread(idmaps.shift_tree, os.path.join(self._path, "rootfs"), idmap, None)
-        return self._path
-
-    async def _mark(self, unshifting):
-        """While the marker is set the rootfs may be partly unshifted; a start heals it first."""
-        doc = self._instances.get(self._name)
-        if unshifting:
-            doc.value["config"][UNSHIFTED_MARKER] = "true"
-        else:
-            doc.value["config"].pop(UNSHIFTED_MARKER, None)
-        await self._instances.store.commit([Put(KIND, self._name, doc.value, expect=doc.revision)])
-
-    async def __aexit__(self, *exc):
-        try:
-            if self._copy is not None:
-                driver, volume = self._copy
-                await driver.delete_volume("container", volume)
-            elif self._idmap is not None:
-                await threads.deferToThread(idmaps.shift_tree, os.path.join(self._path, "rootfs"),
-                                            None, self._idmap)
-                await self._mark(False)
-        finally:
-            self._instances.locks.release(self._name)
-        return False
-
+        return PublishSource(self, name, snapshot)
 
 def _int(value, default=0):
     try:

@@ -170,3 +170,23 @@ def test_concurrent_actions_serialise(busybox_daemon, make):
     final = [d.wait_operation(r) for r in results]
     assert all(op["status"] == "Success" for op in final), final
     assert d.request("GET", f"/1.0/containers/{name}").metadata["status"] == "Running"
+
+
+def test_templates_on_copy_and_rename(busybox_daemon):
+    """The image's hostname template runs again for a copy and after a rename."""
+    d = busybox_daemon
+    d.lxc("init", "busybox", "tcp1")
+    try:
+        d.lxc("copy", "tcp1", "tcp2")
+        d.lxc("start", "tcp2")
+        with open(f"/proc/{_pid(d, 'tcp2')}/root/etc/hostname") as f:
+            assert f.read().strip() == "tcp2"
+        d.lxc("stop", "tcp2", "--force")
+        d.lxc("move", "tcp2", "tcp3")
+        d.lxc("start", "tcp3")
+        with open(f"/proc/{_pid(d, 'tcp3')}/root/etc/hostname") as f:
+            assert f.read().strip() == "tcp3"
+    finally:
+        for name in ("tcp1", "tcp2", "tcp3"):
+            d.lxc("delete", "-f", name, check=False)
+

@@ -134,3 +134,20 @@ def test_shutdown_forces_after_host_shutdown_timeout(fresh):
     state = subprocess.run(["lxc-info", "-s", "-H", "-n", "stubborn", "-P", os.path.join(d.dir, "lxc")],
                            capture_output=True, text=True)
     assert state.stdout.strip() == "STOPPED"
+
+
+def test_autostart_priority_order(fresh):
+    """At daemon start, autostart containers start by descending boot.autostart.priority."""
+    d = fresh
+    d.lxc("init", "busybox", "first", "-c", "boot.autostart=true", "-c", "boot.autostart.priority=9")
+    d.lxc("init", "busybox", "second", "-c", "boot.autostart=true", "-c", "boot.autostart.priority=1")
+    d.stop()
+    d.start(timeout=120)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and {_status(d, "first"), _status(d, "second")} != {"Running"}:
+        time.sleep(0.2)
+    from lxdtx import timeutil
+
+    started = {name: timeutil.parse(d.request("GET", f"/1.0/containers/{name}").metadata["last_used_at"])
+               for name in ("first", "second")}
+    assert started["first"] < started["second"], started

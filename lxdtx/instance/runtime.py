@@ -89,9 +89,9 @@ class Runtime:
                 return int(line)
         return None
 
-    def status(self, name):
-        """Stopped, Running or Frozen."""
-        if self.init_pid(name) is None:
+    def status(self, name, pid=0):
+        """Stopped, Running or Frozen (`pid`: the init pid when the caller just read it)."""
+        if (pid if pid != 0 else self.init_pid(name)) is None:
             return STOPPED
         freezer = self.cgroup_dir(name, "freezer")
         if freezer:

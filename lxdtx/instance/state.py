@@ -45,12 +45,12 @@ _NETNS_POOL = None
 
 
 def _netns_pool(reactor):
-    """One thread of our own: it switches network namespaces, nothing else may run on it."""
+    """Threads of our own: each switches network namespaces (and back), nothing else runs on them."""
     global _NETNS_POOL
     if _NETNS_POOL is None:
         from twisted.python.threadpool import ThreadPool
 
-        _NETNS_POOL = ThreadPool(minthreads=0, maxthreads=1, name="lxdtx-netns")
+        _NETNS_POOL = ThreadPool(minthreads=0, maxthreads=4, name="lxdtx-netns")
         _NETNS_POOL.start()
         reactor.addSystemEventTrigger("during", "shutdown", _NETNS_POOL.stop)
     return _NETNS_POOL
@@ -69,7 +69,8 @@ async def network(reactor, pid, host_names):
 
 async def collect(instances, name, value):
     runtime = instances.runtime
-    status = runtime.status(name)
+    pid = runtime.init_pid(name)
+    status = runtime.status(name, pid)
     state = {
         "status": status, "status_code": STATUS_CODES[status], "pid": 0, "processes": 0,
         "cpu": {"usage": 0}, "disk": None, "network": None,
@@ -77,7 +78,6 @@ async def collect(instances, name, value):
     }
     if status == STOPPED:
         return state
-    pid = runtime.init_pid(name) or 0
     config, devices = instances.expanded(value)
     host_names = {}
     for dev, cfg in devices.items():

@@ -7,12 +7,14 @@ default profile, and the local busybox image with alias `busybox`.
 """
 
 import os
+import sys
 import tempfile
 
 from twisted.internet import threads
 from twisted.logger import Logger
 
 from lxdtx import profiles
+from lxdtx.asyncutil import run
 from lxdtx.network import links
 from lxdtx.network.links import run_in_thread
 from lxdtx.state import Put
@@ -42,13 +44,13 @@ async def ensure_root_disk(daemon):
 async def ensure_busybox_image(daemon):
     if daemon.store.exists("alias", IMAGE_ALIAS):
         return
-    from lxdtx.image.busybox import build_image
-
     spool = daemon.path("tmp")
     directory = await threads.deferToThread(tempfile.mkdtemp, prefix="busybox-", dir=spool)
     try:
-        built = await threads.deferToThread(build_image, directory, "xz")
-        path = getattr(built, "path", None) or os.path.join(directory, os.listdir(directory)[0])
+        # Built by `lxdtx image busybox` in a child process: the builder runs busybox
+        # itself, and the daemon never forks.
+        await run([sys.executable, "-m", "lxdtx.cli", "image", "busybox", directory, "--compression", "xz"])
+        path = os.path.join(directory, os.listdir(directory)[0])
         with open(path, "rb") as body:
             staged = await daemon.images.stage_upload(body)
         await daemon.images.add(staged, filename=os.path.basename(path),

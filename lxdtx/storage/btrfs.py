@@ -18,7 +18,7 @@ from lxdtx import errors
 from lxdtx.asyncutil import ProcessError
 from lxdtx.config.types import is_any, is_size, parse_size
 from lxdtx.storage import mounts
-from lxdtx.storage.driver import VOLUME_DIRS, Driver, Info, is_snapshot
+from lxdtx.storage.driver import Driver, Info, VOLUME_DIRS, is_snapshot, tool_output
 
 DEFAULT_MOUNT_OPTIONS = "user_subvol_rm_allowed"
 
@@ -47,13 +47,8 @@ class BtrfsDriver(Driver):
         return None
 
     @classmethod
-    def version(cls):
-        import subprocess
-
-        try:
-            out = subprocess.run(["btrfs", "--version"], capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            return ""
+    async def version(cls, run):
+        out = await tool_output(run, ["btrfs", "--version"])
         return out.split()[-1].lstrip("v") if out.split() else ""
 
     # -- pool ----------------------------------------------------------------

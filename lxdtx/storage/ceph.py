@@ -22,7 +22,7 @@ import secrets
 from lxdtx import errors
 from lxdtx.config.types import is_any, is_bool, is_size, is_true, is_uint32, parse_size
 from lxdtx.storage import block, mounts
-from lxdtx.storage.driver import Driver, Info, is_snapshot
+from lxdtx.storage.driver import Driver, Info, is_snapshot, tool_output
 
 _PREFIX = {"container": "container", "image": "image", "custom": "custom"}
 
@@ -53,14 +53,8 @@ class CephDriver(block.BlockVolumes, Driver):
         return None
 
     @classmethod
-    def version(cls):
-        import subprocess
-
-        try:
-            out = subprocess.run(["ceph", "--version"], capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            return ""
-        words = out.split()
+    async def version(cls, run):
+        words = (await tool_output(run, ["ceph", "--version"])).split()
         return words[2] if len(words) > 2 else ""
 
     # -- names -----------------------------------------------------------------------

@@ -46,6 +46,15 @@ class Info:
         self.restore_latest_only = restore_latest_only  # only the newest snapshot can be restored (zfs)
 
 
+async def tool_output(run, argv):
+    """stdout of a tool as text, "" when it cannot run."""
+    try:
+        _, out, _ = await run(argv, check=False)
+    except OSError:
+        return ""
+    return out.decode("utf-8", "replace")
+
+
 def is_snapshot(name):
     return "/" in name
 
@@ -79,8 +88,8 @@ class Driver:
         return None
 
     @classmethod
-    def version(cls):
-        """The version string `GET /1.0` shows for this driver (blocking: read at start-up)."""
+    async def version(cls, run):
+        """The version string `GET /1.0` shows for this driver; `run` spawns a tool (asyncutil.run)."""
         return "1"
 
     # -- pool ------------------------------------------------------------

@@ -13,11 +13,11 @@ def driver_class(name):
     return DRIVERS.get(name)
 
 
-def available():
-    """{name: version} of the drivers this host can run (blocking: reads /proc, runs --version)."""
+async def available(run, in_thread):
+    """{name: version} of the drivers this host can run (`missing()` reads /proc: in a thread)."""
     found = {}
     for name in sorted(DRIVERS):
         cls = DRIVERS[name]
-        if cls.missing() is None:
-            found[name] = cls.version()
+        if await in_thread(cls.missing) is None:
+            found[name] = await cls.version(run)
     return found

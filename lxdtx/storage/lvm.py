@@ -17,7 +17,7 @@ import os
 from lxdtx import errors
 from lxdtx.config.types import is_bool, is_any, is_size, is_true, parse_size
 from lxdtx.storage import block, mounts
-from lxdtx.storage.driver import Driver, Info, is_snapshot
+from lxdtx.storage.driver import Driver, Info, is_snapshot, tool_output
 
 DEFAULT_THINPOOL = "LXDThinPool"
 _PREFIX = {"container": "containers", "image": "images", "custom": "custom"}
@@ -75,13 +75,8 @@ class LvmDriver(block.BlockVolumes, Driver):
         return None
 
     @classmethod
-    def version(cls):
-        import subprocess
-
-        try:
-            out = subprocess.run(["lvm", "version"], capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            return ""
+    async def version(cls, run):
+        out = await tool_output(run, ["lvm", "version"])
         for line in out.splitlines():
             if "LVM version" in line:
                 return line.split(":", 1)[1].strip().split()[0]

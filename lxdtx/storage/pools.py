@@ -10,7 +10,7 @@ volumes. Image volumes are caches a driver keeps on disk: the driver lists them.
 from twisted.internet import threads
 from twisted.logger import Logger
 
-from lxdtx import errors
+from lxdtx import asyncutil, errors
 from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
 from lxdtx.storage import keys
@@ -75,7 +75,7 @@ class Pools:
     # -- start-up ----------------------------------------------------------------
     async def mount_all(self):
         """Bring every pool up at daemon start (after a host boot nothing is mounted)."""
-        self.available = await threads.deferToThread(available)
+        self.available = await available(asyncutil.run, threads.deferToThread)
         sources = getattr(self._daemon, "environment_sources", None)
         if sources is not None and self.environment not in sources:
             sources.append(self.environment)

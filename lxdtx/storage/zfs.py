@@ -53,7 +53,7 @@ class ZfsDriver(Driver):
         return None
 
     @classmethod
-    def version(cls):
+    async def version(cls, run):
         try:
             with open("/sys/module/zfs/version") as f:
                 return f.read().strip()

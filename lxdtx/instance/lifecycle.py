@@ -328,7 +328,11 @@ class Instances:
         await threads.deferToThread(self._write_config, name, path, config, idmap, lines)
         self.runtime.forget(name)
         await threads.deferToThread(self._remove_stale_cgroups, name)
-        await self.liblxc.start(name)
+        try:
+            await self.liblxc.start(name)
+        except BaseException:
+            await threads.deferToThread(self._remove_stale_cgroups, name)
+            raise
         try:
             await self.daemon.networks.nics.started(name, {**config, **own}, devs)
         except Exception:

@@ -188,6 +188,9 @@ def test_failed_start_leaves_container_stopped(busybox_daemon):
         result = d.lxc("start", "bad1", check=False)
         assert result.returncode != 0
         assert _status(d, "bad1") == "Stopped"
+        leftover = os.path.dirname(d.cgroup_file("bad1", "pids", "pids.max"))
+        assert not os.path.exists(leftover), leftover
+        assert not os.path.exists(leftover.replace(".payload.", ".monitor."))
         d.lxc("config", "unset", "bad1", "raw.lxc")
         d.lxc("start", "bad1")
         assert _status(d, "bad1") == "Running"

@@ -84,6 +84,11 @@ class BlockVolumes:
     volume is read from the device (blkid), as the pool default may have changed since.
     """
 
+    async def volume_usage(self, vol_type, name):
+        """Bytes used in the volume's (mounted) filesystem."""
+        st = await self.in_thread(os.statvfs, self.mount_path(vol_type, name))
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+
     def volume_filesystem(self, config):
         return (config or {}).get("block.filesystem") or self.config.get("volume.block.filesystem") \
             or DEFAULT_FILESYSTEM

@@ -119,7 +119,7 @@ class BtrfsDriver(Driver):
         await self.unmount()
         if self.source == self.loop_file:
             await self.in_thread(mounts.remove_file, self.loop_file)
-        await self.in_thread(_rmdir, self.mount_point)
+        await self.in_thread(mounts.rmdir_if_empty, self.mount_point)
 
     def mount_argv(self, kind):
         options = self.mount_options()
@@ -292,7 +292,7 @@ class BtrfsDriver(Driver):
     async def delete_volume(self, vol_type, name):
         await self._subvolume_delete(self.mount_path(vol_type, name))
         if vol_type == "container":
-            await self.in_thread(_rmdir, self.snapshots_dir(name.split("/")[0]))
+            await self.in_thread(mounts.rmdir_if_empty, self.snapshots_dir(name.split("/")[0]))
 
     async def rename_volume(self, vol_type, name, new_name):
         def move():
@@ -301,7 +301,7 @@ class BtrfsDriver(Driver):
             if vol_type == "container" and not is_snapshot(name) and os.path.isdir(self.snapshots_dir(name)):
                 os.rename(self.snapshots_dir(name), self.snapshots_dir(new_name))
             if vol_type == "container" and is_snapshot(name):
-                _rmdir(self.snapshots_dir(name.split("/")[0]))
+                mounts.rmdir_if_empty(self.snapshots_dir(name.split("/")[0]))
 
         await self.in_thread(move)
 
@@ -368,10 +368,3 @@ class BtrfsDriver(Driver):
             if fields and fields[0] == qgroup and len(fields) >= 2:
                 return int(fields[1])
         return 0
-
-
-def _rmdir(path):
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass

@@ -240,9 +240,9 @@ class CephDriver(block.BlockVolumes, Driver):
                 if code != 0:
                     pool, image = spec.split("/", 1)
                     await self.run(self.rbd("mv", spec, f"{pool}/zombie_{image}_{secrets.token_hex(4)}"))
-        await self.in_thread(_rmdir, self.mount_path(vol_type, name))
+        await self.in_thread(mounts.rmdir_if_empty, self.mount_path(vol_type, name))
         if vol_type == "container":
-            await self.in_thread(_rmdir, self.snapshots_dir(name.split("/")[0]))
+            await self.in_thread(mounts.rmdir_if_empty, self.snapshots_dir(name.split("/")[0]))
 
     async def rename_volume(self, vol_type, name, new_name):
         await self.unmount_volume(vol_type, name)
@@ -251,9 +251,9 @@ class CephDriver(block.BlockVolumes, Driver):
             await self.run(self.rbd("snap", "rename", old, new))
         else:
             await self.run(self.rbd("mv", old, new))
-            await self.in_thread(_rmdir, self.mount_path(vol_type, name))
+            await self.in_thread(mounts.rmdir_if_empty, self.mount_path(vol_type, name))
             if vol_type == "container":
-                await self.in_thread(_rename_dir, self.snapshots_dir(name), self.snapshots_dir(new_name))
+                await self.in_thread(mounts.rename_dir, self.snapshots_dir(name), self.snapshots_dir(new_name))
             await self.mount_volume(vol_type, new_name)
 
     async def create_snapshot(self, name, snapshot):
@@ -320,19 +320,3 @@ class CephDriver(block.BlockVolumes, Driver):
         await self.run(self.rbd("resize", "--allow-shrink", "--size", megabytes, spec))
         if was_mounted:
             await self.mount_block(vol_type, name)
-
-    async def volume_usage(self, vol_type, name):
-        st = await self.in_thread(os.statvfs, self.mount_path(vol_type, name))
-        return (st.f_blocks - st.f_bfree) * st.f_frsize
-
-
-def _rmdir(path):
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
-
-
-def _rename_dir(old, new):
-    if os.path.isdir(old):
-        os.rename(old, new)

@@ -6,6 +6,7 @@ import shutil
 
 from lxdtx import errors
 from lxdtx.storage.driver import VOLUME_DIRS, Driver, Info, is_snapshot
+from lxdtx.storage import mounts
 
 
 class DirDriver(Driver):
@@ -93,7 +94,7 @@ class DirDriver(Driver):
         def remove():
             remove_path(path)
             if vol_type == "container":
-                _rmdir_if_empty(self.snapshots_dir(name.split("/")[0]))
+                mounts.rmdir_if_empty(self.snapshots_dir(name.split("/")[0]))
 
         await self.in_thread(remove)
 
@@ -109,12 +110,6 @@ class DirDriver(Driver):
         await self.in_thread(os.makedirs, self.snapshots_dir(name), 0o700, True)
         await super().create_snapshot(name, snapshot)
 
-
-def _rmdir_if_empty(path):
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
 
 
 def remove_path(path):

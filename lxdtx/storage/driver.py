@@ -16,7 +16,7 @@ import os
 
 from twisted.internet import threads
 
-from lxdtx import asyncutil
+from lxdtx import asyncutil, errors
 from lxdtx.config.types import is_any, is_size, parse_size
 from lxdtx.storage import rsync
 from lxdtx.storage.errors import NotSupported
@@ -53,6 +53,25 @@ async def tool_output(run, argv):
     except OSError:
         return ""
     return out.decode("utf-8", "replace")
+
+
+def fill_source(config, name_key, pool, loop_file, default_size):
+    """Defaults of a pool whose `source` is a loop file (none given), a device (a path) or
+    an existing named thing (a volume group, a zpool); `name_key` holds that name."""
+    source = config.get("source", "")
+    if not source:
+        config.setdefault("size", default_size)
+        config["source"] = loop_file
+        config.setdefault(name_key, pool)
+    elif source.startswith("/"):
+        config.setdefault(name_key, pool)
+        if config.get("size"):
+            raise errors.BadRequest("Only loop-backed pools can have a \"size\" (the pool has a source)")
+    else:
+        if config.get(name_key) and config[name_key] != source:
+            raise errors.BadRequest(f"Invalid combination of \"source\" and \"{name_key}\"")
+        config[name_key] = source
+    return config
 
 
 def is_snapshot(name):

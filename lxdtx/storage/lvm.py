@@ -17,7 +17,7 @@ import os
 from lxdtx import errors
 from lxdtx.config.types import is_bool, is_any, is_size, is_true, parse_size
 from lxdtx.storage import block, mounts
-from lxdtx.storage.driver import Driver, Info, is_snapshot, tool_output
+from lxdtx.storage.driver import Driver, Info, fill_source, is_snapshot, tool_output
 
 DEFAULT_THINPOOL = "LXDThinPool"
 _PREFIX = {"container": "containers", "image": "images", "custom": "custom"}
@@ -112,21 +112,9 @@ class LvmDriver(block.BlockVolumes, Driver):
                 raise errors.BadRequest("lvm.use_thinpool may not be false while lvm.thinpool_name is set")
         else:
             config.setdefault("lvm.thinpool_name", DEFAULT_THINPOOL)
-        source = config.get("source", "")
-        if not source:
-            config.setdefault("size", mounts.default_loop_size(self.state_dir))
-            config["source"] = self.loop_file
-            config.setdefault("lvm.vg_name", self.pool)
-        elif source.startswith("/"):
-            config.setdefault("lvm.vg_name", self.pool)
-            if config.get("size"):
-                raise errors.BadRequest("Only loop-backed pools can have a \"size\" (the pool has a source)")
-        else:
-            # `source` names an existing volume group.
-            if config.get("lvm.vg_name") and config["lvm.vg_name"] != source:
-                raise errors.BadRequest("Invalid combination of \"source\" and \"lvm.vg_name\"")
-            config["lvm.vg_name"] = source
-        return config
+        # A `source` that is not a path names an existing volume group.
+        return fill_source(config, "lvm.vg_name", self.pool, self.loop_file,
+                           mounts.default_loop_size(self.state_dir))
 
     def _owns_vg(self):
         return self.config.get("source", "").startswith("/")
@@ -311,9 +299,9 @@ class LvmDriver(block.BlockVolumes, Driver):
         if code == 0:
             await self.run(["lvremove", "-f", self._lv(vol_type, name)])
         path = self.mount_path(vol_type, name)
-        await self.in_thread(_rmdir, path)
+        await self.in_thread(mounts.rmdir_if_empty, path)
         if vol_type == "container":
-            await self.in_thread(_rmdir, self.snapshots_dir(name.split("/")[0]))
+            await self.in_thread(mounts.rmdir_if_empty, self.snapshots_dir(name.split("/")[0]))
 
     async def _snapshot_lvs(self, container):
         """Snapshot names of a container, from the LVs of the group."""
@@ -333,9 +321,9 @@ class LvmDriver(block.BlockVolumes, Driver):
         for old, new in moves:
             await self.unmount_block(vol_type, old)
             await self.run(["lvrename", self.vg, lv_name(vol_type, old), lv_name(vol_type, new)])
-            await self.in_thread(_rmdir, self.mount_path(vol_type, old))
+            await self.in_thread(mounts.rmdir_if_empty, self.mount_path(vol_type, old))
         if vol_type == "container":
-            await self.in_thread(_rmdir, self.snapshots_dir(name.split("/")[0]))
+            await self.in_thread(mounts.rmdir_if_empty, self.snapshots_dir(name.split("/")[0]))
         await self.mount_volume(vol_type, new_name)
 
     async def create_snapshot(self, name, snapshot):
@@ -408,14 +396,3 @@ class LvmDriver(block.BlockVolumes, Driver):
         await self.run(["lvresize", "-f", "-L", _mib(number), self._lv(vol_type, name)])
         if was_mounted:
             await self.mount_block(vol_type, name)
-
-    async def volume_usage(self, vol_type, name):
-        st = await self.in_thread(os.statvfs, self.mount_path(vol_type, name))
-        return (st.f_blocks - st.f_bfree) * st.f_frsize
-
-
-def _rmdir(path):
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass

@@ -107,3 +107,17 @@ def which(tool):
         if os.access(path, os.X_OK):
             return path
     return None
+
+
+def rmdir_if_empty(path):
+    """Remove a directory if it is empty (and exists); anything else is left alone."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def rename_dir(old, new):
+    """Rename a directory that may not exist."""
+    if os.path.isdir(old):
+        os.rename(old, new)

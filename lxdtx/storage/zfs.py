@@ -23,7 +23,7 @@ import secrets
 from lxdtx import errors
 from lxdtx.config.types import is_bool, is_any, is_size, is_true, parse_size
 from lxdtx.storage import mounts
-from lxdtx.storage.driver import VOLUME_DIRS, Driver, Info, is_snapshot
+from lxdtx.storage.driver import Driver, Info, VOLUME_DIRS, fill_source, is_snapshot
 from lxdtx.storage.errors import NotSupported
 
 _DATASET_DIRS = {"container": "containers", "image": "images", "custom": "custom"}
@@ -79,21 +79,9 @@ class ZfsDriver(Driver):
     # -- pool ------------------------------------------------------------------------
     def fill_defaults(self, config):
         config = super().fill_defaults(config)
-        source = config.get("source", "")
-        if not source:
-            config.setdefault("size", mounts.default_loop_size(self.state_dir))
-            config["source"] = self.loop_file
-            config.setdefault("zfs.pool_name", self.pool)
-        elif source.startswith("/"):
-            config.setdefault("zfs.pool_name", self.pool)
-            if config.get("size"):
-                raise errors.BadRequest("Only loop-backed pools can have a \"size\" (the pool has a source)")
-        else:
-            # An existing zpool or dataset.
-            if config.get("zfs.pool_name") and config["zfs.pool_name"] != source:
-                raise errors.BadRequest("Invalid combination of \"source\" and \"zfs.pool_name\"")
-            config["zfs.pool_name"] = source
-        return config
+        # A `source` that is not a path names an existing zpool or dataset.
+        return fill_source(config, "zfs.pool_name", self.pool, self.loop_file,
+                           mounts.default_loop_size(self.state_dir))
 
     def _owns_zpool(self):
         return self.config.get("source", "").startswith("/")
@@ -260,9 +248,9 @@ class ZfsDriver(Driver):
                                     + "-" + secrets.token_hex(4)])
             else:
                 await self._destroy(dataset)
-        await self.in_thread(_rmdir, self.mount_path(vol_type, name))
+        await self.in_thread(mounts.rmdir_if_empty, self.mount_path(vol_type, name))
         if vol_type == "container":
-            await self.in_thread(_rmdir, self.snapshots_dir(name.split("/")[0]))
+            await self.in_thread(mounts.rmdir_if_empty, self.snapshots_dir(name.split("/")[0]))
 
     async def rename_volume(self, vol_type, name, new_name):
         await self.unmount_volume(vol_type, name)
@@ -270,9 +258,9 @@ class ZfsDriver(Driver):
         await self.run(["zfs", "rename", old, new])
         if "@" not in new:
             await self.run(["zfs", "set", f"mountpoint={self.mount_path(vol_type, new_name)}", new])
-            await self.in_thread(_rmdir, self.mount_path(vol_type, name))
+            await self.in_thread(mounts.rmdir_if_empty, self.mount_path(vol_type, name))
             if vol_type == "container":
-                await self.in_thread(_rename_dir, self.snapshots_dir(name), self.snapshots_dir(new_name))
+                await self.in_thread(mounts.rename_dir, self.snapshots_dir(name), self.snapshots_dir(new_name))
             await self._mount_dataset(vol_type, new_name)
 
     async def create_snapshot(self, name, snapshot):
@@ -342,15 +330,3 @@ class ZfsDriver(Driver):
     async def volume_usage(self, vol_type, name):
         _, out, _ = await self.run(["zfs", "get", "-Hp", "-o", "value", "used", self.dataset(vol_type, name)])
         return int(out.decode().split()[0])
-
-
-def _rmdir(path):
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
-
-
-def _rename_dir(old, new):
-    if os.path.isdir(old):
-        os.rename(old, new)

@@ -9,20 +9,6 @@ import struct
 
 _SIOCGIFADDR = 0x8915
 
-# Personalities a host of each kernel architecture can run.
-ARCHITECTURES = {
-    "x86_64": ["x86_64", "i686"],
-    "aarch64": ["aarch64", "armv7l"],
-    "ppc64le": ["ppc64le"],
-    "s390x": ["s390x"],
-}
-
-
-def architectures():
-    machine = os.uname().machine
-    return ARCHITECTURES.get(machine, [machine])
-
-
 def _ipv4_addresses():
     found = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

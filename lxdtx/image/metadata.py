@@ -2,32 +2,20 @@
 """`metadata.yaml` of an image: parsing, validation, and the file publish writes."""
 
 import dataclasses
-import os
 
+from lxdtx import architectures
 from lxdtx.image.invalid import ImageFormatError
 
-# Canonical architecture names and the aliases LXD accepts for them.
-ARCHITECTURE_ALIASES = {
-    "i686": ("i386", "386"),
-    "x86_64": ("amd64",),
-    "armv7l": ("armel", "armhf", "arm"),
-    "aarch64": ("arm64",),
-    "ppc": ("powerpc",),
-    "ppc64": ("powerpc64",),
-    "ppc64le": ("ppc64el",),
-    "s390x": (),
-}
-_CANONICAL = {alias: name for name, aliases in ARCHITECTURE_ALIASES.items() for alias in (name, *aliases)}
 
 TRIGGERS = ("create", "copy", "start", "rename")
 
 
 def architecture_name(name):
     """The canonical name of an architecture or alias; ImageFormatError if unknown."""
-    try:
-        return _CANONICAL[name]
-    except (KeyError, TypeError):
-        raise ImageFormatError(f"Invalid image: unknown architecture {name!r}") from None
+    canonical = architectures.canonical(name)
+    if canonical is None:
+        raise ImageFormatError(f"Invalid image: unknown architecture {name!r}")
+    return canonical
 
 
 @dataclasses.dataclass
@@ -144,5 +132,4 @@ def for_publish(raw, properties, architecture, now):
 
 def host_architecture():
     """The canonical name of this host's architecture."""
-    machine = os.uname().machine
-    return _CANONICAL.get(machine, machine)
+    return architectures.host()

@@ -13,7 +13,7 @@ import sys
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from lxdtx import device, errors, hostinfo, timeutil
+from lxdtx import architectures, device, errors, hostinfo, timeutil
 from lxdtx.config import container as container_config
 from lxdtx.config.types import is_true, parse_int64
 from lxdtx.instance import cgroups, lxcconf, model, templates
@@ -208,7 +208,7 @@ class Instances:
                 await threads.deferToThread(os.makedirs, os.path.join(path, "rootfs"), 0o755, True)
             if root.get("size"):
                 await self.daemon.pools.apply_root_size(pool, name, root["size"])
-            architecture = architecture or hostinfo.architectures()[0]
+            architecture = architecture or architectures.host()
             model.check_architecture(architecture)
 
             value = model.new_document(
@@ -632,7 +632,7 @@ class Instances:
                     path = await driver.import_volume("container", name, os.path.join(stage, "container"))
                     revert.add(driver.delete_volume, "container", name)
                     value = model.new_document(
-                        architecture=source.get("architecture") or hostinfo.architectures()[0],
+                        architecture=source.get("architecture") or architectures.host(),
                         config=config, devices=devices, profiles=profiles,
                         ephemeral=bool(source.get("ephemeral")), description=source.get("description") or "",
                         pool=pool)

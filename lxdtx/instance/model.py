@@ -14,15 +14,12 @@ profiles (in order) underneath.
 import random
 import re
 
-from lxdtx import device, errors, timeutil
+from lxdtx import architectures, device, errors, timeutil
 
 KIND = "container"
 SNAPSHOT_KIND = "snapshot"
 
 _NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9-]{0,62}")
-_ARCHITECTURES = {
-    "i686": 1, "x86_64": 2, "armv7l": 3, "aarch64": 4, "ppc": 5, "ppc64": 6, "ppc64le": 7, "s390x": 8,
-}
 
 _ADJECTIVES = ["brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "kind", "lively", "merry",
                "nice", "proud", "quick", "sharp", "smart", "sunny", "tidy", "vivid", "witty", "zesty"]
@@ -58,7 +55,7 @@ def random_name(taken):
 
 
 def check_architecture(name):
-    if name not in _ARCHITECTURES:
+    if name not in architectures.ALIASES:
         raise errors.BadRequest(f"Unsupported architecture: {name}")
 
 

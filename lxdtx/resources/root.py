@@ -5,7 +5,7 @@ import os
 import time
 import weakref
 
-from lxdtx import API_VERSION, SERVER_VERSION, errors, extensions, hostinfo
+from lxdtx import API_VERSION, SERVER_VERSION, architectures, errors, extensions
 from lxdtx.response import CachedSyncResponse, SyncResponse, dumps, empty, etag_of
 from lxdtx.router import Action, Endpoint
 
@@ -28,7 +28,7 @@ def server_info(daemon):
     uname = os.uname()
     environment = {
         "addresses": daemon.addresses(),
-        "architectures": hostinfo.architectures(),
+        "architectures": architectures.supported(),
         "certificate": daemon.cert_pem,
         "certificate_fingerprint": daemon.cert_fingerprint,
         "driver": "lxc",

@@ -3,6 +3,7 @@
 import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
+from lxdtx import architectures
 from lxdtx.image import metadata
 from lxdtx.image.invalid import ImageFormatError
 
@@ -48,7 +49,7 @@ class ParseTests(SynchronousTestCase):
 
     def test_architectures(self):
         """Every alias of the reference maps to its canonical name."""
-        for name, aliases in metadata.ARCHITECTURE_ALIASES.items():
+        for name, aliases in architectures.ALIASES.items():
             for alias in (name, *aliases):
                 self.assertEqual(metadata.architecture_name(alias), name)
 

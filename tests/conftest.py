@@ -7,39 +7,30 @@ import pytest
 from tests.daemonproc import Daemon
 
 
-def _require_root():
+def _running_daemon(**kwargs):
+    """Start a daemon (root only), hand it out, and clean it up whatever happened."""
     if os.geteuid() != 0:
         pytest.skip("integration tests run as root (containers, bridges, mounts)")
+    d = Daemon(**kwargs).start(timeout=120)
+    try:
+        yield d
+    finally:
+        d.cleanup()
 
 
 @pytest.fixture
 def daemon():
     """A fresh daemon for one test."""
-    _require_root()
-    d = Daemon().start()
-    try:
-        yield d
-    finally:
-        d.cleanup()
+    yield from _running_daemon()
 
 
 @pytest.fixture(scope="module")
 def shared_daemon():
     """One daemon for a whole test module (tests must not depend on each other's state)."""
-    _require_root()
-    d = Daemon().start()
-    try:
-        yield d
-    finally:
-        d.cleanup()
+    yield from _running_daemon()
 
 
 @pytest.fixture(scope="module")
 def busybox_daemon():
-    """A daemon initialised like `lxdtx init --auto` (dir pool, busybox image), for a module."""
-    _require_root()
-    d = Daemon(auto_init=True).start(timeout=120)
-    try:
-        yield d
-    finally:
-        d.cleanup()
+    """A daemon initialised like `lxdtx init --auto` (pool, bridge, busybox image), for a module."""
+    yield from _running_daemon(auto_init=True)

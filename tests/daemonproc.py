@@ -188,11 +188,24 @@ class Daemon:
         return env
 
     def lxc(self, *args, check=True, input=None, timeout=120, env=None):
-        """Run the real `lxc` client against this daemon; returns CompletedProcess (text)."""
-        result = subprocess.run(
-            ["lxc", *args], env=self.env(**(env or {})), input=input, capture_output=True,
-            text=isinstance(input, str) or input is None, timeout=timeout,
-        )
+        """Run the real `lxc` client against this daemon; returns CompletedProcess (text).
+
+        A client still running after `timeout` gets SIGQUIT, so the failure shows
+        where each of its goroutines waited, with the end of the daemon's log.
+        """
+        text = isinstance(input, str) or input is None
+        proc = subprocess.Popen(
+            ["lxc", *args], env=self.env(**(env or {})), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text)
+        try:
+            stdout, stderr = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGQUIT)
+            stdout, stderr = proc.communicate()
+            raise AssertionError(
+                f"lxc {' '.join(args)} still running after {timeout}s; its goroutines:\n{stderr[-20000:]}"
+                f"\n--- daemon log ---\n{self.log()[-5000:]}")
+        result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
         if check and result.returncode != 0:
             raise AssertionError(
                 f"lxc {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

@@ -11,6 +11,8 @@ from lxdtx.config.types import parse_host_port
 from lxdtx.errors import BadRequest
 from lxdtx.router import ApiSite
 
+BACKLOG = 1024
+
 
 class Listeners:
     """Owns the listening ports of one daemon."""
@@ -32,7 +34,9 @@ class Listeners:
 
     def listen_unix(self):
         path = self._daemon.path("unix.socket")
-        self._unix = self._reactor.listenUNIX(path, self._unix_site, mode=0o660, wantPID=True)
+        # Every `lxc` command opens several connections at once (events, the request,
+        # one per exec fd): a deep backlog keeps bursts of parallel commands from failing.
+        self._unix = self._reactor.listenUNIX(path, self._unix_site, mode=0o660, wantPID=True, backlog=BACKLOG)
         os.chmod(path, 0o660)
 
     def _context_factory(self):
@@ -48,7 +52,7 @@ class Listeners:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
         factory = TLSMemoryBIOFactory(self._context_factory(), False, self._https_site)
-        return self._reactor.listenTCP(number, factory, interface=host)
+        return self._reactor.listenTCP(number, factory, interface=host, backlog=BACKLOG)
 
     async def set_https(self, old, new):
         """The `core.https_address` hook: bind the new address first, then let the old one go.

@@ -191,7 +191,8 @@ class Daemon:
         """Run the real `lxc` client against this daemon; returns CompletedProcess (text).
 
         A client still running after `timeout` gets SIGQUIT, so the failure shows
-        where each of its goroutines waited, with the end of the daemon's log.
+        where each of its goroutines waited (`lxc exec` forwards it instead and is
+        then killed), with the end of the daemon's log.
         """
         text = isinstance(input, str) or input is None
         proc = subprocess.Popen(
@@ -201,7 +202,12 @@ class Daemon:
             stdout, stderr = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGQUIT)
-            stdout, stderr = proc.communicate()
+            try:
+                stdout, stderr = proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                # `lxc exec` forwards signals to the remote command instead of dying.
+                proc.kill()
+                stdout, stderr = proc.communicate()
             raise AssertionError(
                 f"lxc {' '.join(args)} still running after {timeout}s; its goroutines:\n{stderr[-20000:]}"
                 f"\n--- daemon log ---\n{self.log()[-5000:]}")

@@ -79,6 +79,7 @@ class ExecSession:
         self._stdin = []
         self._stdin_size = 0
         self._stdin_eof = False
+        self._early = []  # command events from while it was being spawned
         self.command = None
         self.code = None
         self.done = defer.Deferred()  # the exit code; fails when the command never ran
@@ -140,12 +141,20 @@ class ExecSession:
             self._abandoned(f"websocket {name} closed before the command started")
 
     # -- command events -------------------------------------------------------
+    # A command that ends at once is reaped while it is being spawned: Twisted
+    # reports its exit before spawnProcess returns, when the session has not yet
+    # learnt that the command started. Events of that moment wait in `_early`
+    # and are handed on once the session is running.
     def command_output(self, fd, data):
+        if self._defer_early(self.command_output, fd, data):
+            return
         output = self.outputs.get(fd)
         if output is not None and not output.ended:
             output.data(data)
 
     def command_output_ended(self, fd):
+        if self._defer_early(self.command_output_ended, fd):
+            return
         output = self.outputs.get(fd)
         if output is None or output.ended:
             return
@@ -154,9 +163,17 @@ class ExecSession:
             self._drained()
 
     def command_exited(self, code):
+        if self._defer_early(self.command_exited, code):
+            return
         self._exited(code)
         if all(o.ended for o in self.outputs.values()):
             self._drained()
+
+    def _defer_early(self, event, *args):
+        if self._state_is("starting"):
+            self._early.append((event, args))
+            return True
+        return False
 
     # -- helpers --------------------------------------------------------------
     def _state_is(self, name):
@@ -166,10 +183,14 @@ class ExecSession:
         try:
             command = self._spawn(self)
         except Exception as e:
+            self._early = []
             self.log.error("Could not start the command: {error}", error=e)
             self._start_failed(f"Failed to start the command: {e}")
             return
         self._started(command)
+        early, self._early = self._early, []
+        for event, args in early:
+            event(*args)
 
     def _stdin_data(self, payload):
         if self._stdin_eof:

@@ -64,11 +64,13 @@ class FakeCommand:
 class Harness:
     """A session with fake sockets, a fake spawner and a Clock."""
 
-    def __init__(self, interactive=False, cls=ExecSession, fail_spawn=False, **kwargs):
+    def __init__(self, interactive=False, cls=ExecSession, fail_spawn=False, during_spawn=None, **kwargs):
         self.clock = Clock()
         self.events = []
         self.spawned = 0
         self.fail_spawn = fail_spawn
+        # What the command reports before spawnProcess returns (a command reaped at once).
+        self.during_spawn = during_spawn
         if cls is ExecSession:
             kwargs["interactive"] = interactive
         self.session = cls(self.clock, self._spawn, **kwargs)
@@ -80,6 +82,8 @@ class Harness:
         self.events.append(("spawn",))
         if self.fail_spawn:
             raise OSError("lxc-attach missing")
+        if self.during_spawn:
+            self.during_spawn(session)
         return FakeCommand(self.events)
 
     def connect(self, *names):
@@ -176,6 +180,28 @@ class ExecSessionTests(SynchronousTestCase):
         tail = [e for e in h.events if e[0] in ("1", "2", "control")]
         self.assertEqual(tail, [("1", "data", b"out"), ("2", "data", b"err"),
                                 ("1", "barrier"), ("2", "barrier"), ("control", "drop")])
+
+    def test_exit_reported_while_spawning(self):
+        """A command reaped before the spawn call returns still completes the session."""
+        def exits_at_once(session):
+            session.command_exited(0)
+
+        h = Harness(during_spawn=exits_at_once)
+        h.connect("control", "0", "1", "2")
+        self.assertEqual(h.result, [])  # its output has not ended yet
+        h.session.command_output(1, b"112\n")
+        h.session.command_output_ended(1)
+        h.session.command_output_ended(2)
+        self.assertEqual(h.result, [0])
+        self.assertIn(("1", "data", b"112\n"), h.events)
+        self.assertIn(("command", "close_stdin"), h.events)
+
+    def test_exit_reported_while_spawning_then_drain_timeout(self):
+        """The early exit starts the drain timer like any other exit."""
+        h = Harness(during_spawn=lambda session: session.command_exited(7), drain_timeout=1.0)
+        h.connect("0", "1", "2")
+        h.clock.advance(1.0)
+        self.assertEqual(h.result, [7])
 
     def test_completion_decided_by_reaping(self):
         """Output that is still open after the reap gets the drain time, then is abandoned."""

@@ -1,6 +1,8 @@
 """Shared fixtures: a real daemon per test module or test, cleaned up also on failure."""
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -34,3 +36,13 @@ def shared_daemon():
 def busybox_daemon():
     """A daemon initialised like `lxdtx init --auto` (pool, bridge, busybox image), for a module."""
     yield from _running_daemon(auto_init=True)
+
+
+@pytest.fixture
+def workdir():
+    """A scratch directory on the host (files to push, certificates, images), removed after."""
+    path = tempfile.mkdtemp(prefix="lxdtx-work-", dir="/var/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -17,6 +17,16 @@ TWISTD = os.path.join(BIN, "twistd")
 LXDTX = os.path.join(BIN, "lxdtx")
 
 
+def wait_until(predicate, timeout=30, interval=0.1):
+    """Poll `predicate` until it is true (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
 class Result:
     """An HTTP answer: status, headers, raw body and decoded JSON (or None)."""
 

@@ -53,10 +53,6 @@ class BtrfsDriver(Driver):
 
     # -- pool ----------------------------------------------------------------
     @property
-    def loop_file(self):
-        return os.path.join(self.state_dir, "disks", f"{self.pool}.img")
-
-    @property
     def source(self):
         return self.config.get("source") or self.loop_file
 

@@ -116,6 +116,11 @@ class Driver:
     def mount_point(self):
         return os.path.join(self.state_dir, "storage-pools", self.pool)
 
+    @property
+    def loop_file(self):
+        """Where a loop-backed pool keeps its disk image."""
+        return os.path.join(self.state_dir, "disks", f"{self.pool}.img")
+
     def fill_defaults(self, config):
         """The config with driver defaults filled in (called once at pool creation)."""
         config = dict(config)

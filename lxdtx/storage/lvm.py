@@ -94,10 +94,6 @@ class LvmDriver(block.BlockVolumes, Driver):
             return None
         return self.config.get("lvm.thinpool_name") or DEFAULT_THINPOOL
 
-    @property
-    def loop_file(self):
-        return os.path.join(self.state_dir, "disks", f"{self.pool}.img")
-
     def device_path(self, vol_type, name):
         return f"/dev/{self.vg}/{lv_name(vol_type, name)}"
 

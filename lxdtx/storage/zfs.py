@@ -66,10 +66,6 @@ class ZfsDriver(Driver):
         """The dataset everything lives under (a zpool, or a dataset inside one)."""
         return self.config.get("zfs.pool_name") or self.pool
 
-    @property
-    def loop_file(self):
-        return os.path.join(self.state_dir, "disks", f"{self.pool}.img")
-
     def dataset(self, vol_type, name):
         if vol_type == "container" and is_snapshot(name):
             container, snapshot = name.split("/", 1)

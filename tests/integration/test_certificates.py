@@ -1,22 +1,8 @@
 """The certificates API: `lxc config trust`, pylxd, and the raw endpoints with ETags."""
 
-import shutil
-import tempfile
-
 import pylxd
-import pytest
 
 from tests import pki
-
-
-@pytest.fixture
-def workdir():
-    """A scratch directory for certificate files."""
-    path = tempfile.mkdtemp(prefix="lxdtx-certs-", dir="/var/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _fingerprints(daemon):

@@ -8,14 +8,10 @@ import time
 
 import pytest
 
+from tests.daemonproc import wait_until
 
-def _wait(predicate, timeout=30, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
+
+_wait = wait_until
 
 
 def _status(daemon, name):

@@ -10,18 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pexpect
 import pytest
 
+from tests.daemonproc import wait_until
 from tests.integration.wsclient import RawWebsocket
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def _wait(predicate, timeout=20, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
+    return wait_until(predicate, timeout, interval)
 
 
 @pytest.fixture(scope="module")

@@ -22,15 +22,6 @@ def ct(busybox_daemon):
 
 
 @pytest.fixture
-def workdir():
-    path = tempfile.mkdtemp(prefix="lxdtx-files-", dir="/var/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
 def sentinel():
     """A host file that no file API call may reach."""
     directory = tempfile.mkdtemp(prefix="lxdtx-sentinel-", dir="/var/tmp")

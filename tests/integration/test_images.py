@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 
 import pytest
 import yaml
@@ -22,15 +21,6 @@ from tests.daemonproc import Daemon, UnixHTTPConnection
 
 def sha256(data):
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def workdir():
-    path = tempfile.mkdtemp(prefix="lxdtx-images-", dir="/var/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def write(directory, name, data):

@@ -33,16 +33,6 @@ def client_conf():
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def workdir():
-    """A scratch directory for certificate files."""
-    path = tempfile.mkdtemp(prefix="lxdtx-certs-", dir="/var/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def _certificates(daemon):
     return daemon.request("GET", "/1.0/certificates").metadata
 

@@ -19,7 +19,9 @@ deps: .deps-stamp
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES)
 	touch $@
 
-venv: $(VENV)/.stamp
+SEED = lxdtx/helpers/execseed
+
+venv: $(VENV)/.stamp $(SEED)
 $(VENV)/.stamp: requirements.txt requirements-test.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements-test.txt
@@ -29,6 +31,10 @@ $(VENV)/.stamp: requirements.txt requirements-test.txt setup.py
 	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/python -OO -m compileall -q -j 0 lxdtx \
 		"$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" > /dev/null
 	touch $@
+
+# The exec seed (see its source): built against the host's liblxc.
+$(SEED): $(SEED).c
+	$(CC) -O2 -Wall -Wextra -o $@ $< $$(pkg-config --cflags --libs lxc)
 
 # Run the daemon in the foreground with all state under $(DIR) (`lxdtx daemon` is twistd
 # with TLS loaded only once HTTPS is used; -OO keeps docstrings out of memory).
@@ -43,4 +49,4 @@ unit: venv
 	$(VENV)/bin/python -m pytest -q tests/unit
 
 clean:
-	rm -rf $(VENV) .deps-stamp build *.egg-info
+	rm -rf $(VENV) .deps-stamp build *.egg-info $(SEED)

@@ -14,6 +14,7 @@ from twisted.internet import defer, threads
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
+from lxdtx.exec.seeds import SeedUnavailable
 from lxdtx.exec.streams import HELPER_ENV, exit_code
 
 MAX_AGE = 48 * 3600
@@ -53,13 +54,38 @@ def _open_targets(paths):
     return fds
 
 
-async def run_detached(reactor, argv, stdout_path=None, stderr_path=None):
-    """Run the helper with stdin from /dev/null and output to files; return the exit code."""
+class _Exit:
+    """Fires `done` with the exit code the exec seed reports."""
+
+    def __init__(self, done):
+        self.done = done
+
+    def command_started(self, pid):
+        pass
+
+    def command_exited(self, code):
+        self.done.callback(code)
+
+    def command_failed(self, number):
+        self.done.callback(-1)
+
+
+async def run_detached(reactor, argv, stdout_path=None, stderr_path=None, *, seed=None, command=None,
+                       env=None, cwd="/"):
+    """Run a command with stdin from /dev/null and output to files; return the exit code.
+
+    Through the container's exec seed when there is one, else `argv` (lxc-attach).
+    """
     fds = _open_targets([stdout_path, stderr_path])
     done = defer.Deferred()
     try:
-        reactor.spawnProcess(_Reaped(done), argv[0], argv, env=HELPER_ENV,
-                             childFDs={0: fds[0], 1: fds[1], 2: fds[2]})
+        try:
+            if seed is None:
+                raise SeedUnavailable("no seed")
+            seed.run(command, env, cwd, fds, _Exit(done))
+        except SeedUnavailable:
+            reactor.spawnProcess(_Reaped(done), argv[0], argv, env=HELPER_ENV,
+                                 childFDs={0: fds[0], 1: fds[1], 2: fds[2]})
     finally:
         for fd in fds:
             os.close(fd)

@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.integration.test_exec -*-
-"""The real transports of a session: websocket protocols and the `lxc-attach` process.
+"""The real transports of a session: websocket protocols, and the command run
+by the container's exec seed (pipes) or by `lxc-attach` (a pty when interactive).
 
 Flow control runs both ways: a full stdin pipe (or pty) pauses reading the
 client's socket, and a client slow to take output pauses reading the pipes.
@@ -14,11 +15,13 @@ import termios
 
 from twisted.internet import error
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.process import ProcessReader, ProcessWriter
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from lxdtx.exec import attach
+from lxdtx.exec.seeds import SeedUnavailable
 from lxdtx.wsproto import WebsocketProtocol
 
 HELPER_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -232,6 +235,114 @@ class AttachedCommand(ProcessProtocol):
         else:
             for fd in (0, 1, 2):
                 self.transport.closeChildFD(fd)
+
+
+class SeededCommand:
+    """A command started by the container's exec seed, with pipes for its three streams.
+
+    The seed reports the exit status; the pipes end when the command and
+    whatever inherited them have closed them.
+    """
+
+    log = Logger()
+    interactive = False
+
+    def __init__(self, session, reactor, seed):
+        self.session = session
+        self.reactor = reactor
+        self.seed = seed
+        self.id = None
+        self.exited = False
+        self.pipes = {}
+
+    def spawn(self, argv, env, cwd):
+        """Hand the command to the seed; raises SeedUnavailable when it cannot take it."""
+        ends = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]
+        theirs = [ends[0][0], ends[1][1], ends[2][1]]
+        try:
+            self.id = self.seed.run(argv, env, cwd, theirs, self)
+        except BaseException:
+            for fd in (ends[0][1], ends[1][0], ends[2][0]):
+                os.close(fd)
+            raise
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        self.pipes = {0: ProcessWriter(self.reactor, self, 0, ends[0][1]),
+                      1: ProcessReader(self.reactor, self, 1, ends[1][0]),
+                      2: ProcessReader(self.reactor, self, 2, ends[2][0])}
+        for name, fd in (("1", 1), ("2", 2)):
+            ws = self.session.sockets.get(name)
+            if ws is not None and hasattr(ws, "feed_from"):
+                ws.feed_from(self.pipes[fd])
+        return self
+
+    # -- what the pipes and the seed report --------------------------------
+    def childDataReceived(self, fd, data):
+        self.session.command_output(fd, data)
+
+    def childConnectionLost(self, fd, reason):
+        pipe = self.pipes.pop(fd, None)
+        if pipe is None:
+            return
+        os.close(pipe.fileno())
+        if fd in (1, 2):
+            self.session.command_output_ended(fd)
+
+    def command_started(self, pid):
+        pass
+
+    def command_exited(self, code):
+        self.exited = True
+        self.session.command_exited(code)
+
+    def command_failed(self, number):
+        self.log.warn("The exec seed could not run the command: {error}", error=os.strerror(number))
+        self.command_exited(-1)
+
+    # -- what the session calls -----------------------------------------------
+    def write(self, data):
+        writer = self.pipes.get(0)
+        if writer is not None:
+            writer.write(data)
+
+    def close_stdin(self):
+        writer = self.pipes.get(0)
+        if writer is not None:
+            _release_consumer(writer)
+            writer.loseConnection()
+
+    def stream_stdin_from(self, ws):
+        transport = getattr(ws, "transport", None)
+        writer = self.pipes.get(0)
+        if transport is not None and writer is not None:
+            _take_over_consumer(writer, _Valve(transport))
+
+    def signal(self, number):
+        if not self.exited:
+            self.seed.signal(self.id, number)
+
+    def kill(self):
+        self.signal(signal.SIGKILL)
+
+    def resize(self, width, height):
+        pass  # no terminal
+
+    def abandon(self):
+        """Stop reading output still held open by background children of the command."""
+        for pipe in list(self.pipes.values()):
+            _release_consumer(pipe)
+            pipe.loseConnection()
+
+
+def spawn_command(session, reactor, seed, argv_attach, argv, env, cwd):
+    """The session's command: through the seed when there is one, else `lxc-attach`."""
+    if seed is not None and not session.interactive:
+        try:
+            return SeededCommand(session, reactor, seed).spawn(argv, env, cwd)
+        except SeedUnavailable:
+            pass
+    return AttachedCommand(session, reactor, session.interactive).spawn(argv_attach, size=session.size)
 
 
 def exit_code(reason):

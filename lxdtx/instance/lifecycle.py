@@ -19,6 +19,7 @@ from lxdtx.config.types import is_true, parse_int64
 from lxdtx.instance import cgroups, lxcconf, model, templates
 from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import idmap as idmaps
+from lxdtx.exec.seeds import Seeds
 from lxdtx.instance.liblxc import Liblxc
 from lxdtx.instance.oplock import OperationLocks
 from lxdtx.instance.publish import UNSHIFTED_MARKER, PublishSource
@@ -46,6 +47,7 @@ class Instances:
         self.log_root = daemon.path("logs")
         self.liblxc = Liblxc(self.lxcpath, self.log_root)
         self.runtime = Runtime()
+        self.seeds = Seeds(daemon.reactor, self.lxcpath)
         self.locks = OperationLocks(daemon.reactor)
         self.snapshots = Snapshots(self)
         self._reserved = set()  # names being created
@@ -354,6 +356,11 @@ class Instances:
             "devices": self.expanded(value)[1],
         }
 
+    def payload_cgroup_dirs(self, name):
+        """The container's cgroup directory in each hierarchy (those that exist)."""
+        dirs = (os.path.join(parent, self.cgroup_prefix + name) for parent in self.layout.parents)
+        return [d for d in dirs if os.path.isdir(d)]
+
     def _remove_stale_cgroups(self, name):
         """Empty cgroups an aborted start left behind: with explicit cgroup names
         liblxc refuses to start while they exist (it only renames its default ones)."""
@@ -421,6 +428,7 @@ class Instances:
         if status == FROZEN:
             await self.liblxc.unfreeze(name)
         force = force or timeout == 0
+        self.seeds.forget(name)  # before liblxc removes the cgroups the seed lives in
         try:
             await self.liblxc.stop(name, timeout=timeout, force=force)
         except errors.ApiError:
@@ -445,6 +453,7 @@ class Instances:
 
     async def on_stop(self, name):
         """liblxc's post-stop hook: the container stopped, maybe on its own."""
+        self.seeds.forget(name)
         doc = self.store.get(KIND, name)
         if doc is not None:
             await self.daemon.networks.nics.stopped(name, *self.expanded(doc.value))
@@ -456,6 +465,8 @@ class Instances:
         if self.locks.action(name) is not None or self.status(name) != STOPPED:
             return
         self.runtime.forget(name)
+        # liblxc could not remove cgroups the exec seed was still leaving.
+        self._remove_stale_cgroups(name)
         await self._after_stop(name, deliberate=False)
 
     async def restart(self, name, timeout=-1, force=False):

@@ -103,10 +103,11 @@ class Runtime:
                 return FROZEN
         return RUNNING
 
-    def processes(self, name):
+    def processes(self, name, exclude=frozenset()):
+        """How many processes the container has, leaving out `exclude` (the daemon's own)."""
         path = self.cgroup_dir(name, "pids") or self.cgroup_dir(name, "memory")
         procs = _read(os.path.join(path, "cgroup.procs")) if path else None
-        return len(procs.split()) if procs else 0
+        return len({int(p) for p in procs.split()} - set(exclude)) if procs else 0
 
     def read_cgroup(self, name, controller, filename):
         path = self.cgroup_dir(name, controller)

@@ -7,7 +7,7 @@ from lxdtx import errors
 from lxdtx.exec import attach
 from lxdtx.exec.recording import record_names, run_detached
 from lxdtx.exec.session import ExecSession
-from lxdtx.exec.streams import AttachedCommand, SessionSocket
+from lxdtx.exec.streams import SessionSocket, spawn_command
 from lxdtx.operations import WEBSOCKET, container_resources
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse
@@ -95,6 +95,10 @@ async def post_exec(req):
     argv = attach.argv(name, instances.lxcpath, command, env, attach.working_directory(env["HOME"]))
     reactor = req.daemon.reactor
     operations = req.daemon.operations
+    seed = None
+    if not interactive and not config.get("limits.processes"):
+        # The seed takes one of the container's processes: not where they are counted.
+        seed = await instances.seeds.get(name, instances.payload_cgroup_dirs(name))
 
     if not wait:
         log_dir = instances.log_dir(name)
@@ -103,7 +107,8 @@ async def post_exec(req):
             paths = {}
             if record:
                 paths = {fd: os.path.join(log_dir, f) for fd, f in record_names(op.id).items()}
-            code = await run_detached(reactor, argv, paths.get("1"), paths.get("2"))
+            code = await run_detached(reactor, argv, paths.get("1"), paths.get("2"),
+                                      seed=seed, command=command, env=env, cwd=env["HOME"])
             metadata = {"return": code}
             if record:
                 metadata["output"] = {fd: f"/1.0/containers/{name}/logs/{f}"
@@ -113,7 +118,7 @@ async def post_exec(req):
         return AsyncResponse(operations.start("Executing command", resources=container_resources(name), run=run_task))
 
     def spawn(session):
-        return AttachedCommand(session, reactor, interactive).spawn(argv, size=session.size)
+        return spawn_command(session, reactor, seed, argv, command, env, env["HOME"])
 
     session = ExecSession(reactor, spawn, interactive=interactive, width=width, height=height)
 

@@ -1,0 +1,202 @@
+"""The exec seed on real containers: where commands run, what the container sees, and the
+seed's end with the container (no process or cgroup left behind)."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from lxdtx.exec import seeds
+from tests.daemonproc import wait_until
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not os.access(seeds.BINARY, os.X_OK), reason="execseed not built (make venv)"),
+]
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[:-1]
+    except OSError:
+        return []
+
+
+def _ppid(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def seed_processes(daemon, name):
+    """{pid: 'launcher' | 'seed'} of the execseed processes of `daemon`'s container `name`."""
+    lxcpath = os.path.join(daemon.dir, "lxc").encode()
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        argv = _cmdline(entry)
+        if len(argv) >= 3 and argv[0] == seeds.BINARY.encode() and argv[1] == name.encode() and argv[2] == lxcpath:
+            found[int(entry)] = None
+    for pid in found:
+        try:
+            found[pid] = "seed" if _ppid(pid) in found else "launcher"
+        except OSError:
+            found[pid] = "gone"
+    return found
+
+
+def _seed_pid(daemon, name):
+    return next((pid for pid, role in seed_processes(daemon, name).items() if role == "seed"), None)
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def _host_cgroups(pid):
+    with open(f"/proc/{pid}/cgroup") as f:
+        return [line.split(":", 2)[2].strip() for line in f if line.strip()]
+
+
+def _payload_dirs(daemon, name):
+    from lxdtx.instance.runtime import cgroup_prefixes, scope_of
+
+    cgroup = cgroup_prefixes(scope_of(daemon.dir))[0] + name
+    return [os.path.join(root, entry) for root in _hierarchies() for entry in os.listdir(root)
+            if entry == cgroup]
+
+
+def _hierarchies():
+    roots = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if fields[2] in ("cgroup", "cgroup2"):
+                roots.append(fields[1])
+    return roots
+
+
+@pytest.fixture
+def ct(busybox_daemon):
+    name = f"seed{os.getpid() % 1000}{int(time.monotonic() * 1000) % 1000}"
+    busybox_daemon.lxc("launch", "busybox", name)
+    try:
+        yield name
+    finally:
+        busybox_daemon.lxc("delete", "-f", name, check=False)
+
+
+def test_commands_run_in_the_container_through_the_seed(busybox_daemon, ct):
+    """The seed lives in the container's cgroups, in the host's pid namespace; the
+    command it starts is in the container's namespaces and under its seccomp policy."""
+    script = "cat /proc/self/status | grep -E '^(NSpid|Seccomp):'; readlink /proc/self/ns/pid; readlink /proc/1/ns/pid"
+    out = busybox_daemon.lxc("exec", ct, "--", "sh", "-c", script).stdout.split("\n")
+    seed = _seed_pid(busybox_daemon, ct)
+    assert seed is not None, seed_processes(busybox_daemon, ct)
+    assert any(line.startswith("Seccomp:") and line.split()[1] == "2" for line in out), out
+    nspid = next(line for line in out if line.startswith("NSpid:")).split()
+    assert len(nspid) == 2  # one id: seen from inside, the command is in the only pid namespace
+    assert out[2] == out[3]  # the same pid namespace as the container's init
+
+    prefix = os.path.basename(_payload_dirs(busybox_daemon, ct)[0])
+    assert all(path.lstrip("/").startswith(prefix) for path in _host_cgroups(seed))
+    with open(f"/proc/{seed}/status") as f:
+        assert next(line for line in f if line.startswith("NSpid:")).split()[1:] == [str(seed)]
+
+
+def test_the_seed_is_invisible_inside(busybox_daemon, ct):
+    """`ps` in the container and the processes count of `lxc info` leave the seed out."""
+    before = busybox_daemon.request("GET", f"/1.0/containers/{ct}/state").metadata["processes"]
+    ps = busybox_daemon.lxc("exec", ct, "--", "ps", "-o", "pid,args").stdout
+    assert "execseed" not in ps
+    assert _seed_pid(busybox_daemon, ct) is not None
+    after = busybox_daemon.request("GET", f"/1.0/containers/{ct}/state").metadata["processes"]
+    assert after == before
+
+
+def test_commands_get_the_container_limits(busybox_daemon, ct):
+    """A command started by the seed is in every one of the container's cgroups."""
+    proc = subprocess.Popen(["lxc", "exec", ct, "--", "sleep", "30"], env=busybox_daemon.env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: _seed_pid(busybox_daemon, ct), 20)
+        seed = _seed_pid(busybox_daemon, ct)
+        assert wait_until(lambda: any(_cmdline(c)[:1] == [b"sleep"] for c in _children(seed)), 20)
+        child = next(c for c in _children(seed) if _cmdline(c)[:1] == [b"sleep"])
+        assert _host_cgroups(child) == _host_cgroups(seed)
+    finally:
+        proc.kill()
+        proc.wait()
+    busybox_daemon.lxc("exec", ct, "--", "sh", "-c", "kill $(pidof sleep) 2>/dev/null; true")
+
+
+def _nothing_left(daemon, name):
+    return not seed_processes(daemon, name) and not _payload_dirs(daemon, name)
+
+
+def test_stop_ends_the_seed_and_its_cgroups(busybox_daemon, ct):
+    busybox_daemon.lxc("exec", ct, "--", "true")
+    assert _seed_pid(busybox_daemon, ct)
+    busybox_daemon.lxc("stop", "-f", ct)
+    assert wait_until(lambda: _nothing_left(busybox_daemon, ct), 10), (
+        seed_processes(busybox_daemon, ct), _payload_dirs(busybox_daemon, ct))
+    busybox_daemon.lxc("start", ct)
+    assert busybox_daemon.lxc("exec", ct, "--", "echo", "again").stdout == "again\n"
+    assert _seed_pid(busybox_daemon, ct)
+
+
+def test_shutdown_from_inside_ends_the_seed(busybox_daemon, ct):
+    """A container that powers itself off takes its seed along; no cgroup stays behind."""
+    busybox_daemon.lxc("exec", ct, "--", "true")
+    assert _seed_pid(busybox_daemon, ct)
+    busybox_daemon.lxc("exec", ct, "--", "poweroff", "-f", check=False)
+    assert wait_until(lambda: busybox_daemon.request("GET", f"/1.0/containers/{ct}").metadata["status"]
+                      == "Stopped", 30)
+    assert wait_until(lambda: _nothing_left(busybox_daemon, ct), 10), (
+        seed_processes(busybox_daemon, ct), _payload_dirs(busybox_daemon, ct))
+
+
+def test_a_killed_seed_is_replaced(busybox_daemon, ct):
+    busybox_daemon.lxc("exec", ct, "--", "true")
+    old = _seed_pid(busybox_daemon, ct)
+    os.kill(old, signal.SIGKILL)
+    assert wait_until(lambda: not seed_processes(busybox_daemon, ct), 10)
+    assert busybox_daemon.lxc("exec", ct, "--", "echo", "ok").stdout == "ok\n"
+    assert busybox_daemon.lxc("exec", ct, "--", "echo", "ok").stdout == "ok\n"
+    new = _seed_pid(busybox_daemon, ct)
+    assert new is not None and new != old
+
+
+def test_frozen_and_thawed(busybox_daemon, ct):
+    busybox_daemon.lxc("exec", ct, "--", "true")
+    busybox_daemon.lxc("pause", ct)
+    try:
+        assert busybox_daemon.lxc("exec", ct, "--", "true", check=False).returncode != 0
+    finally:
+        busybox_daemon.lxc("start", ct)
+    assert busybox_daemon.lxc("exec", ct, "--", "echo", "thawed").stdout == "thawed\n"
+
+
+def test_process_limit_uses_lxc_attach(busybox_daemon, ct):
+    """With limits.processes the seed would take one of the container's processes: none is made."""
+    busybox_daemon.lxc("config", "set", ct, "limits.processes", "50")
+    busybox_daemon.lxc("restart", "-f", ct)
+    assert busybox_daemon.lxc("exec", ct, "--", "echo", "ok").stdout == "ok\n"
+    assert not seed_processes(busybox_daemon, ct)
+
+
+def test_daemon_restart_replaces_the_seed(busybox_daemon, ct):
+    """The seed goes with the daemon that made it; the next daemon makes its own."""
+    busybox_daemon.lxc("exec", ct, "--", "true")
+    old = _seed_pid(busybox_daemon, ct)
+    busybox_daemon.restart()
+    assert wait_until(lambda: old not in seed_processes(busybox_daemon, ct), 10)
+    assert busybox_daemon.lxc("exec", ct, "--", "echo", "ok").stdout == "ok\n"
+    assert _seed_pid(busybox_daemon, ct) not in (None, old)

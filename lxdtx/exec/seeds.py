@@ -218,10 +218,16 @@ class Seeds:
         return False
 
     async def get(self, name, cgroup_dirs):
-        """The ready seed of running container `name`, or None (then use lxc-attach)."""
+        """The ready seed of running container `name`, or None (then use lxc-attach).
+
+        `cgroup_dirs(name)` lists the container's cgroup directories, for a new seed.
+        """
         seed = self._seeds.get(name)
         if seed is None or seed.gone:
-            if not self.available() or not cgroup_dirs:
+            if not self.available():
+                return None
+            cgroup_dirs = cgroup_dirs(name)
+            if not cgroup_dirs:
                 return None
             seed = Seed(self.reactor, name)
             try:

@@ -96,9 +96,11 @@ async def post_exec(req):
     reactor = req.daemon.reactor
     operations = req.daemon.operations
     seed = None
-    if not interactive and not config.get("limits.processes"):
-        # The seed takes one of the container's processes: not where they are counted.
-        seed = await instances.seeds.get(name, instances.payload_cgroup_dirs(name))
+    if config.get("limits.processes"):
+        # The seed would take one of the processes the container is allowed.
+        instances.seeds.forget(name)
+    elif not interactive:
+        seed = await instances.seeds.get(name, instances.payload_cgroup_dirs)
 
     if not wait:
         log_dir = instances.log_dir(name)

@@ -138,6 +138,6 @@ class SeedsTests(SynchronousTestCase):
     def test_missing_binary_means_lxc_attach(self):
         registry = seeds.Seeds(FakeReactor(), "/nonexistent/lxc", binary="/nonexistent/execseed")
         got = []
-        defer.Deferred.fromCoroutine(registry.get("c1", ["/sys/fs/cgroup/pids/x"])).addCallback(got.append)
+        defer.Deferred.fromCoroutine(registry.get("c1", lambda name: ["/sys/fs/cgroup/pids/x"])).addCallback(got.append)
         self.assertEqual(got, [None])
         self.assertEqual(registry.pids("c1"), set())

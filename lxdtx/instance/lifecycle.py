@@ -437,6 +437,7 @@ class Instances:
                     raise errors.InternalError("Failed to shutdown container: timeout reached")
                 raise
         self.runtime.forget(name)
+        self._remove_stale_cgroups(name)  # should liblxc have found the seed still leaving them
 
     async def _after_stop(self, name, deliberate):
         """Bookkeeping once a container stopped: last state, ephemeral removal, event."""
@@ -465,8 +466,7 @@ class Instances:
         if self.locks.action(name) is not None or self.status(name) != STOPPED:
             return
         self.runtime.forget(name)
-        # liblxc could not remove cgroups the exec seed was still leaving.
-        self._remove_stale_cgroups(name)
+        self._remove_stale_cgroups(name)  # should liblxc have found the seed still leaving them
         await self._after_stop(name, deliberate=False)
 
     async def restart(self, name, timeout=-1, force=False):

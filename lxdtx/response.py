@@ -128,25 +128,19 @@ class RawResponse(Response):
 
 
 class FileResponse(Response):
-    """A file streamed from disk, with Range support; headers added as given."""
+    """A file sent from disk (read in threads), with single-range support; headers as given."""
 
     def __init__(self, path, headers=None, filename=None, content_type="application/octet-stream"):
         self.path = path
         self.headers = dict(headers or {})
         if filename:
             self.headers["Content-Disposition"] = f"inline;filename={filename}"
-        self.content_type = content_type
+        self.headers["Content-Type"] = content_type
 
     def render(self, request):
-        from twisted.web import static
+        from lxdtx.streaming import send_file
 
-        resource = static.File(self.path, defaultType=self.content_type)
-        resource.contentTypes = {}
-        resource.encoding = None
-        for name, value in self.headers.items():
-            request.setHeader(name.encode(), str(value).encode())
-        request.setResponseCode(200)
-        return resource.render_GET(request)
+        return ProducerResponse(lambda request: send_file(request, self.path), self.headers).render(request)
 
 
 class ProducerResponse(Response):

@@ -8,9 +8,7 @@ an open fd without holding a file in memory.
 
 import os
 
-from twisted.internet import defer, threads
-from twisted.internet.interfaces import IPushProducer
-from zope.interface import implementer
+from twisted.internet import threads
 
 from lxdtx import errors
 from lxdtx.instance import files
@@ -18,9 +16,9 @@ from lxdtx.instance.idmap import IdMap
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import ProducerResponse, SyncResponse, empty
 from lxdtx.router import Action
+from lxdtx.streaming import send_fd
 
 MAX_UPLOAD = 1 << 40
-READ_CHUNK = 1024 * 1024
 
 
 async def _container_files(req):
@@ -55,52 +53,14 @@ def _headers(entry):
             "X-LXD-mode": f"{entry.mode:04o}", "X-LXD-type": entry.kind}
 
 
-@implementer(IPushProducer)
-class _Pacer:
-    """Tracks whether the request's transport wants us to pause."""
-
-    def __init__(self):
-        self._resumed = None
-        self.stopped = False
-
-    def pauseProducing(self):
-        if self._resumed is None:
-            self._resumed = defer.Deferred()
-
-    def resumeProducing(self):
-        waiting, self._resumed = self._resumed, None
-        if waiting is not None:
-            waiting.callback(None)
-
-    def stopProducing(self):
-        self.stopped = True
-        self.resumeProducing()
-
-    def wait(self):
-        return self._resumed
-
-
 def _stream_fd(fd, size):
-    """A ProducerResponse writer sending `size` bytes of `fd`, read in a thread, then closing it."""
+    """A ProducerResponse writer sending `size` bytes of `fd`, then closing it."""
 
     async def write(request):
-        pacer = _Pacer()
-        request.registerProducer(pacer, True)
         try:
-            remaining = size
-            while remaining > 0 and not pacer.stopped:
-                chunk = await threads.deferToThread(os.read, fd, min(READ_CHUNK, remaining))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-                request.write(chunk)
-                waiting = pacer.wait()
-                if waiting is not None:
-                    await waiting
+            await send_fd(request, fd, size)
         finally:
             os.close(fd)
-            if not request.finished and not getattr(request, "_disconnected", False):
-                request.unregisterProducer()
 
     return write
 

@@ -6,8 +6,9 @@ handlers parse, check who may see what, and answer.
 """
 
 import json
+import os
 
-from twisted.protocols.basic import FileSender
+from twisted.internet import threads
 
 from lxdtx import errors
 from lxdtx.image import export, upload
@@ -18,6 +19,7 @@ from lxdtx.image.store import alias_writable, writable
 from lxdtx.resources.common import string
 from lxdtx.response import AsyncResponse, FileResponse, ProducerResponse, SyncResponse, created, empty, etag_of
 from lxdtx.router import MAX_JSON_BODY, Action, Endpoint
+from lxdtx.streaming import send_fd
 
 # lxc streams whole images in one request; the body is spooled to disk.
 MAX_IMAGE_BODY = 64 * 1024 ** 3
@@ -145,6 +147,20 @@ async def delete_image(req):
     return AsyncResponse(op)
 
 
+def _open_parts(parts):
+    """Open each part's file (setting its size); all or none stay open."""
+    fds = []
+    try:
+        for part in parts:
+            fds.append(os.open(part.path, os.O_RDONLY | os.O_CLOEXEC))
+            part.size = os.fstat(fds[-1]).st_size
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
 async def export_image(req):
     images = req.daemon.images
     doc = await _visible(req, req.params["fingerprint"])
@@ -157,30 +173,21 @@ async def export_image(req):
         export.FilePart("metadata", f"meta-{fp}{image_ext}", images.path(fp), 0),
         export.FilePart("rootfs", f"{fp}{FORMATS[rootfs_format].extension}", images.rootfs_path(fp), 0),
     ]
-    files = []
-    try:
-        for part in parts:
-            f = open(part.path, "rb")
-            files.append(f)
-            part.size = f.seek(0, 2)
-            f.seek(0)
-    except OSError:
-        for f in files:
-            f.close()
-        raise
+    fds = await threads.deferToThread(_open_parts, parts)
     content_type, length, pieces = export.multipart_layout(parts)
 
     async def write(request):
         try:
-            opened = iter(files)
+            opened = iter(zip(fds, parts))
             for piece in pieces:
                 if isinstance(piece, bytes):
                     request.write(piece)
                 else:
-                    await FileSender().beginFileTransfer(next(opened), request)
+                    fd, part = next(opened)
+                    await send_fd(request, fd, part.size, 0)
         finally:
-            for f in files:
-                f.close()
+            for fd in fds:
+                os.close(fd)
 
     return ProducerResponse(write, headers={"Content-Type": content_type, "Content-Length": length})
 

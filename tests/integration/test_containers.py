@@ -230,6 +230,25 @@ def test_logs_api(busybox_daemon, container):
     assert d.lxc("info", "--show-log", container).returncode == 0
 
 
+
+def test_log_download_ranges(busybox_daemon, container):
+    """Log files stream from disk with byte ranges: 206 for one range, 416 past the end."""
+    d = busybox_daemon
+    url = f"/1.0/containers/{container}/logs/lxc.conf"
+    whole = d.request("GET", url)
+    assert whole.status == 200 and whole.headers["Accept-Ranges"] == "bytes"
+    assert int(whole.headers["Content-Length"]) == len(whole.body) > 20
+    head = d.request("GET", url, headers={"Range": "bytes=0-9"})
+    assert (head.status, head.body) == (206, whole.body[:10])
+    assert head.headers["Content-Range"] == f"bytes 0-9/{len(whole.body)}"
+    tail = d.request("GET", url, headers={"Range": "bytes=-5"})
+    assert (tail.status, tail.body) == (206, whole.body[-5:])
+    middle = d.request("GET", url, headers={"Range": "bytes=10-"})
+    assert (middle.status, middle.body) == (206, whole.body[10:])
+    past = d.request("GET", url, headers={"Range": f"bytes={len(whole.body)}-"})
+    assert (past.status, past.headers["Content-Range"]) == (416, f"bytes */{len(whole.body)}")
+    assert d.request("GET", url, headers={"Range": "lines=1-2"}).body == whole.body
+
 def test_publish_snapshot(busybox_daemon):
     """`lxc publish c/snap` of a running container's snapshot makes a launchable image."""
     d = busybox_daemon

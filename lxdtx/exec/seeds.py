@@ -4,7 +4,7 @@
 `helpers/execseed.c` says how the seed works. Here the daemon starts one per
 container at its first exec, talks to it over a SOCK_SEQPACKET socket (one
 datagram per message, the command's three standard fds passed with the
-request), and ends it when the container stops. A seed that cannot be had
+request), and ends it when the container stops. The seed is built by `make venv`. A seed that cannot be had
 (the helper was not built, the container caps its processes, the launch
 failed) makes the caller fall back to `lxc-attach`.
 """
@@ -248,10 +248,6 @@ class Seeds:
         if ready is None and self._seeds.get(name) is seed:
             del self._seeds[name]
         return ready
-
-    def pids(self, name):
-        seed = self._seeds.get(name)
-        return {seed.pid} if seed is not None and not seed.gone and seed.pid else set()
 
     def forget(self, name):
         """The container stops: end its seed first, so it holds none of its cgroups."""

@@ -2,20 +2,24 @@
  * execseed: starts the commands of `POST /1.0/containers/NAME/exec` in one
  * running container.
  *
- *     execseed NAME LXCPATH        (fd 3: a SOCK_SEQPACKET socket to the daemon)
+ *     execseed NAME LXCPATH CGROUP_DIR...   (fd 3: a SOCK_SEQPACKET socket to the daemon)
  *
  * Moving a process into a container's cgroups (a write to cgroup.procs) waits
  * for an RCU grace period unless another move happened just before: on a
  * cgroup v1 host that is about 15 ms, most of what one `lxc-attach` costs.
- * The seed pays it once.  liblxc attaches a child of ours to the container's
- * cgroups only (no namespaces, no policy): that child is the seed.  It then
- * starts every command through liblxc's attach without the cgroup move: the
- * command joins the container's namespaces, gets its id map, capabilities,
- * personality, seccomp and LSM policy as with `lxc-attach`, and inherits the
- * cgroups from the seed.  The seed itself stays in the host's namespaces, so
- * nothing inside the container can see or signal it; it exits when the
- * container's init does, when the daemon closes the socket, or when this
- * launcher (the daemon's child, which only waits for the seed) dies.
+ * The seed pays it once: it is a child of this launcher that joins the
+ * container's cgroups (the CGROUP_DIRs) and then waits for requests.  For
+ * each command it forks a runner, which starts the command with liblxc's
+ * attach minus the cgroup move: the command joins the container's namespaces,
+ * gets its id map, capabilities, personality, seccomp and LSM policy as with
+ * `lxc-attach`, and inherits the cgroups.  The runner then forwards signals
+ * to the command and reports its exit; it also keeps whatever liblxc leaves
+ * behind per attach (liblxc 5.0 keeps the init's pidfd) out of the seed.
+ *
+ * The seed and its runners stay in the host's namespaces, so nothing inside
+ * the container can see or signal them.  The seed exits when the container's
+ * init does, when the daemon closes the socket, or when the launcher (the
+ * daemon's child, which only waits for the seed) dies.
  *
  * Messages, one datagram each, fields ended by NUL:
  *   daemon -> seed  run ID CWD ARGC ARG... ENV...   with 3 fds: stdin, stdout, stderr
@@ -31,7 +35,6 @@
 #include <lxc/lxccontainer.h>
 #include <poll.h>
 #include <signal.h>
-#include <alloca.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,15 +50,16 @@
 #define MAX_MESSAGE (256 * 1024)
 #define MAX_FIELDS 8192
 
-struct command {
+struct runner {
 	char id[64];
 	pid_t pid;
+	int control; /* write end: signal numbers for the runner to deliver */
 };
 
 static struct lxc_container *container;
 static int wake_pipe[2] = {-1, -1};
-static struct command *commands;
-static size_t ncommands, capacity;
+static struct runner *runners;
+static size_t nrunners, capacity;
 
 static void say(const char *format, ...)
 {
@@ -82,6 +86,27 @@ static void on_child(int signo)
 	errno = saved;
 }
 
+static int watch_children(void)
+{
+	struct sigaction action = {.sa_handler = on_child, .sa_flags = SA_NOCLDSTOP | SA_RESTART};
+
+	if (wake_pipe[0] >= 0) {
+		close(wake_pipe[0]);
+		close(wake_pipe[1]);
+	}
+	if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -1;
+	return sigaction(SIGCHLD, &action, NULL);
+}
+
+static void drain_wake_pipe(void)
+{
+	char drain[64];
+
+	while (read(wake_pipe[0], drain, sizeof(drain)) > 0)
+		;
+}
+
 /* Runs in the attached child, inside the container: the exit codes of a shell. */
 static int run_program(void *payload)
 {
@@ -91,74 +116,110 @@ static int run_program(void *payload)
 	return errno == ENOENT ? 127 : 126;
 }
 
-static void track(const char *id, pid_t pid)
-{
-	if (ncommands == capacity) {
-		size_t more = capacity ? capacity * 2 : 16;
-		struct command *grown = realloc(commands, more * sizeof(*grown));
-
-		if (!grown) {
-			kill(pid, SIGKILL);
-			say("exited %s %d", id, SIGKILL);
-			return;
-		}
-		commands = grown;
-		capacity = more;
-	}
-	snprintf(commands[ncommands].id, sizeof(commands[ncommands].id), "%s", id);
-	commands[ncommands++].pid = pid;
-}
-
-static void reap(void)
-{
-	char drain[64];
-	int status;
-	pid_t pid;
-
-	while (read(wake_pipe[0], drain, sizeof(drain)) > 0)
-		;
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		for (size_t i = 0; i < ncommands; i++) {
-			if (commands[i].pid != pid)
-				continue;
-			say("exited %s %d", commands[i].id, status);
-			commands[i] = commands[--ncommands];
-			break;
-		}
-	}
-}
-
-static void start(char **fields, int nfields, int *fds)
+/* The runner: start one command, deliver the signals asked for, report its end. */
+static void run(const char *id, char **argv, char **env, const char *cwd, int *fds, int control)
 {
 	lxc_attach_options_t options = LXC_ATTACH_OPTIONS_DEFAULT;
-	const char *id = fields[1];
-	char **argv;
+	int status, open_control = 1;
 	pid_t pid = -1;
-	long argc;
 
-	argc = nfields > 4 ? strtol(fields[3], NULL, 10) : 0;
-	if (argc < 1 || argc > nfields - 4) {
-		say("failed %s %d", id, EINVAL);
-		return;
+	if (watch_children() < 0) {
+		say("failed %s %d", id, errno);
+		_exit(0);
 	}
-	argv = alloca((argc + 1) * sizeof(char *));
-	memcpy(argv, &fields[4], argc * sizeof(char *));
-	argv[argc] = NULL;
-
 	options.attach_flags = LXC_ATTACH_DEFAULT & ~LXC_ATTACH_MOVE_TO_CGROUP;
 	options.env_policy = LXC_ATTACH_CLEAR_ENV;
-	options.extra_env_vars = &fields[4 + argc]; /* the rest, up to the NULL after the last field */
-	options.initial_cwd = fields[2];
+	options.extra_env_vars = env;
+	options.initial_cwd = (char *)cwd;
 	options.stdin_fd = fds[0];
 	options.stdout_fd = fds[1];
 	options.stderr_fd = fds[2];
 	errno = 0;
 	if (container->attach(container, run_program, argv, &options, &pid) < 0 || pid <= 0) {
 		say("failed %s %d", id, errno ? errno : EIO);
+		_exit(0);
+	}
+	for (int i = 0; i < 3; i++)
+		close(fds[i]);
+	say("started %s %d", id, pid);
+	for (;;) {
+		struct pollfd polls[2] = {
+			{.fd = wake_pipe[0], .events = POLLIN},
+			{.fd = open_control ? control : -1, .events = POLLIN},
+		};
+		int signo;
+
+		if (poll(polls, 2, -1) < 0 && errno != EINTR)
+			_exit(1);
+		if (polls[0].revents) {
+			drain_wake_pipe();
+			if (waitpid(pid, &status, WNOHANG) == pid) {
+				say("exited %s %d", id, status);
+				_exit(0);
+			}
+		}
+		if (polls[1].revents) {
+			ssize_t n = read(control, &signo, sizeof(signo));
+
+			if (n == sizeof(signo))
+				kill(pid, signo); /* not reaped yet: the pid is still the command's */
+			else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+				open_control = 0; /* the seed is gone: the exit is still reported */
+		}
+	}
+}
+
+static void start(char **fields, int nfields, int *fds)
+{
+	struct runner *entry;
+	char **argv;
+	int control[2];
+	long argc;
+	pid_t pid;
+
+	argc = nfields > 4 ? strtol(fields[3], NULL, 10) : 0;
+	if (argc < 1 || argc > nfields - 4) {
+		say("failed %s %d", fields[1], EINVAL);
 		return;
 	}
-	track(id, pid);
-	say("started %s %d", id, pid);
+	if (nrunners == capacity) {
+		size_t more = capacity ? capacity * 2 : 16;
+		struct runner *grown = realloc(runners, more * sizeof(*grown));
+
+		if (!grown) {
+			say("failed %s %d", fields[1], ENOMEM);
+			return;
+		}
+		runners = grown;
+		capacity = more;
+	}
+	if (pipe2(control, O_CLOEXEC | O_NONBLOCK) < 0) {
+		say("failed %s %d", fields[1], errno);
+		return;
+	}
+	pid = fork();
+	if (pid < 0) {
+		say("failed %s %d", fields[1], errno);
+		close(control[0]);
+		close(control[1]);
+		return;
+	}
+	if (pid == 0) {
+		/* Only this command's pipe: the seed's end of the others is not ours to hold. */
+		for (size_t i = 0; i < nrunners; i++)
+			close(runners[i].control);
+		close(control[1]);
+		argv = alloca((argc + 1) * sizeof(char *));
+		memcpy(argv, &fields[4], argc * sizeof(char *));
+		argv[argc] = NULL;
+		/* The environment is the rest, up to the NULL after the last field. */
+		run(fields[1], argv, &fields[4 + argc], fields[2], fds, control[0]);
+	}
+	close(control[0]);
+	entry = &runners[nrunners++];
+	snprintf(entry->id, sizeof(entry->id), "%s", fields[1]);
+	entry->pid = pid;
+	entry->control = control[1];
 }
 
 static void signal_command(char **fields, int nfields)
@@ -168,9 +229,33 @@ static void signal_command(char **fields, int nfields)
 	if (nfields < 3)
 		return;
 	signo = atoi(fields[2]);
-	for (size_t i = 0; i < ncommands; i++)
-		if (strcmp(commands[i].id, fields[1]) == 0)
-			kill(commands[i].pid, signo); /* not reaped yet: the pid is still its */
+	for (size_t i = 0; i < nrunners; i++) {
+		if (strcmp(runners[i].id, fields[1]) != 0)
+			continue;
+		if (write(runners[i].control, &signo, sizeof(signo)) < 0) {
+			/* The runner has just ended, or is not reading: nothing to deliver to. */
+		}
+	}
+}
+
+static void reap_runners(void)
+{
+	int status;
+	pid_t pid;
+
+	drain_wake_pipe();
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (size_t i = 0; i < nrunners; i++) {
+			if (runners[i].pid != pid)
+				continue;
+			/* A runner reports before exiting 0; one that could not has crashed. */
+			if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+				say("failed %s %d", runners[i].id, EIO);
+			close(runners[i].control);
+			runners[i] = runners[--nrunners];
+			break;
+		}
+	}
 }
 
 /* One request; false when the daemon has gone. */
@@ -218,7 +303,7 @@ static int serve(char *buffer)
 	} else if (nfields >= 2) {
 		say("failed %s %d", fields[1], EINVAL);
 	} else {
-		say("failed ? %d", E2BIG); /* cut short, or not NUL-ended: the daemon times out */
+		say("failed ? %d", E2BIG); /* cut short, or not NUL-ended: the daemon never sends that */
 	}
 	for (int i = 0; i < 3; i++)
 		if (fds[i] >= 0)
@@ -226,20 +311,14 @@ static int serve(char *buffer)
 	return 1;
 }
 
-static int seed(void *payload)
+static int seed(int init_pidfd, pid_t launcher)
 {
-	int init_pidfd = *(int *)payload;
-	struct sigaction action = {.sa_handler = on_child, .sa_flags = SA_NOCLDSTOP | SA_RESTART};
 	char *buffer = malloc(MAX_MESSAGE);
-	pid_t launcher = getppid();
 
 	/* The daemon ends the seed by ending its launcher, our parent. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != launcher || !buffer)
+	if (getppid() != launcher || !buffer || watch_children() < 0)
 		return 1;
-	if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
-		return 1;
-	sigaction(SIGCHLD, &action, NULL);
 	say("ready %d", getpid());
 	for (;;) {
 		struct pollfd polls[3] = {
@@ -254,7 +333,7 @@ static int seed(void *payload)
 			return 1;
 		}
 		if (polls[1].revents)
-			reap();
+			reap_runners();
 		if (polls[2].revents)
 			return 0; /* the container's init is gone: so is the container */
 		if (polls[0].revents & POLLIN) {
@@ -295,7 +374,7 @@ static int join_cgroup(const char *dir)
 int main(int argc, char *argv[])
 {
 	int init_pidfd, status;
-	pid_t seed_pid;
+	pid_t launcher = getpid(), seed_pid;
 
 	if (argc < 4 || fcntl(DAEMON_FD, F_SETFD, FD_CLOEXEC) < 0) {
 		fprintf(stderr, "usage: %s NAME LXCPATH CGROUP_DIR... (the daemon's socket on fd 3)\n", argv[0]);
@@ -323,7 +402,7 @@ int main(int argc, char *argv[])
 				_exit(1);
 			}
 		}
-		_exit(seed(&init_pidfd));
+		_exit(seed(init_pidfd, launcher));
 	}
 	close(DAEMON_FD);
 	close(init_pidfd);

@@ -103,11 +103,25 @@ class Runtime:
                 return FROZEN
         return RUNNING
 
-    def processes(self, name, exclude=frozenset()):
-        """How many processes the container has, leaving out `exclude` (the daemon's own)."""
+    def processes(self, name):
+        """How many processes live in the container: in its cgroup and its pid namespace
+        (the daemon's exec helpers share the cgroup, not the namespace)."""
         path = self.cgroup_dir(name, "pids") or self.cgroup_dir(name, "memory")
         procs = _read(os.path.join(path, "cgroup.procs")) if path else None
-        return len({int(p) for p in procs.split()} - set(exclude)) if procs else 0
+        pid = self.init_pid(name)
+        if not procs or pid is None:
+            return 0
+        try:
+            namespace = os.stat(f"/proc/{pid}/ns/pid").st_ino
+        except OSError:
+            return 0
+        count = 0
+        for proc in procs.split():
+            try:
+                count += os.stat(f"/proc/{int(proc)}/ns/pid").st_ino == namespace
+            except OSError:
+                continue  # gone meanwhile
+        return count
 
     def read_cgroup(self, name, controller, filename):
         path = self.cgroup_dir(name, controller)

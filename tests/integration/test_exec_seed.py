@@ -60,6 +60,11 @@ def _children(pid):
         return []
 
 
+def _sleeps(seed):
+    """The `sleep` commands started by the seed's runners."""
+    return [c for runner in _children(seed) for c in _children(runner) if _cmdline(c)[:1] == [b"sleep"]]
+
+
 def _host_cgroups(pid):
     with open(f"/proc/{pid}/cgroup") as f:
         return [line.split(":", 2)[2].strip() for line in f if line.strip()]
@@ -128,19 +133,30 @@ def test_the_seed_is_invisible_inside(busybox_daemon, ct):
 
 
 def test_commands_get_the_container_limits(busybox_daemon, ct):
-    """A command started by the seed is in every one of the container's cgroups."""
+    """A command started through the seed is in every one of the container's cgroups."""
     proc = subprocess.Popen(["lxc", "exec", ct, "--", "sleep", "30"], env=busybox_daemon.env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_until(lambda: _seed_pid(busybox_daemon, ct), 20)
         seed = _seed_pid(busybox_daemon, ct)
-        assert wait_until(lambda: any(_cmdline(c)[:1] == [b"sleep"] for c in _children(seed)), 20)
-        child = next(c for c in _children(seed) if _cmdline(c)[:1] == [b"sleep"])
-        assert _host_cgroups(child) == _host_cgroups(seed)
+        assert wait_until(lambda: _sleeps(seed), 20)
+        assert _host_cgroups(_sleeps(seed)[0]) == _host_cgroups(seed)
     finally:
         proc.kill()
         proc.wait()
     busybox_daemon.lxc("exec", ct, "--", "sh", "-c", "kill $(pidof sleep) 2>/dev/null; true")
+
+
+def test_seed_holds_steady(busybox_daemon, ct):
+    """Many commands later the seed holds the same fds and no runner is left."""
+    busybox_daemon.lxc("exec", ct, "--", "true")
+    seed = _seed_pid(busybox_daemon, ct)
+    fds = len(os.listdir(f"/proc/{seed}/fd"))
+    for _ in range(60):
+        busybox_daemon.lxc("exec", ct, "--", "true")
+    assert _seed_pid(busybox_daemon, ct) == seed
+    assert len(os.listdir(f"/proc/{seed}/fd")) == fds
+    assert wait_until(lambda: not _children(seed), 10), _children(seed)
 
 
 def _nothing_left(daemon, name):

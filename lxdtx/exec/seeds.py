@@ -67,7 +67,6 @@ class Seed:
         self._launcher = None
         self._listeners = {}  # command id -> listener
         self._ids = (str(n) for n in itertools.count(1))
-        self._buffer = b""
 
     def launch(self, binary, lxcpath, cgroup_dirs):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -104,12 +103,12 @@ class Seed:
                 self.log.warn("Exec seed of {name} failed: {error}", name=self.name, error=e)
                 message = b""
             if not message:
-                self.close()
+                self._close()
                 return
             self._handle(message.decode(errors="replace").split())
 
     def connectionLost(self, reason):
-        self.close()
+        self._close()
 
     # -- messages ------------------------------------------------------------
     def _handle(self, words):
@@ -124,19 +123,21 @@ class Seed:
                 if command_id == "0" and kind == "failed":
                     self.log.warn("Exec seed of {name} did not start: {error}",
                                   name=self.name, error=os.strerror(number))
-                    self.close()
+                    self._close()
                     return
                 listener = self._listeners.get(command_id)
                 if listener is None:
                     return
                 if kind == "started":
                     listener.command_started(number)
-                elif kind == "failed":
-                    del self._listeners[command_id]
+                    return
+                del self._listeners[command_id]
+                if kind == "failed":
                     listener.command_failed(number)
                 else:
-                    del self._listeners[command_id]
                     listener.command_exited(wait_status_code(number))
+                if self.gone and not self._listeners:
+                    self._close()
         except (IndexError, ValueError):
             self.log.warn("Exec seed of {name} sent {words!r}", name=self.name, words=words)
 
@@ -164,7 +165,7 @@ class Seed:
         return command_id
 
     def signal(self, command_id, number):
-        """Deliver signal `number` to a command that has not been reaped yet."""
+        """Deliver signal `number` to a command that has not been reaped yet (while the seed lives)."""
         if self.gone or command_id not in self._listeners:
             return
         try:
@@ -172,15 +173,15 @@ class Seed:
         except OSError as e:
             self.log.warn("Could not send signal {number}: {error}", number=number, error=e)
 
-    def close(self):
-        """End the seed (its launcher dies, and with it the seed) and fail what is pending."""
+    def end(self):
+        """Take no more commands and end the seed (its launcher dies, and with it the seed).
+
+        Commands already running report their end through their runners, which
+        outlive the seed: the socket closes once the last of them is done.
+        """
         if self.gone:
             return
         self.gone = True
-        if self._socket is not None:
-            self.reactor.removeReader(self)
-            self._socket.close()
-            self._socket = None
         if self._launcher is not None and self._launcher.pid is not None:
             try:
                 self._launcher.signalProcess("KILL")
@@ -188,13 +189,23 @@ class Seed:
                 pass
         if not self.ready.called:
             self.ready.callback(None)
+        if not self._listeners:
+            self._close()
+
+    def _close(self):
+        """The socket is done: whatever never reported has failed."""
+        self.end()
+        if self._socket is not None:
+            self.reactor.removeReader(self)
+            self._socket.close()
+            self._socket = None
         listeners, self._listeners = self._listeners, {}
         for listener in listeners.values():
             listener.command_failed(errno.ECONNRESET)
 
     def _launcher_ended(self):
         self._launcher = None
-        self.close()
+        self.end()
 
 
 class Seeds:
@@ -236,7 +247,7 @@ class Seeds:
                 self.log.warn("Could not start the exec seed of {name}: {error}", name=name, error=e)
                 return None
             self._seeds[name] = seed
-            timer = self.reactor.callLater(READY_TIMEOUT, seed.close)
+            timer = self.reactor.callLater(READY_TIMEOUT, seed.end)
 
             def cancel(result):
                 if timer.active():
@@ -253,11 +264,7 @@ class Seeds:
         """The container stops: end its seed first, so it holds none of its cgroups."""
         seed = self._seeds.pop(name, None)
         if seed is not None:
-            seed.close()
-
-    def close_all(self):
-        for name in list(self._seeds):
-            self.forget(name)
+            seed.end()
 
 
 def _shared(d):

@@ -164,9 +164,20 @@ def _nothing_left(daemon, name):
 
 
 def test_stop_ends_the_seed_and_its_cgroups(busybox_daemon, ct):
+    """A command running at the stop is reported killed (137); the seed and the cgroups go."""
     busybox_daemon.lxc("exec", ct, "--", "true")
-    assert _seed_pid(busybox_daemon, ct)
-    busybox_daemon.lxc("stop", "-f", ct)
+    seed = _seed_pid(busybox_daemon, ct)
+    assert seed
+    proc = subprocess.Popen(["lxc", "exec", ct, "--", "sleep", "60"], env=busybox_daemon.env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: _sleeps(seed), 20)
+        busybox_daemon.lxc("stop", "-f", ct)
+        assert proc.wait(20) == 137
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert wait_until(lambda: _nothing_left(busybox_daemon, ct), 10), (
         seed_processes(busybox_daemon, ct), _payload_dirs(busybox_daemon, ct))
     busybox_daemon.lxc("start", ct)

@@ -59,8 +59,9 @@ class SeedTests(SynchronousTestCase):
         ours, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
         self.seed._socket = ours
+        self.reactor.addReader(self.seed)
         self.addCleanup(self.peer.close)
-        self.addCleanup(self.seed.close)
+        self.addCleanup(self.seed._close)
 
     def say(self, line):
         self.peer.send(line.encode())
@@ -123,6 +124,23 @@ class SeedTests(SynchronousTestCase):
         self.seed.doRead()
         self.assertTrue(self.seed.gone)
         self.assertEqual(listener.events, [("failed", errno.ECONNRESET)])
+        self.assertNotIn(self.seed, self.reactor.readers)
+
+    def test_ended_seed_still_hears_running_commands(self):
+        """After `end` (the container stops) the runners still report; then the socket closes."""
+        self.say("ready 42")
+        listener = Listener()
+        with open(os.devnull) as null:
+            command_id = self.seed.run(["sleep", "9"], {}, "/", [null.fileno()] * 3, listener)
+        self.take_request()
+        self.seed.end()
+        self.assertTrue(self.seed.gone)
+        self.assertIn(self.seed, self.reactor.readers)
+        with open(os.devnull) as null:
+            self.assertRaises(seeds.SeedUnavailable, self.seed.run, ["true"], {}, "/", [null.fileno()] * 3,
+                              Listener())
+        self.say(f"exited {command_id} {signal.SIGKILL}")
+        self.assertEqual(listener.events, [("exited", 128 + signal.SIGKILL)])
         self.assertNotIn(self.seed, self.reactor.readers)
 
     def test_launch_failure_reported(self):

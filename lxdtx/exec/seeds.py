@@ -34,9 +34,10 @@ def wait_status_code(status):
     return -1
 
 
-def request(command_id, argv, env, cwd):
+def request(command_id, argv, env, cwd, terminal=False):
     """The `run` datagram: fields ended by NUL (see execseed.c)."""
-    fields = ["run", command_id, cwd, str(len(argv)), *argv, *(f"{k}={v}" for k, v in env.items())]
+    fields = ["run", command_id, "t" if terminal else "", cwd, str(len(argv)), *argv,
+              *(f"{k}={v}" for k, v in env.items())]
     return b"".join(field.encode() + b"\0" for field in fields)
 
 
@@ -142,17 +143,18 @@ class Seed:
             self.log.warn("Exec seed of {name} sent {words!r}", name=self.name, words=words)
 
     # -- what callers use ------------------------------------------------------
-    def run(self, argv, env, cwd, fds, listener):
+    def run(self, argv, env, cwd, fds, listener, terminal=False):
         """Start a command with `fds` as its stdin, stdout, stderr; returns its id.
 
-        The listener hears `command_started(pid)`, then `command_exited(code)`,
-        or `command_failed(errno)`. Raises SeedUnavailable when the request
-        cannot be sent (then nothing was started).
+        `terminal`: the fds are a terminal's, to become the command's controlling
+        terminal. The listener hears `command_started(pid)`, then
+        `command_exited(code)`, or `command_failed(errno)`. Raises
+        SeedUnavailable when the request cannot be sent (then nothing was started).
         """
         if self.gone or self.pid is None:
             raise SeedUnavailable("the seed is not running")
         command_id = next(self._ids)
-        message = request(command_id, argv, env, cwd)
+        message = request(command_id, argv, env, cwd, terminal)
         if len(message) > MAX_REQUEST or "\0" in cwd:
             raise SeedUnavailable("request too large")
         try:

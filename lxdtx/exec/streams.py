@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.integration.test_exec -*-
 """The real transports of a session: websocket protocols, and the command run
-by the container's exec seed (pipes) or by `lxc-attach` (a pty when interactive).
+by the container's exec seed (pipes, or a pty of the container's devpts when
+interactive) or, when the seed cannot, by `lxc-attach`.
 
 Flow control runs both ways: a full stdin pipe (or pty) pauses reading the
 client's socket, and a client slow to take output pauses reading the pipes.
@@ -13,7 +14,7 @@ import pty
 import signal
 import termios
 
-from twisted.internet import error
+from twisted.internet import abstract, error, fdesc
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.process import ProcessReader, ProcessWriter
 from twisted.internet.protocol import ProcessProtocol
@@ -237,15 +238,10 @@ class AttachedCommand(ProcessProtocol):
                 self.transport.closeChildFD(fd)
 
 
-class SeededCommand:
-    """A command started by the container's exec seed, with pipes for its three streams.
-
-    The seed reports the exit status; the pipes end when the command and
-    whatever inherited them have closed them.
-    """
+class _Seeded:
+    """What commands started by the container's exec seed share: exit reports and signals."""
 
     log = Logger()
-    interactive = False
 
     def __init__(self, session, reactor, seed):
         self.session = session
@@ -253,6 +249,37 @@ class SeededCommand:
         self.seed = seed
         self.id = None
         self.exited = False
+
+    def command_started(self, pid):
+        pass
+
+    def command_exited(self, code):
+        self.exited = True
+        self.session.command_exited(code)
+
+    def command_failed(self, number):
+        self.log.warn("The exec seed could not run the command: {error}", error=os.strerror(number))
+        self.command_exited(-1)
+
+    def signal(self, number):
+        if not self.exited:
+            self.seed.signal(self.id, number)
+
+    def kill(self):
+        self.signal(signal.SIGKILL)
+
+
+class SeededCommand(_Seeded):
+    """A command started by the container's exec seed, with pipes for its three streams.
+
+    The seed reports the exit status; the pipes end when the command and
+    whatever inherited them have closed them.
+    """
+
+    interactive = False
+
+    def __init__(self, session, reactor, seed):
+        super().__init__(session, reactor, seed)
         self.pipes = {}
 
     def spawn(self, argv, env, cwd):
@@ -277,7 +304,7 @@ class SeededCommand:
                 ws.feed_from(self.pipes[fd])
         return self
 
-    # -- what the pipes and the seed report --------------------------------
+    # -- what the pipes report -------------------------------------------------
     def childDataReceived(self, fd, data):
         self.session.command_output(fd, data)
 
@@ -288,17 +315,6 @@ class SeededCommand:
         os.close(pipe.fileno())
         if fd in (1, 2):
             self.session.command_output_ended(fd)
-
-    def command_started(self, pid):
-        pass
-
-    def command_exited(self, code):
-        self.exited = True
-        self.session.command_exited(code)
-
-    def command_failed(self, number):
-        self.log.warn("The exec seed could not run the command: {error}", error=os.strerror(number))
-        self.command_exited(-1)
 
     # -- what the session calls -----------------------------------------------
     def write(self, data):
@@ -318,13 +334,6 @@ class SeededCommand:
         if transport is not None and writer is not None:
             _take_over_consumer(writer, _Valve(transport))
 
-    def signal(self, number):
-        if not self.exited:
-            self.seed.signal(self.id, number)
-
-    def kill(self):
-        self.signal(signal.SIGKILL)
-
     def resize(self, width, height):
         pass  # no terminal
 
@@ -335,13 +344,107 @@ class SeededCommand:
             pipe.loseConnection()
 
 
-def spawn_command(session, reactor, seed, argv_attach, argv, env, cwd):
-    """The session's command: through the seed when there is one, else `lxc-attach`."""
-    if seed is not None and not session.interactive:
+class _PtyMaster(abstract.FileDescriptor):
+    """The master side of the command's pty: keystrokes in, the terminal's output out."""
+
+    connected = True
+
+    def __init__(self, reactor, fd, command):
+        super().__init__(reactor)
+        fdesc.setNonBlocking(fd)
+        self.fd = fd
+        self.command = command
+        self.startReading()
+
+    def fileno(self):
+        return self.fd
+
+    def doRead(self):
+        # EIO once nothing holds the slave any more: the end of the output.
+        return fdesc.readFromFD(self.fd, self.command.terminal_output)
+
+    def writeSomeData(self, data):
+        return fdesc.writeToFD(self.fd, data)
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.command.terminal_closed()
+
+
+class SeededTerminal(_Seeded):
+    """An interactive command started by the exec seed on a pty of the container's devpts."""
+
+    interactive = True
+
+    def __init__(self, session, reactor, seed):
+        super().__init__(session, reactor, seed)
+        self.master = None
+
+    def spawn(self, argv, env, cwd, pty):
+        """Hand the command to the seed with the pty (master, slave), which this takes over."""
+        master, slave = pty
         try:
-            return SeededCommand(session, reactor, seed).spawn(argv, env, cwd)
-        except SeedUnavailable:
-            pass
+            if self.session.size:
+                attach.set_window_size(master, *self.session.size)
+            self.id = self.seed.run(argv, env, cwd, [slave] * 3, self, terminal=True)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        self.master = _PtyMaster(self.reactor, master, self)
+        ws = self.session.sockets.get("0")
+        if ws is not None and hasattr(ws, "feed_from"):
+            ws.feed_from(self.master)
+        return self
+
+    # -- what the pty reports --------------------------------------------------
+    def terminal_output(self, data):
+        self.session.command_output(1, data)
+
+    def terminal_closed(self):
+        self.session.command_output_ended(1)
+
+    # -- what the session calls -----------------------------------------------
+    def write(self, data):
+        if self.master is not None and self.master.connected and not self.master.disconnecting:
+            self.master.write(data)
+
+    def close_stdin(self):
+        pass  # a terminal has no end of input of its own
+
+    def stream_stdin_from(self, ws):
+        transport = getattr(ws, "transport", None)
+        if transport is not None and self.master is not None:
+            _take_over_consumer(self.master, _Valve(transport))
+
+    def resize(self, width, height):
+        if self.master is not None and self.master.fd >= 0:
+            attach.set_window_size(self.master.fd, width, height)
+
+    def abandon(self):
+        """Stop reading a terminal still held open by background children of the command."""
+        if self.master is not None:
+            _release_consumer(self.master)
+            self.master.loseConnection()
+
+
+def spawn_command(session, reactor, seed, argv_attach, argv, env, cwd, open_pty=None):
+    """The session's command: through the seed when there is one, else `lxc-attach`.
+
+    `open_pty()` gives an interactive command its pty (master, slave).
+    """
+    if seed is not None:
+        try:
+            if not session.interactive:
+                return SeededCommand(session, reactor, seed).spawn(argv, env, cwd)
+            if open_pty is not None:
+                return SeededTerminal(session, reactor, seed).spawn(argv, env, cwd, open_pty())
+        except (SeedUnavailable, OSError) as e:
+            _Seeded.log.info("Exec through lxc-attach: {reason}", reason=e)
     return AttachedCommand(session, reactor, session.interactive).spawn(argv_attach, size=session.size)
 
 

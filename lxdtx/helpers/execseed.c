@@ -22,7 +22,8 @@
  * daemon's child, which only waits for the seed) dies.
  *
  * Messages, one datagram each, fields ended by NUL:
- *   daemon -> seed  run ID CWD ARGC ARG... ENV...   with 3 fds: stdin, stdout, stderr
+ *   daemon -> seed  run ID FLAGS CWD ARGC ARG... ENV...   with 3 fds: stdin, stdout, stderr
+ *                   (FLAGS "t": the fds are a terminal, to be the command's controlling one)
  *                   kill ID SIGNO
  *   seed -> daemon  ready PID | started ID PID | failed ID ERRNO | exited ID WAITSTATUS
  */
@@ -39,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -107,17 +109,29 @@ static void drain_wake_pipe(void)
 		;
 }
 
+struct program {
+	char **argv;
+	int terminal;
+};
+
 /* Runs in the attached child, inside the container: the exit codes of a shell. */
 static int run_program(void *payload)
 {
-	char **argv = payload;
+	struct program *program = payload;
 
-	execvp(argv[0], argv);
+	/* The terminal becomes the controlling one of the session liblxc made the command lead. */
+	if (program->terminal) {
+		if (getsid(0) != getpid() && setsid() < 0)
+			return 126;
+		if (ioctl(STDIN_FILENO, TIOCSCTTY, 0) < 0)
+			return 126;
+	}
+	execvp(program->argv[0], program->argv);
 	return errno == ENOENT ? 127 : 126;
 }
 
 /* The runner: start one command, deliver the signals asked for, report its end. */
-static void run(const char *id, char **argv, char **env, const char *cwd, int *fds, int control)
+static void run(const char *id, struct program *program, char **env, const char *cwd, int *fds, int control)
 {
 	lxc_attach_options_t options = LXC_ATTACH_OPTIONS_DEFAULT;
 	int status, open_control = 1;
@@ -135,7 +149,7 @@ static void run(const char *id, char **argv, char **env, const char *cwd, int *f
 	options.stdout_fd = fds[1];
 	options.stderr_fd = fds[2];
 	errno = 0;
-	if (container->attach(container, run_program, argv, &options, &pid) < 0 || pid <= 0) {
+	if (container->attach(container, run_program, program, &options, &pid) < 0 || pid <= 0) {
 		say("failed %s %d", id, errno ? errno : EIO);
 		_exit(0);
 	}
@@ -171,14 +185,14 @@ static void run(const char *id, char **argv, char **env, const char *cwd, int *f
 
 static void start(char **fields, int nfields, int *fds)
 {
+	struct program program;
 	struct runner *entry;
-	char **argv;
 	int control[2];
 	long argc;
 	pid_t pid;
 
-	argc = nfields > 4 ? strtol(fields[3], NULL, 10) : 0;
-	if (argc < 1 || argc > nfields - 4) {
+	argc = nfields > 5 ? strtol(fields[4], NULL, 10) : 0;
+	if (argc < 1 || argc > nfields - 5) {
 		say("failed %s %d", fields[1], EINVAL);
 		return;
 	}
@@ -209,11 +223,12 @@ static void start(char **fields, int nfields, int *fds)
 		for (size_t i = 0; i < nrunners; i++)
 			close(runners[i].control);
 		close(control[1]);
-		argv = alloca((argc + 1) * sizeof(char *));
-		memcpy(argv, &fields[4], argc * sizeof(char *));
-		argv[argc] = NULL;
+		program.argv = alloca((argc + 1) * sizeof(char *));
+		memcpy(program.argv, &fields[5], argc * sizeof(char *));
+		program.argv[argc] = NULL;
+		program.terminal = strchr(fields[2], 't') != NULL;
 		/* The environment is the rest, up to the NULL after the last field. */
-		run(fields[1], argv, &fields[4 + argc], fields[2], fds, control[0]);
+		run(fields[1], &program, &fields[5 + argc], fields[3], fds, control[0]);
 	}
 	close(control[0]);
 	entry = &runners[nrunners++];

@@ -4,10 +4,11 @@
 import os
 
 from lxdtx import errors
-from lxdtx.exec import attach
+from lxdtx.exec import attach, terminal
 from lxdtx.exec.recording import record_names, run_detached
 from lxdtx.exec.session import ExecSession
 from lxdtx.exec.streams import SessionSocket, spawn_command
+from lxdtx.instance.idmap import IdMap
 from lxdtx.operations import WEBSOCKET, container_resources
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse
@@ -99,7 +100,7 @@ async def post_exec(req):
     if config.get("limits.processes"):
         # The seed would take one of the processes the container is allowed.
         instances.seeds.forget(name)
-    elif not interactive:
+    else:
         seed = await instances.seeds.get(name, instances.payload_cgroup_dirs)
 
     if not wait:
@@ -119,8 +120,18 @@ async def post_exec(req):
 
         return AsyncResponse(operations.start("Executing command", resources=container_resources(name), run=run_task))
 
+    def open_pty():
+        pid = instances.runtime.init_pid(name)
+        if pid is None:
+            raise OSError("the container is not running")
+        try:
+            idmap = IdMap.from_json(doc.value["config"].get("volatile.last_state.idmap", ""))
+        except ValueError as e:
+            raise OSError(str(e)) from e
+        return terminal.open_pty(pid, *terminal.owner(idmap))
+
     def spawn(session):
-        return spawn_command(session, reactor, seed, argv, command, env, env["HOME"])
+        return spawn_command(session, reactor, seed, argv, command, env, env["HOME"], open_pty)
 
     session = ExecSession(reactor, spawn, interactive=interactive, width=width, height=height)
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 
+import pexpect
 import pytest
 
 from lxdtx.exec import seeds
@@ -145,6 +146,43 @@ def test_commands_get_the_container_limits(busybox_daemon, ct):
         proc.kill()
         proc.wait()
     busybox_daemon.lxc("exec", ct, "--", "sh", "-c", "kill $(pidof sleep) 2>/dev/null; true")
+
+
+def _interactive(daemon, ct, script, rows=30, cols=100):
+    return pexpect.spawn("lxc", ["exec", ct, "--", "sh", "-c", script], env=daemon.env(),
+                         dimensions=(rows, cols), timeout=20)
+
+
+def test_interactive_through_the_seed(busybox_daemon, ct):
+    """A pty session runs on a pty of the container's own devpts, owned by its root and tty group,
+    sized like the client's terminal; the command is started by a runner of the seed."""
+    busybox_daemon.lxc("exec", ct, "--", "true")
+    seed = _seed_pid(busybox_daemon, ct)
+    child = _interactive(busybox_daemon, ct, "tty; stty size; ls -ln $(tty); echo ready; sleep 30")
+    try:
+        child.expect("ready")
+        lines = child.before.decode().split("\r\n")
+        tty, size, listing = lines[0].strip(), lines[1].strip(), lines[2].split()
+        assert tty.startswith("/dev/pts/") and size == "30 100"
+        assert listing[2:4] == ["0", "5"] and listing[-1] == tty
+        assert wait_until(lambda: _sleeps(seed), 10)
+        assert busybox_daemon.lxc("exec", ct, "--", "ls", tty).stdout.strip() == tty
+        child.sendcontrol("c")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130  # ^C reached the command: the pty is its controlling terminal
+
+
+def test_fake_ptmx_is_never_opened(busybox_daemon, ct):
+    """A container that puts a FIFO at /dev/pts/ptmx gets lxc-attach's session, and the
+    daemon opens nothing there (a FIFO opened for writing would block it)."""
+    busybox_daemon.lxc("exec", ct, "--", "sh", "-c", "mount -t tmpfs tmpfs /dev/pts && mkfifo /dev/pts/ptmx")
+    child = _interactive(busybox_daemon, ct, "echo works; exit 4")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "works" in child.before.decode() and child.exitstatus == 4
+    assert "is not a ptmx device" in busybox_daemon.log()
 
 
 def test_seed_holds_steady(busybox_daemon, ct):

@@ -40,9 +40,10 @@ class FakeReactor(Clock):
 
 class EncodingTests(SynchronousTestCase):
     def test_request(self):
-        """Fields end with NUL: kind, id, cwd, argc, argv, then KEY=VALUE."""
+        """Fields end with NUL: kind, id, flags, cwd, argc, argv, then KEY=VALUE."""
         self.assertEqual(seeds.request("7", ["sh", "-c", "echo $A"], {"A": "1 2"}, "/root"),
-                         b"run\x007\x00/root\x003\x00sh\x00-c\x00echo $A\x00A=1 2\x00")
+                         b"run\x007\x00\x00/root\x003\x00sh\x00-c\x00echo $A\x00A=1 2\x00")
+        self.assertTrue(seeds.request("7", ["sh"], {}, "/", terminal=True).startswith(b"run\x007\x00t\x00/\x00"))
 
     def test_wait_status(self):
         """Exit codes pass through; a signal n gives 128+n."""

@@ -1,12 +1,13 @@
 # -*- test-case-name: tests.integration.test_exec_seed -*-
 """One resident exec helper per running container: commands without `lxc-attach`'s cost.
 
-`helpers/execseed.c` says how the seed works. Here the daemon starts one per
-container at its first exec, talks to it over a SOCK_SEQPACKET socket (one
-datagram per message, the command's three standard fds passed with the
-request), and ends it when the container stops. The seed is built by `make venv`. A seed that cannot be had
-(the helper was not built, the container caps its processes, the launch
-failed) makes the caller fall back to `lxc-attach`.
+`helpers/execseed.c` (built by `make venv`) says how the seed works. Here the
+daemon starts one per container at its first exec, talks to it over a
+SOCK_SEQPACKET socket (one datagram per message, the command's three standard
+fds passed with the request), and ends it when the container stops. A seed
+that cannot be had (the helper was not built, the container caps its
+processes, the launch failed) makes the caller fall back to `lxc-attach`; a
+failed launch is not tried again before the container restarts.
 """
 
 import errno
@@ -220,6 +221,7 @@ class Seeds:
         self.lxcpath = lxcpath
         self.binary = binary
         self._seeds = {}
+        self._failed = set()  # containers whose seed could not start, until they stop
         self._warned = False
 
     def available(self):
@@ -237,7 +239,7 @@ class Seeds:
         """
         seed = self._seeds.get(name)
         if seed is None or seed.gone:
-            if not self.available():
+            if name in self._failed or not self.available():
                 return None
             cgroup_dirs = cgroup_dirs(name)
             if not cgroup_dirs:
@@ -260,10 +262,12 @@ class Seeds:
         ready = await _shared(seed.ready)
         if ready is None and self._seeds.get(name) is seed:
             del self._seeds[name]
+            self._failed.add(name)
         return ready
 
     def forget(self, name):
         """The container stops: end its seed first, so it holds none of its cgroups."""
+        self._failed.discard(name)
         seed = self._seeds.pop(name, None)
         if seed is not None:
             seed.end()

@@ -21,8 +21,10 @@ from twisted.logger import Logger
 
 BINARY = os.path.join(os.path.dirname(os.path.dirname(__file__)), "helpers", "execseed")
 READY_TIMEOUT = 5.0
-# Bigger requests go to lxc-attach (which has the kernel's own limits on argv and env).
+# Bigger requests go to lxc-attach (which has the kernel's own limits on argv and env);
+# the seed reads up to 256 KiB and 8192 fields.
 MAX_REQUEST = 128 * 1024
+MAX_FIELDS = 8192
 _SOCKET_BUFFER = 4 * MAX_REQUEST
 
 
@@ -156,7 +158,7 @@ class Seed:
             raise SeedUnavailable("the seed is not running")
         command_id = next(self._ids)
         message = request(command_id, argv, env, cwd, terminal)
-        if len(message) > MAX_REQUEST or "\0" in cwd:
+        if len(message) > MAX_REQUEST or 5 + len(argv) + len(env) > MAX_FIELDS or "\0" in cwd:
             raise SeedUnavailable("request too large")
         try:
             sent = socket.send_fds(self._socket, [message], list(fds))

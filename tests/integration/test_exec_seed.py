@@ -185,6 +185,19 @@ def test_fake_ptmx_is_never_opened(busybox_daemon, ct):
     assert "is not a ptmx device" in busybox_daemon.log()
 
 
+def test_requests_too_big_for_the_seed(busybox_daemon, ct):
+    """More environment than one seed request holds: lxc-attach runs the command instead."""
+    d = busybox_daemon
+    d.lxc("exec", ct, "--", "true")
+    env = {f"V{i}": str(i) for i in range(seeds.MAX_FIELDS)}
+    result = d.request("POST", f"/1.0/containers/{ct}/exec", {
+        "command": ["sh", "-c", "echo $V8191"], "wait-for-websocket": False, "record-output": True,
+        "interactive": False, "environment": env})
+    op = d.wait_operation(result, timeout=30)
+    assert op["metadata"]["return"] == 0
+    assert d.request("GET", op["metadata"]["output"]["1"]).body == b"8191\n"
+
+
 def test_seed_holds_steady(busybox_daemon, ct):
     """Many commands later the seed holds the same fds and no runner is left."""
     busybox_daemon.lxc("exec", ct, "--", "true")

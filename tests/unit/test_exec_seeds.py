@@ -103,10 +103,13 @@ class SeedTests(SynchronousTestCase):
         self.assertRaises(BlockingIOError, self.peer.recv, 100)
 
     def test_oversized_request(self):
+        """Too many bytes or too many fields for the seed: lxc-attach takes the command."""
         self.say("ready 42")
+        many = {f"V{i}": "" for i in range(seeds.MAX_FIELDS)}
         with open(os.devnull) as null:
-            self.assertRaises(seeds.SeedUnavailable, self.seed.run, ["x" * seeds.MAX_REQUEST], {}, "/",
-                              [null.fileno()] * 3, Listener())
+            for argv, env in ((["x" * seeds.MAX_REQUEST], {}), (["true"], many)):
+                self.assertRaises(seeds.SeedUnavailable, self.seed.run, argv, env, "/",
+                                  [null.fileno()] * 3, Listener())
 
     def test_garbage_is_ignored(self):
         self.say("ready 42")

@@ -432,19 +432,23 @@ class SeededTerminal(_Seeded):
             self.master.loseConnection()
 
 
-def spawn_command(session, reactor, seed, argv_attach, argv, env, cwd, open_pty=None):
+def spawn_command(session, reactor, seed, argv_attach, argv, env, cwd, pty=None):
     """The session's command: through the seed when there is one, else `lxc-attach`.
 
-    `open_pty()` gives an interactive command its pty (master, slave).
+    `pty`: (master, slave) of an interactive command, which this takes over.
     """
     if seed is not None:
         try:
             if not session.interactive:
                 return SeededCommand(session, reactor, seed).spawn(argv, env, cwd)
-            if open_pty is not None:
-                return SeededTerminal(session, reactor, seed).spawn(argv, env, cwd, open_pty())
+            if pty is not None:
+                taken, pty = pty, None
+                return SeededTerminal(session, reactor, seed).spawn(argv, env, cwd, taken)
         except (SeedUnavailable, OSError) as e:
             _Seeded.log.info("Exec through lxc-attach: {reason}", reason=e)
+    if pty is not None:
+        for fd in pty:
+            os.close(fd)
     return AttachedCommand(session, reactor, session.interactive).spawn(argv_attach, size=session.size)
 
 

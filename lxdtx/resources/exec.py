@@ -3,17 +3,23 @@
 
 import os
 
+from twisted.internet import threads
+from twisted.logger import Logger
+
 from lxdtx import errors
 from lxdtx.exec import attach, terminal
 from lxdtx.exec.recording import record_names, run_detached
 from lxdtx.exec.session import ExecSession
 from lxdtx.exec.streams import SessionSocket, spawn_command
+from lxdtx.fsutil import Root
 from lxdtx.instance.idmap import IdMap
 from lxdtx.operations import WEBSOCKET, container_resources
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse
 
 from lxdtx.wsproto import Handshake
+
+log = Logger()
 
 
 def _flag(body, key):
@@ -64,18 +70,31 @@ def require_running(instances, name):
         raise errors.BadRequest("Container is not running.")
 
 
-def _has_snap(instances, name):
-    from lxdtx.fsutil import Root
-
-    pid = instances.runtime.init_pid(name)
-    if pid is None:
-        return False
+def _probe(pid, pty_owner):
+    """Whether the container has /snap, and a pty of its devpts when `pty_owner` is given
+    (else, or when it cannot be had, why not). Paths inside a container can be slow to
+    resolve (its own FUSE mounts): this runs in a thread."""
+    has_snap = False
     try:
         with Root(f"/proc/{pid}/root") as root:
             os.close(root.open("/snap", os.O_PATH | os.O_DIRECTORY))
-        return True
+        has_snap = True
     except OSError:
-        return False
+        pass
+    if pty_owner is None:
+        return has_snap, None
+    try:
+        return has_snap, terminal.open_pty(pid, *pty_owner)
+    except OSError as e:
+        return has_snap, e
+
+
+def _pty_owner(value):
+    """Host uid and gid for the container's ptys (None: no pty of ours, lxc-attach makes one)."""
+    try:
+        return terminal.owner(IdMap.from_json(value["config"].get("volatile.last_state.idmap", "")))
+    except (OSError, ValueError):
+        return None
 
 
 async def post_exec(req):
@@ -92,16 +111,22 @@ async def post_exec(req):
     require_running(instances, name)
 
     config, _ = instances.expanded(doc.value)
-    env = attach.environment(config, requested_env, interactive, _has_snap(instances, name))
-    argv = attach.argv(name, instances.lxcpath, command, env, attach.working_directory(env["HOME"]))
-    reactor = req.daemon.reactor
-    operations = req.daemon.operations
     seed = None
     if config.get("limits.processes"):
         # The seed would take one of the processes the container is allowed.
         instances.seeds.forget(name)
     else:
         seed = await instances.seeds.get(name, instances.payload_cgroup_dirs)
+    pid = instances.runtime.init_pid(name)
+    owner = _pty_owner(doc.value) if interactive and wait and seed is not None else None
+    has_snap, pty = await threads.deferToThread(_probe, pid, owner) if pid else (False, None)
+    if isinstance(pty, OSError):
+        log.info("Exec through lxc-attach: {reason}", reason=pty)
+        pty = None
+    env = attach.environment(config, requested_env, interactive, has_snap)
+    argv = attach.argv(name, instances.lxcpath, command, env, attach.working_directory(env["HOME"]))
+    reactor = req.daemon.reactor
+    operations = req.daemon.operations
 
     if not wait:
         log_dir = instances.log_dir(name)
@@ -120,20 +145,20 @@ async def post_exec(req):
 
         return AsyncResponse(operations.start("Executing command", resources=container_resources(name), run=run_task))
 
-    def open_pty():
-        pid = instances.runtime.init_pid(name)
-        if pid is None:
-            raise OSError("the container is not running")
-        try:
-            idmap = IdMap.from_json(doc.value["config"].get("volatile.last_state.idmap", ""))
-        except ValueError as e:
-            raise OSError(str(e)) from e
-        return terminal.open_pty(pid, *terminal.owner(idmap))
-
     def spawn(session):
-        return spawn_command(session, reactor, seed, argv, command, env, env["HOME"], open_pty)
+        nonlocal pty
+        taken, pty = pty, None
+        return spawn_command(session, reactor, seed, argv, command, env, env["HOME"], taken)
+
+    def release_pty(result):
+        """A session that never started its command leaves its pty unused."""
+        if pty is not None:
+            for fd in pty:
+                os.close(fd)
+        return result
 
     session = ExecSession(reactor, spawn, interactive=interactive, width=width, height=height)
+    session.done.addBoth(release_pty)
 
     async def run(op):
         code = await session.done

@@ -253,15 +253,21 @@ def test_raw_streams_and_barriers(busybox_daemon, ct):
             ws.abort()
 
 
-def test_websockets_never_connected(busybox_daemon, ct):
-    """Without its data sockets the operation fails after a bounded wait and runs nothing."""
+@pytest.mark.parametrize("interactive", [False, True])
+def test_websockets_never_connected(busybox_daemon, ct, interactive):
+    """Without its data sockets the operation fails after a bounded wait, runs nothing and
+    keeps nothing open (an interactive session's pty is closed)."""
     d = busybox_daemon
+    d.lxc("exec", ct, "--", "true")
+    _settle(d.proc.pid)
+    before = _fds(d.proc.pid)
     result = d.request("POST", f"/1.0/containers/{ct}/exec", {
-        "command": ["touch", "/should-not-exist"], "wait-for-websocket": True, "interactive": False})
+        "command": ["touch", "/should-not-exist"], "wait-for-websocket": True, "interactive": interactive})
     final = d.request("GET", f"{result.json['operation']}/wait?timeout=30", timeout=40).metadata
     assert final["status"] == "Failure"
     assert "websockets" in final["err"]
     assert d.lxc("exec", ct, "--", "ls", "/should-not-exist", check=False).returncode != 0
+    assert _wait(lambda: _fd_count(d.proc.pid) == len(before), 10), (before, _fds(d.proc.pid))
 
 
 def test_bad_requests(busybox_daemon, ct):

@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.unit.test_fsutil -*-
-"""Opening paths inside a container's root so that nothing resolves outside it.
+"""Opening paths inside a container's root so that nothing resolves outside it;
+reading the host's small kernel files.
 
 `openat2(2)` with RESOLVE_IN_ROOT makes the kernel treat the root directory as
 `/` for every path component, `..` and absolute symlink: a path can never
@@ -35,6 +36,15 @@ def openat2(dirfd, path, flags, mode=0, resolve=RESOLVE_IN_ROOT | RESOLVE_NO_MAG
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
     return fd
+
+
+def read_text(path):
+    """A small host file (procfs, sysfs, cgroupfs) as text, or None when it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 class Root:

@@ -33,6 +33,7 @@ import socket
 
 from lxdtx.config.schema import ConfigError
 from lxdtx.config.types import is_true, parse_size
+from lxdtx.fsutil import read_text
 
 V1 = 1
 V2 = 2
@@ -173,14 +174,6 @@ def _unescape(field):
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def _child_files(mountpoint):
     """File names a child cgroup of this hierarchy has (some files exist only below the root).
 
@@ -217,9 +210,9 @@ def detect(proc_mounts_text=None, *, init_cgroup_text=None):
     to the live files; tests pass mount points of their own.
     """
     if proc_mounts_text is None:
-        proc_mounts_text = _read("/proc/self/mounts") or ""
+        proc_mounts_text = read_text("/proc/self/mounts") or ""
     if init_cgroup_text is None:
-        init_cgroup_text = _read("/proc/1/cgroup") or ""
+        init_cgroup_text = read_text("/proc/1/cgroup") or ""
     v1, unified = {}, None
     base = _parse_proc_cgroup(init_cgroup_text)
     parents = []
@@ -240,7 +233,7 @@ def detect(proc_mounts_text=None, *, init_cgroup_text=None):
             unified = mountpoint
     unified_controllers = ()
     if unified is not None:
-        unified_controllers = (_read(os.path.join(unified, "cgroup.controllers")) or "").split()
+        unified_controllers = (read_text(os.path.join(unified, "cgroup.controllers")) or "").split()
     layout = Layout(v1=v1, unified=unified, unified_controllers=unified_controllers, base=base)
     layout.parents = sorted(set(parents))
 

@@ -10,6 +10,8 @@ process whose pid inside the container is 1.
 import hashlib
 import os
 
+from lxdtx.fsutil import read_text
+
 STOPPED, RUNNING, FROZEN = "Stopped", "Running", "Frozen"
 STATUS_CODES = {STOPPED: 102, RUNNING: 103, FROZEN: 110, "Error": 112}
 
@@ -25,16 +27,8 @@ def cgroup_prefixes(scope):
     return f"lxdtx.{scope}.payload.", f"lxdtx.{scope}.monitor."
 
 
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def _is_init_of(pid, cgroup):
-    status = _read(f"/proc/{pid}/status")
+    status = read_text(f"/proc/{pid}/status")
     if not status:
         return False
     for line in status.splitlines():
@@ -46,7 +40,7 @@ def _is_init_of(pid, cgroup):
 
 
 def _in_cgroup(pid, cgroup):
-    return f"/{cgroup}\n" in (_read(f"/proc/{pid}/cgroup") or "")
+    return f"/{cgroup}\n" in (read_text(f"/proc/{pid}/cgroup") or "")
 
 
 class Runtime:
@@ -82,7 +76,7 @@ class Runtime:
         path = self.cgroup_dir(name, "pids") or self.cgroup_dir(name, "memory")
         if path is None:
             return None
-        procs = _read(os.path.join(path, "cgroup.procs")) or ""
+        procs = read_text(os.path.join(path, "cgroup.procs")) or ""
         for line in procs.split():
             if _is_init_of(int(line), cgroup):
                 self._pids[name] = int(line)
@@ -95,10 +89,10 @@ class Runtime:
             return STOPPED
         freezer = self.cgroup_dir(name, "freezer")
         if freezer:
-            state = (_read(os.path.join(freezer, "freezer.state")) or "").strip()
+            state = (read_text(os.path.join(freezer, "freezer.state")) or "").strip()
             if state in ("FROZEN", "FREEZING"):
                 return FROZEN
-            frozen = _read(os.path.join(freezer, "cgroup.freeze"))
+            frozen = read_text(os.path.join(freezer, "cgroup.freeze"))
             if frozen and frozen.strip() == "1":
                 return FROZEN
         return RUNNING
@@ -107,7 +101,7 @@ class Runtime:
         """How many processes live in the container: in its cgroup and its pid namespace
         (the daemon's exec helpers share the cgroup, not the namespace)."""
         path = self.cgroup_dir(name, "pids") or self.cgroup_dir(name, "memory")
-        procs = _read(os.path.join(path, "cgroup.procs")) if path else None
+        procs = read_text(os.path.join(path, "cgroup.procs")) if path else None
         pid = self.init_pid(name)
         if not procs or pid is None:
             return 0
@@ -125,4 +119,4 @@ class Runtime:
 
     def read_cgroup(self, name, controller, filename):
         path = self.cgroup_dir(name, controller)
-        return _read(os.path.join(path, filename)) if path else None
+        return read_text(os.path.join(path, filename)) if path else None

@@ -12,6 +12,8 @@ and `/sys/class/infiniband_{verbs,mad}/*/ibdev`.
 import os
 import stat
 
+from lxdtx.fsutil import read_text
+
 SYSFS_CLASS = "/sys/class"
 DEV_DIR = "/dev/infiniband"
 
@@ -32,14 +34,6 @@ def hca_of(interface, sysfs=SYSFS_CLASS):
     return names[0]
 
 
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
 def char_devices(hca, sysfs=SYSFS_CLASS, dev_dir=DEV_DIR):
     """/dev paths of the verbs and MAD devices of `hca`, and rdma_cm when present."""
     found = []
@@ -50,7 +44,7 @@ def char_devices(hca, sysfs=SYSFS_CLASS, dev_dir=DEV_DIR):
         except OSError:
             continue
         for entry in entries:
-            if entry.startswith(("uverbs", "umad", "issm")) and _read(os.path.join(directory, entry, "ibdev")) == hca:
+            if entry.startswith(("uverbs", "umad", "issm")) and (read_text(os.path.join(directory, entry, "ibdev")) or "").strip() == hca:
                 found.append(os.path.join(dev_dir, entry))
     rdma_cm = os.path.join(dev_dir, "rdma_cm")
     if os.path.exists(rdma_cm):

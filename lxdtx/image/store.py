@@ -92,17 +92,22 @@ class Staged:
 
 # -- blocking helpers (run in threads) --------------------------------------
 
-def _copy_hashing(src, dst_path, sha):
+def _hash_chunks(src, sha, dst=None):
+    """Feed `src` to `sha` chunk by chunk (writing each to `dst` too, if given); the size read."""
     size = 0
-    with open(dst_path, "wb") as dst:
-        while True:
-            chunk = src.read(_COPY_CHUNK)
-            if not chunk:
-                break
-            sha.update(chunk)
+    while True:
+        chunk = src.read(_COPY_CHUNK)
+        if not chunk:
+            return size
+        sha.update(chunk)
+        if dst is not None:
             dst.write(chunk)
-            size += len(chunk)
-    return size
+        size += len(chunk)
+
+
+def _copy_hashing(src, dst_path, sha):
+    with open(dst_path, "wb") as dst:
+        return _hash_chunks(src, sha, dst)
 
 
 def _receive(body, boundary, tmpdir):
@@ -207,14 +212,8 @@ def _prepare_publish(spool, directory, properties, now):
 
 def _hash_file(path):
     sha = hashlib.sha256()
-    size = 0
     with open(path, "rb") as f:
-        while True:
-            chunk = f.read(_COPY_CHUNK)
-            if not chunk:
-                break
-            sha.update(chunk)
-            size += len(chunk)
+        size = _hash_chunks(f, sha)
     return sha.hexdigest(), size
 
 

@@ -18,7 +18,7 @@ from twisted.internet import threads
 
 from lxdtx import asyncutil, errors
 from lxdtx.config.types import is_any, is_size, parse_size
-from lxdtx.storage import rsync
+from lxdtx.storage import mounts, rsync
 from lxdtx.storage.errors import NotSupported
 
 VOLUME_DIRS = {"container": "containers", "image": "images", "custom": "custom", "snapshot": "snapshots"}
@@ -120,6 +120,13 @@ class Driver:
     def loop_file(self):
         """Where a loop-backed pool keeps its disk image."""
         return os.path.join(self.state_dir, "disks", f"{self.pool}.img")
+
+    async def make_loop_file(self):
+        """Create the sparse disk image of a pool whose source is its loop file; True when made."""
+        if self.config.get("source") != self.loop_file:
+            return False
+        await self.in_thread(mounts.make_sparse_file, self.loop_file, parse_size(self.config["size"]))
+        return True
 
     def fill_defaults(self, config):
         """The config with driver defaults filled in (called once at pool creation)."""

@@ -145,9 +145,7 @@ class LvmDriver(block.BlockVolumes, Driver):
     async def create(self):
         made_file = False
         try:
-            if self.config.get("source") == self.loop_file:
-                await self.in_thread(mounts.make_sparse_file, self.loop_file, parse_size(self.config["size"]))
-                made_file = True
+            made_file = await self.make_loop_file()
             if self._owns_vg():
                 device = await self._physical_device()
             else:

@@ -97,9 +97,7 @@ class ZfsDriver(Driver):
     async def create(self):
         made_file = False
         try:
-            if self.config.get("source") == self.loop_file:
-                await self.in_thread(mounts.make_sparse_file, self.loop_file, parse_size(self.config["size"]))
-                made_file = True
+            made_file = await self.make_loop_file()
             for argv in self.create_argvs():
                 if argv[:2] == ["zfs", "create"] and argv[-1] == self.zpool:
                     code, _, _ = await self.run(["zfs", "list", "-H", self.zpool], check=False)

@@ -13,6 +13,8 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from lxdtx.response import ErrorResponse
+
 READ_CHUNK = 1024 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -100,9 +102,7 @@ async def send_file(request, path):
     try:
         fd, size = await threads.deferToThread(_open, path)
     except FileNotFoundError:
-        request.setResponseCode(404)
-        request.setHeader(b"content-type", b"application/json")
-        request.write(b'{"type":"error","error":"not found","error_code":404}')
+        request.write(ErrorResponse(404, "not found").render(request))
         return
     try:
         request.setHeader(b"accept-ranges", b"bytes")

@@ -3,6 +3,7 @@
 import os
 import shutil
 import tempfile
+import time
 
 import pytest
 
@@ -46,3 +47,14 @@ def workdir():
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def container(busybox_daemon):
+    """A running busybox container of the module's daemon, removed afterwards."""
+    name = f"c{os.getpid() % 1000}-{int(time.time() * 1000) % 100000}"
+    busybox_daemon.lxc("launch", "busybox", name)
+    try:
+        yield name
+    finally:
+        busybox_daemon.lxc("delete", "-f", name, check=False)

@@ -4,9 +4,6 @@ import json
 import os
 import subprocess
 import tempfile
-import time
-
-import pytest
 
 from tests.daemonproc import wait_until
 
@@ -17,17 +14,6 @@ _wait = wait_until
 def _status(daemon, name):
     result = daemon.request("GET", f"/1.0/containers/{name}")
     return result.metadata["status"] if result.status == 200 else None
-
-
-@pytest.fixture
-def container(busybox_daemon):
-    """A running busybox container, removed afterwards."""
-    name = f"c{os.getpid() % 1000}-{int(time.time() * 1000) % 100000}"
-    busybox_daemon.lxc("launch", "busybox", name)
-    try:
-        yield name
-    finally:
-        busybox_daemon.lxc("delete", "-f", name, check=False)
 
 
 def test_launch_list_info(busybox_daemon, container):

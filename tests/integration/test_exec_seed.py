@@ -4,7 +4,6 @@ seed's end with the container (no process or cgroup left behind)."""
 import os
 import signal
 import subprocess
-import time
 
 import pexpect
 import pytest
@@ -89,76 +88,66 @@ def _hierarchies():
     return roots
 
 
-@pytest.fixture
-def ct(busybox_daemon):
-    name = f"seed{os.getpid() % 1000}{int(time.monotonic() * 1000) % 1000}"
-    busybox_daemon.lxc("launch", "busybox", name)
-    try:
-        yield name
-    finally:
-        busybox_daemon.lxc("delete", "-f", name, check=False)
-
-
-def test_commands_run_in_the_container_through_the_seed(busybox_daemon, ct):
+def test_commands_run_in_the_container_through_the_seed(busybox_daemon, container):
     """The seed lives in the container's cgroups, in the host's pid namespace; the
     command it starts is in the container's namespaces and under its seccomp policy."""
     script = "cat /proc/self/status | grep -E '^(NSpid|Seccomp):'; readlink /proc/self/ns/pid; readlink /proc/1/ns/pid"
-    out = busybox_daemon.lxc("exec", ct, "--", "sh", "-c", script).stdout.split("\n")
-    seed = _seed_pid(busybox_daemon, ct)
-    assert seed is not None, seed_processes(busybox_daemon, ct)
+    out = busybox_daemon.lxc("exec", container, "--", "sh", "-c", script).stdout.split("\n")
+    seed = _seed_pid(busybox_daemon, container)
+    assert seed is not None, seed_processes(busybox_daemon, container)
     assert any(line.startswith("Seccomp:") and line.split()[1] == "2" for line in out), out
     nspid = next(line for line in out if line.startswith("NSpid:")).split()
     assert len(nspid) == 2  # one id: seen from inside, the command is in the only pid namespace
     assert out[2] == out[3]  # the same pid namespace as the container's init
 
-    prefix = os.path.basename(_payload_dirs(busybox_daemon, ct)[0])
+    prefix = os.path.basename(_payload_dirs(busybox_daemon, container)[0])
     assert all(path.lstrip("/").startswith(prefix) for path in _host_cgroups(seed))
     with open(f"/proc/{seed}/status") as f:
         assert next(line for line in f if line.startswith("NSpid:")).split()[1:] == [str(seed)]
 
 
-def test_the_seed_is_invisible_inside(busybox_daemon, ct):
+def test_the_seed_is_invisible_inside(busybox_daemon, container):
     """`ps` in the container and the processes count of `lxc info` leave the seed out."""
-    ps = busybox_daemon.lxc("exec", ct, "--", "ps", "-o", "pid,args").stdout
+    ps = busybox_daemon.lxc("exec", container, "--", "ps", "-o", "pid,args").stdout
     assert "execseed" not in ps
-    seed = _seed_pid(busybox_daemon, ct)
+    seed = _seed_pid(busybox_daemon, container)
     assert seed is not None
 
     def counted_without_seed():
-        with open(busybox_daemon.cgroup_file(ct, "pids", "cgroup.procs")) as f:
+        with open(busybox_daemon.cgroup_file(container, "pids", "cgroup.procs")) as f:
             procs = {int(p) for p in f.read().split()}
-        state = busybox_daemon.request("GET", f"/1.0/containers/{ct}/state").metadata
+        state = busybox_daemon.request("GET", f"/1.0/containers/{container}/state").metadata
         return seed in procs and state["processes"] == len(procs) - 1
 
     assert wait_until(counted_without_seed, 10)
 
 
-def test_commands_get_the_container_limits(busybox_daemon, ct):
+def test_commands_get_the_container_limits(busybox_daemon, container):
     """A command started through the seed is in every one of the container's cgroups."""
-    proc = subprocess.Popen(["lxc", "exec", ct, "--", "sleep", "30"], env=busybox_daemon.env(),
+    proc = subprocess.Popen(["lxc", "exec", container, "--", "sleep", "30"], env=busybox_daemon.env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert wait_until(lambda: _seed_pid(busybox_daemon, ct), 20)
-        seed = _seed_pid(busybox_daemon, ct)
+        assert wait_until(lambda: _seed_pid(busybox_daemon, container), 20)
+        seed = _seed_pid(busybox_daemon, container)
         assert wait_until(lambda: _sleeps(seed), 20)
         assert _host_cgroups(_sleeps(seed)[0]) == _host_cgroups(seed)
     finally:
         proc.kill()
         proc.wait()
-    busybox_daemon.lxc("exec", ct, "--", "sh", "-c", "kill $(pidof sleep) 2>/dev/null; true")
+    busybox_daemon.lxc("exec", container, "--", "sh", "-c", "kill $(pidof sleep) 2>/dev/null; true")
 
 
-def _interactive(daemon, ct, script, rows=30, cols=100):
-    return pexpect.spawn("lxc", ["exec", ct, "--", "sh", "-c", script], env=daemon.env(),
+def _interactive(daemon, container, script, rows=30, cols=100):
+    return pexpect.spawn("lxc", ["exec", container, "--", "sh", "-c", script], env=daemon.env(),
                          dimensions=(rows, cols), timeout=20)
 
 
-def test_interactive_through_the_seed(busybox_daemon, ct):
+def test_interactive_through_the_seed(busybox_daemon, container):
     """A pty session runs on a pty of the container's own devpts, owned by its root and tty group,
     sized like the client's terminal; the command is started by a runner of the seed."""
-    busybox_daemon.lxc("exec", ct, "--", "true")
-    seed = _seed_pid(busybox_daemon, ct)
-    child = _interactive(busybox_daemon, ct, "tty; stty size; ls -ln $(tty); echo ready; sleep 30")
+    busybox_daemon.lxc("exec", container, "--", "true")
+    seed = _seed_pid(busybox_daemon, container)
+    child = _interactive(busybox_daemon, container, "tty; stty size; ls -ln $(tty); echo ready; sleep 30")
     try:
         child.expect("ready")
         lines = child.before.decode().split("\r\n")
@@ -166,7 +155,7 @@ def test_interactive_through_the_seed(busybox_daemon, ct):
         assert tty.startswith("/dev/pts/") and size == "30 100"
         assert listing[2:4] == ["0", "5"] and listing[-1] == tty
         assert wait_until(lambda: _sleeps(seed), 10)
-        assert busybox_daemon.lxc("exec", ct, "--", "ls", tty).stdout.strip() == tty
+        assert busybox_daemon.lxc("exec", container, "--", "ls", tty).stdout.strip() == tty
         child.sendcontrol("c")
         child.expect(pexpect.EOF)
     finally:
@@ -174,23 +163,23 @@ def test_interactive_through_the_seed(busybox_daemon, ct):
     assert child.exitstatus == 130  # ^C reached the command: the pty is its controlling terminal
 
 
-def test_fake_ptmx_is_never_opened(busybox_daemon, ct):
+def test_fake_ptmx_is_never_opened(busybox_daemon, container):
     """A container that puts a FIFO at /dev/pts/ptmx gets lxc-attach's session, and the
     daemon opens nothing there (a FIFO opened for writing would block it)."""
-    busybox_daemon.lxc("exec", ct, "--", "sh", "-c", "mount -t tmpfs tmpfs /dev/pts && mkfifo /dev/pts/ptmx")
-    child = _interactive(busybox_daemon, ct, "echo works; exit 4")
+    busybox_daemon.lxc("exec", container, "--", "sh", "-c", "mount -t tmpfs tmpfs /dev/pts && mkfifo /dev/pts/ptmx")
+    child = _interactive(busybox_daemon, container, "echo works; exit 4")
     child.expect(pexpect.EOF)
     child.close()
     assert "works" in child.before.decode() and child.exitstatus == 4
     assert "is not a ptmx device" in busybox_daemon.log()
 
 
-def test_requests_too_big_for_the_seed(busybox_daemon, ct):
+def test_requests_too_big_for_the_seed(busybox_daemon, container):
     """More environment than one seed request holds: lxc-attach runs the command instead."""
     d = busybox_daemon
-    d.lxc("exec", ct, "--", "true")
+    d.lxc("exec", container, "--", "true")
     env = {f"V{i}": str(i) for i in range(seeds.MAX_FIELDS)}
-    result = d.request("POST", f"/1.0/containers/{ct}/exec", {
+    result = d.request("POST", f"/1.0/containers/{container}/exec", {
         "command": ["sh", "-c", "echo $V8191"], "wait-for-websocket": False, "record-output": True,
         "interactive": False, "environment": env})
     op = d.wait_operation(result, timeout=30)
@@ -198,14 +187,14 @@ def test_requests_too_big_for_the_seed(busybox_daemon, ct):
     assert d.request("GET", op["metadata"]["output"]["1"]).body == b"8191\n"
 
 
-def test_seed_holds_steady(busybox_daemon, ct):
+def test_seed_holds_steady(busybox_daemon, container):
     """Many commands later the seed holds the same fds and no runner is left."""
-    busybox_daemon.lxc("exec", ct, "--", "true")
-    seed = _seed_pid(busybox_daemon, ct)
+    busybox_daemon.lxc("exec", container, "--", "true")
+    seed = _seed_pid(busybox_daemon, container)
     fds = len(os.listdir(f"/proc/{seed}/fd"))
     for _ in range(60):
-        busybox_daemon.lxc("exec", ct, "--", "true")
-    assert _seed_pid(busybox_daemon, ct) == seed
+        busybox_daemon.lxc("exec", container, "--", "true")
+    assert _seed_pid(busybox_daemon, container) == seed
     assert len(os.listdir(f"/proc/{seed}/fd")) == fds
     assert wait_until(lambda: not _children(seed), 10), _children(seed)
 
@@ -214,71 +203,71 @@ def _nothing_left(daemon, name):
     return not seed_processes(daemon, name) and not _payload_dirs(daemon, name)
 
 
-def test_stop_ends_the_seed_and_its_cgroups(busybox_daemon, ct):
+def test_stop_ends_the_seed_and_its_cgroups(busybox_daemon, container):
     """A command running at the stop is reported killed (137); the seed and the cgroups go."""
-    busybox_daemon.lxc("exec", ct, "--", "true")
-    seed = _seed_pid(busybox_daemon, ct)
+    busybox_daemon.lxc("exec", container, "--", "true")
+    seed = _seed_pid(busybox_daemon, container)
     assert seed
-    proc = subprocess.Popen(["lxc", "exec", ct, "--", "sleep", "60"], env=busybox_daemon.env(),
+    proc = subprocess.Popen(["lxc", "exec", container, "--", "sleep", "60"], env=busybox_daemon.env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_until(lambda: _sleeps(seed), 20)
-        busybox_daemon.lxc("stop", "-f", ct)
+        busybox_daemon.lxc("stop", "-f", container)
         assert proc.wait(20) == 137
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert wait_until(lambda: _nothing_left(busybox_daemon, ct), 10), (
-        seed_processes(busybox_daemon, ct), _payload_dirs(busybox_daemon, ct))
-    busybox_daemon.lxc("start", ct)
-    assert busybox_daemon.lxc("exec", ct, "--", "echo", "again").stdout == "again\n"
-    assert _seed_pid(busybox_daemon, ct)
+    assert wait_until(lambda: _nothing_left(busybox_daemon, container), 10), (
+        seed_processes(busybox_daemon, container), _payload_dirs(busybox_daemon, container))
+    busybox_daemon.lxc("start", container)
+    assert busybox_daemon.lxc("exec", container, "--", "echo", "again").stdout == "again\n"
+    assert _seed_pid(busybox_daemon, container)
 
 
-def test_shutdown_from_inside_ends_the_seed(busybox_daemon, ct):
+def test_shutdown_from_inside_ends_the_seed(busybox_daemon, container):
     """A container that powers itself off takes its seed along; no cgroup stays behind."""
-    busybox_daemon.lxc("exec", ct, "--", "true")
-    assert _seed_pid(busybox_daemon, ct)
-    busybox_daemon.lxc("exec", ct, "--", "poweroff", "-f", check=False)
-    assert wait_until(lambda: busybox_daemon.request("GET", f"/1.0/containers/{ct}").metadata["status"]
+    busybox_daemon.lxc("exec", container, "--", "true")
+    assert _seed_pid(busybox_daemon, container)
+    busybox_daemon.lxc("exec", container, "--", "poweroff", "-f", check=False)
+    assert wait_until(lambda: busybox_daemon.request("GET", f"/1.0/containers/{container}").metadata["status"]
                       == "Stopped", 30)
-    assert wait_until(lambda: _nothing_left(busybox_daemon, ct), 10), (
-        seed_processes(busybox_daemon, ct), _payload_dirs(busybox_daemon, ct))
+    assert wait_until(lambda: _nothing_left(busybox_daemon, container), 10), (
+        seed_processes(busybox_daemon, container), _payload_dirs(busybox_daemon, container))
 
 
-def test_a_killed_seed_is_replaced(busybox_daemon, ct):
-    busybox_daemon.lxc("exec", ct, "--", "true")
-    old = _seed_pid(busybox_daemon, ct)
+def test_a_killed_seed_is_replaced(busybox_daemon, container):
+    busybox_daemon.lxc("exec", container, "--", "true")
+    old = _seed_pid(busybox_daemon, container)
     os.kill(old, signal.SIGKILL)
-    assert wait_until(lambda: not seed_processes(busybox_daemon, ct), 10)
-    assert busybox_daemon.lxc("exec", ct, "--", "echo", "ok").stdout == "ok\n"
-    assert busybox_daemon.lxc("exec", ct, "--", "echo", "ok").stdout == "ok\n"
-    new = _seed_pid(busybox_daemon, ct)
+    assert wait_until(lambda: not seed_processes(busybox_daemon, container), 10)
+    assert busybox_daemon.lxc("exec", container, "--", "echo", "ok").stdout == "ok\n"
+    assert busybox_daemon.lxc("exec", container, "--", "echo", "ok").stdout == "ok\n"
+    new = _seed_pid(busybox_daemon, container)
     assert new is not None and new != old
 
 
-def test_frozen_and_thawed(busybox_daemon, ct):
-    busybox_daemon.lxc("exec", ct, "--", "true")
-    busybox_daemon.lxc("pause", ct)
+def test_frozen_and_thawed(busybox_daemon, container):
+    busybox_daemon.lxc("exec", container, "--", "true")
+    busybox_daemon.lxc("pause", container)
     try:
-        assert busybox_daemon.lxc("exec", ct, "--", "true", check=False).returncode != 0
+        assert busybox_daemon.lxc("exec", container, "--", "true", check=False).returncode != 0
     finally:
-        busybox_daemon.lxc("start", ct)
-    assert busybox_daemon.lxc("exec", ct, "--", "echo", "thawed").stdout == "thawed\n"
+        busybox_daemon.lxc("start", container)
+    assert busybox_daemon.lxc("exec", container, "--", "echo", "thawed").stdout == "thawed\n"
 
 
-def test_process_limit_uses_lxc_attach(busybox_daemon, ct):
+def test_process_limit_uses_lxc_attach(busybox_daemon, container):
     """With limits.processes the seed would take one of the container's processes: it goes
     (the limit applies live), and commands run through lxc-attach."""
-    busybox_daemon.lxc("exec", ct, "--", "true")
-    assert _seed_pid(busybox_daemon, ct)
-    busybox_daemon.lxc("config", "set", ct, "limits.processes", "50")
-    assert busybox_daemon.lxc("exec", ct, "--", "echo", "ok").stdout == "ok\n"
-    assert wait_until(lambda: not seed_processes(busybox_daemon, ct), 10)
-    busybox_daemon.lxc("restart", "-f", ct)
-    assert busybox_daemon.lxc("exec", ct, "--", "echo", "ok").stdout == "ok\n"
-    assert not seed_processes(busybox_daemon, ct)
+    busybox_daemon.lxc("exec", container, "--", "true")
+    assert _seed_pid(busybox_daemon, container)
+    busybox_daemon.lxc("config", "set", container, "limits.processes", "50")
+    assert busybox_daemon.lxc("exec", container, "--", "echo", "ok").stdout == "ok\n"
+    assert wait_until(lambda: not seed_processes(busybox_daemon, container), 10)
+    busybox_daemon.lxc("restart", "-f", container)
+    assert busybox_daemon.lxc("exec", container, "--", "echo", "ok").stdout == "ok\n"
+    assert not seed_processes(busybox_daemon, container)
 
 
 def test_privileged_container(busybox_daemon):
@@ -291,11 +280,11 @@ def test_privileged_container(busybox_daemon):
         busybox_daemon.lxc("delete", "-f", "seedpriv", check=False)
 
 
-def test_daemon_restart_replaces_the_seed(busybox_daemon, ct):
+def test_daemon_restart_replaces_the_seed(busybox_daemon, container):
     """The seed goes with the daemon that made it; the next daemon makes its own."""
-    busybox_daemon.lxc("exec", ct, "--", "true")
-    old = _seed_pid(busybox_daemon, ct)
+    busybox_daemon.lxc("exec", container, "--", "true")
+    old = _seed_pid(busybox_daemon, container)
     busybox_daemon.restart()
-    assert wait_until(lambda: old not in seed_processes(busybox_daemon, ct), 10)
-    assert busybox_daemon.lxc("exec", ct, "--", "echo", "ok").stdout == "ok\n"
-    assert _seed_pid(busybox_daemon, ct) not in (None, old)
+    assert wait_until(lambda: old not in seed_processes(busybox_daemon, container), 10)
+    assert busybox_daemon.lxc("exec", container, "--", "echo", "ok").stdout == "ok\n"
+    assert _seed_pid(busybox_daemon, container) not in (None, old)

@@ -175,11 +175,15 @@ class Daemon:
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.conf, ignore_errors=True)
 
-    def cgroup_file(self, name, controller, filename):
-        """Host path of a cgroup file of this daemon's container `name` (v1, else unified)."""
+    def cgroup_name(self, name):
+        """The cgroup directory name of this daemon's container `name` (in every hierarchy)."""
         from lxdtx.instance.runtime import cgroup_prefixes, scope_of
 
-        cgroup = cgroup_prefixes(scope_of(self.dir))[0] + name
+        return cgroup_prefixes(scope_of(self.dir))[0] + name
+
+    def cgroup_file(self, name, controller, filename):
+        """Host path of a cgroup file of this daemon's container `name` (v1, else unified)."""
+        cgroup = self.cgroup_name(name)
         for root in (f"/sys/fs/cgroup/{controller}", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
             path = os.path.join(root, cgroup, filename)
             if os.path.exists(path):

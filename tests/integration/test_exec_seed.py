@@ -71,9 +71,7 @@ def _host_cgroups(pid):
 
 
 def _payload_dirs(daemon, name):
-    from lxdtx.instance.runtime import cgroup_prefixes, scope_of
-
-    cgroup = cgroup_prefixes(scope_of(daemon.dir))[0] + name
+    cgroup = daemon.cgroup_name(name)
     return [os.path.join(root, entry) for root in _hierarchies() for entry in os.listdir(root)
             if entry == cgroup]
 

@@ -356,24 +356,24 @@ class Instances:
             "devices": self.expanded(value)[1],
         }
 
+    def _cgroup_dirs(self, prefix, name):
+        """The directories `prefix + name` in each cgroup hierarchy (those that exist)."""
+        dirs = (os.path.join(parent, prefix + name) for parent in self.layout.parents)
+        return [d for d in dirs if os.path.isdir(d)]
+
     def payload_cgroup_dirs(self, name):
         """The container's cgroup directory in each hierarchy (those that exist)."""
-        dirs = (os.path.join(parent, self.cgroup_prefix + name) for parent in self.layout.parents)
-        return [d for d in dirs if os.path.isdir(d)]
+        return self._cgroup_dirs(self.cgroup_prefix, name)
 
     def _remove_stale_cgroups(self, name):
         """Empty cgroups an aborted start left behind: with explicit cgroup names
         liblxc refuses to start while they exist (it only renames its default ones)."""
-        for parent in self.layout.parents:
-            for prefix in (self.cgroup_prefix, self.monitor_prefix):
-                top = os.path.join(parent, prefix + name)
-                if not os.path.isdir(top):
-                    continue
-                for directory, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
-                    try:
-                        os.rmdir(directory)
-                    except OSError:
-                        break  # processes still in it: not stale
+        for top in self._cgroup_dirs(self.cgroup_prefix, name) + self._cgroup_dirs(self.monitor_prefix, name):
+            for directory, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    break  # processes still in it: not stale
 
     def _write_config(self, name, path, config, idmap, device_lines):
         log_dir = self.log_dir(name)

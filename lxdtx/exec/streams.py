@@ -276,8 +276,6 @@ class SeededCommand(_Seeded):
     whatever inherited them have closed them.
     """
 
-    interactive = False
-
     def __init__(self, session, reactor, seed):
         super().__init__(session, reactor, seed)
         self.pipes = {}
@@ -376,8 +374,6 @@ class _PtyMaster(abstract.FileDescriptor):
 
 class SeededTerminal(_Seeded):
     """An interactive command started by the exec seed on a pty of the container's devpts."""
-
-    interactive = True
 
     def __init__(self, session, reactor, seed):
         super().__init__(session, reactor, seed)

@@ -97,12 +97,13 @@ class Runtime:
                 return FROZEN
         return RUNNING
 
-    def processes(self, name):
+    def processes(self, name, pid=None):
         """How many processes live in the container: in its cgroup and its pid namespace
-        (the daemon's exec helpers share the cgroup, not the namespace)."""
+        (the daemon's exec helpers share the cgroup, not the namespace). `pid`: the init
+        pid when the caller just read it."""
         path = self.cgroup_dir(name, "pids") or self.cgroup_dir(name, "memory")
         procs = read_text(os.path.join(path, "cgroup.procs")) if path else None
-        pid = self.init_pid(name)
+        pid = pid or self.init_pid(name)
         if not procs or pid is None:
             return 0
         try:

@@ -86,7 +86,7 @@ async def collect(instances, name, value):
             if ifname:
                 host_names[ifname] = value["config"].get(f"volatile.{dev}.host_name", "")
     state.update({
-        "pid": pid, "processes": runtime.processes(name), "cpu": {"usage": _cpu(runtime, name)},
+        "pid": pid, "processes": runtime.processes(name, pid), "cpu": {"usage": _cpu(runtime, name)},
         "memory": _memory(runtime, name), "network": await network(instances.daemon.reactor, pid, host_names) if pid else None,
     })
     try:

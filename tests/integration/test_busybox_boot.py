@@ -16,6 +16,7 @@ import time
 import pytest
 
 from lxdtx.image import busybox
+from tests.integration.netns import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -33,18 +34,6 @@ def _require():
 
 def _run(*argv, check=True, timeout=30):
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
-
-
-def wait_for(predicate, timeout, what):
-    """Poll predicate every 50 ms until it returns a true value; fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Container:
@@ -174,7 +163,7 @@ class DhcpBridge:
             assert self.process.poll() is None, f"dnsmasq exited: {self.read_log()}"
             return "sockets bound exclusively" in self.read_log()
 
-        wait_for(ready, 10, "dnsmasq to listen")
+        wait_for(ready, 10, interval=0.05, what="dnsmasq to listen")
 
     def read_log(self):
         try:
@@ -225,7 +214,7 @@ def test_boot_attach_and_clean_halt(containers):
     c = containers(mount_auto=False)
     c.start()
     assert c.state() == "RUNNING"
-    wait_for(lambda: BANNER in c.console(), 10, "the boot banner")
+    wait_for(lambda: BANNER in c.console(), 10, interval=0.05, what="the boot banner")
     assert f"{BANNER} busybox" in c.console()
     assert c.attach("echo ok").stdout == "ok\n"
     mounts = c.attach("cat /proc/self/mounts").stdout
@@ -246,7 +235,7 @@ def test_mounts_not_doubled(containers):
     """When liblxc already mounted /proc, /sys and /dev/pts, rcS mounts them no second time."""
     c = containers()
     c.start()
-    wait_for(lambda: BANNER in c.console(), 10, "the boot banner")
+    wait_for(lambda: BANNER in c.console(), 10, interval=0.05, what="the boot banner")
     mounts = c.attach("cat /proc/self/mounts").stdout
     for target in ("/proc", "/sys", "/dev/pts", "/run"):
         count = len(re.findall(rf"^\S+ {re.escape(target)} ", mounts, re.M))
@@ -258,7 +247,7 @@ def test_console_shell(containers):
     pexpect = pytest.importorskip("pexpect")
     c = containers()
     c.start()
-    wait_for(lambda: BANNER in c.console(), 10, "the boot banner")
+    wait_for(lambda: BANNER in c.console(), 10, interval=0.05, what="the boot banner")
     console = pexpect.spawn("lxc-console", ["-n", c.name, "-P", c.lxcpath, "-t", "0"],
                             timeout=10, encoding="utf-8")
     try:
@@ -278,15 +267,15 @@ def test_reboot(containers, how):
     """SIGTERM to init, and liblxc's reboot signal, restart the container without hanging."""
     c = containers()
     c.start()
-    wait_for(lambda: BANNER in c.console(), 10, "the boot banner")
+    wait_for(lambda: BANNER in c.console(), 10, interval=0.05, what="the boot banner")
     first = c.init_pid()
     if how.startswith("SIGTERM"):
         os.kill(first, signal.SIGTERM)
     else:
         c.lxc("lxc-stop", "-r", "-t", "10")
-    wait_for(lambda: c.init_pid() not in (None, first), 10, "the container to come back")
+    wait_for(lambda: c.init_pid() not in (None, first), 10, interval=0.05, what="the container to come back")
     assert c.state() == "RUNNING"
-    wait_for(lambda: c.attach("echo ok", check=False).stdout == "ok\n", 10, "attach after reboot")
+    wait_for(lambda: c.attach("echo ok", check=False).stdout == "ok\n", 10, interval=0.05, what="attach after reboot")
 
 
 def test_dhcp(containers, dhcp_bridge):
@@ -299,7 +288,7 @@ def test_dhcp(containers, dhcp_bridge):
         found = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/(\d+)", out)
         return found and (ipaddress.ip_address(found.group(1)), int(found.group(2)))
 
-    ip, prefix = wait_for(address, 30, "a DHCP lease on eth0")
+    ip, prefix = wait_for(address, 30, interval=0.05, what="a DHCP lease on eth0")
     assert ip in dhcp_bridge.net and prefix == 24
     assert f"default via {dhcp_bridge.gateway} dev eth0" in c.attach("ip route").stdout
     resolv = c.attach("cat /etc/resolv.conf").stdout

@@ -24,14 +24,18 @@ ENV = shutil.which("env") or "env"
 
 
 def environment(config, requested, interactive, has_snap=False):
-    """The command's environment: container `environment.*` keys, the request's, LXD's defaults."""
+    """The command's environment: container `environment.*` keys, the request's, LXD's defaults.
+
+    `has_snap` None: PATH, when nobody set it, is left to the exec seed, which
+    applies the same rule inside the container.
+    """
     env = {}
     for key, value in config.items():
         if key.startswith("environment."):
             env[key[len("environment."):]] = value
     env.update(requested or {})
-    path = DEFAULT_PATH + (":/snap/bin" if has_snap else "")
-    env.setdefault("PATH", path)
+    if has_snap is not None:
+        env.setdefault("PATH", DEFAULT_PATH + (":/snap/bin" if has_snap else ""))
     env.setdefault("HOME", "/root")
     env.setdefault("USER", "root")
     env.setdefault("LANG", "C.UTF-8")

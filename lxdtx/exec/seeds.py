@@ -1,13 +1,13 @@
 # -*- test-case-name: tests.integration.test_exec_seed -*-
 """One resident exec helper per running container: commands without `lxc-attach`'s cost.
 
-`helpers/execseed.c` (built by `make venv`) says how the seed works. Here the
-daemon starts one per container at its first exec, talks to it over a
-SOCK_SEQPACKET socket (one datagram per message, the command's three standard
-fds passed with the request), and ends it when the container stops. A seed
-that cannot be had (the helper was not built, the container caps its
-processes, the launch failed) makes the caller fall back to `lxc-attach`; a
-failed launch is not tried again before the container restarts.
+`helpers/execseed.c` (built by `make venv`) says how the seed and its zygote
+work. Here the daemon starts them at a container's first exec, talks to the
+zygote over a SOCK_SEQPACKET socket (one datagram per message, the command's
+three standard fds passed with the request), and ends them when the container
+stops. A seed that cannot be had (the helper was not built, the container caps
+its processes, the launch failed) makes the caller fall back to `lxc-attach`;
+a failed launch is not tried again before the container restarts.
 """
 
 import errno
@@ -21,6 +21,8 @@ from twisted.logger import Logger
 
 BINARY = os.path.join(os.path.dirname(os.path.dirname(__file__)), "helpers", "execseed")
 READY_TIMEOUT = 5.0
+# How long a stopped container's seed may take to exit before it is killed.
+END_TIMEOUT = 5.0
 # Bigger requests go to lxc-attach (which has the kernel's own limits on argv and env);
 # the seed reads up to 256 KiB and 8192 fields.
 MAX_REQUEST = 128 * 1024
@@ -64,8 +66,9 @@ class Seed:
     def __init__(self, reactor, name):
         self.reactor = reactor
         self.name = name
-        self.pid = None  # the seed's host pid, once ready
+        self.pid = None  # the zygote's host pid, once ready
         self.ready = defer.Deferred()
+        self.done = defer.Deferred()  # the launcher has exited: so have the seed and the zygote
         self.gone = False
         self._socket = None
         self._launcher = None
@@ -140,8 +143,6 @@ class Seed:
                     listener.command_failed(number)
                 else:
                     listener.command_exited(wait_status_code(number))
-                if self.gone and not self._listeners:
-                    self._close()
         except (IndexError, ValueError):
             self.log.warn("Exec seed of {name} sent {words!r}", name=self.name, words=words)
 
@@ -179,27 +180,35 @@ class Seed:
             self.log.warn("Could not send signal {number}: {error}", number=number, error=e)
 
     def end(self):
-        """Take no more commands and end the seed (its launcher dies, and with it the seed).
+        """Take no more commands: the zygote exits once the running ones are reaped.
 
-        Commands already running report their end through their runners, which
-        outlive the seed: the socket closes once the last of them is done.
+        Their ends are still reported; the socket closes after the last.
         """
         if self.gone:
             return
         self.gone = True
+        if not self.ready.called:
+            self.ready.callback(None)
+        try:
+            if self.pid is None:
+                raise OSError("not ready")  # not listening yet
+            self._socket.send(b"end\0")
+        except OSError:
+            self.kill()
+
+    def kill(self):
+        """End it now: the launcher dies, and with it the seed and the zygote (commands keep running)."""
         if self._launcher is not None and self._launcher.pid is not None:
             try:
                 self._launcher.signalProcess("KILL")
             except (OSError, error.ProcessExitedAlready):
                 pass
-        if not self.ready.called:
-            self.ready.callback(None)
-        if not self._listeners:
-            self._close()
 
     def _close(self):
-        """The socket is done: whatever never reported has failed."""
-        self.end()
+        """The socket is done (the zygote is gone): whatever never reported has failed."""
+        self.gone = True
+        if not self.ready.called:
+            self.ready.callback(None)
         if self._socket is not None:
             self.reactor.removeReader(self)
             self._socket.close()
@@ -210,7 +219,10 @@ class Seed:
 
     def _launcher_ended(self):
         self._launcher = None
-        self.end()
+        self.gone = True
+        if not self.ready.called:
+            self.ready.callback(None)
+        self.done.callback(None)
 
 
 class Seeds:
@@ -223,6 +235,7 @@ class Seeds:
         self.lxcpath = lxcpath
         self.binary = binary
         self._seeds = {}
+        self._ending = {}  # name -> seeds told to end that have not exited yet
         self._failed = set()  # containers whose seed could not start, until they stop
         self._warned = False
 
@@ -268,11 +281,34 @@ class Seeds:
         return ready
 
     def forget(self, name):
-        """The container stops: end its seed first, so it holds none of its cgroups."""
+        """Start no more commands in `name` through its seed: it ends once its running commands have."""
         self._failed.discard(name)
         seed = self._seeds.pop(name, None)
-        if seed is not None:
-            seed.end()
+        if seed is None or seed.done.called:
+            return
+        self._ending.setdefault(name, set()).add(seed)
+
+        def exited(_):
+            ending = self._ending.get(name, set())
+            ending.discard(seed)
+            if not ending:
+                self._ending.pop(name, None)
+
+        seed.done.addCallback(exited)
+        seed.end()
+
+    async def stopped(self, name, timeout=END_TIMEOUT):
+        """`name` has stopped: wait until its seeds have exited, so that none holds its
+        namespaces or cgroups. One still there after `timeout` seconds is killed."""
+        self.forget(name)
+        for seed in list(self._ending.get(name, ())):
+            done = _shared(seed.done)
+            timer = self.reactor.callLater(timeout, seed.kill)
+            try:
+                await done
+            finally:
+                if timer.active():
+                    timer.cancel()
 
 
 def _shared(d):

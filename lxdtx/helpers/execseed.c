@@ -4,28 +4,38 @@
  *
  *     execseed NAME LXCPATH CGROUP_DIR...   (fd 3: a SOCK_SEQPACKET socket to the daemon)
  *
- * Moving a process into a container's cgroups (a write to cgroup.procs) waits
- * for an RCU grace period unless another move happened just before: on a
- * cgroup v1 host that is about 15 ms, most of what one `lxc-attach` costs.
- * The seed pays it once: it is a child of this launcher that joins the
- * container's cgroups (the CGROUP_DIRs) and then waits for requests.  For
- * each command it forks a runner, which starts the command with liblxc's
- * attach minus the cgroup move: the command joins the container's namespaces,
- * gets its id map, capabilities, personality, seccomp and LSM policy as with
- * `lxc-attach`, and inherits the cgroups.  The runner then forwards signals
- * to the command and reports its exit; it also keeps whatever liblxc leaves
- * behind per attach (liblxc 5.0 keeps the init's pidfd) out of the seed.
+ * Three processes, each the parent of the next:
  *
- * The seed and its runners stay in the host's namespaces, so nothing inside
- * the container can see or signal them.  The seed exits when the container's
- * init does, when the daemon closes the socket, or when the launcher (the
- * daemon's child, which only waits for the seed) dies.
+ * - The launcher is the daemon's child and only waits for the seed.
+ * - The seed joins the container's cgroups (the CGROUP_DIRs), once: moving a
+ *   process between cgroups (a write to cgroup.procs) waits for an RCU grace
+ *   period unless another move happened just before, about 15 ms on a
+ *   cgroup v1 host, most of what one `lxc-attach` costs.
+ * - The zygote is made by the seed with liblxc's attach, minus the cgroup move
+ *   and minus the pid namespace: it has the container's other namespaces,
+ *   root in its id map, its capabilities, personality, seccomp filter and LSM
+ *   label (on exec), as an `lxc-attach` command would.  It then enters the
+ *   pid namespace for its children only.  Each command is a fork of it: the
+ *   command is in the container's pid namespace and inherits all of the
+ *   above, without liblxc's per-attach work (five round trips to the
+ *   container's monitor, the seccomp policy parsed again, three forks), which
+ *   took 2 ms of the 3 ms a command used to take.  The zygote forwards
+ *   signals to the commands and reports their ends.
+ *
+ * The launcher, the seed and the zygote are in the host's pid namespace, so
+ * nothing inside the container can see or signal them.  The zygote takes no
+ * more commands once the daemon says `end`, closes the socket, or the
+ * container's init is gone; it exits when its last command has been reaped.
+ * The seed exits when the zygote does; each dies with its parent.
  *
  * Messages, one datagram each, fields ended by NUL:
- *   daemon -> seed  run ID FLAGS CWD ARGC ARG... ENV...   with 3 fds: stdin, stdout, stderr
- *                   (FLAGS "t": the fds are a terminal, to be the command's controlling one)
- *                   kill ID SIGNO
- *   seed -> daemon  ready PID | started ID PID | failed ID ERRNO | exited ID WAITSTATUS
+ *   daemon -> zygote  run ID FLAGS CWD ARGC ARG... ENV...   with 3 fds: stdin, stdout, stderr
+ *                     (FLAGS "t": the fds are a terminal, to be the command's controlling one;
+ *                     no PATH in ENV: LXD's default, with /snap/bin when the container has /snap)
+ *                     kill ID SIGNO
+ *                     end
+ *   seed or zygote -> daemon  ready PID | started ID PID | failed ID ERRNO | exited ID WAITSTATUS
+ *                     (ready: the zygote's pid; "failed 0 ERRNO": no zygote)
  */
 
 #define _GNU_SOURCE
@@ -35,6 +45,7 @@
 #include <lxc/attach_options.h>
 #include <lxc/lxccontainer.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -51,17 +62,24 @@
 #define DAEMON_FD 3
 #define MAX_MESSAGE (256 * 1024)
 #define MAX_FIELDS 8192
+/* LXD's PATH for a command whose request sets none (and liblxc's). */
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-struct runner {
+struct command {
 	char id[64];
 	pid_t pid;
-	int control; /* write end: signal numbers for the runner to deliver */
+};
+
+struct zygote_args {
+	int init_pidfd;
+	int enter_pidns;
+	pid_t seed;
 };
 
 static struct lxc_container *container;
 static int wake_pipe[2] = {-1, -1};
-static struct runner *runners;
-static size_t nrunners, capacity;
+static struct command *commands;
+static size_t ncommands, capacity;
 
 static void say(const char *format, ...)
 {
@@ -91,103 +109,46 @@ static void on_child(int signo)
 static int watch_children(void)
 {
 	struct sigaction action = {.sa_handler = on_child, .sa_flags = SA_NOCLDSTOP | SA_RESTART};
+	sigset_t none;
 
-	if (wake_pipe[0] >= 0) {
-		close(wake_pipe[0]);
-		close(wake_pipe[1]);
-	}
-	if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+	sigemptyset(&none);
+	if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) < 0 || sigaction(SIGCHLD, &action, NULL) < 0)
 		return -1;
-	return sigaction(SIGCHLD, &action, NULL);
+	return sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-static void drain_wake_pipe(void)
+/* In the forked child, already inside the container: the command's fds, session, cwd, environment. */
+static void exec_command(char **argv, char **env, const char *cwd, const int *fds, int terminal)
 {
-	char drain[64];
-
-	while (read(wake_pipe[0], drain, sizeof(drain)) > 0)
-		;
-}
-
-struct program {
-	char **argv;
-	int terminal;
-};
-
-/* Runs in the attached child, inside the container: the exit codes of a shell. */
-static int run_program(void *payload)
-{
-	struct program *program = payload;
-
-	/* The terminal becomes the controlling one of the session liblxc made the command lead. */
-	if (program->terminal) {
-		if (getsid(0) != getpid() && setsid() < 0)
-			return 126;
-		if (ioctl(STDIN_FILENO, TIOCSCTTY, 0) < 0)
-			return 126;
-	}
-	execvp(program->argv[0], program->argv);
-	return errno == ENOENT ? 127 : 126;
-}
-
-/* The runner: start one command, deliver the signals asked for, report its end. */
-static void run(const char *id, struct program *program, char **env, const char *cwd, int *fds, int control)
-{
-	lxc_attach_options_t options = LXC_ATTACH_OPTIONS_DEFAULT;
-	int status, open_control = 1;
-	pid_t pid = -1;
-
-	if (watch_children() < 0) {
-		say("failed %s %d", id, errno);
-		_exit(0);
-	}
-	options.attach_flags = LXC_ATTACH_DEFAULT & ~LXC_ATTACH_MOVE_TO_CGROUP;
-	options.env_policy = LXC_ATTACH_CLEAR_ENV;
-	options.extra_env_vars = env;
-	options.initial_cwd = (char *)cwd;
-	options.stdin_fd = fds[0];
-	options.stdout_fd = fds[1];
-	options.stderr_fd = fds[2];
-	errno = 0;
-	if (container->attach(container, run_program, program, &options, &pid) < 0 || pid <= 0) {
-		say("failed %s %d", id, errno ? errno : EIO);
-		_exit(0);
-	}
+	signal(SIGCHLD, SIG_DFL);
 	for (int i = 0; i < 3; i++)
-		close(fds[i]);
-	say("started %s %d", id, pid);
-	for (;;) {
-		struct pollfd polls[2] = {
-			{.fd = wake_pipe[0], .events = POLLIN},
-			{.fd = open_control ? control : -1, .events = POLLIN},
-		};
-		int signo;
+		if (dup2(fds[i], i) < 0)
+			_exit(126);
+	/* The daemon's socket, the init's pidfd and liblxc's log are the zygote's, not the command's. */
+	if (syscall(SYS_close_range, 3, ~0U, 0) < 0)
+		_exit(126);
+	if (terminal && (setsid() < 0 || ioctl(STDIN_FILENO, TIOCSCTTY, 0) < 0))
+		_exit(126);
+	/* As liblxc's attach does: a cwd that cannot be entered leaves the command at the root. */
+	if (chdir(cwd) < 0 && chdir("/") < 0)
+		_exit(126);
+	clearenv();
+	setenv("container", "lxc", 1);
+	for (; *env; env++)
+		putenv(*env);
+	/* LXD adds /snap/bin to the default when the container has /snap. */
+	if (!getenv("PATH")) {
+		struct stat snap;
+		int has_snap = stat("/snap", &snap) == 0 && S_ISDIR(snap.st_mode);
 
-		if (poll(polls, 2, -1) < 0 && errno != EINTR)
-			_exit(1);
-		if (polls[0].revents) {
-			drain_wake_pipe();
-			if (waitpid(pid, &status, WNOHANG) == pid) {
-				say("exited %s %d", id, status);
-				_exit(0);
-			}
-		}
-		if (polls[1].revents) {
-			ssize_t n = read(control, &signo, sizeof(signo));
-
-			if (n == sizeof(signo))
-				kill(pid, signo); /* not reaped yet: the pid is still the command's */
-			else if (n == 0 || (errno != EAGAIN && errno != EINTR))
-				open_control = 0; /* the seed is gone: the exit is still reported */
-		}
+		setenv("PATH", has_snap ? DEFAULT_PATH ":/snap/bin" : DEFAULT_PATH, 1);
 	}
+	execvp(argv[0], argv);
+	_exit(errno == ENOENT ? 127 : 126); /* the exit codes of a shell */
 }
 
 static void start(char **fields, int nfields, int *fds)
 {
-	struct program program;
-	struct runner *entry;
-	int control[2];
 	long argc;
 	pid_t pid;
 
@@ -196,85 +157,67 @@ static void start(char **fields, int nfields, int *fds)
 		say("failed %s %d", fields[1], EINVAL);
 		return;
 	}
-	if (nrunners == capacity) {
+	if (ncommands == capacity) {
 		size_t more = capacity ? capacity * 2 : 16;
-		struct runner *grown = realloc(runners, more * sizeof(*grown));
+		struct command *grown = realloc(commands, more * sizeof(*grown));
 
 		if (!grown) {
 			say("failed %s %d", fields[1], ENOMEM);
 			return;
 		}
-		runners = grown;
+		commands = grown;
 		capacity = more;
-	}
-	if (pipe2(control, O_CLOEXEC | O_NONBLOCK) < 0) {
-		say("failed %s %d", fields[1], errno);
-		return;
 	}
 	pid = fork();
 	if (pid < 0) {
 		say("failed %s %d", fields[1], errno);
-		close(control[0]);
-		close(control[1]);
 		return;
 	}
 	if (pid == 0) {
-		/* Only this command's pipe: the seed's end of the others is not ours to hold. */
-		for (size_t i = 0; i < nrunners; i++)
-			close(runners[i].control);
-		close(control[1]);
-		program.argv = alloca((argc + 1) * sizeof(char *));
-		memcpy(program.argv, &fields[5], argc * sizeof(char *));
-		program.argv[argc] = NULL;
-		program.terminal = strchr(fields[2], 't') != NULL;
+		char **argv = alloca((argc + 1) * sizeof(char *));
+
+		memcpy(argv, &fields[5], argc * sizeof(char *));
+		argv[argc] = NULL;
 		/* The environment is the rest, up to the NULL after the last field. */
-		run(fields[1], &program, &fields[5 + argc], fields[3], fds, control[0]);
+		exec_command(argv, &fields[5 + argc], fields[3], fds, strchr(fields[2], 't') != NULL);
 	}
-	close(control[0]);
-	entry = &runners[nrunners++];
-	snprintf(entry->id, sizeof(entry->id), "%s", fields[1]);
-	entry->pid = pid;
-	entry->control = control[1];
+	snprintf(commands[ncommands].id, sizeof(commands[ncommands].id), "%s", fields[1]);
+	commands[ncommands++].pid = pid;
+	say("started %s %d", fields[1], pid);
 }
 
 static void signal_command(char **fields, int nfields)
 {
-	int signo;
-
 	if (nfields < 3)
 		return;
-	signo = atoi(fields[2]);
-	for (size_t i = 0; i < nrunners; i++) {
-		if (strcmp(runners[i].id, fields[1]) != 0)
-			continue;
-		if (write(runners[i].control, &signo, sizeof(signo)) < 0) {
-			/* The runner has just ended, or is not reading: nothing to deliver to. */
-		}
-	}
+	for (size_t i = 0; i < ncommands; i++)
+		if (strcmp(commands[i].id, fields[1]) == 0)
+			kill(commands[i].pid, atoi(fields[2])); /* not reaped yet: the pid is still the command's */
 }
 
-static void reap_runners(void)
+static void reap_commands(void)
 {
+	char drain[64];
 	int status;
 	pid_t pid;
 
-	drain_wake_pipe();
+	while (read(wake_pipe[0], drain, sizeof(drain)) > 0)
+		;
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		for (size_t i = 0; i < nrunners; i++) {
-			if (runners[i].pid != pid)
+		for (size_t i = 0; i < ncommands; i++) {
+			if (commands[i].pid != pid)
 				continue;
-			/* A runner reports before exiting 0; one that could not has crashed. */
-			if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-				say("failed %s %d", runners[i].id, EIO);
-			close(runners[i].control);
-			runners[i] = runners[--nrunners];
+			say("exited %s %d", commands[i].id, status);
+			commands[i] = commands[--ncommands];
 			break;
 		}
 	}
 }
 
-/* One request; false when the daemon has gone. */
-static int serve(char *buffer)
+enum served { SERVED, ENDED, DAEMON_GONE };
+
+/* One message from the daemon. */
+static enum served serve(char *buffer)
 {
 	static char *fields[MAX_FIELDS + 1];
 	char control[CMSG_SPACE(3 * sizeof(int))];
@@ -284,14 +227,15 @@ static int serve(char *buffer)
 		.msg_control = control, .msg_controllen = sizeof(control),
 	};
 	int fds[3] = {-1, -1, -1}, nfds = 0, nfields = 0;
+	enum served result = SERVED;
 	struct cmsghdr *cmsg;
 	ssize_t n;
 
 	n = recvmsg(DAEMON_FD, &msg, MSG_CMSG_CLOEXEC);
 	if (n < 0)
-		return errno == EINTR || errno == EAGAIN;
+		return errno == EINTR || errno == EAGAIN ? SERVED : DAEMON_GONE;
 	if (n == 0)
-		return 0;
+		return DAEMON_GONE;
 	for (cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
 		if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS)
 			continue;
@@ -315,6 +259,8 @@ static int serve(char *buffer)
 			say("failed %s %d", fields[1], EBADF);
 	} else if (nfields >= 2 && strcmp(fields[0], "kill") == 0) {
 		signal_command(fields, nfields);
+	} else if (nfields == 1 && strcmp(fields[0], "end") == 0) {
+		result = ENDED;
 	} else if (nfields >= 2) {
 		say("failed %s %d", fields[1], EINVAL);
 	} else {
@@ -323,23 +269,30 @@ static int serve(char *buffer)
 	for (int i = 0; i < 3; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
-	return 1;
+	return result;
 }
 
-static int seed(int init_pidfd, pid_t launcher)
+/* The zygote, run by liblxc's attach: serve until told to end, then until the last command is reaped. */
+static int zygote(void *payload)
 {
+	struct zygote_args *args = payload;
 	char *buffer = malloc(MAX_MESSAGE);
+	int taking = 1, daemon_open = 1, init_alive = 1;
 
-	/* The daemon ends the seed by ending its launcher, our parent. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != launcher || !buffer || watch_children() < 0)
+	if (getppid() != args->seed || !buffer)
 		return 1;
+	/* Only for the children: the zygote itself stays out of the container's sight. */
+	if ((args->enter_pidns && setns(args->init_pidfd, CLONE_NEWPID) < 0) || watch_children() < 0) {
+		say("failed 0 %d", errno);
+		return 1;
+	}
 	say("ready %d", getpid());
-	for (;;) {
+	while (taking || ncommands > 0) {
 		struct pollfd polls[3] = {
-			{.fd = DAEMON_FD, .events = POLLIN},
+			{.fd = daemon_open ? DAEMON_FD : -1, .events = POLLIN},
 			{.fd = wake_pipe[0], .events = POLLIN},
-			{.fd = init_pidfd, .events = POLLIN},
+			{.fd = init_alive ? args->init_pidfd : -1, .events = POLLIN},
 		};
 
 		if (poll(polls, 3, -1) < 0) {
@@ -348,16 +301,83 @@ static int seed(int init_pidfd, pid_t launcher)
 			return 1;
 		}
 		if (polls[1].revents)
-			reap_runners();
+			reap_commands();
 		if (polls[2].revents)
-			return 0; /* the container's init is gone: so is the container */
-		if (polls[0].revents & POLLIN) {
-			if (!serve(buffer))
-				return 0;
-		} else if (polls[0].revents) {
-			return 0;
+			init_alive = taking = 0; /* the container is gone: its commands are being killed */
+		if (polls[0].revents) {
+			/* A hang-up with nothing left to read is the daemon gone too. */
+			enum served served = polls[0].revents & POLLIN ? serve(buffer) : DAEMON_GONE;
+
+			if (served != SERVED)
+				taking = 0;
+			if (served == DAEMON_GONE)
+				daemon_open = 0;
 		}
 	}
+	return 0;
+}
+
+/* The namespaces of `pid` that are not the caller's (as CLONE_NEW* flags). */
+static int other_namespaces(pid_t pid)
+{
+	static const struct {
+		const char *name;
+		int flag;
+	} kinds[] = {
+		{"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS}, {"pid", CLONE_NEWPID}, {"uts", CLONE_NEWUTS},
+		{"ipc", CLONE_NEWIPC}, {"net", CLONE_NEWNET}, {"cgroup", CLONE_NEWCGROUP}, {"time", CLONE_NEWTIME},
+	};
+	int flags = 0;
+
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		char path[64];
+		struct stat ours, theirs;
+
+		snprintf(path, sizeof(path), "/proc/self/ns/%s", kinds[i].name);
+		if (stat(path, &ours) < 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/ns/%s", pid, kinds[i].name);
+		if (stat(path, &theirs) < 0)
+			return -1;
+		if (ours.st_dev != theirs.st_dev || ours.st_ino != theirs.st_ino)
+			flags |= kinds[i].flag;
+	}
+	return flags;
+}
+
+/* The seed, in the container's cgroups: make the zygote, then wait for it. */
+static int seed(int init_pidfd, pid_t init_pid, pid_t launcher)
+{
+	lxc_attach_options_t options = LXC_ATTACH_OPTIONS_DEFAULT;
+	struct zygote_args args = {.init_pidfd = init_pidfd, .seed = getpid()};
+	int namespaces, status;
+	pid_t pid = -1;
+
+	/* The daemon ends the seed by ending its launcher, our parent. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != launcher)
+		return 1;
+	namespaces = other_namespaces(init_pid);
+	/* init_pid is only known to be the init's while its pidfd says it is alive. */
+	if (namespaces < 0 || syscall(SYS_pidfd_send_signal, init_pidfd, 0, NULL, 0) < 0) {
+		say("failed 0 %d", ESRCH);
+		return 1;
+	}
+	args.enter_pidns = (namespaces & CLONE_NEWPID) != 0;
+	options.namespaces = namespaces & ~CLONE_NEWPID;
+	options.attach_flags = LXC_ATTACH_DEFAULT & ~LXC_ATTACH_MOVE_TO_CGROUP;
+	options.env_policy = LXC_ATTACH_CLEAR_ENV;
+	options.initial_cwd = "/";
+	errno = 0;
+	if (container->attach(container, zygote, &args, &options, &pid) < 0 || pid <= 0) {
+		say("failed 0 %d", errno ? errno : EIO);
+		return 1;
+	}
+	close(DAEMON_FD); /* the zygote's now */
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return 1;
+	return 0;
 }
 
 /* Join one cgroup (its directory); where processes may only live in leaves, its `.lxc` leaf. */
@@ -389,7 +409,7 @@ static int join_cgroup(const char *dir)
 int main(int argc, char *argv[])
 {
 	int init_pidfd, status;
-	pid_t launcher = getpid(), seed_pid;
+	pid_t launcher = getpid(), seed_pid, init_pid;
 
 	if (argc < 4 || fcntl(DAEMON_FD, F_SETFD, FD_CLOEXEC) < 0) {
 		fprintf(stderr, "usage: %s NAME LXCPATH CGROUP_DIR... (the daemon's socket on fd 3)\n", argv[0]);
@@ -400,7 +420,8 @@ int main(int argc, char *argv[])
 		say("failed 0 %d", ESRCH);
 		return 1;
 	}
-	init_pidfd = syscall(SYS_pidfd_open, container->init_pid(container), 0);
+	init_pid = container->init_pid(container);
+	init_pidfd = syscall(SYS_pidfd_open, init_pid, 0);
 	if (init_pidfd < 0) {
 		say("failed 0 %d", errno);
 		return 1;
@@ -417,7 +438,7 @@ int main(int argc, char *argv[])
 				_exit(1);
 			}
 		}
-		_exit(seed(init_pidfd, launcher));
+		_exit(seed(init_pidfd, init_pid, launcher));
 	}
 	close(DAEMON_FD);
 	close(init_pidfd);

@@ -428,7 +428,7 @@ class Instances:
         if status == FROZEN:
             await self.liblxc.unfreeze(name)
         force = force or timeout == 0
-        self.seeds.forget(name)  # before liblxc removes the cgroups the seed lives in
+        self.seeds.forget(name)
         try:
             await self.liblxc.stop(name, timeout=timeout, force=force)
         except errors.ApiError:
@@ -436,8 +436,10 @@ class Instances:
                 if not force:
                     raise errors.InternalError("Failed to shutdown container: timeout reached")
                 raise
+        # Its zygote holds the container's namespaces until it has reaped the last command.
+        await self.seeds.stopped(name)
         self.runtime.forget(name)
-        self._remove_stale_cgroups(name)  # should liblxc have found the seed still leaving them
+        self._remove_stale_cgroups(name)  # should liblxc have found the seed still in them
 
     async def _after_stop(self, name, deliberate):
         """Bookkeeping once a container stopped: last state, ephemeral removal, event."""
@@ -454,7 +456,7 @@ class Instances:
 
     async def on_stop(self, name):
         """liblxc's post-stop hook: the container stopped, maybe on its own."""
-        self.seeds.forget(name)
+        await self.seeds.stopped(name)  # before its network goes: the zygote holds its namespaces
         doc = self.store.get(KIND, name)
         if doc is not None:
             await self.daemon.networks.nics.stopped(name, *self.expanded(doc.value))
@@ -466,7 +468,7 @@ class Instances:
         if self.locks.action(name) is not None or self.status(name) != STOPPED:
             return
         self.runtime.forget(name)
-        self._remove_stale_cgroups(name)  # should liblxc have found the seed still leaving them
+        self._remove_stale_cgroups(name)  # should liblxc have found the seed still in them
         await self._after_stop(name, deliberate=False)
 
     async def restart(self, name, timeout=-1, force=False):

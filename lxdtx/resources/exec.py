@@ -61,9 +61,11 @@ def _environment(body):
     return env
 
 
-def require_running(instances, name):
-    """400 unless the container runs and is not frozen (the exec and console precondition)."""
-    status = instances.status(name)
+def require_running(instances, name, pid=0):
+    """400 unless the container runs and is not frozen (the exec and console precondition).
+
+    `pid`: the init pid when the caller just read it."""
+    status = instances.runtime.status(name, pid)
     if status == "Frozen":
         raise errors.BadRequest("Container is frozen.")
     if status != "Running":
@@ -108,18 +110,24 @@ async def post_exec(req):
     wait = _flag(body, "wait-for-websocket")
     record = _flag(body, "record-output")
     width, height = _size(body, "width"), _size(body, "height")
-    require_running(instances, name)
+    pid = instances.runtime.init_pid(name)
+    require_running(instances, name, pid)
 
     config, _ = instances.expanded(doc.value)
     seed = None
     if config.get("limits.processes"):
-        # The seed would take one of the processes the container is allowed.
+        # The seed and its zygote would take two of the processes the container is allowed.
         instances.seeds.forget(name)
     else:
         seed = await instances.seeds.get(name, instances.payload_cgroup_dirs)
-    pid = instances.runtime.init_pid(name)
-    owner = _pty_owner(doc.value) if interactive and wait and seed is not None else None
-    has_snap, pty = await threads.deferToThread(_probe, pid, owner) if pid else (False, None)
+    pty = None
+    if seed is not None and not (interactive and wait):
+        # The seed applies LXD's PATH rule itself, in the container: no thread needed to look
+        # for /snap. (Should it refuse the command after all, lxc-attach gets liblxc's default.)
+        has_snap = None
+    else:
+        owner = _pty_owner(doc.value) if interactive and wait and seed is not None else None
+        has_snap, pty = await threads.deferToThread(_probe, pid, owner)
     if isinstance(pty, OSError):
         log.info("Exec through lxc-attach: {reason}", reason=pty)
         pty = None

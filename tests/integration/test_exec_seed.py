@@ -1,5 +1,5 @@
 """The exec seed on real containers: where commands run, what the container sees, and the
-seed's end with the container (no process or cgroup left behind)."""
+end of the seed and its zygote with the container (no process or cgroup left behind)."""
 
 import os
 import signal
@@ -31,25 +31,35 @@ def _ppid(pid):
 
 
 def seed_processes(daemon, name):
-    """{pid: 'launcher' | 'seed'} of the execseed processes of `daemon`'s container `name`."""
+    """{pid: 'launcher' | 'seed' | 'zygote'} of the execseed processes of `daemon`'s container `name`."""
     lxcpath = os.path.join(daemon.dir, "lxc").encode()
-    found = {}
+    parents = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         argv = _cmdline(entry)
         if len(argv) >= 3 and argv[0] == seeds.BINARY.encode() and argv[1] == name.encode() and argv[2] == lxcpath:
-            found[int(entry)] = None
-    for pid in found:
-        try:
-            found[pid] = "seed" if _ppid(pid) in found else "launcher"
-        except OSError:
-            found[pid] = "gone"
-    return found
+            try:
+                parents[int(entry)] = _ppid(entry)
+            except OSError:
+                pass  # gone meanwhile
+
+    def depth(pid):
+        """0 for the launcher (the daemon's child), 1 for the seed, 2 for the zygote."""
+        n = 0
+        while parents.get(pid) in parents and n < 2:
+            pid, n = parents[pid], n + 1
+        return n
+
+    return {pid: ("launcher", "seed", "zygote")[depth(pid)] for pid in parents}
 
 
-def _seed_pid(daemon, name):
-    return next((pid for pid, role in seed_processes(daemon, name).items() if role == "seed"), None)
+def _seed_pid(daemon, name, role="seed"):
+    return next((pid for pid, found in seed_processes(daemon, name).items() if found == role), None)
+
+
+def _zygote_pid(daemon, name):
+    return _seed_pid(daemon, name, "zygote")
 
 
 def _children(pid):
@@ -60,9 +70,18 @@ def _children(pid):
         return []
 
 
-def _sleeps(seed):
-    """The `sleep` commands started by the seed's runners."""
-    return [c for runner in _children(seed) for c in _children(runner) if _cmdline(c)[:1] == [b"sleep"]]
+def _sleeps(zygote):
+    """The `sleep` commands started by the zygote."""
+    return [c for c in _children(zygote) if _cmdline(c)[:1] == [b"sleep"]]
+
+
+def _namespace(pid, kind):
+    return os.readlink(f"/proc/{pid}/ns/{kind}")
+
+
+def _nspid(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(line for line in f if line.startswith("NSpid:")).split()[1:]
 
 
 def _host_cgroups(pid):
@@ -87,12 +106,13 @@ def _hierarchies():
 
 
 def test_commands_run_in_the_container_through_the_seed(busybox_daemon, container):
-    """The seed lives in the container's cgroups, in the host's pid namespace; the
-    command it starts is in the container's namespaces and under its seccomp policy."""
+    """The seed and its zygote live in the container's cgroups, in the host's pid namespace;
+    the zygote has the container's other namespaces; the commands it forks are in the
+    container's pid namespace too and under its seccomp policy."""
     script = "cat /proc/self/status | grep -E '^(NSpid|Seccomp):'; readlink /proc/self/ns/pid; readlink /proc/1/ns/pid"
     out = busybox_daemon.lxc("exec", container, "--", "sh", "-c", script).stdout.split("\n")
-    seed = _seed_pid(busybox_daemon, container)
-    assert seed is not None, seed_processes(busybox_daemon, container)
+    seed, zygote = _seed_pid(busybox_daemon, container), _zygote_pid(busybox_daemon, container)
+    assert seed is not None and zygote is not None, seed_processes(busybox_daemon, container)
     assert any(line.startswith("Seccomp:") and line.split()[1] == "2" for line in out), out
     nspid = next(line for line in out if line.startswith("NSpid:")).split()
     assert len(nspid) == 2  # one id: seen from inside, the command is in the only pid namespace
@@ -100,24 +120,32 @@ def test_commands_run_in_the_container_through_the_seed(busybox_daemon, containe
 
     prefix = os.path.basename(_payload_dirs(busybox_daemon, container)[0])
     assert all(path.lstrip("/").startswith(prefix) for path in _host_cgroups(seed))
-    with open(f"/proc/{seed}/status") as f:
-        assert next(line for line in f if line.startswith("NSpid:")).split()[1:] == [str(seed)]
+    assert _host_cgroups(zygote) == _host_cgroups(seed)
+    assert _nspid(seed) == [str(seed)] and _nspid(zygote) == [str(zygote)]
+    init = busybox_daemon.request("GET", f"/1.0/containers/{container}/state").metadata["pid"]
+    for kind in ("mnt", "net", "uts", "ipc", "user", "cgroup"):
+        assert _namespace(zygote, kind) == _namespace(init, kind), kind
+        assert _namespace(seed, kind) == _namespace(os.getpid(), kind), kind
+    assert _namespace(zygote, "pid") == _namespace(os.getpid(), "pid")
+    assert _namespace(zygote, "pid_for_children") == _namespace(init, "pid")
+    with open(f"/proc/{zygote}/status") as f:
+        assert any(line.split() == ["Seccomp:", "2"] for line in f)
 
 
 def test_the_seed_is_invisible_inside(busybox_daemon, container):
-    """`ps` in the container and the processes count of `lxc info` leave the seed out."""
+    """`ps` in the container and the processes count of `lxc info` leave the seed and the zygote out."""
     ps = busybox_daemon.lxc("exec", container, "--", "ps", "-o", "pid,args").stdout
     assert "execseed" not in ps
-    seed = _seed_pid(busybox_daemon, container)
-    assert seed is not None
+    helpers = {_seed_pid(busybox_daemon, container), _zygote_pid(busybox_daemon, container)}
+    assert None not in helpers
 
-    def counted_without_seed():
+    def counted_without_helpers():
         with open(busybox_daemon.cgroup_file(container, "pids", "cgroup.procs")) as f:
             procs = {int(p) for p in f.read().split()}
         state = busybox_daemon.request("GET", f"/1.0/containers/{container}/state").metadata
-        return seed in procs and state["processes"] == len(procs) - 1
+        return helpers <= procs and state["processes"] == len(procs) - 2
 
-    assert wait_until(counted_without_seed, 10)
+    assert wait_until(counted_without_helpers, 10)
 
 
 def test_commands_get_the_container_limits(busybox_daemon, container):
@@ -125,10 +153,10 @@ def test_commands_get_the_container_limits(busybox_daemon, container):
     proc = subprocess.Popen(["lxc", "exec", container, "--", "sleep", "30"], env=busybox_daemon.env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert wait_until(lambda: _seed_pid(busybox_daemon, container), 20)
-        seed = _seed_pid(busybox_daemon, container)
-        assert wait_until(lambda: _sleeps(seed), 20)
-        assert _host_cgroups(_sleeps(seed)[0]) == _host_cgroups(seed)
+        assert wait_until(lambda: _zygote_pid(busybox_daemon, container), 20)
+        zygote = _zygote_pid(busybox_daemon, container)
+        assert wait_until(lambda: _sleeps(zygote), 20)
+        assert _host_cgroups(_sleeps(zygote)[0]) == _host_cgroups(_seed_pid(busybox_daemon, container))
     finally:
         proc.kill()
         proc.wait()
@@ -142,9 +170,9 @@ def _interactive(daemon, container, script, rows=30, cols=100):
 
 def test_interactive_through_the_seed(busybox_daemon, container):
     """A pty session runs on a pty of the container's own devpts, owned by its root and tty group,
-    sized like the client's terminal; the command is started by a runner of the seed."""
+    sized like the client's terminal; the command is started by the seed's zygote."""
     busybox_daemon.lxc("exec", container, "--", "true")
-    seed = _seed_pid(busybox_daemon, container)
+    zygote = _zygote_pid(busybox_daemon, container)
     child = _interactive(busybox_daemon, container, "tty; stty size; ls -ln $(tty); echo ready; sleep 30")
     try:
         child.expect("ready")
@@ -152,7 +180,7 @@ def test_interactive_through_the_seed(busybox_daemon, container):
         tty, size, listing = lines[0].strip(), lines[1].strip(), lines[2].split()
         assert tty.startswith("/dev/pts/") and size == "30 100"
         assert listing[2:4] == ["0", "5"] and listing[-1] == tty
-        assert wait_until(lambda: _sleeps(seed), 10)
+        assert wait_until(lambda: _sleeps(zygote), 10)
         assert busybox_daemon.lxc("exec", container, "--", "ls", tty).stdout.strip() == tty
         child.sendcontrol("c")
         child.expect(pexpect.EOF)
@@ -186,15 +214,16 @@ def test_requests_too_big_for_the_seed(busybox_daemon, container):
 
 
 def test_seed_holds_steady(busybox_daemon, container):
-    """Many commands later the seed holds the same fds and no runner is left."""
+    """Many commands later the seed and the zygote hold the same fds and no command is left."""
     busybox_daemon.lxc("exec", container, "--", "true")
-    seed = _seed_pid(busybox_daemon, container)
-    fds = len(os.listdir(f"/proc/{seed}/fd"))
+    seed, zygote = _seed_pid(busybox_daemon, container), _zygote_pid(busybox_daemon, container)
+    fds = {pid: len(os.listdir(f"/proc/{pid}/fd")) for pid in (seed, zygote)}
     for _ in range(60):
         busybox_daemon.lxc("exec", container, "--", "true")
-    assert _seed_pid(busybox_daemon, container) == seed
-    assert len(os.listdir(f"/proc/{seed}/fd")) == fds
-    assert wait_until(lambda: not _children(seed), 10), _children(seed)
+    assert (_seed_pid(busybox_daemon, container), _zygote_pid(busybox_daemon, container)) == (seed, zygote)
+    assert {pid: len(os.listdir(f"/proc/{pid}/fd")) for pid in (seed, zygote)} == fds
+    assert _children(seed) == [zygote]
+    assert wait_until(lambda: not _children(zygote), 10), _children(zygote)
 
 
 def _nothing_left(daemon, name):
@@ -204,12 +233,12 @@ def _nothing_left(daemon, name):
 def test_stop_ends_the_seed_and_its_cgroups(busybox_daemon, container):
     """A command running at the stop is reported killed (137); the seed and the cgroups go."""
     busybox_daemon.lxc("exec", container, "--", "true")
-    seed = _seed_pid(busybox_daemon, container)
-    assert seed
+    zygote = _zygote_pid(busybox_daemon, container)
+    assert zygote
     proc = subprocess.Popen(["lxc", "exec", container, "--", "sleep", "60"], env=busybox_daemon.env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert wait_until(lambda: _sleeps(seed), 20)
+        assert wait_until(lambda: _sleeps(zygote), 20)
         busybox_daemon.lxc("stop", "-f", container)
         assert proc.wait(20) == 137
     finally:
@@ -245,6 +274,38 @@ def test_a_killed_seed_is_replaced(busybox_daemon, container):
     assert new is not None and new != old
 
 
+def test_a_killed_zygote_is_replaced(busybox_daemon, container):
+    """The seed waits for its zygote: killing the zygote takes the seed and the launcher along."""
+    busybox_daemon.lxc("exec", container, "--", "true")
+    old = _zygote_pid(busybox_daemon, container)
+    os.kill(old, signal.SIGKILL)
+    assert wait_until(lambda: not seed_processes(busybox_daemon, container), 10)
+    assert busybox_daemon.lxc("exec", container, "--", "echo", "ok").stdout == "ok\n"
+    assert _zygote_pid(busybox_daemon, container) not in (None, old)
+
+
+def test_path_rule_applied_inside(busybox_daemon, container):
+    """With no PATH asked for, the zygote applies LXD's rule in the container: the default
+    PATH, with /snap/bin once the container has a /snap directory."""
+    default = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    def path(*env):
+        return busybox_daemon.lxc("exec", container, *env, "--", "sh", "-c", "echo $PATH").stdout.strip()
+
+    assert path() == default
+    busybox_daemon.lxc("exec", container, "--", "mkdir", "/snap")
+    try:
+        assert path() == default + ":/snap/bin"
+        assert path("--env", "PATH=/bin") == "/bin"
+    finally:
+        busybox_daemon.lxc("exec", container, "--", "rmdir", "/snap")
+    busybox_daemon.lxc("exec", container, "--", "ln", "-s", "/nowhere", "/snap")
+    try:
+        assert path() == default  # not a directory
+    finally:
+        busybox_daemon.lxc("exec", container, "--", "rm", "/snap")
+
+
 def test_frozen_and_thawed(busybox_daemon, container):
     busybox_daemon.lxc("exec", container, "--", "true")
     busybox_daemon.lxc("pause", container)
@@ -256,12 +317,23 @@ def test_frozen_and_thawed(busybox_daemon, container):
 
 
 def test_process_limit_uses_lxc_attach(busybox_daemon, container):
-    """With limits.processes the seed would take one of the container's processes: it goes
-    (the limit applies live), and commands run through lxc-attach."""
+    """With limits.processes the seed and its zygote would take two of the container's
+    processes: they go once the running command is done (the limit applies live), and
+    commands run through lxc-attach."""
     busybox_daemon.lxc("exec", container, "--", "true")
     assert _seed_pid(busybox_daemon, container)
-    busybox_daemon.lxc("config", "set", container, "limits.processes", "50")
-    assert busybox_daemon.lxc("exec", container, "--", "echo", "ok").stdout == "ok\n"
+    running = subprocess.Popen(["lxc", "exec", container, "--", "sh", "-c", "sleep 2; echo done"],
+                               env=busybox_daemon.env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: _children(_zygote_pid(busybox_daemon, container)), 20)
+        busybox_daemon.lxc("config", "set", container, "limits.processes", "50")
+        assert busybox_daemon.lxc("exec", container, "--", "echo", "ok").stdout == "ok\n"
+        # The seed takes no more commands but lets the running one finish and report.
+        assert running.communicate(timeout=20)[0] == b"done\n" and running.returncode == 0
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
     assert wait_until(lambda: not seed_processes(busybox_daemon, container), 10)
     busybox_daemon.lxc("restart", "-f", container)
     assert busybox_daemon.lxc("exec", container, "--", "echo", "ok").stdout == "ok\n"

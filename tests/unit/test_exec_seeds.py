@@ -131,20 +131,24 @@ class SeedTests(SynchronousTestCase):
         self.assertNotIn(self.seed, self.reactor.readers)
 
     def test_ended_seed_still_hears_running_commands(self):
-        """After `end` (the container stops) the runners still report; then the socket closes."""
+        """After `end` the zygote takes no more commands and still reports the running ones;
+        the socket closes when it exits."""
         self.say("ready 42")
         listener = Listener()
         with open(os.devnull) as null:
             command_id = self.seed.run(["sleep", "9"], {}, "/", [null.fileno()] * 3, listener)
         self.take_request()
         self.seed.end()
+        self.assertEqual(self.peer.recv(100), b"end\0")
         self.assertTrue(self.seed.gone)
-        self.assertIn(self.seed, self.reactor.readers)
         with open(os.devnull) as null:
             self.assertRaises(seeds.SeedUnavailable, self.seed.run, ["true"], {}, "/", [null.fileno()] * 3,
                               Listener())
         self.say(f"exited {command_id} {signal.SIGKILL}")
         self.assertEqual(listener.events, [("exited", 128 + signal.SIGKILL)])
+        self.assertIn(self.seed, self.reactor.readers)
+        self.peer.close()
+        self.seed.doRead()
         self.assertNotIn(self.seed, self.reactor.readers)
 
     def test_launch_failure_reported(self):
@@ -162,3 +166,56 @@ class SeedsTests(SynchronousTestCase):
         got = []
         defer.Deferred.fromCoroutine(registry.get("c1", lambda name: ["/sys/fs/cgroup/pids/x"])).addCallback(got.append)
         self.assertEqual(got, [None])
+
+
+class FakeSeed:
+    def __init__(self):
+        self.gone = False
+        self.killed = False
+        self.done = defer.Deferred()
+
+    def end(self):
+        self.gone = True
+
+    def kill(self):
+        self.killed = True
+        self.done.callback(None)
+
+
+class StoppedTests(SynchronousTestCase):
+    """A stopped container's seed is waited for, and killed when it takes too long."""
+
+    def setUp(self):
+        self.reactor = FakeReactor()
+        self.registry = seeds.Seeds(self.reactor, "/nonexistent/lxc", binary="/nonexistent/execseed")
+        self.seed = self.registry._seeds["c1"] = FakeSeed()
+
+    def stopped(self):
+        result = []
+        defer.Deferred.fromCoroutine(self.registry.stopped("c1")).addCallback(result.append)
+        return result
+
+    def test_waits_for_the_seed_to_exit(self):
+        result = self.stopped()
+        self.assertTrue(self.seed.gone)
+        self.assertEqual(result, [])
+        self.seed.done.callback(None)
+        self.assertEqual(result, [None])
+        self.assertFalse(self.seed.killed)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_kills_a_seed_that_does_not_exit(self):
+        result = self.stopped()
+        self.reactor.advance(seeds.END_TIMEOUT)
+        self.assertTrue(self.seed.killed)
+        self.assertEqual(result, [None])
+
+    def test_forgotten_earlier_is_still_waited_for(self):
+        """`forget` (limits.processes, a stop beginning) lets the seed drain; the stop waits for it."""
+        self.registry.forget("c1")
+        self.assertNotIn("c1", self.registry._seeds)
+        result = self.stopped()
+        self.assertEqual(result, [])
+        self.seed.done.callback(None)
+        self.assertEqual(result, [None])
+        self.assertEqual(self.stopped(), [None])  # nothing left to wait for

@@ -5,14 +5,18 @@
 
 Without --dir a temporary daemon is started (`twistd -n lxdtx --auto-init`) and
 removed afterwards. Prints medians, back to back and paced, against the liblxc
-floor and the `lxc` client's own start-up (`lxc version` against the daemon,
-run in turns with `lxc exec`). Our exec does not run `lxc-attach` (a fork of the
+floor and the `lxc` client's own start-up (`lxc --version`, which contacts no
+daemon, and `lxc version`, which sends GET /1.0 twice), run in turns with
+`lxc exec`. Our exec does not run `lxc-attach` (a fork of the
 container's exec zygote is the command), so it can come in under that floor.
 """
 
 import argparse
+import base64
+import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +39,69 @@ def once(argv, env=None):
 
 def median_ms(argv, rounds, env=None):
     return statistics.median(once(argv, env) for _ in range(rounds))
+
+
+class LeanClient:
+    """The requests `lxc exec c -- true` makes, in its order, from a client that costs
+    next to nothing: what is left is the daemon's share and the command's."""
+
+    def __init__(self, socket_path):
+        self.path = socket_path
+
+    def _connect(self, head):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(10)
+        sock.connect(self.path)
+        sock.sendall(head)
+        return sock
+
+    def _read_until(self, sock, marker, buf=b""):
+        while marker not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("daemon closed the connection")
+            buf += chunk
+        return buf
+
+    def _request(self, method, path, body=b""):
+        sock = self._connect(f"{method} {path} HTTP/1.1\r\nHost: unix.socket\r\nConnection: close\r\n"
+                             f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        buf = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        sock.close()
+        return json.loads(buf.split(b"\r\n\r\n", 1)[1])
+
+    def _websocket(self, path):
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock = self._connect(f"GET {path} HTTP/1.1\r\nHost: unix.socket\r\nUpgrade: websocket\r\n"
+                             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                             "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        rest = self._read_until(sock, b"\r\n\r\n").split(b"\r\n\r\n", 1)[1]
+        return sock, rest
+
+    def exec_true(self, name):
+        """One `true`: GET /1.0, the events socket, POST, control then 0, 1, 2, the EOF
+        frames of 1 and 2, and the operation's end. Returns milliseconds."""
+        start = time.perf_counter()
+        self._request("GET", "/1.0")
+        events, _ = self._websocket("/1.0/events")
+        body = json.dumps({"command": ["true"], "wait-for-websocket": True, "interactive": False,
+                           "environment": {"TERM": "xterm"}}).encode()
+        op = self._request("POST", f"/1.0/containers/{name}/exec", body)["metadata"]
+        base = f"/1.0/operations/{op['id']}/websocket?secret="
+        sockets = [self._websocket(base + op["metadata"]["fds"][fd]) for fd in ("control", "0", "1", "2")]
+        for sock, rest in sockets[2:]:
+            self._read_until(sock, b"\x81\x00", rest)  # the empty text frame that ends a stream
+        self._request("GET", f"/1.0/operations/{op['id']}/wait?timeout=10")
+        elapsed = (time.perf_counter() - start) * 1000
+        for sock, _ in sockets:
+            sock.close()
+        events.close()
+        return elapsed
 
 
 def interleaved(commands, rounds, gap=0.0):
@@ -82,16 +149,22 @@ def main():
         attach = ["lxc-attach", "-n", name, "-P", lxcpath, "--clear-env", "--", "true"]
         exec_true = ["lxc", "exec", name, "--", "true"]
         attach_b2b = median_ms(attach, args.rounds)
-        # In turns, so that the machine's drift over the run falls on both alike.
-        client_b2b, ours_b2b = interleaved([(["lxc", "version"], env), (exec_true, env)], args.rounds)
-        floor, client, ours = interleaved([(attach, None), (["lxc", "version"], env), (exec_true, env)],
-                                          args.rounds, args.gap)
+        # In turns, so that the machine's drift over the run falls on all alike.
+        start, version, ours_b2b = interleaved([(["lxc", "--version"], env), (["lxc", "version"], env),
+                                                (exec_true, env)], args.rounds)
+        floor, start_paced, version_paced, ours = interleaved(
+            [(attach, None), (["lxc", "--version"], env), (["lxc", "version"], env), (exec_true, env)],
+            args.rounds, args.gap)
         print(f"{'':30}{'back to back':>14}{f'paced {args.gap * 1000:.0f} ms':>16}")
         print(f"{'lxc-attach -- true (floor)':30}{attach_b2b:11.2f} ms{floor:13.2f} ms")
-        print(f"{'lxc version (client start)':30}{client_b2b:11.2f} ms{client:13.2f} ms")
+        print(f"{'lxc --version (client start)':30}{start:11.2f} ms{start_paced:13.2f} ms")
+        print(f"{'lxc version (GET /1.0 twice)':30}{version:11.2f} ms{version_paced:13.2f} ms")
         print(f"{'lxc exec -- true':30}{ours_b2b:11.2f} ms{ours:13.2f} ms")
         print(f"{'  ratio to lxc-attach':30}{ours_b2b / attach_b2b:14.2f}{ours / floor:16.2f}")
-        print(f"{'  beyond client start':30}{ours_b2b - client_b2b:11.2f} ms{ours - client:13.2f} ms")
+        print(f"{'  beyond client start':30}{ours_b2b - start:11.2f} ms{ours - start_paced:13.2f} ms")
+        lean = LeanClient(os.path.join(state_dir, "unix.socket"))
+        protocol = statistics.median(lean.exec_true(name) for _ in range(args.rounds))
+        print(f"{'same requests, lean client':30}{protocol:11.2f} ms   (the daemon's share and the command's)")
 
         path = os.path.join(work, "push.bin")
         with open(path, "wb") as f:

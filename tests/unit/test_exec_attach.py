@@ -33,6 +33,12 @@ class EnvironmentTests(SynchronousTestCase):
         """/snap/bin joins PATH when the container has /snap."""
         self.assertTrue(attach.environment({}, {}, False, has_snap=True)["PATH"].endswith(":/snap/bin"))
 
+    def test_path_left_to_the_seed(self):
+        """Not known whether there is a /snap: PATH stays unset unless someone set it."""
+        self.assertNotIn("PATH", attach.environment({}, {}, False, has_snap=None))
+        self.assertEqual(attach.environment({"environment.PATH": "/x"}, {}, False, has_snap=None)["PATH"], "/x")
+        self.assertEqual(attach.environment({}, {"PATH": "/y"}, False, has_snap=None)["PATH"], "/y")
+
     def test_argv(self):
         """The helper clears the host environment and sets exactly the given variables."""
         line = attach.argv("c1", "/var/lib/x/lxc", ["sh", "-c", "echo $A"], {"A": "1 2"}, "/root")

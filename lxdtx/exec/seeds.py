@@ -59,7 +59,8 @@ class _Launcher(ProcessProtocol):
 
 
 class Seed:
-    """The seed of one container: requests out, started/failed/exited reports in."""
+    """The launcher, seed and zygote of one container: requests out to the zygote,
+    started/failed/exited reports in."""
 
     log = Logger()
 
@@ -171,8 +172,8 @@ class Seed:
         return command_id
 
     def signal(self, command_id, number):
-        """Deliver signal `number` to a command that has not been reaped yet (while the seed lives)."""
-        if self.gone or command_id not in self._listeners:
+        """Deliver signal `number` to a command that has not been reaped yet (also after `end`)."""
+        if self._socket is None or command_id not in self._listeners:
             return
         try:
             self._socket.send(f"kill\0{command_id}\0{number}\0".encode())

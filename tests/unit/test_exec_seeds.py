@@ -144,6 +144,8 @@ class SeedTests(SynchronousTestCase):
         with open(os.devnull) as null:
             self.assertRaises(seeds.SeedUnavailable, self.seed.run, ["true"], {}, "/", [null.fileno()] * 3,
                               Listener())
+        self.seed.signal(command_id, signal.SIGKILL)  # still delivered: the command runs on
+        self.assertEqual(self.peer.recv(100), f"kill\0{command_id}\0{int(signal.SIGKILL)}\0".encode())
         self.say(f"exited {command_id} {signal.SIGKILL}")
         self.assertEqual(listener.events, [("exited", 128 + signal.SIGKILL)])
         self.assertIn(self.seed, self.reactor.readers)

@@ -9,8 +9,10 @@ process whose pid inside the container is 1.
 
 import hashlib
 import os
+import select
 
 from lxdtx.fsutil import read_text
+from lxdtx.instance.cgroups import V1
 
 STOPPED, RUNNING, FROZEN = "Stopped", "Running", "Frozen"
 STATUS_CODES = {STOPPED: 102, RUNNING: 103, FROZEN: 110, "Error": 112}
@@ -51,7 +53,7 @@ class Runtime:
     """
 
     def __init__(self):
-        self._pids = {}
+        self._inits = {}  # name -> (pid, pidfd, poll object) of the init found last
         self.layout = None
 
     def cgroup_name(self, name):
@@ -62,40 +64,55 @@ class Runtime:
         return path if path and os.path.isdir(path) else None
 
     def forget(self, name):
-        self._pids.pop(name, None)
+        known = self._inits.pop(name, None)
+        if known is not None:
+            os.close(known[1])
 
     def init_pid(self, name):
         """The host pid of the container's init, or None when it is not running."""
-        pid = self._pids.get(name)
+        known = self._inits.get(name)
+        # A pidfd is the process itself, never a reused pid: while it does not read
+        # as ended, the init found before is still the container's (which dies with it).
+        if known is not None:
+            if not known[2].poll(0):
+                return known[0]
+            self.forget(name)
         cgroup = self.cgroup_name(name)
-        # A remembered init is still it while it lives in the container's cgroup:
-        # should init die, the whole container goes with it.
-        if pid and _in_cgroup(pid, cgroup):
-            return pid
-        self._pids.pop(name, None)
         path = self.cgroup_dir(name, "pids") or self.cgroup_dir(name, "memory")
         if path is None:
             return None
         procs = read_text(os.path.join(path, "cgroup.procs")) or ""
         for line in procs.split():
-            if _is_init_of(int(line), cgroup):
-                self._pids[name] = int(line)
-                return int(line)
+            pid = int(line)
+            if not _is_init_of(pid, cgroup):
+                continue
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                return None  # ended meanwhile
+            except OSError:
+                return pid  # no fd to spare: found again next time
+            if not _is_init_of(pid, cgroup):  # the pid was reused before the pidfd was had
+                os.close(pidfd)
+                return None
+            ended = select.poll()
+            ended.register(pidfd, select.POLLIN)
+            self._inits[name] = (pid, pidfd, ended)
+            return pid
         return None
 
     def status(self, name, pid=0):
         """Stopped, Running or Frozen (`pid`: the init pid when the caller just read it)."""
         if (pid if pid != 0 else self.init_pid(name)) is None:
             return STOPPED
-        freezer = self.cgroup_dir(name, "freezer")
-        if freezer:
-            state = (read_text(os.path.join(freezer, "freezer.state")) or "").strip()
-            if state in ("FROZEN", "FREEZING"):
-                return FROZEN
-            frozen = read_text(os.path.join(freezer, "cgroup.freeze"))
-            if frozen and frozen.strip() == "1":
-                return FROZEN
-        return RUNNING
+        freezer = self.layout.container_path("freezer", name)
+        if freezer is None:
+            return RUNNING
+        if self.layout.version("freezer") == V1:
+            frozen = (read_text(os.path.join(freezer, "freezer.state")) or "").strip() in ("FROZEN", "FREEZING")
+        else:
+            frozen = (read_text(os.path.join(freezer, "cgroup.freeze")) or "").strip() == "1"
+        return FROZEN if frozen else RUNNING
 
     def processes(self, name, pid=None):
         """How many processes live in the container: in its cgroup and its pid namespace

@@ -60,6 +60,21 @@ def test_stop_start_restart_pause_resume(busybox_daemon, container):
     assert _status(d, container) == "Stopped"
 
 
+def test_init_replaced_from_inside(busybox_daemon, container):
+    """A container whose init ends and comes back (a reboot from inside) shows the new init:
+    the daemon keeps the old one only while it lives."""
+    d = busybox_daemon
+    first = d.request("GET", f"/1.0/containers/{container}/state").metadata["pid"]
+    d.lxc("exec", container, "--", "reboot", "-f", check=False)
+
+    def new_init():
+        state = d.request("GET", f"/1.0/containers/{container}/state").metadata
+        return state["status"] == "Running" and state["pid"] not in (first, 0, -1, None)
+
+    assert wait_until(new_init, 30)
+    assert d.lxc("exec", container, "--", "echo", "back").stdout == "back\n"
+
+
 def test_memory_limit_live(busybox_daemon, container):
     """`lxc config set limits.memory` lands in the running container's cgroup."""
     d = busybox_daemon

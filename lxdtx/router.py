@@ -73,24 +73,43 @@ class Routes:
 
     def __init__(self, endpoints):
         self._static = {}
-        self._patterns = []
+        # Patterns by their first two segments (all of ours begin with literal ones, like
+        # `/1.0/operations`): a path is tried only against its family's few. Any pattern
+        # with a parameter there is tried for every path.
+        self._families = {}
+        self._anywhere = []
+        order = 0
         for endpoint in endpoints:
             for path in endpoint.paths:
-                if "{" in path:
-                    self._patterns.append((_compile(path), endpoint))
-                else:
+                if "{" not in path:
                     self._static[path] = endpoint
+                    continue
+                entry = (order, _compile(path), endpoint)
+                order += 1
+                family = _family(path)
+                if "{" in family:
+                    self._anywhere.append(entry)
+                else:
+                    self._families.setdefault(family, []).append(entry)
 
     def match(self, raw_path):
         """(endpoint, params) for a path, or (None, None)."""
         endpoint = self._static.get(raw_path)
         if endpoint is not None:
             return endpoint, {}
-        for pattern, endpoint in self._patterns:
+        candidates = self._families.get(_family(raw_path), ())
+        if self._anywhere:
+            candidates = sorted([*candidates, *self._anywhere], key=lambda entry: entry[0])
+        for _, pattern, endpoint in candidates:
             m = pattern.fullmatch(raw_path)
             if m:
                 return endpoint, {k: unquote(v) for k, v in m.groupdict().items()}
         return None, None
+
+
+def _family(path):
+    """The first two segments of a path: `/1.0/operations/x/wait` -> `/1.0/operations`."""
+    return "/".join(path.split("/", 3)[:3])
 
 
 class ApiRequest:
@@ -242,6 +261,10 @@ class ApiHTTPRequest(server.Request):
         self.finish()
 
     def gotLength(self, length):
+        if length == 0:  # no body: no limit to look up
+            self._limit = self._received = 0
+            self.content = io.BytesIO()
+            return
         limit = self.channel.site.body_limit(self.channel._command, self.channel._path)
         self._limit = limit
         self._received = 0

@@ -58,6 +58,17 @@ class RoutesTests(SynchronousTestCase):
         self.assertEqual(self.routes.match("/1.0/containers/c1/snapshots/s1"), expected)
         self.assertEqual(self.routes.match("/1.0/instances/c1/snapshots/s1"), expected)
 
+    def test_families_and_early_parameters(self):
+        """Paths are tried against the patterns of their first two segments; a pattern with a
+        parameter among those is tried for every path, in declaration order."""
+        early = Endpoint("/{version}/profiles/{name}/x")
+        later = Endpoint("/1.0/profiles/{name}/x")
+        routes = Routes([early, later, self.one])
+        self.assertEqual(routes.match("/1.0/profiles/p1/x"), (early, {"version": "1.0", "name": "p1"}))
+        self.assertEqual(routes.match("/1.0/profiles/p1"), (self.one, {"name": "p1"}))
+        self.assertEqual(Routes([later, early]).match("/1.0/profiles/p1/x"), (later, {"name": "p1"}))
+        self.assertEqual(routes.match("/2.0/profiles/p1/x"), (early, {"version": "2.0", "name": "p1"}))
+
     def test_unknown(self):
         """Unknown paths match nothing."""
         for path in ("/", "/1.0/nothing", "/2.0/profiles", "/1.0/profilesx"):

@@ -16,7 +16,6 @@ from lxdtx.instance.idmap import IdMap
 from lxdtx.operations import WEBSOCKET, container_resources
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse
-
 from lxdtx.wsproto import Handshake
 
 log = Logger()
@@ -126,7 +125,8 @@ async def post_exec(req):
         # for /snap. (Should it refuse the command after all, lxc-attach gets liblxc's default.)
         has_snap = None
     else:
-        owner = _pty_owner(doc.value) if interactive and wait and seed is not None else None
+        # With a seed, only a pty session comes here: it needs a pty of the container.
+        owner = _pty_owner(doc.value) if seed is not None else None
         has_snap, pty = await threads.deferToThread(_probe, pid, owner)
     if isinstance(pty, OSError):
         log.info("Exec through lxc-attach: {reason}", reason=pty)

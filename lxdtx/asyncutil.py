@@ -18,6 +18,18 @@ def async_to_deferred(fn):
     return wrapper
 
 
+def shared(d):
+    """A Deferred with the result of `d` that leaves `d` itself untouched (several waiters)."""
+    mine = defer.Deferred()
+
+    def passed(result):
+        mine.callback(result)
+        return result
+
+    d.addBoth(passed)
+    return mine
+
+
 class ProcessError(Exception):
     """A child process exited non-zero; `stderr` carries its complaint."""
 

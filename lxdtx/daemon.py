@@ -5,9 +5,10 @@ import os
 import socket
 
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from lxdtx import hostinfo, tls
-from lxdtx.config.server import ServerConfig
+from lxdtx.config.server import HashingPool, ServerConfig
 from lxdtx.cors import Cors
 from lxdtx.events import EventHub
 from lxdtx.image.store import ImageStore
@@ -16,7 +17,7 @@ from lxdtx.instance.lifecycle import Instances
 from lxdtx.network.networks import Networks
 from lxdtx.profiles import Profiles
 from lxdtx.storage.pools import Pools
-from lxdtx.trust import Trust
+from lxdtx.trust import PasswordAttempts, Trust, UntrustedConnections
 
 
 class Daemon:
@@ -30,9 +31,13 @@ class Daemon:
         self.store = store
         self.events = EventHub()
         self.operations = Operations(self.events, reactor)
-        self.config = ServerConfig(store)
+        # The trust password's scrypt runs on two threads of its own (see HashingPool).
+        self.password_hashing = HashingPool(reactor, ThreadPool(minthreads=0, maxthreads=2, name="lxdtx-scrypt"))
+        self.config = ServerConfig(store, defer_to_thread=self.password_hashing.run)
         self.cors = Cors(self.config)
         self.trust = Trust(store, state_dir)
+        self.password_attempts = PasswordAttempts(reactor)
+        self.untrusted_connections = UntrustedConnections()
         self.profiles = Profiles(store, self.events)
         self.images = ImageStore(self)
         self.pools = Pools(self)

@@ -14,8 +14,38 @@ import platform
 import struct
 
 _SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437, "ppc64le": 437, "s390x": 437, "armv7l": 437}
+RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
+
+# Kernel file systems whose files are controls, not data (statfs f_type): a write to one
+# of them, done on a container's behalf by the host, could reach the host's kernel
+# (core_pattern, sysrq-trigger, cgroup limits, binfmt handlers, EFI variables).
+KERNEL_FILESYSTEMS = {
+    0x9FA0: "proc",
+    0x62656572: "sysfs",
+    0x64626720: "debugfs",
+    0x74726163: "tracefs",
+    0x73636673: "securityfs",
+    0x0027E0EB: "cgroup",
+    0x63677270: "cgroup2",
+    0xCAFE4A11: "bpf",
+    0x42494E4D: "binfmt_misc",
+    0xDE5E81E4: "efivarfs",
+    0x62656570: "configfs",
+    0x6165676C: "pstore",
+    0xF97CFF8C: "selinuxfs",
+    0x43415D53: "smackfs",
+    0x65735543: "fusectl",
+    0x6E736673: "nsfs",
+    0x19800202: "mqueue",
+    0x00000187: "autofs",
+    0x1CD1: "devpts",
+    0x67596969: "rpc_pipefs",
+    0x6E667364: "nfsd",
+}
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -36,6 +66,53 @@ def openat2(dirfd, path, flags, mode=0, resolve=RESOLVE_IN_ROOT | RESOLVE_NO_MAG
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
     return fd
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("f_bsize", ctypes.c_long), ("f_blocks", ctypes.c_ulong),
+                ("f_bfree", ctypes.c_ulong), ("f_bavail", ctypes.c_ulong), ("f_files", ctypes.c_ulong),
+                ("f_ffree", ctypes.c_ulong), ("f_fsid", ctypes.c_int * 2), ("f_namelen", ctypes.c_long),
+                ("f_frsize", ctypes.c_long), ("f_flags", ctypes.c_long), ("f_spare", ctypes.c_long * 4)]
+
+
+_libc.fstatfs.argtypes = (ctypes.c_int, ctypes.POINTER(_Statfs))
+
+
+def filesystem_type(fd):
+    """The statfs f_type (magic number) of the file system holding the open `fd`."""
+    buf = _Statfs()
+    if _libc.fstatfs(fd, ctypes.byref(buf)) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return buf.f_type & 0xFFFFFFFF
+
+
+def kernel_filesystem(fd):
+    """The name of the kernel control file system `fd` lies on, or None for a data one."""
+    return KERNEL_FILESYSTEMS.get(filesystem_type(fd))
+
+
+def reopen(fd, flags, proc_fd=None):
+    """A new open file description for the inode an O_PATH `fd` pins (O_CLOEXEC added).
+
+    Lets a caller check what a path is (fstat, fstatfs) before opening it for real:
+    opening a device, a fifo or a control file can itself have effects. `proc_fd`: a
+    host /proc to go through, for a process in a mount namespace whose own /proc does
+    not show it.
+    """
+    if proc_fd is None:
+        return os.open(f"/proc/self/fd/{fd}", flags | os.O_CLOEXEC)
+    return os.open(f"self/fd/{fd}", flags | os.O_CLOEXEC, dir_fd=proc_fd)
+
+
+def open_beneath(dirfd, path, flags, mode=0):
+    """`path` opened below `dirfd`, refusing any symlink and any way out (RESOLVE_BENEATH).
+
+    For the daemon's own trees that image or backup content may have shaped
+    (templates, metadata, backup.yaml): a link there is never followed.
+    """
+    return openat2(dirfd, path, flags | os.O_CLOEXEC, mode,
+                   resolve=RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
 
 
 def read_text(path):

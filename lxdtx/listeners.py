@@ -28,7 +28,7 @@ class Listeners:
         spool = daemon.path("tmp")
         self._unix_site = ApiSite(router, spool_dir=spool)
         self._unix_site.local = True
-        self._https_site = ApiSite(router, spool_dir=spool)
+        self._https_site = ApiSite(router, spool_dir=spool, untrusted=daemon.untrusted_connections)
         self._https_site.local = False
         self._context = None
 

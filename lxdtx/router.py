@@ -5,6 +5,14 @@ Each resource module declares `ENDPOINTS`, a list of `Endpoint`s (path, one
 `Action` per method). `Router` is the single twisted.web resource serving all of
 them; handlers are `async def handler(req) -> Response` and never write to the
 request themselves.
+
+Whether a request may send a body, and how much, is decided from its request
+line and its connection before any body byte is stored (`ApiHTTPRequest.gotLength`).
+A request of a connection that is not trusted is answered there and then when
+it would be refused anyway, or when its body is more than its route lets an
+untrusted caller send: the answer goes out at once, the connection closes, and
+the body is never read (`ApiChannel.answer_early`). Untrusted bodies stay in
+memory; only trusted ones may be spooled to disk.
 """
 
 import io
@@ -14,27 +22,41 @@ import tempfile
 from urllib.parse import parse_qsl, unquote
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from twisted.python import failure
-from twisted.web import http, resource, server
+from twisted.web import http, http_headers, resource, server
+from zope.interface import implementer
 
 from lxdtx import errors
-from lxdtx.response import ErrorResponse, SyncResponse, etag_of
+from lxdtx.response import ErrorResponse, SyncResponse, dumps, etag_of
 
 MAX_JSON_BODY = 4 * 1024 * 1024
+# What an untrusted caller may send to a route open to it, unless the route says more
+# (a certificate add takes 64 KiB): those routes are GETs, whose bodies are empty.
+UNTRUSTED_MAX_BODY = 4 * 1024
 _IN_MEMORY_BODY = 256 * 1024
 METHODS = ("GET", "PUT", "POST", "PATCH", "DELETE")
+# After an early answer the connection closes; what the client still sends meanwhile is
+# read and dropped, up to these bounds, then the connection is aborted.
+LINGER_BYTES = 256 * 1024
+LINGER_SECONDS = 2.0
 
 
 class Action:
-    """How one method of an endpoint is served."""
+    """How one method of an endpoint is served.
+
+    `max_body` bounds the body of a trusted caller; `untrusted_max_body` that of an
+    untrusted one where `untrusted` lets it in (never more than `max_body`).
+    """
 
     def __init__(self, handler, *, untrusted=False, local_only=False, max_body=MAX_JSON_BODY,
-                 cancel_on_disconnect=False):
+                 untrusted_max_body=UNTRUSTED_MAX_BODY, cancel_on_disconnect=False):
         self.handler = handler
         self.untrusted = untrusted
         self.local_only = local_only
         self.max_body = max_body
+        self.untrusted_max_body = min(max_body, untrusted_max_body) if untrusted else 0
         # Only handlers that merely wait may be cancelled when the client goes away:
         # cancelling one in the middle of a state change would leave it half done.
         self.cancel_on_disconnect = cancel_on_disconnect
@@ -233,10 +255,17 @@ def _http_date(now):
     return _DATE[1]
 
 
+def _too_large(limit):
+    return ErrorResponse(413, f"request body larger than {limit} bytes")
+
+
 class ApiHTTPRequest(server.Request):
-    """A request that knows its body limit before the body arrives."""
+    """A request that knows, before its body arrives, how much body it may send (if any)."""
 
     _too_large = False
+    _untrusted = False
+    # Whether the caller is trusted, once the router asked (None: not yet).
+    caller_trusted = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -261,37 +290,213 @@ class ApiHTTPRequest(server.Request):
         self.finish()
 
     def gotLength(self, length):
-        if length == 0:  # no body: no limit to look up
-            self._limit = self._received = 0
-            self.content = io.BytesIO()
-            return
-        limit = self.channel.site.body_limit(self.channel._command, self.channel._path)
-        self._limit = limit
+        """Decide from the request line and the connection alone, before any body byte is kept."""
         self._received = 0
-        if length is not None and length > limit:
-            self._too_large = True
-            self.content = _Discard()
-        elif length is not None and length > _IN_MEMORY_BODY:
-            self.content = tempfile.TemporaryFile(dir=self.channel.site.spool_dir)
-        else:
-            # Most requests have no body or a small one; a chunked body that
-            # grows large moves to a spool file when it does (handleContentChunk).
-            self.content = io.BytesIO()
+        self.content = io.BytesIO()
+        if length == 0:  # no body: nothing to decide before the request is whole
+            self._limit = 0
+            return
+        channel = self.channel
+        limit, trusted, refusal = channel.site.router.body_rule(self, channel._command, channel._path)
+        self._limit = limit
+        self._untrusted = not trusted
+        if refusal is None and length is not None and length > limit:
+            if trusted:
+                # Trusted callers get their 413 once the body is in (and dropped).
+                self._too_large = True
+                self.content = _Discard()
+                return
+            refusal = _too_large(limit)
+        if refusal is not None:
+            channel.answer_early(self, refusal)
+        elif trusted and length is not None and length > _IN_MEMORY_BODY:
+            self.content = tempfile.TemporaryFile(dir=channel.site.spool_dir)
+        # Otherwise in memory: most requests have no body or a small one; a trusted
+        # chunked body that grows large moves to a spool file when it does.
 
     def handleContentChunk(self, data):
-        if self._too_large:
+        channel = self.channel
+        if self._too_large or channel is None or channel.answered_early:
             return
         self._received += len(data)
         if self._received > self._limit:
+            if self._untrusted:
+                channel.answer_early(self, _too_large(self._limit))
+                return
             self._too_large = True
             self.content.close()
             self.content = _Discard()
             return
-        if self._received > _IN_MEMORY_BODY and isinstance(self.content, io.BytesIO):
-            spool = tempfile.TemporaryFile(dir=self.channel.site.spool_dir)
+        if self._received > _IN_MEMORY_BODY and not self._untrusted and isinstance(self.content, io.BytesIO):
+            spool = tempfile.TemporaryFile(dir=channel.site.spool_dir)
             spool.write(self.content.getbuffer())
             self.content = spool
         self.content.write(data)
+
+
+@implementer(IHandshakeListener)
+class ApiChannel(http.HTTPChannel):
+    """HTTP/1.1 for the API: answers before the body, and bounds on connections not trusted.
+
+    `answer_early` writes an answer to a request whose body has not been read,
+    closes the connection and drops what the client still sends, within
+    LINGER_BYTES and LINGER_SECONDS.
+
+    On a site with `untrusted` limits (the HTTPS one; lxdtx.trust.UntrustedConnections)
+    a connection counts from its accept: it has the handshake timeout to finish the
+    TLS handshake; then, unless its certificate is trusted, it is refused with a 503
+    past the caps, and must send each whole request within the request timeout of
+    its handshake or of its previous answer. A request of it that is trusted (its
+    certificate was just added) takes it out of the count for good.
+    """
+
+    answered_early = False
+    _deadline = None
+    _linger = None
+    _dropped = 0
+    _counted = False
+    _gone = False
+
+    @property
+    def _limits(self):
+        return getattr(self.site, "untrusted", None)
+
+    def peer_host(self):
+        return getattr(self.transport.getPeer(), "host", "")
+
+    def abort(self):
+        """Drop the connection now (nothing more is read or written)."""
+        if not self._gone and self.transport is not None:
+            self.transport.abortConnection()
+
+    # -- connections not trusted ---------------------------------------------------
+    def connectionMade(self):
+        super().connectionMade()
+        limits = self._limits
+        if limits is not None:
+            for oldest in limits.connecting(self):
+                oldest.abort()
+            self._arm(limits.handshake_timeout)
+
+    def handshakeCompleted(self):
+        """The TLS handshake is done: the client certificate (if any) says whether to count us."""
+        limits = self._limits
+        if limits is None or self._gone:
+            return
+        self._cancel_deadline()
+        if self.site.router.daemon.trust.channel_trusted(self):
+            limits.release(self)
+            return
+        host = self.peer_host()
+        if not limits.admit(self, host):
+            self._log.info("Refusing an untrusted connection of {peer}: too many open", peer=host)
+            headers = http_headers.Headers({b"content-type": [b"application/json"],
+                                            b"date": [_http_date(self.site.reactor_seconds())]})
+            body = dumps({"type": "error", "error": "Too many untrusted connections", "error_code": 503})
+            self._answer_and_close(503, body, headers)
+            return
+        self._counted = True
+        self._arm(limits.request_timeout)
+
+    def request_trusted(self):
+        """A request of this connection is trusted: the connection leaves the untrusted count."""
+        if self._counted:
+            self._counted = False
+            self._cancel_deadline()
+            self._limits.release(self)
+
+    def upgraded(self):
+        """The connection now belongs to a websocket (its secret let it in): no HTTP bounds of ours."""
+        self._cancel_deadline()
+        self._counted = False
+        limits = self._limits
+        if limits is not None:
+            limits.release(self)
+
+    def _arm(self, seconds):
+        self._cancel_deadline()
+        self._deadline = self.callLater(seconds, self._too_slow)
+
+    def _cancel_deadline(self):
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self):
+        self._deadline = None
+        self._log.info("Dropping a connection of {peer}: no handshake or request in time", peer=self.peer_host())
+        self.abort()
+
+    # -- requests ----------------------------------------------------------------------
+    def allContentReceived(self):
+        if self.answered_early:
+            return
+        if self._counted:
+            self._cancel_deadline()  # a whole request: the handler's time is not the client's
+        super().allContentReceived()
+
+    def requestDone(self, request):
+        if self._counted and not self._gone:
+            # Armed first: a pipelined request that is already here cancels it again.
+            self._arm(self._limits.request_timeout)
+        super().requestDone(request)
+
+    def answer_early(self, request, response):
+        """Answer `request` now, before (the rest of) its body, and close the connection."""
+        if self.answered_early:
+            return
+        self.site.router.daemon.cors.apply(request)
+        body = response.render(request)
+        request.setHeader(b"date", _http_date(self.site.reactor_seconds()))
+        self._answer_and_close(request.code, body, request.responseHeaders)
+
+    def _answer_and_close(self, code, body, headers):
+        self.answered_early = True
+        self.persistent = False
+        headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
+        headers.setRawHeaders(b"connection", [b"close"])
+        self.writeHeaders(b"HTTP/1.1", b"%d" % code, http.RESPONSES.get(code, b"Error"), headers)
+        self.transport.write(body)
+        self._cancel_deadline()
+        self.setTimeout(None)
+        self._linger = self.callLater(LINGER_SECONDS, self.abort)
+        self.loseConnection()
+
+    def _drop(self, data):
+        self._dropped += len(data)
+        if self._dropped > LINGER_BYTES:
+            self.abort()
+
+    def dataReceived(self, data):
+        if self.answered_early:
+            self._drop(data)
+            return
+        super().dataReceived(data)
+
+    def lineReceived(self, line):
+        if not self.answered_early:
+            super().lineReceived(line)
+
+    def rawDataReceived(self, data):
+        if self.answered_early:
+            self._drop(data)
+            return
+        super().rawDataReceived(data)
+
+    def _send100Continue(self):
+        if not self.answered_early:
+            super()._send100Continue()
+
+    def connectionLost(self, reason):
+        self._gone = True
+        self._cancel_deadline()
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        limits = self._limits
+        if limits is not None:
+            limits.release(self)
+        super().connectionLost(reason)
 
 
 class Router(resource.Resource):
@@ -305,10 +510,51 @@ class Router(resource.Resource):
         self.daemon = daemon
         self.routes = Routes(endpoints)
 
-    def body_limit(self, method, raw_uri):
-        endpoint, _ = self.routes.match(raw_uri.partition(b"?")[0].decode("utf-8", "replace"))
-        action = endpoint and endpoint.actions.get(method.decode("ascii", "replace"))
-        return action.max_body if action else MAX_JSON_BODY
+    def trusted(self, request):
+        """Whether the caller of `request` is trusted (asked of the trust store once per request)."""
+        trusted = getattr(request, "caller_trusted", None)
+        if trusted is None:
+            trusted = self.daemon.trust.is_trusted(request)
+            request.caller_trusted = trusted
+            if trusted:
+                note = getattr(request.channel, "request_trusted", None)
+                if note is not None:
+                    note()
+        return trusted
+
+    def body_rule(self, request, method, raw_uri):
+        """(limit, trusted, refusal) for a request about to send a body, from its request line.
+
+        `refusal` is the answer an untrusted caller gets without sending its body: the
+        one it would get after it anyway. Trusted callers have none here: they get
+        their answers as ever, once the body is in.
+        """
+        trusted = self.trusted(request)
+        method = method.decode("ascii", "replace")
+        raw_path = raw_uri.partition(b"?")[0].decode("utf-8", "replace")
+        if method == "OPTIONS":
+            return (MAX_JSON_BODY if trusted else UNTRUSTED_MAX_BODY), trusted, None
+        endpoint, _ = self.routes.match(raw_path)
+        action = endpoint.actions.get(method) if endpoint is not None else None
+        if trusted:
+            return (action.max_body if action else MAX_JSON_BODY), True, None
+        refusal = self._refusal(request, method, raw_path, endpoint, action, trusted)
+        return (action.untrusted_max_body if refusal is None else 0), False, refusal
+
+    def _refusal(self, request, method, raw_path, endpoint, action, trusted):
+        """The error answer for a request refused whatever its body, or None."""
+        if endpoint is None:
+            return ErrorResponse(404, "not found")
+        if not self.daemon.ready and not raw_path.startswith(("/internal/", "/1.0/events")) and raw_path != "/":
+            return ErrorResponse(503, "LXD daemon setup in progress")
+        if action is None:
+            if method in METHODS:
+                request.setHeader(b"allow", ", ".join(sorted(endpoint.actions)).encode())
+                return ErrorResponse(501, "not implemented")
+            return ErrorResponse(404, "not found")
+        if (not trusted and not action.untrusted) or (action.local_only and not request.channel.site.local):
+            return ErrorResponse(403, "not authorized")
+        return None
 
     def render(self, request):
         self.daemon.cors.apply(request)
@@ -318,22 +564,14 @@ class Router(resource.Resource):
             return b""
         raw_path = request.path.decode("utf-8", "replace")
         endpoint, params = self.routes.match(raw_path)
-        if endpoint is None:
-            return self._write(request, ErrorResponse(404, "not found"))
-        if not self.daemon.ready and not raw_path.startswith(("/internal/", "/1.0/events")) and raw_path != "/":
-            return self._write(request, ErrorResponse(503, "LXD daemon setup in progress"))
-        action = endpoint.actions.get(method)
-        if action is None:
-            if method in METHODS:
-                request.setHeader(b"allow", ", ".join(sorted(endpoint.actions)).encode())
-                return self._write(request, ErrorResponse(501, "not implemented"))
-            return self._write(request, ErrorResponse(404, "not found"))
-        trusted = self.daemon.trust.is_trusted(request)
-        if (not trusted and not action.untrusted) or (action.local_only and not request.channel.site.local):
-            return self._write(request, ErrorResponse(403, "not authorized"))
+        action = endpoint.actions.get(method) if endpoint is not None else None
+        trusted = self.trusted(request)
+        refusal = self._refusal(request, method, raw_path, endpoint, action, trusted)
+        if refusal is not None:
+            return self._write(request, refusal)
         if request._too_large:
             request.setHeader(b"connection", b"close")
-            return self._write(request, ErrorResponse(413, f"request body larger than {action.max_body} bytes"))
+            return self._write(request, _too_large(action.max_body))
 
         api = ApiRequest(request, self.daemon, params, trusted)
         d = defer.Deferred.fromCoroutine(self._call(action, api))
@@ -382,18 +620,21 @@ class Router(resource.Resource):
 
 
 class ApiSite(server.Site):
-    """The HTTP site: our request class, no access log, body limits per route."""
+    """The HTTP site: our channel and request classes, no access log.
 
+    `untrusted`: the bounds on connections not trusted (lxdtx.trust.UntrustedConnections),
+    for a site whose clients are not all trusted (HTTPS); None for the unix socket.
+    """
+
+    protocol = ApiChannel
     requestFactory = ApiHTTPRequest
     noisy = False
 
-    def __init__(self, router, spool_dir=None, **kwargs):
+    def __init__(self, router, spool_dir=None, untrusted=None, **kwargs):
         super().__init__(router, **kwargs)
         self.router = router
         self.spool_dir = spool_dir
-
-    def body_limit(self, method, raw_uri):
-        return self.router.body_limit(method, raw_uri)
+        self.untrusted = untrusted
 
     def reactor_seconds(self):
         return self.reactor.seconds()

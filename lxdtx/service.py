@@ -9,7 +9,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger, globalLogPublisher
 
-from lxdtx import resources
+from lxdtx import resources, statedir
 from lxdtx.asyncutil import run
 from lxdtx.daemon import Daemon
 from lxdtx.instance import boot
@@ -46,9 +46,7 @@ class LxdtxService(service.MultiService):
         self.reactor.stop()
 
     async def _start(self):
-        os.makedirs(self.state_dir, mode=0o711, exist_ok=True)
-        # Unprivileged container roots must traverse the state directory to reach their rootfs.
-        os.chmod(self.state_dir, 0o711)
+        statedir.restrict(self.state_dir)
         spool = os.path.join(self.state_dir, "tmp")
         shutil.rmtree(spool, ignore_errors=True)
         os.makedirs(spool, mode=0o700)
@@ -96,6 +94,7 @@ class LxdtxService(service.MultiService):
         if self._listeners is not None:
             await self._listeners.stop()
         if self.daemon is not None:
+            self.daemon.password_hashing.stop()
             await self.daemon.store.close()
 
     def stopService(self):

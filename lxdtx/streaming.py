@@ -1,16 +1,17 @@
 # -*- test-case-name: tests.unit.test_streaming -*-
 """Sending files as response bodies without blocking the reactor.
 
-Every read happens in a thread; the transport's back-pressure pauses the loop
+Every read of a file happens in a thread; a pipe (from a helper process) is
+read by the reactor itself. The transport's back-pressure pauses either
 between chunks, so a slow client never makes the daemon hold more than one
-chunk of a file in memory.
+chunk in memory.
 """
 
 import os
 import re
 
 from twisted.internet import defer, threads
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReadDescriptor
 from zope.interface import implementer
 
 from lxdtx.response import ErrorResponse
@@ -67,6 +68,94 @@ async def send_fd(request, fd, length, offset=None):
     finally:
         if not request.finished and not getattr(request, "_disconnected", False):
             request.unregisterProducer()
+
+
+@implementer(IReadDescriptor, IPushProducer)
+class PipeReader:
+    """Reads up to `length` bytes of the non-blocking pipe `fd` into `sink(bytes)`, in the
+    reactor; `done` fires with the number of bytes read once the pipe ends, `length` is
+    reached or the consumer stops it. The fd is closed then."""
+
+    def __init__(self, reactor, fd, length, sink):
+        self.reactor = reactor
+        self.fd = fd
+        self.remaining = length
+        self.sink = sink
+        self.read = 0
+        self.done = defer.Deferred()
+        self._paused = False
+        os.set_blocking(fd, False)
+
+    def start(self):
+        if self.remaining <= 0:
+            self._end()
+        elif not self._paused:
+            self.reactor.addReader(self)
+
+    def fileno(self):
+        return self.fd
+
+    def logPrefix(self):
+        return "pipe"
+
+    def doRead(self):
+        try:
+            data = os.read(self.fd, min(READ_CHUNK, self.remaining))
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.remaining -= len(data)
+            self.read += len(data)
+            self.sink(data)
+        if not data or self.remaining <= 0:
+            self._end()
+
+    def connectionLost(self, reason):
+        self._end()
+
+    def pauseProducing(self):
+        self._paused = True
+        if self.fd >= 0:
+            self.reactor.removeReader(self)
+
+    def resumeProducing(self):
+        self._paused = False
+        if self.fd >= 0:
+            self.reactor.addReader(self)
+
+    def stopProducing(self):
+        self._end()
+
+    def _end(self):
+        if self.fd < 0:
+            return
+        self.reactor.removeReader(self)
+        os.close(self.fd)
+        self.fd = -1
+        self.done.callback(self.read)
+
+
+async def send_pipe(request, fd, length, reactor):
+    """Write `length` bytes read from pipe `fd` to `request`; the number sent."""
+    reader = PipeReader(reactor, fd, length, request.write)
+    request.registerProducer(reader, True)
+    reader.start()
+    try:
+        return await reader.done
+    finally:
+        if not request.finished and not getattr(request, "_disconnected", False):
+            request.unregisterProducer()
+
+
+async def read_pipe(fd, length, reactor):
+    """Up to `length` bytes read from pipe `fd`."""
+    chunks = []
+    reader = PipeReader(reactor, fd, length, chunks.append)
+    reader.start()
+    await reader.done
+    return b"".join(chunks)
 
 
 def byte_range(header, size):

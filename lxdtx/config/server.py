@@ -6,13 +6,17 @@ import hmac
 import os
 import shutil
 
-from twisted.internet import threads
+from twisted.internet import defer, threads
 
+from lxdtx import errors
 from lxdtx.config.schema import ConfigError, Key, Schema
 from lxdtx.config.types import is_any, is_bool, is_host_port, is_int64, is_size, is_true
 from lxdtx.state import Put
 
 _HASH_PARAMS = dict(n=16384, r=8, p=1, dklen=64, maxmem=64 * 1024 * 1024)
+# What a password is checked against when none is set: the check takes as long,
+# and nothing matches (the stored form of no password at all).
+_NO_PASSWORD = bytes(96).hex()
 
 
 def _is_compressor(value):
@@ -54,7 +58,7 @@ SCHEMA = Schema(
         "images.auto_update_interval": Key(_is_positive_int, "6"),
         "images.compression_algorithm": Key(_is_compressor, "gzip"),
         "images.remote_cache_expiry": Key(_is_positive_int, "10"),
-        "maas.api.key": Key(),
+        "maas.api.key": Key(hidden=True),
         "maas.api.url": Key(),
         "maas.machine": Key(),
         "storage.lvm_fstype": Key(_is_block_fs, "ext4"),
@@ -73,8 +77,45 @@ SCHEMA = Schema(
 def hash_password(password, salt=None):
     """hex(salt[32] + scrypt(password)), the stored form of `core.trust_password`."""
     salt = os.urandom(32) if salt is None else salt
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, **_HASH_PARAMS)
+    digest = hashlib.scrypt(password.encode("utf-8", "surrogatepass"), salt=salt, **_HASH_PARAMS)
     return (salt + digest).hex()
+
+
+class HashingPool:
+    """scrypt for the trust password on threads of its own, with a bound on waiting checks.
+
+    Guesses then cannot take the reactor's shared thread pool (SQLite, file walks);
+    past `max_waiting` checks queued behind the busy threads, a check is refused (503).
+    `pool` is a twisted ThreadPool, started on first use and stopped by `stop`.
+    """
+
+    def __init__(self, reactor, pool, max_waiting=16):
+        self._reactor = reactor
+        self._pool = pool
+        self._room = pool.max + max_waiting
+        self._busy = 0
+        self._started = False
+
+    def run(self, fn, *args):
+        """`fn(*args)` on the pool: a Deferred of its result."""
+        if self._busy >= self._room:
+            return defer.fail(errors.Unavailable("Too many trust password checks at once"))
+        if not self._started:
+            self._pool.start()
+            self._started = True
+        self._busy += 1
+        d = threads.deferToThreadPool(self._reactor, self._pool, fn, *args)
+        d.addBoth(self._done)
+        return d
+
+    def _done(self, result):
+        self._busy -= 1
+        return result
+
+    def stop(self):
+        if self._started:
+            self._started = False
+            self._pool.stop()
 
 
 def password_matches(stored, password):
@@ -83,7 +124,7 @@ def password_matches(stored, password):
     except ValueError:
         return False
     salt, digest = raw[:32], raw[32:]
-    candidate = hashlib.scrypt(password.encode("utf-8"), salt=salt, **_HASH_PARAMS)
+    candidate = hashlib.scrypt(password.encode("utf-8", "surrogatepass"), salt=salt, **_HASH_PARAMS)
     return hmac.compare_digest(candidate, digest)
 
 
@@ -99,7 +140,8 @@ class ServerConfig:
 
     def __init__(self, store, defer_to_thread=threads.deferToThread):
         self._store = store
-        # Password hashing is slow on purpose: it runs off the reactor thread.
+        # Password hashing is slow on purpose: it runs off the reactor thread (the
+        # daemon passes HashingPool.run: threads of its own).
         self._defer_to_thread = defer_to_thread
         self._hooks = {}
         self._listeners = []
@@ -194,10 +236,16 @@ class ServerConfig:
         return changed
 
     async def check_password(self, password):
-        stored = self.values.get("core.trust_password")
-        if not stored or not password:
-            return False
-        return await self._defer_to_thread(password_matches, stored, password)
+        """Whether `password` is the trust password.
+
+        scrypt runs whether a password is set or not, and for an empty guess too
+        (against a hash nothing matches): how long the check takes does not tell.
+        """
+        stored = self.values.get("core.trust_password") or ""
+        if not isinstance(password, str):
+            password = ""
+        matches = await self._defer_to_thread(password_matches, stored or _NO_PASSWORD, password)
+        return bool(matches and stored and password)
 
 
 def _kind(value):

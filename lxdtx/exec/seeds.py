@@ -19,6 +19,9 @@ from twisted.internet import defer, error
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
+from lxdtx.asyncutil import shared
+from lxdtx.instance.resident import Residents
+
 BINARY = os.path.join(os.path.dirname(os.path.dirname(__file__)), "helpers", "execseed")
 READY_TIMEOUT = 5.0
 # How long a stopped container's seed may take to exit before it is killed.
@@ -226,17 +229,15 @@ class Seed:
         self.done.callback(None)
 
 
-class Seeds:
+class Seeds(Residents):
     """The seeds of one daemon's containers, started on first use."""
 
     log = Logger()
 
     def __init__(self, reactor, lxcpath, binary=BINARY):
-        self.reactor = reactor
+        super().__init__(reactor)
         self.lxcpath = lxcpath
         self.binary = binary
-        self._seeds = {}
-        self._ending = {}  # name -> seeds told to end that have not exited yet
         self._failed = set()  # containers whose seed could not start, until they stop
         self._warned = False
 
@@ -253,7 +254,7 @@ class Seeds:
 
         `cgroup_dirs(name)` lists the container's cgroup directories, for a new seed.
         """
-        seed = self._seeds.get(name)
+        seed = self._current.get(name)
         if seed is None or seed.gone:
             if name in self._failed or not self.available():
                 return None
@@ -266,7 +267,7 @@ class Seeds:
             except OSError as e:
                 self.log.warn("Could not start the exec seed of {name}: {error}", name=name, error=e)
                 return None
-            self._seeds[name] = seed
+            self._current[name] = seed
             timer = self.reactor.callLater(READY_TIMEOUT, seed.end)
 
             def cancel(result):
@@ -275,51 +276,18 @@ class Seeds:
                 return result
 
             seed.ready.addBoth(cancel)
-        ready = await _shared(seed.ready)
-        if ready is None and self._seeds.get(name) is seed:
-            del self._seeds[name]
+        ready = await shared(seed.ready)
+        if ready is None and self._current.get(name) is seed:
+            del self._current[name]
             self._failed.add(name)
         return ready
 
     def forget(self, name):
         """Start no more commands in `name` through its seed: it ends once its running commands have."""
         self._failed.discard(name)
-        seed = self._seeds.pop(name, None)
-        if seed is None or seed.done.called:
-            return
-        self._ending.setdefault(name, set()).add(seed)
-
-        def exited(_):
-            ending = self._ending.get(name, set())
-            ending.discard(seed)
-            if not ending:
-                self._ending.pop(name, None)
-
-        seed.done.addCallback(exited)
-        seed.end()
+        super().forget(name)
 
     async def stopped(self, name, timeout=END_TIMEOUT):
         """`name` has stopped: wait until its seeds have exited, so that none holds its
         namespaces or cgroups. One still there after `timeout` seconds is killed."""
-        self.forget(name)
-        for seed in list(self._ending.get(name, ())):
-            done = _shared(seed.done)
-            timer = self.reactor.callLater(timeout, seed.kill)
-            try:
-                await done
-            finally:
-                if timer.active():
-                    timer.cancel()
-
-
-def _shared(d):
-    """A Deferred with the result of `d` that leaves `d` itself untouched (several waiters)."""
-    mine = defer.Deferred()
-
-    def passed(result):
-        mine.callback(result)
-        return result
-
-    d.addBoth(passed)
-    return mine
-
+        await super().stopped(name, timeout)

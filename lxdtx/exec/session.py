@@ -20,6 +20,7 @@ offers `send(bytes)`, `send_barrier()`, `drop()`, `pause_reading()`,
 `command_output_ended` and `command_exited`.
 """
 
+import hmac
 import json
 import signal
 
@@ -91,15 +92,28 @@ class ExecSession:
     def metadata(self):
         return {"fds": dict(self.secrets)}
 
-    def claim(self, secret):
-        """The fd name a websocket secret stands for; each may be used once."""
+    def check(self, secret):
+        """The fd name a websocket secret stands for, if not claimed yet (it stays unclaimed).
+
+        Compared in constant time with every fd's secret, whichever matches.
+        """
+        given = secret.encode("utf-8", "surrogateescape") if isinstance(secret, str) else b""
+        found = None
         for name, value in self.secrets.items():
-            if value == secret:
-                if name in self._claimed:
-                    raise errors.Forbidden("websocket already connected")
-                self._claimed.add(name)
-                return name
-        raise errors.InternalError("permission denied")
+            if hmac.compare_digest(value.encode("ascii"), given):
+                found = name
+        if found is None:
+            raise errors.InternalError("permission denied")
+        if found in self._claimed:
+            raise errors.Forbidden("websocket already connected")
+        return found
+
+    def claim(self, secret):
+        """The fd name a websocket secret stands for, now used: each may be used once."""
+        name = self.check(secret)
+        self._claimed.add(name)
+        return name
+
 
     # -- websocket events -----------------------------------------------------
     def socket_opened(self, name, ws):

@@ -35,6 +35,7 @@ import hmac
 import io
 import os
 import shutil
+import stat
 import tempfile
 import time
 
@@ -53,6 +54,7 @@ ALIAS_KIND = "alias"
 
 _COPY_CHUNK = 1024 * 1024
 _INTERNAL_KEYS = ("format", "rootfs_format")
+_PUBLISH_TOP = (("metadata.yaml", "file", False), ("templates", "dir", False))
 
 
 def writable(value):
@@ -156,7 +158,7 @@ def _inspect(image_path, rootfs_path, check_members=True):
     else:
         rootfs_format = formats.detect_file(rootfs_path)
         if rootfs_format.is_tarball:
-            formats.inspect_tarball(rootfs_path, rootfs_format)
+            formats.check_tarball(rootfs_path, rootfs_format, formats.ROOTFS)
     return meta, image_format, rootfs_format
 
 
@@ -187,18 +189,43 @@ def _detached(body):
     return os.fdopen(os.dup(fd), "rb")
 
 
-def _read_optional(path):
+def _lstat(dir_fd, name):
     try:
-        with open(path, "rb") as f:
-            return f.read(formats.MAX_METADATA_SIZE + 1)
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return None
 
 
+def _read_publish_source(directory):
+    """(metadata.yaml bytes or None, whether templates/ is there) of a directory to publish.
+
+    Its top came from an image or a backup: nothing there is followed or read
+    unless it is a regular file, and rootfs/ must be a real directory (tar packs a
+    link as a link, which no import would take back).
+    """
+    no_rootfs = ImageFormatError(f"Invalid image source: {directory} has no rootfs directory")
+    try:
+        fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise no_rootfs from None
+    try:
+        rootfs = _lstat(fd, "rootfs")
+        if rootfs is None or not stat.S_ISDIR(rootfs.st_mode):
+            raise no_rootfs
+        unpacking.expect_layout(fd, _PUBLISH_TOP, f"image source {directory}")
+        try:
+            raw = unpacking.read_beneath(fd, "metadata.yaml")
+        except FileNotFoundError:
+            raw = None
+        except ImageFormatError as e:
+            raise ImageFormatError(f"Invalid image source: {e}") from None
+        return raw, _lstat(fd, "templates") is not None
+    finally:
+        os.close(fd)
+
+
 def _prepare_publish(spool, directory, properties, now):
-    if not os.path.isdir(os.path.join(directory, "rootfs")):
-        raise ImageFormatError(f"Invalid image source: {directory} has no rootfs directory")
-    raw = _read_optional(os.path.join(directory, "metadata.yaml"))
+    raw, include_templates = _read_publish_source(directory)
     text = metadata.for_publish(raw, properties, metadata.host_architecture(), now)
     os.makedirs(spool, mode=0o700, exist_ok=True)
     tmpdir = tempfile.mkdtemp(prefix="image-publish-", dir=spool)
@@ -206,7 +233,6 @@ def _prepare_publish(spool, directory, properties, now):
     os.mkdir(meta_dir)
     with open(os.path.join(meta_dir, "metadata.yaml"), "wb") as f:
         f.write(text)
-    include_templates = os.path.isdir(os.path.join(directory, "templates"))
     return tmpdir, meta_dir, include_templates
 
 
@@ -525,11 +551,15 @@ class ImageStore:
         doc = self.document(fingerprint)
         fp, value = doc.name, doc.value
         rootfs_format = value.get("rootfs_format")
-        await unpacking.unpack(
-            self.path(fp), formats.FORMATS[value["format"]],
-            self.rootfs_path(fp) if rootfs_format else None,
-            formats.FORMATS[rootfs_format] if rootfs_format else None,
-            target_dir, privileged=os.geteuid() == 0)
+        try:
+            await unpacking.unpack(
+                self.path(fp), formats.FORMATS[value["format"]],
+                self.rootfs_path(fp) if rootfs_format else None,
+                formats.FORMATS[rootfs_format] if rootfs_format else None,
+                target_dir, privileged=os.geteuid() == 0)
+        except ImageFormatError as e:
+            # Images stored before the tarball rules, or a disk too full for this one.
+            raise errors.BadRequest(str(e))
 
     # -- aliases -------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import errno
 import os
 import re
 import shutil
+import stat
 import uuid
 
 from twisted.internet import threads
@@ -25,13 +26,21 @@ from twisted.logger import Logger
 from lxdtx import errors, timeutil
 from lxdtx.asyncutil import ProcessError, run
 from lxdtx.config.types import is_true
+from lxdtx.image import formats
+from lxdtx.image import unpack as unpacking
+from lxdtx.image.invalid import ImageFormatError
 from lxdtx.image.pack import tar_to_file
 from lxdtx.instance import model
+from lxdtx.resources import names
 from lxdtx.state import ABSENT, Delete, Put
 
 KIND = "backup"
 _TAR_FLAGS = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
 _NUMBERED = re.compile(r"backup(\d+)")
+_WHAT = formats.BACKUP.what
+# What an extracted backup must hold before any of it is read, parents first.
+_TOP = (("backup", "dir", True), ("backup/index.yaml", "file", False), ("backup/container", "dir", True),
+        ("backup/container/rootfs", "dir", True), ("backup/container/backup.yaml", "file", False))
 
 
 class Backups:
@@ -130,8 +139,7 @@ class Backups:
             "snapshots": snapshot_docs,
             "pool": {"name": value["pool"], "driver": pool.get("driver", "dir"), "config": pool.get("config", {})},
         }
-        with open(os.path.join(directory, "backup.yaml"), "w") as f:
-            yaml.safe_dump(backup, f, default_flow_style=False)
+        _replace_file(directory, "backup.yaml", yaml.safe_dump(backup, default_flow_style=False).encode())
 
     # -- rename, delete, prune ---------------------------------------------------
     async def rename(self, container, backup, new_name):
@@ -200,21 +208,65 @@ class Backups:
         """Create a container from a tarball received into `stage`; returns its name."""
         try:
             tarball = os.path.join(stage, "upload")
-            try:
-                await run(["tar", "-xf", tarball, *_TAR_FLAGS, "-C", stage])
-            except ProcessError as e:
-                raise errors.BadRequest(f"Invalid backup tarball: {e}")
+            await _extract(tarball, stage)
             await threads.deferToThread(os.unlink, tarball)
-            index = await threads.deferToThread(_load_yaml, os.path.join(stage, "backup", "index.yaml"))
-            if index is None:
-                raise errors.BadRequest("Backup is missing index.yaml")
-            backup = await threads.deferToThread(
-                _load_yaml, os.path.join(stage, "backup", "container", "backup.yaml")) or {}
+            index, backup = await threads.deferToThread(_read_extracted, stage)
             return await self.instances.import_container(
                 stage=os.path.join(stage, "backup"), index=index, backup=backup,
                 pool=pool_override, name=name_override)
         finally:
             await threads.deferToThread(shutil.rmtree, stage, True)
+
+
+async def _extract(tarball, stage):
+    """Check the uploaded tarball by the rules image tarballs follow, then extract it."""
+    try:
+        fmt = await threads.deferToThread(formats.detect_file, tarball)
+    except ImageFormatError as e:
+        raise errors.BadRequest(f"Invalid backup tarball: {e}")
+    try:
+        await unpacking.extract_tarball(tarball, fmt, stage, formats.BACKUP, privileged=True)
+    except ImageFormatError as e:
+        raise errors.BadRequest(str(e))
+    except ProcessError as e:
+        raise errors.BadRequest(f"Invalid backup tarball: {e}")
+
+
+def _read_extracted(stage):
+    """(index, backup) of an extracted backup, after checking the tree tar made (blocking)."""
+    fd = os.open(stage, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            unpacking.expect_layout(fd, _TOP, _WHAT)
+        except ImageFormatError as e:
+            raise errors.BadRequest(str(e))
+        index = _load_yaml(fd, "backup/index.yaml")
+        if index is None:
+            raise errors.BadRequest("Backup is missing index.yaml")
+        snapshots = index.get("snapshots") or []
+        if not isinstance(snapshots, list):
+            raise errors.BadRequest(f"Invalid {_WHAT}: index.yaml snapshots must be a list")
+        for name in snapshots:
+            # Each name becomes a path below backup/snapshots and a volume name.
+            names.check("index.yaml snapshots", "snapshot", name)
+        try:
+            unpacking.expect_layout(fd, _snapshot_dirs(snapshots), _WHAT)
+        except ImageFormatError as e:
+            raise errors.BadRequest(str(e))
+        backup = _load_yaml(fd, "backup/container/backup.yaml") or {}
+        for doc in backup.get("snapshots") or []:
+            if isinstance(doc, dict):
+                names.check("backup.yaml snapshots", "snapshot", doc.get("name"))
+        return index, backup
+    finally:
+        os.close(fd)
+
+
+def _snapshot_dirs(snapshots):
+    entries = [("backup/snapshots", "dir", True)] if snapshots else []
+    for name in snapshots:
+        entries += [(f"backup/snapshots/{name}", "dir", True), (f"backup/snapshots/{name}/rootfs", "dir", True)]
+    return entries
 
 
 async def _tar(argv):
@@ -232,14 +284,46 @@ def _save_body(body, path):
         shutil.copyfileobj(body, out, 1 << 20)
 
 
-def _load_yaml(path):
+def _load_yaml(dir_fd, path):
+    """The map in the small file `path` below `dir_fd` (None if absent); BadRequest if it is none."""
     import yaml  # loaded on first use: the idle daemon does without it
 
     try:
-        with open(path) as f:
-            return yaml.safe_load(f) or {}
+        raw = unpacking.read_beneath(dir_fd, path)
     except FileNotFoundError:
         return None
+    except ImageFormatError as e:
+        raise errors.BadRequest(f"Invalid {_WHAT}: {e}")
+    try:
+        doc = yaml.safe_load(raw) or {}
+    except yaml.YAMLError as e:
+        raise errors.BadRequest(f"Invalid {_WHAT}: {path} does not parse: {e}")
+    if not isinstance(doc, dict):
+        raise errors.BadRequest(f"Invalid {_WHAT}: {path} is not a map")
+    return doc
+
+
+def _replace_file(directory, name, data):
+    """Write `name` in `directory`, never through what an image or backup put there.
+
+    A symlink, fifo or device of that name is removed, not opened: an imported
+    `backup.yaml -> /etc/shadow` must not turn an export into a write to the host.
+    """
+    dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            if not stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_NOCTTY | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "wb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EEXIST, "not a regular file", os.path.join(directory, name))
+        f.write(data)
 
 
 def _remove(*paths):

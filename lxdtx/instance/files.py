@@ -1,13 +1,22 @@
 # -*- test-case-name: tests.unit.test_files -*-
 """Files inside a container: stat, read, list, write, mkdir, symlink, delete.
 
-Every path is resolved with `openat2(RESOLVE_IN_ROOT)` against the container's
-root: `/proc/<init pid>/root` while it runs (its own mount namespace, hot-plugged
-disks included), the rootfs directory while it is stopped. `..`, absolute
-symlinks and symlinked directories all stay inside; the last component of a
-path that is created or deleted is handled relative to its parent's fd with
-no-follow calls, so a symlink there is never followed out either. Ids go through
-the container's id map. Everything here blocks: callers use a thread.
+This runs inside the container's file agent (`lxdtx/helpers/fileagent.py`): for a
+running container a process in the container's user, mount and other
+namespaces with the credentials of its root, so the kernel checks every open
+as it would for the container's own root; for a stopped one a process on the
+host over the rootfs directory. Every path is resolved with
+`openat2(RESOLVE_IN_ROOT)` against the root, so `..`, absolute symlinks and
+symlinked directories stay inside; the last component of a path that is
+created or deleted is handled relative to its parent's fd with no-follow
+calls.
+
+What a path names is looked at before it is opened for real: it is pinned with
+O_PATH, its type checked (only regular files are read or written: opening a
+device or a fifo can block or have effects) and its file system too. Nothing
+on a kernel control file system (proc, sysfs, cgroup, debugfs, ...) is read,
+written, created or deleted: a container can mount a fresh proc and point a
+link at `sys/kernel/hostname`. Everything here blocks.
 """
 
 import errno
@@ -16,7 +25,7 @@ import stat
 from typing import NamedTuple
 
 from lxdtx import errors
-from lxdtx.fsutil import Root
+from lxdtx.fsutil import Root, kernel_filesystem, reopen
 
 DEFAULT_FILE_MODE = 0o640
 DEFAULT_DIR_MODE = 0o750
@@ -40,21 +49,26 @@ class Entry(NamedTuple):
 
 
 class IdShift:
-    """Converts ids between the container's view and the disk (None map: privileged)."""
+    """Converts ids between the container's view and the disk (None map: privileged).
 
-    def __init__(self, idmap):
+    `in_namespace`: the caller is inside the container's user namespace, where the
+    kernel converts ids itself; the map only tells which ids exist there.
+    """
+
+    def __init__(self, idmap, in_namespace=False):
         self.idmap = idmap
+        self.in_namespace = in_namespace
 
     def to_host(self, uid, gid):
         if self.idmap is None:
             return uid, gid
         host_uid, host_gid = self.idmap.host_uid(uid), self.idmap.host_gid(gid)
         if host_uid is None or host_gid is None:
-            raise errors.BadRequest(f"uid {uid} or gid {gid} is not mapped in the container")
-        return host_uid, host_gid
+            raise _unmapped(uid, gid)
+        return (uid, gid) if self.in_namespace else (host_uid, host_gid)
 
     def to_container(self, uid, gid):
-        if self.idmap is None:
+        if self.idmap is None or self.in_namespace:
             return uid, gid
         ns_uid, ns_gid = self.idmap.ns_uid(uid), self.idmap.ns_gid(gid)
         # Unmapped ids show as the overflow id, like the kernel does.
@@ -95,6 +109,13 @@ def parse_id(text, header):
     return None if value == -1 else value
 
 
+def _refuse_kernel_filesystem(fd, path):
+    """Forbidden when `fd` lies on a kernel control file system."""
+    kind = kernel_filesystem(fd)
+    if kind is not None:
+        raise errors.Forbidden(f"{path}: file operations on {kind} file systems are not allowed")
+
+
 def _not_found(e, path):
     if e.errno == errno.ENOENT:
         return errors.NotFound(f"{path}: no such file or directory")
@@ -110,9 +131,12 @@ def _not_found(e, path):
 class ContainerFiles:
     """File operations under one container root."""
 
-    def __init__(self, root_path, idmap):
+    def __init__(self, root_path, idmap, proc_fd=None, in_namespace=False):
         self.root_path = root_path
-        self.ids = IdShift(idmap)
+        self.ids = IdShift(idmap, in_namespace)
+        # A host /proc to reopen pinned fds through (the container's own /proc
+        # does not show the agent's process).
+        self.proc_fd = proc_fd
 
     def _root(self):
         try:
@@ -121,13 +145,31 @@ class ContainerFiles:
             raise errors.InternalError(f"Container root unavailable: {e.strerror}")
 
     def _parent(self, root, path):
-        """(parent dir fd, leaf name) with the parent resolved inside the root."""
+        """(parent dir fd, leaf name) with the parent resolved inside the root, on a data file system."""
         try:
-            return root.parent(path)
+            dirfd, leaf = root.parent(path)
         except OSError as e:
             if e.errno == errno.EINVAL:
                 raise errors.BadRequest(f"Invalid path: {path}")
             raise _not_found(e, path)
+        try:
+            _refuse_kernel_filesystem(dirfd, path)
+        except BaseException:
+            os.close(dirfd)
+            raise
+        return dirfd, leaf
+
+    def _pin(self, root, path):
+        """An O_PATH fd of `path` (symlinks followed inside the root) and its stat."""
+        fd = root.open(path, os.O_PATH)
+        try:
+            return fd, os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _reopen(self, fd, flags):
+        return reopen(fd, flags, self.proc_fd)
 
     # -- reading ----------------------------------------------------------
     def get(self, path):
@@ -139,13 +181,14 @@ class ContainerFiles:
                 raise _not_found(e, path)
             try:
                 st = os.fstat(fd)
+                _refuse_kernel_filesystem(fd, path)
                 uid, gid = self.ids.to_container(st.st_uid, st.st_gid)
                 mode = stat.S_IMODE(st.st_mode) & 0o777
                 if stat.S_ISLNK(st.st_mode):
                     target = os.readlink("", dir_fd=fd)
                     return Entry("symlink", uid, gid, mode, len(target), -1, target, [])
                 if stat.S_ISDIR(st.st_mode):
-                    listing = root.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                    listing = self._reopen(fd, os.O_RDONLY | os.O_DIRECTORY)
                     try:
                         names = sorted(os.listdir(listing))
                     finally:
@@ -153,10 +196,7 @@ class ContainerFiles:
                     return Entry("directory", uid, gid, mode, 0, -1, "", names)
                 if not stat.S_ISREG(st.st_mode):
                     raise errors.BadRequest(f"{path}: not a regular file, directory or symlink")
-                data = root.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-                if not stat.S_ISREG(os.fstat(data).st_mode):
-                    os.close(data)
-                    raise errors.BadRequest(f"{path}: changed while being opened")
+                data = self._reopen(fd, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
                 return Entry("file", uid, gid, mode, st.st_size, data, "", [])
             except OSError as e:
                 raise _not_found(e, path)
@@ -167,15 +207,18 @@ class ContainerFiles:
     def _ids(self, uid, gid):
         return self.ids.to_host(0 if uid is None else uid, 0 if gid is None else gid)
 
-    def write_file(self, path, body, *, uid=None, gid=None, mode=None, append=False):
-        """Create or overwrite (or append to) a regular file with the bytes of `body` (a file object)."""
+    def write_file(self, path, body, *, uid=None, gid=None, mode=None, append=False, opened=None):
+        """Create or overwrite (or append to) a regular file with the bytes of `body` (a file object).
+
+        `opened()` is called once the file is open, before the copy.
+        """
         owner = self._ids(uid, gid)  # an unmapped id fails before anything changes
         with self._root() as root:
-            flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC)
+            flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | (os.O_APPEND if append else os.O_TRUNC)
             created = False
             try:
                 # An existing path (even through a symlink) resolves inside the root.
-                fd = root.open(path, flags | os.O_NONBLOCK)
+                pinned, st = self._pin(root, path)
             except OSError as e:
                 if e.errno != errno.ENOENT:
                     raise _not_found(e, path)
@@ -188,13 +231,23 @@ class ContainerFiles:
                     raise _not_found(e, path)
                 finally:
                     os.close(dirfd)
+            else:
+                try:
+                    if not stat.S_ISREG(st.st_mode):
+                        raise errors.BadRequest(f"{path}: not a regular file")
+                    _refuse_kernel_filesystem(pinned, path)
+                    fd = self._reopen(pinned, flags)
+                except OSError as e:
+                    raise _not_found(e, path)
+                finally:
+                    os.close(pinned)
             try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise errors.BadRequest(f"{path}: not a regular file")
                 os.set_blocking(fd, True)
+                if opened is not None:
+                    opened()
                 _copy(body, fd)
                 if created or uid is not None or gid is not None:
-                    os.fchown(fd, *owner)
+                    _chown(fd, owner, uid, gid)
                 if created or mode is not None:
                     os.fchmod(fd, DEFAULT_FILE_MODE if mode is None else mode)
             finally:
@@ -217,7 +270,7 @@ class ContainerFiles:
                     raise _not_found(e, path)
                 try:
                     if created or uid is not None or gid is not None:
-                        os.fchown(fd, *owner)
+                        _chown(fd, owner, uid, gid)
                     if created or mode is not None:
                         os.fchmod(fd, DEFAULT_DIR_MODE if mode is None else mode)
                 finally:
@@ -242,7 +295,12 @@ class ContainerFiles:
                         raise errors.BadRequest(f"{path}: is a directory")
                     os.unlink(leaf, dir_fd=dirfd)
                     os.symlink(target, leaf, dir_fd=dirfd)
-                os.chown(leaf, *owner, dir_fd=dirfd, follow_symlinks=False)
+                try:
+                    os.chown(leaf, *owner, dir_fd=dirfd, follow_symlinks=False)
+                except OSError as e:
+                    if e.errno != errno.EINVAL:
+                        raise
+                    raise _unmapped(uid, gid)
             except OSError as e:
                 raise _not_found(e, path)
             finally:
@@ -264,6 +322,21 @@ class ContainerFiles:
                 raise _not_found(e, path)
             finally:
                 os.close(dirfd)
+
+
+def _unmapped(uid, gid):
+    return errors.BadRequest(f"uid {0 if uid is None else uid} or gid {0 if gid is None else gid} "
+                             "is not mapped in the container")
+
+
+def _chown(fd, owner, uid, gid):
+    """fchown; in the container's user namespace an id it does not map is EINVAL."""
+    try:
+        os.fchown(fd, *owner)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        raise _unmapped(uid, gid)
 
 
 def _copy(body, fd):

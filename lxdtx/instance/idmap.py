@@ -14,6 +14,7 @@ Maps are stored the way LXD keeps them in `volatile.last_state.idmap`:
 `[{"Isuid":true,"Isgid":false,"Hostid":1000000,"Nsid":0,"Maprange":65536},...]`.
 """
 
+import errno
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import struct
 import tempfile
 from typing import NamedTuple
 
+from lxdtx import fsutil
 from lxdtx.config.schema import ConfigError
 from lxdtx.config.types import is_true
 
@@ -631,11 +633,32 @@ def shift_tree(path, old, new):
     """
     if old == new:
         return
-    root = os.path.realpath(path)
-    shifter = _Shifter(root, old, new)
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    root, fd = _open_tree(path)
     try:
+        shifter = _Shifter(root, old, new)
         shifter.fd_inode(fd, os.fstat(fd))
         shifter.walk(fd, root)
     finally:
         os.close(fd)
+
+
+def _open_tree(path):
+    """(real path, open directory) of the tree `path`, its last component never followed.
+
+    The parent is the daemon's own directory and may be reached through links; the
+    last component (a rootfs) came from an image or a backup, and a `rootfs -> /`
+    there must not turn a shift into a chown of the host.
+    """
+    parent, leaf = os.path.split(os.path.abspath(path))
+    parent = os.path.realpath(parent)
+    parent_fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = os.open(leaf, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        try:
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, "refusing to shift what is not a directory", path)
+            return os.path.join(parent, leaf), fsutil.reopen(fd, os.O_RDONLY | os.O_DIRECTORY)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(parent_fd)

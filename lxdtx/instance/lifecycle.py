@@ -6,6 +6,7 @@ multi-step change registers undo steps, so a failure leaves no volume, row,
 link or config behind.
 """
 
+import functools
 import os
 import shutil
 import sys
@@ -13,13 +14,14 @@ import sys
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from lxdtx import architectures, device, errors, hostinfo, timeutil
+from lxdtx import architectures, device, errors, hostinfo, statedir, timeutil
 from lxdtx.config import container as container_config
 from lxdtx.config.types import is_true, parse_int64
 from lxdtx.instance import cgroups, lxcconf, model, templates
 from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import idmap as idmaps
 from lxdtx.exec.seeds import Seeds
+from lxdtx.instance.fileagents import FileAgents
 from lxdtx.instance.liblxc import Liblxc
 from lxdtx.instance.oplock import OperationLocks
 from lxdtx.instance.publish import UNSHIFTED_MARKER, PublishSource
@@ -48,6 +50,7 @@ class Instances:
         self.liblxc = Liblxc(self.lxcpath, self.log_root)
         self.runtime = Runtime()
         self.seeds = Seeds(daemon.reactor, self.lxcpath)
+        self.file_agents = FileAgents(daemon.reactor)
         self.locks = OperationLocks(daemon.reactor)
         self.snapshots = Snapshots(self)
         self._reserved = set()  # names being created
@@ -142,6 +145,17 @@ class Instances:
     def log_dir(self, name):
         return os.path.join(self.log_root, name)
 
+    async def file_agent(self, name):
+        """The file agent of container `name`: inside it while it runs, else over its rootfs."""
+        value = self.get(name).value
+        idmap = value["config"].get("volatile.last_state.idmap", "")
+        init = self.runtime.init(name)
+        if init is not None:
+            return await self.file_agents.for_running(name, *init, idmap)
+        await self.daemon.pools.driver(value["pool"]).mount_volume("container", name)
+        rootfs = os.path.join(self.container_dir(value, name), "rootfs")
+        return await self.file_agents.for_rootfs(name, rootfs, idmap)
+
     # -- validation --------------------------------------------------------
     def _validate_expanded(self, config, devices):
         container_config.check_combinations(config)
@@ -197,7 +211,8 @@ class Instances:
             if image is not None:
                 images = self.daemon.images
                 info = images.get(image)
-                path = await driver.create_from_image(name, image, lambda target: images.unpack(image, target), {})
+                path = await driver.create_from_image(name, image, functools.partial(_unpack_guarded, images, image),
+                                                      {})
                 revert.add(driver.delete_volume, "container", name)
                 config.setdefault("volatile.base_image", image)
                 for key, value in (info.get("properties") or {}).items():
@@ -233,6 +248,8 @@ class Instances:
             revert.success()
 
     def _make_links(self, name, path):
+        """The paths of a container whose volume now exists at `path` (root's alone until it starts)."""
+        statedir.guard_container_root(path)
         os.makedirs(os.path.join(self.lxcpath, name), mode=0o700, exist_ok=True)
         os.makedirs(self.log_dir(name), mode=0o700, exist_ok=True)
         links = self.daemon.path("containers")
@@ -296,6 +313,7 @@ class Instances:
 
     async def _start(self, name):
         doc = self.get(name)
+        await self.file_agents.stopped(name)  # one over the rootfs: the container gets its own
         status = self.status(name)
         if status == RUNNING:
             raise errors.BadRequest("The container is already running")
@@ -323,6 +341,8 @@ class Instances:
         trigger = own.pop("volatile.apply_template", None)
         uid = idmap.host_uid(0) if idmap else 0
         gid = idmap.host_gid(0) if idmap else 0
+        # liblxc reaches the rootfs as the container's root: let it (and only it) in.
+        await threads.deferToThread(statedir.guard_container_root, path, uid)
         context = self._template_context(name, value, config)
         for when in ([trigger] if trigger else []) + ["start"]:
             await threads.deferToThread(templates.apply, path, when, context, uid, gid)
@@ -429,6 +449,7 @@ class Instances:
             await self.liblxc.unfreeze(name)
         force = force or timeout == 0
         self.seeds.forget(name)
+        self.file_agents.forget(name)
         try:
             await self.liblxc.stop(name, timeout=timeout, force=force)
         except errors.ApiError:
@@ -438,6 +459,7 @@ class Instances:
                 raise
         # Its zygote holds the container's namespaces until it has reaped the last command.
         await self.seeds.stopped(name)
+        await self.file_agents.stopped(name)
         self.runtime.forget(name)
         self._remove_stale_cgroups(name)  # should liblxc have found the seed still in them
 
@@ -457,6 +479,7 @@ class Instances:
     async def on_stop(self, name):
         """liblxc's post-stop hook: the container stopped, maybe on its own."""
         await self.seeds.stopped(name)  # before its network goes: the zygote holds its namespaces
+        await self.file_agents.stopped(name)
         doc = self.store.get(KIND, name)
         if doc is not None:
             await self.daemon.networks.nics.stopped(name, *self.expanded(doc.value))
@@ -501,6 +524,7 @@ class Instances:
             doc = self.get(name)
             if self.status(name) != STOPPED:
                 raise errors.BadRequest("container is running")
+            await self.file_agents.stopped(name)
             value = doc.value
             driver = self.daemon.pools.driver(value["pool"])
             snapshots = [n for n in self.store.names(model.SNAPSHOT_KIND) if n.startswith(name + "/")]
@@ -526,6 +550,7 @@ class Instances:
                 doc = self.get(name)
                 if self.status(name) != STOPPED:
                     raise errors.BadRequest("Renaming of running container not allowed")
+                await self.file_agents.stopped(name)
                 value = doc.value
                 pool = value["pool"]
                 driver = self.daemon.pools.driver(pool)
@@ -681,3 +706,10 @@ def _int(value, default=0):
         return parse_int64(value) if value else default
     except ValueError:
         return default
+
+
+async def _unpack_guarded(images, fingerprint, target):
+    """Unpack an image into a new volume that no host user can enter meanwhile: an image
+    holds setuid files, and a file opened during the unpack would stay open."""
+    await threads.deferToThread(statedir.guard_container_root, target)
+    await images.unpack(fingerprint, target)

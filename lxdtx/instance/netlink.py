@@ -77,6 +77,13 @@ def _dump(sock, msg_type, payload, seq):
             offset += (length + 3) & ~3
 
 
+def interface_name(raw):
+    """An interface name as text: the kernel allows any bytes but NUL, '/', ':' and
+    whitespace, so one need not be UTF-8; bytes that are not become U+FFFD, as
+    LXD's JSON shows them."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
 def _mac(raw):
     return ":".join(f"{b:02x}" for b in raw)
 
@@ -91,7 +98,7 @@ def interfaces(pid):
                 continue
             _, arp_type, index, flags, _ = struct.unpack_from("BxHiII", body)
             attrs = _attributes(body, 16)
-            name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode()
+            raw_name = attrs.get(IFLA_IFNAME, b"")
             counters = {"bytes_received": 0, "bytes_sent": 0, "packets_received": 0, "packets_sent": 0}
             stats = attrs.get(IFLA_STATS64)
             if stats and len(stats) >= 32:
@@ -99,7 +106,7 @@ def interfaces(pid):
                 counters = {"bytes_received": rx_bytes, "bytes_sent": tx_bytes,
                             "packets_received": rx_packets, "packets_sent": tx_packets}
             operstate = _OPERSTATES.get(attrs.get(IFLA_OPERSTATE, b"\0")[0], "unknown")
-            links[index] = (name, {
+            links[index] = (raw_name, {
                 "addresses": [],
                 "counters": counters,
                 "hwaddr": _mac(attrs.get(IFLA_ADDRESS, b"")),
@@ -122,6 +129,12 @@ def interfaces(pid):
                 "netmask": str(prefix),
                 "scope": _SCOPES.get(scope, "global"),
             })
-        return {name: info for name, info in links.values()}
+        found = {}
+        for raw_name, info in links.values():
+            name = interface_name(raw_name)
+            if name in found:  # two names alike once decoded: the second shows its bytes
+                name = raw_name.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+            found[name] = info
+        return found
     finally:
         sock.close()

@@ -101,6 +101,17 @@ class Runtime:
             return pid
         return None
 
+    def init(self, name):
+        """(host pid, pidfd) of the container's init, or None when it is not running.
+
+        The pidfd stays the Runtime's: a caller that keeps it beyond this turn dups it.
+        """
+        pid = self.init_pid(name)
+        known = self._inits.get(name)
+        if pid is None or known is None or known[0] != pid:
+            return None
+        return pid, known[1]
+
     def status(self, name, pid=0):
         """Stopped, Running or Frozen (`pid`: the init pid when the caller just read it)."""
         if (pid if pid != 0 else self.init_pid(name)) is None:

@@ -185,6 +185,7 @@ class Snapshots:
         async with instances.locks.hold(container, "restore"):
             doc = instances.get(container)
             snap = self.get(container, snapshot)
+            await instances.file_agents.stopped(container)
             pool = doc.value["pool"]
             driver = self.pools.driver(pool)
             later = self._later(container, snap.name)

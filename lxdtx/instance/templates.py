@@ -8,10 +8,19 @@ templates images put in `templates/` for hostname, hosts and cloud-init files.
 
 import os
 import re
+import stat
 
-from lxdtx.fsutil import Root
+from twisted.logger import Logger
+
+from lxdtx.fsutil import Root, kernel_filesystem, open_beneath, reopen
+from lxdtx.image.invalid import ImageFormatError
+from lxdtx.image.unpack import read_beneath
+
+log = Logger()
 
 _TOKEN = re.compile(r"({{.*?}}|{%.*?%}|{#.*?#})", re.S)
+# A fifo opened for writing without a reader fails at once (ENXIO) instead of waiting.
+_WRITE = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY
 
 
 class TemplateError(ValueError):
@@ -108,45 +117,124 @@ def render(text, context):
     return "".join(out)
 
 
-def load_metadata(container_dir):
-    """The container's metadata.yaml (from its image) as a dict, or {}."""
+def _load_metadata(dir_fd):
+    """The templates of the container's metadata.yaml (from its image), or {}."""
     import yaml  # loaded on first use: the idle daemon does without it
 
     try:
-        with open(os.path.join(container_dir, "metadata.yaml")) as f:
-            return yaml.safe_load(f) or {}
+        raw = read_beneath(dir_fd, "metadata.yaml")
     except FileNotFoundError:
         return {}
+    except (OSError, ImageFormatError) as e:
+        log.warn("Not applying templates: cannot read metadata.yaml: {error}", error=e)
+        return {}
+    try:
+        doc = yaml.safe_load(raw) or {}
+    except yaml.YAMLError as e:
+        log.warn("Not applying templates: metadata.yaml does not parse: {error}", error=e)
+        return {}
+    templates = doc.get("templates") if isinstance(doc, dict) else None
+    return templates if isinstance(templates, dict) else {}
+
+
+def _read_template(dir_fd, spec):
+    """The text of a template file of the container's `templates/`, or None."""
+    name = os.path.basename(str(spec.get("template") or ""))
+    try:
+        return read_beneath(dir_fd, f"templates/{name}").decode("utf-8", "replace")
+    except (OSError, ImageFormatError) as e:
+        log.warn("Template {name!r} skipped: {error}", name=name, error=e)
+        return None
+
+
+def _create_target(root, path):
+    """A new regular file `path` inside the root, or None if its directory is missing."""
+    try:
+        # O_EXCL: a dangling symlink there is left alone rather than followed.
+        return root.open(path, _WRITE | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileNotFoundError:
+        return None
+    except FileExistsError:
+        log.warn("Template target {path} is a dangling symlink or appeared meanwhile: skipped", path=path)
+        return None
+
+
+def _open_target(root, path, create_only):
+    """An fd to write the template target `path` to, or None when it is to be left alone.
+
+    The target is pinned (O_PATH, resolved inside the root) and looked at before it
+    is opened for writing: opening a fifo, a device or a kernel control file could
+    hang or have effects of its own, so only a regular file on a data file system is.
+    """
+    try:
+        pinned = root.open(path, os.O_PATH)
+    except FileNotFoundError:
+        return _create_target(root, path)
+    try:
+        if create_only:
+            return None
+        mode = os.fstat(pinned).st_mode
+        if not stat.S_ISREG(mode):
+            log.warn("Template target {path} is not a regular file ({kind}): skipped", path=path,
+                     kind=stat.filemode(mode))
+            return None
+        kernel = kernel_filesystem(pinned)
+        if kernel:
+            log.warn("Template target {path} is on the {fs} kernel file system: skipped", path=path, fs=kernel)
+            return None
+        return reopen(pinned, _WRITE | os.O_TRUNC)
+    finally:
+        os.close(pinned)
+
+
+def _write(fd, data, uid, gid):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fchown(fd, uid, gid)
+    os.fchmod(fd, 0o644)
+
+
+def _apply_one(root, path, spec, text, context, uid, gid):
+    fd = _open_target(root, path, bool(spec.get("create_only")))
+    if fd is None:
+        return
+    try:
+        _write(fd, render(text, context).encode(), uid, gid)
+    finally:
+        os.close(fd)
 
 
 def apply(container_dir, trigger, context, uid=0, gid=0):
     """Render every template whose `when` has `trigger` into the rootfs (blocking: run in a thread).
 
-    Paths are resolved inside the rootfs; a template whose target directory
-    does not exist is skipped, as is a `create_only` template whose file exists.
+    metadata.yaml and the template files are read below the container directory
+    through no symlink; targets are resolved inside the rootfs (which must be a
+    real directory). A target whose directory does not exist is skipped, as is a
+    `create_only` template whose file exists and, with a warning, one that is not
+    a regular file.
     """
-    metadata = load_metadata(container_dir)
-    templates = metadata.get("templates") or {}
-    if not templates:
-        return
-    with Root(os.path.join(container_dir, "rootfs")) as root:
-        for path, spec in sorted(templates.items()):
-            if trigger not in (spec.get("when") or []):
-                continue
-            source = os.path.join(container_dir, "templates", os.path.basename(spec.get("template", "")))
-            try:
-                with open(source) as f:
-                    text = f.read()
-            except OSError:
-                continue
-            if spec.get("create_only"):
-                try:
-                    os.close(root.open(path, os.O_PATH))
-                    continue
-                except FileNotFoundError:
-                    pass
-            local = dict(context, trigger=trigger, path=path, properties=spec.get("properties") or {})
-            try:
-                root.write_file(path, render(text, local).encode(), 0o644, uid, gid)
-            except FileNotFoundError:
-                continue
+    dir_fd = os.open(container_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        templates = _load_metadata(dir_fd)
+        if not templates:
+            return
+        rootfs_fd = open_beneath(dir_fd, "rootfs", os.O_PATH | os.O_DIRECTORY)
+        try:
+            # The magic link names the directory just opened, whatever `rootfs` is renamed to.
+            with Root(f"/proc/self/fd/{rootfs_fd}") as root:
+                for path, spec in sorted(templates.items()):
+                    if not isinstance(spec, dict) or trigger not in (spec.get("when") or []):
+                        continue
+                    text = _read_template(dir_fd, spec)
+                    if text is None:
+                        continue
+                    local = dict(context, trigger=trigger, path=path, properties=spec.get("properties") or {})
+                    try:
+                        _apply_one(root, str(path), spec, text, local, uid, gid)
+                    except OSError as e:
+                        log.warn("Template target {path} skipped: {error}", path=path, error=e)
+        finally:
+            os.close(rootfs_fd)
+    finally:
+        os.close(dir_fd)

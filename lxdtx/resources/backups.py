@@ -3,6 +3,7 @@
 
 from lxdtx import errors, timeutil
 from lxdtx.operations import container_resources
+from lxdtx.resources import names
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse, FileResponse, SyncResponse
 
@@ -25,9 +26,10 @@ async def create_backup(req):
     name = req.params["name"]
     req.daemon.instances.get(name)
     body = req.json()
-    backup = body.get("name") or backups.next_name(name)
-    if not isinstance(backup, str) or "/" in backup:
-        raise errors.BadRequest("Backup names may not contain slashes")
+    backup = body.get("name")
+    if backup is None or backup == "":
+        backup = backups.next_name(name)
+    names.check("name", "backup", backup)
     expiry = body.get("expiry") or ""
     if expiry:
         try:
@@ -54,7 +56,12 @@ async def rename_backup(req):
     backups = _backups(req)
     name, backup = req.params["name"], req.params["backup"]
     backups.get(name, backup)
-    new_name = req.json().get("name") or ""
+    new_name = req.json().get("name")
+    if new_name is None or new_name == "":
+        raise errors.BadRequest("Invalid value for \"name\": the new backup name is required")
+    names.check("name", "backup", new_name)
+    if backups.store.exists("backup", f"{name}/{new_name}"):
+        raise errors.Conflict(f"Backup '{new_name}' already exists")
 
     async def run(op):
         await backups.rename(name, backup, new_name)

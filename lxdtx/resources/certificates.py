@@ -1,8 +1,19 @@
 # -*- test-case-name: tests.integration.test_certificates -*-
-"""`/1.0/certificates`: the trust store (`certificate_update`)."""
+"""`/1.0/certificates`: the trust store (`certificate_update`).
+
+An untrusted client adds its own certificate with the trust password. Guessing
+it is made slow and quiet: an address with too many wrong guesses is refused
+for a while without a check (lxdtx.trust.PasswordAttempts); every check runs
+scrypt, also when no password is set; and every answer to a password comes
+PASSWORD_ANSWER_TIME after the request, right or wrong, so its timing tells
+nothing. Wrong guesses are logged with the address, never the password.
+"""
 
 import base64
 import binascii
+
+from twisted.internet import task
+from twisted.logger import Logger
 
 from lxdtx import errors, tls
 from lxdtx.response import SyncResponse, created, empty, etag_of
@@ -10,6 +21,10 @@ from lxdtx.router import Action, Endpoint
 from lxdtx.state import ABSENT, Delete, Put
 from lxdtx.trust import KIND
 
+log = Logger()
+
+# Seconds from a password-carrying request to its answer (longer only when scrypt is).
+PASSWORD_ANSWER_TIME = 0.5
 
 def _render(fingerprint, value):
     return {
@@ -38,6 +53,33 @@ def _check_type(value):
         raise errors.BadRequest(f"Unknown request type {value}")
 
 
+async def _check_password(req, password):
+    """403 unless `password` is the trust password and the caller's address may try now."""
+    daemon = req.daemon
+    peer = req.remote_address
+    attempts = daemon.password_attempts
+    if not attempts.begin(peer):
+        log.warn("Trust password attempt from {peer} refused: too many failed attempts", peer=peer)
+        raise errors.Forbidden("too many failed attempts")
+    reactor = daemon.reactor
+    answer_at = reactor.seconds() + PASSWORD_ANSWER_TIME
+    try:
+        right = await daemon.config.check_password(password)
+    except BaseException:
+        attempts.abandoned(peer)
+        raise
+    if not right:
+        attempts.failed(peer)
+        log.warn("Wrong trust password from {peer}", peer=peer)
+    else:
+        attempts.succeeded(peer)
+    wait = answer_at - reactor.seconds()
+    if wait > 0:
+        await task.deferLater(reactor, wait)
+    if not right:
+        raise errors.Forbidden()
+
+
 async def list_certificates(req):
     store = req.daemon.store
     if req.recursion:
@@ -52,8 +94,7 @@ async def add_certificate(req):
     if not req.trusted:
         if daemon.trust.pki:
             raise errors.Forbidden("Adding certificates with the trust password is disabled in CA mode")
-        if not await daemon.config.check_password(body.get("password") or ""):
-            raise errors.Forbidden()
+        await _check_password(req, body.get("password"))
     text = body.get("certificate") or ""
     name = body.get("name") or ""
     if text:
@@ -128,7 +169,7 @@ ENDPOINTS = [
     Endpoint(
         "/1.0/certificates",
         get=list_certificates,
-        post=Action(add_certificate, untrusted=True, max_body=64 * 1024),
+        post=Action(add_certificate, untrusted=True, max_body=64 * 1024, untrusted_max_body=64 * 1024),
     ),
     Endpoint(
         "/1.0/certificates/{fingerprint}",

@@ -3,6 +3,7 @@
 
 import os
 import re
+import stat
 
 from twisted.internet import defer
 
@@ -11,8 +12,9 @@ from lxdtx.filter import compile_filter
 from lxdtx.instance import model
 from lxdtx.operations import container_resources
 from lxdtx.resources.common import container_endpoint, mapping, string
-from lxdtx.response import AsyncResponse, FileResponse, SyncResponse, empty, etag_of
+from lxdtx.response import AsyncResponse, ProducerResponse, SyncResponse, empty, etag_of
 from lxdtx.router import Action, Endpoint
+from lxdtx.streaming import byte_range, send_fd
 
 _INSTANCE_TYPE = re.compile(r"c(\d+(?:\.\d+)?)-m(\d+(?:\.\d+)?)")
 # A few well-known cloud instance types (cpus, GB of memory).
@@ -279,22 +281,58 @@ async def put_state(req):
 
 
 # -- logs --------------------------------------------------------------------
+# Plain file names only: no slash (a `%2F` is decoded by then), NUL or `..` can match.
 _LOG_NAME = re.compile(r"(lxc\.log|lxc\.conf|console\.log|(migration|snapshot|exec)_[A-Za-z0-9_.-]+)")
 
 
-def _log_path(req, filename):
-    instances = _instances(req)
+def _log_container(req):
+    """The container name of a logs path: 404 unless it could be a container's."""
     name = req.params["name"]
+    try:
+        model.check_name(name)
+    except errors.BadRequest:
+        raise errors.NotFound()
+    return name
+
+
+def _log_location(req, filename):
+    """(directory, file name) of a container's log: 400 unless `filename` is one of its log names."""
+    instances = _instances(req)
+    name = _log_container(req)
+    instances.get(name)
     if not _LOG_NAME.fullmatch(filename) or ".." in filename:
-        raise errors.BadRequest(f"Invalid log file name: {filename}")
+        raise errors.BadRequest(f"Invalid log file name: {filename!r}")
     if filename == "lxc.conf":
-        return instances.liblxc.config_path(name)
-    return os.path.join(instances.log_dir(name), filename)
+        return os.path.split(instances.liblxc.config_path(name))
+    return instances.log_dir(name), filename
+
+
+def _open_in(directory, filename):
+    """(fd, size) of the regular file `filename` right in `directory`, no link followed; 404 otherwise."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        raise errors.NotFound()
+    try:
+        fd = os.open(filename, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        raise errors.NotFound()
+    finally:
+        os.close(dir_fd)
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise errors.NotFound()
+    return fd, info.st_size
 
 
 async def list_logs(req):
     instances = _instances(req)
-    name = req.params["name"]
+    name = _log_container(req)
     directory = instances.log_dir(name)
     if not os.path.isdir(directory) and not instances.store.exists(model.KIND, name):
         raise errors.NotFound()
@@ -307,21 +345,56 @@ async def list_logs(req):
 
 
 async def get_log(req):
-    path = _log_path(req, req.params["file"])
-    if not os.path.isfile(path):
-        raise errors.NotFound()
-    return FileResponse(path, content_type="application/octet-stream", filename=req.params["file"])
+    filename = req.params["file"]
+    # Opened here, not in a thread: a handler that never waits is answered at once, so
+    # the writer below always runs and closes the fd (local files of the daemon's own).
+    fd, size = _open_in(*_log_location(req, filename))
+
+    async def write(request):
+        try:
+            await _send_range(request, fd, size)
+        finally:
+            os.close(fd)
+
+    return ProducerResponse(write, headers={
+        "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
+        "Content-Disposition": f"inline;filename={filename}"})
+
+
+async def _send_range(request, fd, size):
+    """The whole file (200), one satisfiable Range of it (206), or 416."""
+    header = request.getHeader(b"range")
+    try:
+        wanted = byte_range(header.decode("latin-1") if header else None, size)
+    except ValueError as e:
+        request.setResponseCode(416)
+        request.setHeader(b"content-range", str(e).encode())
+        request.setHeader(b"content-length", b"0")
+        return
+    start, end = wanted or (0, size)
+    if wanted:
+        request.setResponseCode(206)
+        request.setHeader(b"content-range", b"bytes %d-%d/%d" % (start, end - 1, size))
+    request.setHeader(b"content-length", b"%d" % (end - start))
+    if request.method != b"HEAD":
+        await send_fd(request, fd, end - start, start)
 
 
 async def delete_log(req):
     filename = req.params["file"]
-    path = _log_path(req, filename)
+    directory, entry = _log_location(req, filename)
     if filename in ("lxc.log", "lxc.conf"):
         raise errors.BadRequest(f"Cannot delete {filename}")
     try:
-        os.unlink(path)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        raise errors.NotFound()
+    try:
+        os.unlink(entry, dir_fd=dir_fd)
     except FileNotFoundError:
         raise errors.NotFound()
+    finally:
+        os.close(dir_fd)
     return empty()
 
 

@@ -3,22 +3,21 @@
 
 import os
 
-from twisted.internet import threads
 from twisted.logger import Logger
 
 from lxdtx import errors
-from lxdtx.exec import attach, terminal
+from lxdtx.exec import attach
 from lxdtx.exec.recording import record_names, run_detached
 from lxdtx.exec.session import ExecSession
 from lxdtx.exec.streams import SessionSocket, spawn_command
-from lxdtx.fsutil import Root
-from lxdtx.instance.idmap import IdMap
 from lxdtx.operations import WEBSOCKET, container_resources
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse
 from lxdtx.wsproto import Handshake
 
 log = Logger()
+# An exec waits this long for the container's file agent before going without.
+PROBE_TIMEOUT = 10.0
 
 
 def _flag(body, key):
@@ -71,31 +70,32 @@ def require_running(instances, name, pid=0):
         raise errors.BadRequest("Container is not running.")
 
 
-def _probe(pid, pty_owner):
-    """Whether the container has /snap, and a pty of its devpts when `pty_owner` is given
-    (else, or when it cannot be had, why not). Paths inside a container can be slow to
-    resolve (its own FUSE mounts): this runs in a thread."""
-    has_snap = False
+async def _probe(instances, name, value, pty):
+    """(has /snap, (master, slave) of a pty of the container's devpts or None) for an exec,
+    asked of the container's file agent: paths inside a container can be slow to resolve
+    (its own FUSE mounts), and its devpts is only safely opened from inside it. Any
+    failure means no snap PATH rule and lxc-attach's own pty, as LXD would fall back."""
+    init = instances.runtime.init(name)
+    if init is None:
+        return False, None
+    idmap = value["config"].get("volatile.last_state.idmap", "")
     try:
-        with Root(f"/proc/{pid}/root") as root:
-            os.close(root.open("/snap", os.O_PATH | os.O_DIRECTORY))
-        has_snap = True
-    except OSError:
-        pass
-    if pty_owner is None:
-        return has_snap, None
-    try:
-        return has_snap, terminal.open_pty(pid, *pty_owner)
-    except OSError as e:
-        return has_snap, e
-
-
-def _pty_owner(value):
-    """Host uid and gid for the container's ptys (None: no pty of ours, lxc-attach makes one)."""
-    try:
-        return terminal.owner(IdMap.from_json(value["config"].get("volatile.last_state.idmap", "")))
-    except (OSError, ValueError):
-        return None
+        agent = await instances.file_agents.for_running(name, *init, idmap)
+        call = agent.request({"op": "probe", "pty": pty})
+        try:
+            answer, fds = await call.next(timeout=PROBE_TIMEOUT)
+        finally:
+            call.end()
+    except errors.ApiError as e:
+        log.info("Exec through lxc-attach: {reason}", reason=e)
+        return False, None
+    if "pty_error" in answer or len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        if pty:
+            log.info("Exec through lxc-attach: {reason}", reason=answer.get("pty_error"))
+        return answer["has_snap"], None
+    return answer["has_snap"], tuple(fds)
 
 
 async def post_exec(req):
@@ -126,11 +126,7 @@ async def post_exec(req):
         has_snap = None
     else:
         # With a seed, only a pty session comes here: it needs a pty of the container.
-        owner = _pty_owner(doc.value) if seed is not None else None
-        has_snap, pty = await threads.deferToThread(_probe, pid, owner)
-    if isinstance(pty, OSError):
-        log.info("Exec through lxc-attach: {reason}", reason=pty)
-        pty = None
+        has_snap, pty = await _probe(instances, name, doc.value, seed is not None)
     env = attach.environment(config, requested_env, interactive, has_snap)
     argv = attach.argv(name, instances.lxcpath, command, env, attach.working_directory(env["HOME"]))
     reactor = req.daemon.reactor

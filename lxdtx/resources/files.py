@@ -1,42 +1,39 @@
 # -*- test-case-name: tests.integration.test_files -*-
 """`/1.0/containers/<name>/files?path=`: read, list, write, symlink, mkdir, delete.
 
-Path resolution and id shifting live in `lxdtx.instance.files`; this module
-parses headers, runs the blocking work in threads and streams downloads from
-an open fd without holding a file in memory.
+The work is done by the container's file agent (`lxdtx.instance.fileagents`):
+inside the container with its root's credentials while it runs, over its
+rootfs while it is stopped. This module parses headers, hands the agent the
+request body's fd, and streams what the agent sends back through a pipe, so
+no daemon thread ever waits on a container's file system.
 """
 
+import json
 import os
-
-from twisted.internet import threads
 
 from lxdtx import errors
 from lxdtx.instance import files
-from lxdtx.instance.idmap import IdMap
 from lxdtx.resources.common import container_endpoint
-from lxdtx.response import ProducerResponse, SyncResponse, empty
+from lxdtx.instance.fileagents import OPEN_TIMEOUT
+from lxdtx.response import ProducerResponse, RawResponse, SyncResponse, empty
 from lxdtx.router import Action
-from lxdtx.streaming import send_fd
+from lxdtx.streaming import read_pipe, send_pipe
 
 MAX_UPLOAD = 1 << 40
+# A directory listing larger than this is refused (a few million names).
+MAX_LISTING = 64 * 1024 * 1024
 
 
-async def _container_files(req):
-    """ContainerFiles for the container of the request (its live root or its rootfs)."""
-    instances = req.daemon.instances
-    name = req.params["name"]
-    doc = instances.get(name)
-    value = doc.value
+async def _ask(req, message, fds=()):
+    """Send one request to the agent; (call, first answer, its fds)."""
+    agent = await req.daemon.instances.file_agent(req.params["name"])
+    call = agent.request(message, fds)
     try:
-        idmap = IdMap.from_json(value["config"].get("volatile.last_state.idmap", ""))
-    except ValueError as e:
-        raise errors.InternalError(str(e))
-    pid = instances.runtime.init_pid(name)
-    if pid is not None:
-        return files.ContainerFiles(f"/proc/{pid}/root", idmap)
-    driver = req.daemon.pools.driver(value["pool"])
-    await driver.mount_volume("container", name)
-    return files.ContainerFiles(os.path.join(instances.container_dir(value, name), "rootfs"), idmap)
+        answer, answer_fds = await call.next(timeout=OPEN_TIMEOUT)
+    except BaseException:
+        call.end()
+        raise
+    return call, answer, answer_fds
 
 
 def _path(req):
@@ -48,41 +45,73 @@ def _path(req):
     return path
 
 
-def _headers(entry):
-    return {"X-LXD-uid": str(entry.uid), "X-LXD-gid": str(entry.gid),
-            "X-LXD-mode": f"{entry.mode:04o}", "X-LXD-type": entry.kind}
+def _headers(answer):
+    return {"X-LXD-uid": str(answer["uid"]), "X-LXD-gid": str(answer["gid"]),
+            "X-LXD-mode": f"{answer['mode']:04o}", "X-LXD-type": answer["kind"]}
 
 
-def _stream_fd(fd, size):
-    """A ProducerResponse writer sending `size` bytes of `fd`, then closing it."""
+def _filename(path):
+    return os.path.basename(path.rstrip("/"))
+
+
+def _stream(call, fd, size, reactor):
+    """A ProducerResponse writer sending the `size` bytes the agent puts into pipe `fd`."""
 
     async def write(request):
         try:
-            await send_fd(request, fd, size)
+            sent = await send_pipe(request, fd, size, reactor)
         finally:
-            os.close(fd)
+            call.end()
+        if sent != size:
+            # The file shrank while it was sent: the length promised cannot be kept.
+            raise errors.InternalError("file changed while being read")
 
     return write
 
 
 async def get_file(req):
     path = _path(req)
-    container = await _container_files(req)
-    entry = await threads.deferToThread(container.get, path)
-    headers = _headers(entry)
-    if entry.kind == "directory":
-        return SyncResponse(entry.names or None, headers=headers)
-    if entry.kind == "symlink":
-        body = entry.target.encode("utf-8", "surrogateescape")
-        headers.update({"Content-Length": str(len(body)), "Content-Type": "application/octet-stream",
-                        "Content-Disposition": f"inline;filename={os.path.basename(path.rstrip('/'))}"})
-        fd_read, fd_write = os.pipe()
-        os.write(fd_write, body)
-        os.close(fd_write)
-        return ProducerResponse(_stream_fd(fd_read, len(body)), headers=headers)
-    headers.update({"Content-Length": str(entry.size), "Content-Type": "application/octet-stream",
-                    "Content-Disposition": f"inline;filename={os.path.basename(path.rstrip('/'))}"})
-    return ProducerResponse(_stream_fd(entry.fd, entry.size), headers=headers)
+    reactor = req.daemon.reactor
+    call, answer, fds = await _ask(req, {"op": "get", "path": path})
+    headers = _headers(answer)
+    if answer["kind"] == "symlink":
+        call.end()
+        return RawResponse(answer["target"].encode("utf-8", "surrogateescape"), headers=headers,
+                           filename=_filename(path))
+    if len(fds) != 1:
+        call.end()
+        raise errors.InternalError("the file agent sent no content")
+    if answer["kind"] == "directory":
+        try:
+            if answer["size"] > MAX_LISTING:
+                os.close(fds[0])
+                raise errors.BadRequest(f"{path}: directory too large to list")
+            names = json.loads(await read_pipe(fds[0], answer["size"], reactor))
+        finally:
+            call.end()
+        return SyncResponse(names or None, headers=headers)
+    headers.update({"Content-Length": str(answer["size"]), "Content-Type": "application/octet-stream",
+                    "Content-Disposition": f"inline;filename={_filename(path)}"})
+    return ProducerResponse(_stream(call, fds[0], answer["size"], reactor), headers=headers)
+
+
+def _body_fd(req):
+    """A file descriptor of the request body for the agent: the spool file, or a memfd
+    holding a body small enough to have stayed in memory."""
+    body = req.body
+    try:
+        return os.dup(body.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass
+    fd = os.memfd_create("lxdtx-body", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(body.getbuffer())
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 async def post_file(req):
@@ -96,29 +125,41 @@ async def post_file(req):
     write = req.header("X-LXD-write") or "overwrite"
     if write not in files.WRITE_MODES:
         raise errors.BadRequest(f"Bad file write mode: {write}")
-    container = await _container_files(req)
+    message = {"path": path, "uid": uid, "gid": gid}
     if kind == "directory":
-        await threads.deferToThread(container.make_directory, path, uid=uid, gid=gid, mode=mode)
+        await _done(req, {**message, "op": "mkdir", "mode": mode})
     elif kind == "symlink":
         target = req.body.read(4097)
         if len(target) > 4096:
             raise errors.BadRequest("Symlink target too long")
-        await threads.deferToThread(container.make_symlink, path,
-                                    target.decode("utf-8", "surrogateescape"), uid=uid, gid=gid)
+        if not target or b"\0" in target:
+            raise errors.BadRequest("Invalid symlink target")
+        await _done(req, {**message, "op": "symlink", "target": target.decode("utf-8", "surrogateescape")})
     else:
-        await threads.deferToThread(container.write_file, path, req.body, uid=uid, gid=gid, mode=mode,
-                                    append=write == "append")
+        body = _body_fd(req)
+        try:
+            call, _, _ = await _ask(req, {**message, "op": "write", "mode": mode, "append": write == "append"},
+                                    [body])
+        finally:
+            os.close(body)
+        try:
+            await call.next()  # the copy: as long as the body takes
+        finally:
+            call.end()
     return empty()
 
 
+async def _done(req, message):
+    call, _, _ = await _ask(req, message)
+    call.end()
+
+
 async def delete_file(req):
-    path = _path(req)
-    container = await _container_files(req)
-    await threads.deferToThread(container.delete, path)
+    await _done(req, {"op": "delete", "path": _path(req)})
     return empty()
 
 
 ENDPOINTS = [
-    container_endpoint("/1.0/containers/{name}/files", get=get_file,
+    container_endpoint("/1.0/containers/{name}/files", get=Action(get_file, cancel_on_disconnect=True),
                        post=Action(post_file, max_body=MAX_UPLOAD), delete=delete_file),
 ]

@@ -84,18 +84,25 @@ def _filter(images, expression):
 # -- images -------------------------------------------------------------------
 
 async def _visible(req, prefix):
-    """The image Document for `prefix`, or 404 for an untrusted caller without the right."""
+    """The image Document for `prefix`; for an untrusted caller only a public image, or a
+    private one with its secret. Every other image is the same 404 to an untrusted caller
+    as an image that does not exist (`_not_visible`)."""
     images = req.daemon.images
+    if req.trusted:
+        return images.document(prefix)
     try:
         doc = images.document(prefix)
-    except errors.BadRequest:
-        if not req.trusted:
-            raise errors.NotFound()
-        raise
-    if not req.trusted and not doc.value.get("public"):
+    except errors.ApiError:
+        raise _not_visible()
+    if not doc.value.get("public"):
         if not await images.consume_secret(doc.name, req.query.get("secret", "")):
-            raise errors.NotFound()
+            raise _not_visible()
     return doc
+
+
+def _not_visible():
+    """What an untrusted caller is told of an image or alias it may not see, or that is absent."""
+    return errors.NotFound()
 
 
 async def list_images(req):
@@ -336,11 +343,16 @@ async def create_alias(req):
 
 async def get_alias(req):
     images = req.daemon.images
-    doc = images.alias(req.params["name"])
-    if not req.trusted:
+    if req.trusted:
+        doc = images.alias(req.params["name"])
+    else:
+        try:
+            doc = images.alias(req.params["name"])
+        except errors.ApiError:
+            raise _not_visible()
         target = req.daemon.store.value("image", doc.value["target"]) or {}
         if not target.get("public"):
-            raise errors.NotFound()
+            raise _not_visible()
     return SyncResponse(images.render_alias(doc.name, doc.value), etag=etag_of(alias_writable(doc.value)))
 
 

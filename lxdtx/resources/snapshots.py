@@ -4,6 +4,7 @@
 from lxdtx import errors
 from lxdtx.instance import model
 from lxdtx.operations import container_resources
+from lxdtx.resources import names
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse, SyncResponse
 
@@ -24,10 +25,11 @@ async def create_snapshot(req):
     snapshots = _snapshots(req)
     req.daemon.instances.get(name)
     body = req.json()
-    snapshot = body.get("name") or ""
-    if not isinstance(snapshot, str):
-        raise errors.BadRequest("Invalid value for \"name\": must be a string")
-    if snapshot:
+    snapshot = body.get("name")
+    if snapshot is None or snapshot == "":
+        snapshot = ""  # the next free snap<N>
+    else:
+        names.check("name", "snapshot", snapshot)
         snapshots.check_new(name, snapshot)
     stateful = bool(body.get("stateful"))
     if stateful:
@@ -56,9 +58,9 @@ async def post_snapshot(req):
     if body.get("migration"):
         raise errors.NotImplementedYet("Snapshot migration is not supported yet")
     new_name = body.get("name")
-    if not isinstance(new_name, str) or not new_name:
+    if new_name is None or new_name == "":
         raise errors.BadRequest("Invalid value for \"name\": the new snapshot name is required")
-    model.check_snapshot_name(new_name)
+    names.check("name", "snapshot", new_name)
     if req.daemon.store.exists(model.SNAPSHOT_KIND, f"{name}/{new_name}"):
         raise errors.Conflict(f"Name '{new_name}' already in use")
 

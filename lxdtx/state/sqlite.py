@@ -6,6 +6,7 @@ how many have run. Each step runs in its own transaction.
 """
 
 import errno
+import os
 import sqlite3
 
 from twisted.internet.threads import deferToThreadPool
@@ -62,6 +63,14 @@ class SQLiteStore(Store):
         self._pool.stop()
 
     def _connect(self):
+        # The database holds the trust password's hash and every certificate: root only.
+        # SQLite gives its -wal and -shm files the database file's mode.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.chmod(self.path + suffix, 0o600)
+            except FileNotFoundError:
+                pass
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")

@@ -1,8 +1,18 @@
-"""The certificates API: `lxc config trust`, pylxd, and the raw endpoints with ETags."""
+"""The certificates API: `lxc config trust`, pylxd, the raw endpoints with ETags, and the trust
+password's guards over HTTPS."""
+
+import http.client
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pylxd
+import pytest
 
+from lxdtx.resources.certificates import PASSWORD_ANSWER_TIME
 from tests import pki
+from tests.daemonproc import Result
+from tests.integration.net import client_context, free_port
 
 
 def _fingerprints(daemon):
@@ -113,3 +123,88 @@ def test_ambiguous_prefix(daemon):
     shared = next(group for group in first.values() if len(group) > 1)
     answer = daemon.request("GET", f"/1.0/certificates/{shared[0].fingerprint[0]}")
     assert answer.status == 400 and answer.json["error"] == "More than one certificate matches"
+
+
+# -- the trust password over HTTPS: guesses limited per address, answers in fixed time -------
+
+PASSWORD = "s3cret-pw"
+ANSWER_TIME = PASSWORD_ANSWER_TIME
+
+
+@pytest.fixture
+def https_daemon(daemon):
+    """A daemon with a trust password and an HTTPS listener on a free loopback port."""
+    daemon.port = free_port()
+    daemon.lxc("config", "set", "core.trust_password", PASSWORD)
+    daemon.lxc("config", "set", "core.https_address", f"127.0.0.1:{daemon.port}")
+    return daemon
+
+
+def _add(daemon, password, cert, source):
+    """`POST /1.0/certificates` with `password`, from `source` (any 127/8 address); (answer, seconds)."""
+    conn = http.client.HTTPSConnection("127.0.0.1", daemon.port, context=client_context(cert), timeout=30,
+                                       source_address=(source, 0))
+    try:
+        started = time.monotonic()
+        conn.request("POST", "/1.0/certificates", body=json.dumps({"type": "client", "password": password}))
+        response = conn.getresponse()
+        answer = Result(response.status, dict(response.getheaders()), response.read())
+        return answer, time.monotonic() - started
+    finally:
+        conn.close()
+
+
+def test_password_guesses_limited(https_daemon, workdir):
+    """Five wrong passwords from an address, then it is refused at once for a while, even with the
+    right one; another address gets in. Wrong and right take the same time; failures are logged
+    with the address, never with the password."""
+    d = https_daemon
+    guesser = pki.client_cert("guesser").write(workdir, "guesser")
+    times = []
+    for i in range(5):
+        answer, seconds = _add(d, f"wrong-guess-{i}", guesser, "127.0.0.2")
+        assert (answer.status, answer.json["error"]) == (403, "not authorized")
+        times.append(seconds)
+    answer, seconds = _add(d, PASSWORD, guesser, "127.0.0.2")
+    assert (answer.status, answer.json["error"]) == (403, "too many failed attempts")
+    assert seconds < ANSWER_TIME
+    assert d.request("GET", "/1.0/certificates").metadata == []
+
+    friend = pki.client_cert("friend")
+    answer, right = _add(d, PASSWORD, friend.write(workdir, "friend"), "127.0.0.3")
+    assert answer.status == 201, answer
+    assert _fingerprints(d) == [friend.fingerprint]
+    assert all(ANSWER_TIME <= t < ANSWER_TIME + 1 for t in times + [right]), (times, right)
+    assert max(times + [right]) - min(times + [right]) < 0.5, (times, right)
+
+    log = d.log()
+    assert log.count("Wrong trust password from 127.0.0.2") == 5
+    assert "too many failed attempts" in log
+    assert "wrong-guess" not in log and PASSWORD not in log
+
+
+def test_parallel_guesses_limited(https_daemon, workdir):
+    """A burst in parallel from one address gets no more tries than a row: the rest are refused."""
+    d = https_daemon
+    guesser = pki.client_cert("guesser").write(workdir, "guesser")
+    # Eight at once: as many untrusted connections as one address may have open.
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: _add(d, f"guess-{i}", guesser, "127.0.0.4")[0], range(8)))
+    assert all(a.status == 403 for a in answers), answers
+    errors = sorted(a.json["error"] for a in answers)
+    assert errors.count("not authorized") <= 5 and errors.count("too many failed attempts") >= 3, errors
+
+
+def test_no_password_same_time(https_daemon, workdir):
+    """Without a trust password set a guess takes as long as with one: the timing does not tell."""
+    d = https_daemon
+    cert = pki.client_cert("c").write(workdir, "c")
+    _, with_password = _add(d, "nope", cert, "127.0.0.5")
+    d.lxc("config", "unset", "core.trust_password")
+    answer, without = _add(d, "nope", cert, "127.0.0.6")
+    assert answer.status == 403
+    answer, empty = _add(d, "", cert, "127.0.0.7")
+    assert answer.status == 403
+    for seconds in (with_password, without, empty):
+        assert ANSWER_TIME <= seconds < ANSWER_TIME + 1, (with_password, without, empty)
+    assert max(with_password, without, empty) - min(with_password, without, empty) < 0.5

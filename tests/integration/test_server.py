@@ -85,6 +85,21 @@ def test_trust_password(daemon):
     assert _server(daemon).metadata["config"] == {"core.https_allowed_origin": "https://example.com"}
 
 
+def test_maas_api_key_hidden(daemon):
+    """`maas.api.key` is a secret like the trust password: GET /1.0 shows it as `true`, never its
+    value (nor `lxc config show`), and `lxc config set` of another key keeps it."""
+    daemon.lxc("config", "set", "maas.api.key", "consumer:token:s3cret-key")
+    assert _server(daemon).metadata["config"] == {"maas.api.key": True}
+    assert "s3cret-key" not in daemon.request("GET", "/1.0").body.decode()
+    assert "s3cret-key" not in daemon.lxc("config", "show").stdout
+    daemon.lxc("config", "set", "maas.machine", "host1")
+    assert _server(daemon).metadata["config"] == {"maas.api.key": True, "maas.machine": "host1"}
+    with open(daemon.log_path) as f:
+        assert "s3cret-key" not in f.read()
+    daemon.lxc("config", "unset", "maas.api.key")
+    assert _server(daemon).metadata["config"] == {"maas.machine": "host1"}
+
+
 def test_https_address_live(daemon):
     """`core.https_address` starts, moves and stops the HTTPS listener without a restart."""
     first, second = free_port(), free_port()

@@ -190,7 +190,7 @@ class StoppedTests(SynchronousTestCase):
     def setUp(self):
         self.reactor = FakeReactor()
         self.registry = seeds.Seeds(self.reactor, "/nonexistent/lxc", binary="/nonexistent/execseed")
-        self.seed = self.registry._seeds["c1"] = FakeSeed()
+        self.seed = self.registry._current["c1"] = FakeSeed()
 
     def stopped(self):
         result = []
@@ -215,7 +215,7 @@ class StoppedTests(SynchronousTestCase):
     def test_forgotten_earlier_is_still_waited_for(self):
         """`forget` (limits.processes, a stop beginning) lets the seed drain; the stop waits for it."""
         self.registry.forget("c1")
-        self.assertNotIn("c1", self.registry._seeds)
+        self.assertNotIn("c1", self.registry._current)
         result = self.stopped()
         self.assertEqual(result, [])
         self.seed.done.callback(None)

@@ -3,6 +3,7 @@
 import io
 import os
 import shutil
+import stat
 import tempfile
 
 from hypothesis import given
@@ -145,3 +146,28 @@ class ContainerFilesTests(SynchronousTestCase):
         self.assertRaises(errors.BadRequest, self.files.write_file, "/f2", io.BytesIO(b"x"), gid=70000)
         self.assertFalse(os.path.exists(os.path.join(self.root, "d2")))
         self.assertFalse(os.path.exists(os.path.join(self.root, "f2")))
+
+    def test_special_files_never_opened(self):
+        """A fifo or a device at the path is refused before it is opened (opening either can
+        block or act); the write does not hang."""
+        os.mkfifo(os.path.join(self.root, "etc", "hostname"))
+        os.mknod(os.path.join(self.root, "null"), 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        self.assertRaises(errors.BadRequest, self.files.write_file, "/etc/hostname", io.BytesIO(b"x"))
+        self.assertRaises(errors.BadRequest, self.files.write_file, "/null", io.BytesIO(b"x"))
+        self.assertRaises(errors.BadRequest, self.files.get, "/null")
+
+
+class KernelFilesystemTests(SynchronousTestCase):
+    """Nothing on proc, sysfs and their kin is read, written, created or deleted."""
+
+    def test_proc_and_sys_refused(self):
+        """A root whose paths lead into proc or sysfs (as a link into a proc the container
+        mounted would) gets 403 for every operation."""
+        proc = files.ContainerFiles("/proc", None)
+        self.assertRaises(errors.Forbidden, proc.get, "/sys/kernel/hostname")
+        self.assertRaises(errors.Forbidden, proc.write_file, "/sys/kernel/hostname", io.BytesIO(b"x"))
+        self.assertRaises(errors.Forbidden, proc.make_directory, "/sys/newdir")
+        self.assertRaises(errors.Forbidden, proc.delete, "/sys/kernel/hostname")
+        sysfs = files.ContainerFiles("/sys", None)
+        self.assertRaises(errors.Forbidden, sysfs.get, "/kernel")
+        self.assertRaises(errors.Forbidden, sysfs.make_symlink, "/kernel/x", "/etc/passwd")

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lxdtx import errors
 from lxdtx.response import SyncResponse, empty, etag_of
 from lxdtx.router import Action, Endpoint, Routes
-from tests.unit.fakes import FakeDaemon, HTTPAnswer, exchange, make_site, request_bytes, temp_dir
+from tests.unit.fakes import FakeDaemon, FakeTrust, HTTPAnswer, exchange, make_site, request_bytes, temp_dir
 
 
 class RoutesTests(SynchronousTestCase):
@@ -314,3 +314,257 @@ class DeferredHandlerTests(SynchronousTestCase):
         self.assertNoResult(self.waiting[0])
         self.waiting[0].callback(None)
         self.assertEqual(transport.value(), b"")
+
+
+class _ChannelTrust(FakeTrust):
+    """Trusts nothing on TLS, unless a connection's peer host is in `trusted_hosts`."""
+
+    def __init__(self, trusted_hosts=()):
+        super().__init__(False)
+        self.trusted_hosts = set(trusted_hosts)
+
+    def channel_trusted(self, channel):
+        return channel.site.local or channel.peer_host() in self.trusted_hosts
+
+    def is_trusted(self, request):
+        return self.channel_trusted(request.channel)
+
+
+def _tls_like_site(endpoints, spool, trusted_hosts=(), limits=None, ready=True):
+    """A non-local site whose caller is trusted by peer host, with untrusted-connection limits."""
+    daemon = FakeDaemon(ready=ready)
+    daemon.trust = _ChannelTrust(trusted_hosts)
+    site = make_site(endpoints, daemon=daemon, local=False, spool_dir=spool)
+    site.untrusted = limits
+    return site
+
+
+def _connect(site, host="10.1.1.1"):
+    from twisted.internet.address import IPv4Address
+
+    channel = site.buildProtocol(None)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+class EarlyAnswerTests(SynchronousTestCase):
+    """Untrusted callers: refused before their body is read, and never spooled to disk."""
+
+    def setUp(self):
+        self.seen = []
+        self.spool = temp_dir(self)
+
+        async def store(req):
+            self.seen.append(req.body.read())
+            return empty()
+
+        self.endpoints = [
+            Endpoint("/1.0/things", post=Action(store, max_body=1 << 40)),
+            Endpoint("/1.0/open", post=Action(store, untrusted=True, max_body=1 << 20, untrusted_max_body=100)),
+            Endpoint("/1.0/read", get=Action(store, untrusted=True)),
+        ]
+        self.site = _tls_like_site(self.endpoints, self.spool, trusted_hosts={"10.9.9.9"})
+
+    def send(self, raw, host="10.1.1.1"):
+        channel, transport = _connect(self.site, host)
+        channel.dataReceived(raw)
+        return channel, transport
+
+    def assertAnsweredEarly(self, transport, code):
+        answer = HTTPAnswer(transport.value())
+        self.assertEqual(answer.status, code, answer.body)
+        self.assertEqual(answer.headers["connection"], "close")
+        self.assertEqual(int(answer.headers["content-length"]), len(answer.body))
+        self.assertEqual(answer.json()["error_code"], code)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.seen, [])
+        import os
+
+        self.assertEqual(os.listdir(self.spool), [])
+        return answer
+
+    def test_refused_before_body(self):
+        """A route closed to untrusted callers: 403 right after the headers, though 1 GiB is announced."""
+        channel, transport = self.send(b"POST /1.0/things HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n"
+                                       b"Expect: 100-continue\r\n\r\n" + b"x" * 65536)
+        answer = self.assertAnsweredEarly(transport, 403)
+        self.assertEqual(answer.json()["error"], "not authorized")
+        self.assertNotIn(b"100 Continue", transport.value())
+        self.assertFalse(transport.disconnected)
+
+    def test_chunked_refused_before_body(self):
+        """The same for a chunked body."""
+        channel, transport = self.send(b"POST /1.0/things HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                       b"10000\r\n" + b"x" * 65536 + b"\r\n")
+        self.assertAnsweredEarly(transport, 403)
+
+    def test_unknown_route_before_body(self):
+        """Unknown paths are a 404 before the body, too."""
+        channel, transport = self.send(b"PUT /1.0/nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n")
+        self.assertAnsweredEarly(transport, 404)
+
+    def test_rest_of_body_dropped_then_aborted(self):
+        """What follows an early answer is dropped unparsed, up to LINGER_BYTES, then the
+        connection is aborted; LINGER_SECONDS later it is aborted anyway."""
+        from lxdtx import router
+
+        channel, transport = self.send(b"POST /1.0/things HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n")
+        written = transport.value()
+        channel.dataReceived(b"GET /1.0/read HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(transport.value(), written)
+        self.assertFalse(transport.disconnected)
+        channel.dataReceived(b"x" * (router.LINGER_BYTES + 1))
+        self.assertTrue(transport.disconnected)
+
+        channel, transport = self.send(b"POST /1.0/things HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        self.site.reactor.advance(router.LINGER_SECONDS)
+        self.assertTrue(transport.disconnected)
+
+    def test_untrusted_cap_declared(self):
+        """An open route takes `untrusted_max_body` from untrusted callers: more announced is a 413 at once."""
+        channel, transport = self.send(b"POST /1.0/open HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n")
+        answer = self.assertAnsweredEarly(transport, 413)
+        self.assertEqual(answer.json()["error"], "request body larger than 100 bytes")
+
+    def test_untrusted_cap_chunked(self):
+        """A chunked body is a 413 as soon as it passes the cap; nothing of it reaches the handler."""
+        channel, transport = self.send(b"POST /1.0/open HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                       b"40\r\n" + b"a" * 64 + b"\r\n")
+        self.assertEqual(transport.value(), b"")
+        channel.dataReceived(b"40\r\n" + b"b" * 64 + b"\r\n0\r\n\r\n")
+        self.assertAnsweredEarly(transport, 413)
+
+    def test_untrusted_within_cap(self):
+        """Within the cap an untrusted body is served as ever (in memory)."""
+        channel, transport = self.send(request_bytes("POST", "/1.0/open", b"x" * 100))
+        self.assertEqual(HTTPAnswer(transport.value()).status, 200)
+        self.assertEqual(self.seen, [b"x" * 100])
+        self.assertFalse(transport.disconnecting)
+
+    def test_get_takes_a_token_body(self):
+        """A GET open to untrusted callers takes at most UNTRUSTED_MAX_BODY."""
+        from lxdtx import router
+
+        channel, transport = self.send(request_bytes("GET", "/1.0/read", b" " * (router.UNTRUSTED_MAX_BODY + 1)))
+        self.assertAnsweredEarly(transport, 413)
+
+    def test_trusted_unchanged(self):
+        """A trusted caller's big body is spooled and served; its too-large body is a 413 once in."""
+        channel, transport = self.send(request_bytes("POST", "/1.0/things", b"y" * 300000), host="10.9.9.9")
+        self.assertEqual(HTTPAnswer(transport.value()).status, 200)
+        self.assertEqual(self.seen, [b"y" * 300000])
+        channel, transport = self.send(request_bytes("POST", "/1.0/open", b"z" * 2000000), host="10.9.9.9")
+        self.assertEqual(HTTPAnswer(transport.value()).status, 413)
+
+    def test_not_ready(self):
+        """Before start-up is over an untrusted body is not read either (503)."""
+        site = _tls_like_site(self.endpoints, self.spool, ready=False)
+        channel, transport = _connect(site)
+        channel.dataReceived(b"POST /1.0/open HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n")
+        self.assertAnsweredEarly(transport, 503)
+
+
+class UntrustedConnectionTests(SynchronousTestCase):
+    """The HTTPS site's bounds on connections not trusted, on a memory reactor."""
+
+    def setUp(self):
+        from lxdtx.trust import UntrustedConnections
+
+        async def show(req):
+            return SyncResponse({"trusted": req.trusted})
+
+        self.endpoints = [Endpoint("/1.0", get=Action(show, untrusted=True))]
+        self.limits = UntrustedConnections(total=3, per_peer=2, pending=4, handshake_timeout=10, request_timeout=30)
+        self.site = _tls_like_site(self.endpoints, temp_dir(self), trusted_hosts={"10.9.9.9"}, limits=self.limits)
+        self.clock = self.site.reactor
+
+    def connect(self, host, handshake=True):
+        channel, transport = _connect(self.site, host)
+        if handshake:
+            channel.handshakeCompleted()
+        return channel, transport
+
+    def test_per_peer_and_total(self):
+        """Past `per_peer` from one address, or `total` in all, an untrusted connection is answered 503 and closed."""
+        first = [self.connect("10.1.1.1") for _ in range(2)]
+        channel, transport = self.connect("10.1.1.1")
+        answer = HTTPAnswer(transport.value())
+        self.assertEqual((answer.status, answer.json()["error"]), (503, "Too many untrusted connections"))
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(any(t.disconnecting for _, t in first))
+        self.connect("10.2.2.2")
+        self.assertEqual(self.limits.untrusted_count(), 3)
+        channel, transport = self.connect("10.3.3.3")
+        self.assertEqual(HTTPAnswer(transport.value()).status, 503)
+        first[0][0].connectionLost(Failure(ConnectionDone()))
+        channel, transport = self.connect("10.3.3.3")
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(self.limits.untrusted_count("10.3.3.3"), 1)
+
+    def test_trusted_never_refused(self):
+        """A connection with a trusted certificate is not counted, and is let in when the caps are full."""
+        for host in ("10.1.1.1", "10.1.1.1", "10.2.2.2"):
+            self.connect(host)
+        channel, transport = self.connect("10.9.9.9")
+        channel.dataReceived(request_bytes("GET", "/1.0"))
+        self.assertEqual(HTTPAnswer(transport.value()).json()["metadata"], {"trusted": True})
+        self.assertEqual(self.limits.untrusted_count("10.9.9.9"), 0)
+        self.clock.advance(50)  # past every deadline of ours, within the idle timeout (60)
+        self.assertFalse(transport.disconnecting)
+
+    def test_handshake_timeout(self):
+        """A connection without a finished handshake is dropped after the handshake timeout."""
+        channel, transport = self.connect("10.1.1.1", handshake=False)
+        self.assertEqual(self.limits.pending_count(), 1)
+        self.clock.advance(9.9)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(0.2)
+        self.assertTrue(transport.disconnected)
+
+    def test_oldest_pending_dropped(self):
+        """Past `pending` connections in their handshake the oldest is dropped, never the newcomer."""
+        pending = [self.connect(f"10.0.0.{i}", handshake=False) for i in range(5)]
+        self.assertTrue(pending[0][1].disconnected)
+        self.assertFalse(any(t.disconnected for _, t in pending[1:]))
+        self.assertEqual(self.limits.pending_count(), 4)
+
+    def test_request_deadline(self):
+        """An untrusted connection must send each whole request within the request timeout of its
+        handshake or its previous answer; a trickle of header bytes does not extend it."""
+        channel, transport = self.connect("10.1.1.1")
+        trickle = b"GET /1.0 HTTP/1.1\r\nX-Slow: " + b"a" * 20
+        for i in range(29):
+            channel.dataReceived(trickle[i:i + 1])
+            self.clock.advance(1)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnected)
+
+        channel, transport = self.connect("10.2.2.2")
+        self.clock.advance(20)
+        channel.dataReceived(request_bytes("GET", "/1.0"))
+        self.assertEqual(HTTPAnswer(transport.value()).status, 200)
+        self.clock.advance(29)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnected)
+
+    def test_trusted_request_leaves_the_count(self):
+        """A connection whose requests become trusted (its certificate was added) is no longer counted or timed."""
+        channel, transport = self.connect("10.1.1.1")
+        self.assertEqual(self.limits.untrusted_count(), 1)
+        self.site.router.daemon.trust.trusted_hosts.add("10.1.1.1")
+        channel.dataReceived(request_bytes("GET", "/1.0"))
+        self.assertEqual(HTTPAnswer(transport.value()).json()["metadata"], {"trusted": True})
+        self.assertEqual(self.limits.untrusted_count(), 0)
+        self.clock.advance(50)  # past every deadline of ours, within the idle timeout (60)
+        self.assertFalse(transport.disconnected)
+
+    def test_websocket_leaves_the_count(self):
+        """An upgraded connection is the websocket's: released from the count and its deadline."""
+        channel, transport = self.connect("10.1.1.1")
+        channel.upgraded()
+        self.assertEqual(self.limits.untrusted_count(), 0)
+        self.clock.advance(50)  # past every deadline of ours, within the idle timeout (60)
+        self.assertFalse(transport.disconnected)

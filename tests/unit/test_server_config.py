@@ -175,6 +175,91 @@ class TrustPasswordTests(SynchronousTestCase):
         self.assertFalse(server.password_matches("not hex", "pw"))
 
 
+class PasswordCheckTimingTests(SynchronousTestCase):
+    """The check runs scrypt whatever is set or given; the daemon's pool of its own is bounded."""
+
+    def setUp(self):
+        self.store = MemoryStore()
+        self.calls = []
+
+        def recording(fn, *args):
+            self.calls.append(fn.__name__)
+            return inline_deferred_thread(fn, *args)
+
+        self.config = server.ServerConfig(self.store, defer_to_thread=recording)
+
+    def matches(self, password):
+        return self.successResultOf(defer.Deferred.fromCoroutine(self.config.check_password(password)))
+
+    def test_scrypt_without_a_password(self):
+        """No password set, an empty or a non-string guess: scrypt runs all the same, nothing matches."""
+        for guess in ("guess", "", None, 5):
+            self.assertFalse(self.matches(guess))
+        self.assertEqual(self.calls, ["password_matches"] * 4)
+        self.calls.clear()
+        self.successResultOf(defer.Deferred.fromCoroutine(self.config.update({"core.trust_password": "pw"}, False)))
+        self.calls.clear()
+        self.assertFalse(self.matches(""))
+        self.assertTrue(self.matches("pw"))
+        self.assertEqual(self.calls, ["password_matches"] * 2)
+
+    def test_odd_text(self):
+        """A guess that is not encodable UTF-8 (a lone surrogate from JSON) is just wrong."""
+        self.successResultOf(defer.Deferred.fromCoroutine(self.config.update({"core.trust_password": "pw"}, False)))
+        self.assertFalse(self.matches("\ud800"))
+
+    def test_hashing_pool_bounded(self):
+        """HashingPool runs on the pool it is given, started on first use, and refuses work past
+        its threads plus `max_waiting` (503) instead of queueing without end."""
+        from lxdtx import errors
+        from tests.unit.fakes import InlineReactor
+
+        class Pool:
+            max = 2
+            started = stopped = False
+
+            def __init__(self):
+                self.work = []
+
+            def start(self):
+                self.started = True
+
+            def stop(self):
+                self.stopped = True
+
+            def callInThreadWithCallback(self, on_result, fn, *args, **kwargs):
+                self.work.append((on_result, fn, args))
+
+        pool = Pool()
+        hashing = server.HashingPool(InlineReactor(), pool, max_waiting=1)
+        self.assertFalse(pool.started)
+        pending = [hashing.run(str.upper, "x") for _ in range(3)]
+        self.assertTrue(pool.started)
+        refused = hashing.run(str.upper, "x")
+        self.assertIsInstance(self.failureResultOf(refused, errors.Unavailable).value, errors.Unavailable)
+        self.assertEqual(len(pool.work), 3)
+        on_result, fn, args = pool.work.pop(0)
+        on_result(True, fn(*args))
+        self.assertEqual(self.successResultOf(pending[0]), "X")
+        self.assertNoResult(hashing.run(str.upper, "y"))
+        hashing.stop()
+        self.assertTrue(pool.stopped)
+
+
+class HiddenKeysTests(SynchronousTestCase):
+    """Secrets among the server keys are never shown: `maas.api.key` as the trust password."""
+
+    def test_maas_api_key_hidden(self):
+        """`maas.api.key` is stored as given, shown as `true`, and kept by a PUT carrying `true`."""
+        store = MemoryStore()
+        config = server.ServerConfig(store, defer_to_thread=inline_deferred_thread)
+        _run(self, config.update({"maas.api.key": "consumer:token:secret", "maas.api.url": "http://m"}, False))
+        self.assertEqual(config.render(), {"maas.api.key": True, "maas.api.url": "http://m"})
+        self.assertEqual(config.get("maas.api.key"), "consumer:token:secret")
+        _run(self, config.update({"maas.api.key": True, "maas.api.url": "http://n"}, True))
+        self.assertEqual(config.get("maas.api.key"), "consumer:token:secret")
+
+
 class ApplyHookTests(SynchronousTestCase):
     """Live-apply hooks run before the commit and are undone when anything later fails."""
 

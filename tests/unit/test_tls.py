@@ -116,6 +116,47 @@ class ContextTests(SynchronousTestCase):
         self.assertRaises(SSL.Error, _handshake, server_ctx, client_ctx)
 
 
+    def test_no_renegotiation(self):
+        """The context refuses renegotiation: a TLS 1.2 client asking for one is told no."""
+        directory = temp_dir(self)
+        cert_path, key_path = os.path.join(directory, "s.crt"), os.path.join(directory, "s.key")
+        tls.generate_keypair(cert_path, key_path)
+        server_ctx = tls.ServerContextFactory(cert_path, key_path).getContext()
+        self.assertTrue(server_ctx.set_options(0) & SSL.OP_NO_RENEGOTIATION)  # adding nothing: the options
+        client_ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        client_ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+        server = SSL.Connection(server_ctx, None)
+        server.set_accept_state()
+        client = SSL.Connection(client_ctx, None)
+        client.set_connect_state()
+        _pump(client, server)
+        self.assertEqual(client.get_protocol_version_name(), "TLSv1.2")
+        self.assertTrue(client.renegotiate())
+        errors = _pump(client, server)
+        self.assertIn("no renegotiation", repr(errors[("client", "handshake")]))
+        self.assertEqual(server.total_renegotiations(), 0)
+
+
+def _pump(client, server, rounds=20):
+    """Drive handshakes (and reads) of two in-memory connections; the first error of each step."""
+    errors = {}
+    for _ in range(rounds):
+        for name, conn in (("client", client), ("server", server)):
+            for step, call in (("handshake", conn.do_handshake), ("recv", lambda: conn.recv(1024))):
+                try:
+                    call()
+                except SSL.WantReadError:
+                    pass
+                except SSL.Error as e:
+                    errors.setdefault((name, step), e)
+        for src, dst in ((client, server), (server, client)):
+            try:
+                dst.bio_write(src.bio_read(65536))
+            except SSL.WantReadError:
+                pass
+    return errors
+
+
 class FakeChannel:
     """What Trust reads of an HTTP channel."""
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`lxc exec c -- true` against `lxc-attach -- true` on the same container, and `lxc file push`.
 
-    bench/exec.py [--dir DIR] [--rounds 50] [--push-mib 100]
+    bench/exec.py [--dir DIR] [--rounds 50] [--push-mib 100] [--reference]
 
 Without --dir a temporary daemon is started (`twistd -n lxdtx --auto-init`) and
 removed afterwards. Prints medians, back to back and paced, against the liblxc
@@ -9,6 +9,8 @@ floor and the `lxc` client's own start-up (`lxc --version`, which contacts no
 daemon, and `lxc version`, which sends GET /1.0 twice), run in turns with
 `lxc exec`. Our exec does not run `lxc-attach` (a fork of the
 container's exec zygote is the command), so it can come in under that floor.
+With --reference, Debian's `lxd` runs the same busybox container in the same
+run (bench/reference.py) and its `lxc exec` is measured against its own floor.
 """
 
 import argparse
@@ -26,6 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from bench.reference import ReferenceLXD  # noqa: E402
 from tests.daemonproc import Daemon  # noqa: E402
 
 
@@ -127,6 +130,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--push-mib", type=int, default=100)
     parser.add_argument("--gap", type=float, default=0.05, help="seconds between commands (see interleaved)")
+    parser.add_argument("--reference", action="store_true", help="also measure Debian's lxd on the same container")
     args = parser.parse_args()
 
     daemon = None
@@ -139,7 +143,12 @@ def main():
         state_dir = daemon.dir
     name = "bench-exec"
     work = tempfile.mkdtemp(prefix="lxdtx-bench-", dir="/var/tmp")
+    reference = None
     try:
+        if args.reference:
+            reference = ReferenceLXD().start(env)
+            reference.lxc("launch", "busybox", name)
+            median_ms(["lxc", "exec", name, "--", "true"], 3, reference.env)
         subprocess.run(["lxc", "launch", "busybox", name], env=env, check=True, capture_output=True)
         lxcpath = os.path.join(state_dir, "lxc")
         # Warm both paths up.
@@ -165,6 +174,13 @@ def main():
         lean = LeanClient(os.path.join(state_dir, "unix.socket"))
         protocol = statistics.median(lean.exec_true(name) for _ in range(args.rounds))
         print(f"{'same requests, lean client':30}{protocol:11.2f} ms   (the daemon's share and the command's)")
+        if reference is not None:
+            ref_attach = ["lxc-attach", "-n", name, "-P", reference.lxcpath, "--clear-env", "--", "true"]
+            floor, ref_floor, ours, ref = interleaved(
+                [(attach, None), (ref_attach, None), (exec_true, env), (exec_true, reference.env)],
+                args.rounds, args.gap)
+            print(f"paced, in turns:  lxdtx {ours:.2f} ms / floor {floor:.2f} ms = {ours / floor:.2f}x;"
+                  f"  lxd {ref:.2f} ms / floor {ref_floor:.2f} ms = {ref / ref_floor:.2f}x")
 
         path = os.path.join(work, "push.bin")
         with open(path, "wb") as f:
@@ -178,6 +194,9 @@ def main():
         print(f"lxc file push {args.push_mib} MiB          {push:8.2f} ms   ratio to cp {push / copy:5.2f}")
     finally:
         subprocess.run(["lxc", "delete", "-f", name], env=env, capture_output=True)
+        if reference is not None:
+            subprocess.run(["lxc", "delete", "-f", name], env=reference.env, capture_output=True)
+            reference.stop()
         shutil.rmtree(work, ignore_errors=True)
         if daemon is not None:
             daemon.cleanup()

@@ -18,6 +18,7 @@ from lxdtx.network.networks import Networks
 from lxdtx.profiles import Profiles
 from lxdtx.storage.pools import Pools
 from lxdtx.trust import PasswordAttempts, Trust, UntrustedConnections
+from lxdtx.websocket.server import Factories
 
 
 class Daemon:
@@ -31,6 +32,7 @@ class Daemon:
         self.store = store
         self.events = EventHub()
         self.operations = Operations(self.events, reactor)
+        self.websockets = Factories(reactor)
         # The trust password's scrypt runs on two threads of its own (see HashingPool).
         self.password_hashing = HashingPool(reactor, ThreadPool(minthreads=0, maxthreads=2, name="lxdtx-scrypt"))
         self.config = ServerConfig(store, defer_to_thread=self.password_hashing.run)

@@ -1,9 +1,14 @@
 # -*- test-case-name: tests.unit.test_tls -*-
-"""The daemon's certificate, fingerprints, and the TLS server context.
+"""The daemon's certificate, fingerprints, the TLS server context and the client side.
 
 The server asks for a client certificate but accepts any at handshake time:
 unknown clients must reach `GET /1.0` and `POST /1.0/certificates`. Trust is
 decided per request from the certificate's fingerprint (see lxdtx.trust).
+
+As a client (migration, remote operations) the daemon talks to a peer whose
+certificate it was given: that certificate is pinned, the only one accepted,
+whatever names it carries or who signed it (as LXD's client does). Without a
+pin, the system's CAs and service_identity's name check decide.
 """
 
 import base64
@@ -15,7 +20,8 @@ import re
 import socket
 import sys
 
-from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import (IOpenSSLClientConnectionCreator, IOpenSSLContextFactory,
+                                         IOpenSSLServerConnectionCreator)
 from zope.interface import implementer
 
 _PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
@@ -134,6 +140,71 @@ class ServerContextFactory:
         from OpenSSL import SSL
 
         return SSL.Connection(self.getContext(), None)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class PinnedPeer:
+    """Client connections that accept only the peer certificate `peer_pem`, presenting
+    our own (`cert_path`, `key_path`) when given."""
+
+    def __init__(self, hostname, peer_pem, cert_path=None, key_path=None):
+        self.hostname = hostname
+        self.pin = fingerprint(pem_to_der(peer_pem))
+        self.cert_path = cert_path
+        self.key_path = key_path
+        self._context = None
+
+    def _verify(self, conn, cert, errno, depth, ok):
+        if depth > 0:
+            return True  # the chain does not matter: the leaf is the one we know or nothing
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return hashlib.sha256(cert.to_cryptography().public_bytes(Encoding.DER)).hexdigest() == self.pin
+
+    def _get_context(self):
+        if self._context is None:
+            from OpenSSL import SSL
+
+            ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+            ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+            ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
+            ctx.set_verify(SSL.VERIFY_PEER, self._verify)
+            if self.cert_path:
+                ctx.use_certificate_chain_file(self.cert_path.encode())
+                ctx.use_privatekey_file(self.key_path.encode())
+            self._context = ctx
+        return self._context
+
+    def clientConnectionForTLS(self, tls_protocol):
+        from OpenSSL import SSL
+
+        conn = SSL.Connection(self._get_context(), None)
+        conn.set_app_data(tls_protocol)
+        if self.hostname and not _is_address(self.hostname):
+            conn.set_tlsext_host_name(self.hostname.encode("idna"))
+        return conn
+
+
+def _is_address(host):
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def client_creator(hostname, peer_pem=None, cert_path=None, key_path=None):
+    """What a TLS client connection to `hostname` verifies the peer with: the pinned
+    `peer_pem`, else the system's CAs and the name (service_identity)."""
+    if peer_pem:
+        return PinnedPeer(hostname, peer_pem, cert_path, key_path)
+    from twisted.internet import ssl
+
+    client_cert = None
+    if cert_path:
+        with open(cert_path) as c, open(key_path) as k:
+            client_cert = ssl.PrivateCertificate.loadPEM(c.read() + k.read())
+    return ssl.optionsForClientTLS(hostname, clientCertificate=client_cert)
 
 
 if __name__ == "__main__":

@@ -109,11 +109,18 @@ class ExecSession:
         return found
 
     def claim(self, secret):
-        """The fd name a websocket secret stands for, now used: each may be used once."""
+        """The fd name a websocket secret stands for, now used: each may be used once.
+
+        Called when the websocket handshake succeeds (websocket.server.Handshake's `claim`), so
+        a failed handshake leaves the secret usable.
+        """
         name = self.check(secret)
         self._claimed.add(name)
         return name
 
+    def read_by_client(self, name):
+        """Whether the client reads socket `name` (only those can answer pings)."""
+        return name in self._output_socket
 
     # -- websocket events -----------------------------------------------------
     def socket_opened(self, name, ws):
@@ -153,6 +160,11 @@ class ExecSession:
             self._stdin_end()
         if self._state_is("awaiting"):
             self._abandoned(f"websocket {name} closed before the command started")
+
+    def peer_gone(self, name):
+        """Socket `name` went unanswered past its ping timeout: the client is gone
+        without a word, and its command is ended as for a control socket lost."""
+        self._control_lost()
 
     # -- command events -------------------------------------------------------
     # A command that ends at once is reaped while it is being spawned: Twisted

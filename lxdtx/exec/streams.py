@@ -4,9 +4,10 @@ by the container's exec seed (pipes, or a pty of the container's devpts when
 interactive) or, when the seed cannot, by `lxc-attach`.
 
 Flow control runs both ways: a full stdin pipe (or pty) pauses reading the
-client's socket, and a client slow to take output pauses reading the pipes.
-Pauses go through `_Valve`s, because a Twisted consumer stops (disconnects) its
-producer when it goes away, and neither side may close the other.
+client's socket, and a client slow to take output pauses reading the pipes
+(the socket holds its source, `StreamSocket.feed_from`). Stdin pauses go
+through `_Valve`s, because a Twisted consumer stops (disconnects) its producer
+when it goes away, and neither side may close the other.
 """
 
 import os
@@ -23,7 +24,7 @@ from zope.interface import implementer
 
 from lxdtx.exec import attach
 from lxdtx.exec.seeds import SeedUnavailable
-from lxdtx.wsproto import WebsocketProtocol
+from lxdtx.websocket.server import StreamSocket
 
 HELPER_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 # How long a signal waits for the command to appear under the helper.
@@ -68,48 +69,27 @@ def _release_consumer(transport):
             producer.resumeProducing()
 
 
-class SessionSocket(WebsocketProtocol):
-    """One fd of an exec or console session."""
+class SessionSocket(StreamSocket):
+    """One fd of an exec or console session; pinged when the client reads it (see
+    `lxdtx.websocket.options`), and a peer that stops answering is lost like `control`."""
 
     def __init__(self, session, name):
         super().__init__()
         self.session = session
         self.name = name
+        self.pinged = session.read_by_client(name)
 
-    def on_open(self):
+    def opened(self):
         self.session.socket_opened(self.name, self)
 
-    def on_message(self, payload, binary):
+    def message(self, payload, binary):
         self.session.socket_message(self.name, payload, binary)
 
-    def on_close(self, clean):
-        self.session.socket_closed(self.name, not clean)
+    def closed(self, abnormal):
+        self.session.socket_closed(self.name, abnormal)
 
-    # -- what sessions call ---------------------------------------------------
-    def send(self, data):
-        self.send_message(data, True)
-
-    def send_barrier(self):
-        self.send_message(b"", False)
-
-    def drop(self):
-        # A plain TCP close (no close frame), as the reference closes these sockets.
-        if self.transport is not None:
-            _release_consumer(self.transport)
-            self.transport.loseConnection()
-
-    def pause_reading(self):
-        if self.transport is not None:
-            self.transport.pauseProducing()
-
-    def resume_reading(self):
-        if self.transport is not None:
-            self.transport.resumeProducing()
-
-    def feed_from(self, producer):
-        """Let `producer` (a pipe or pty reader) be paused while our socket buffer is full."""
-        if self.transport is not None:
-            _take_over_consumer(self.transport, _Valve(producer))
+    def peer_gone(self):
+        self.session.peer_gone(self.name)
 
 
 class AttachedCommand(ProcessProtocol):

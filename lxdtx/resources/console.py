@@ -13,8 +13,7 @@ from lxdtx.operations import WEBSOCKET, container_resources
 from lxdtx.resources.common import container_endpoint
 from lxdtx.resources.exec import require_running
 from lxdtx.response import AsyncResponse, FileResponse, RawResponse, empty
-
-from lxdtx.wsproto import Handshake
+from lxdtx.websocket.server import Handshake
 
 
 def _size(body, key):
@@ -83,7 +82,9 @@ async def post_console(req):
         return {}
 
     async def connect(op, request, secret):
-        return Handshake(SessionSocket(session, session.claim(secret)))
+        # Checked now, used up only by a handshake that succeeds.
+        name = session.check(secret)
+        return Handshake(req.daemon.websockets, SessionSocket(session, name), claim=lambda: session.claim(secret))
 
     op = req.daemon.operations.create("Showing console", cls=WEBSOCKET, resources=container_resources(name),
                                       metadata=session.metadata(), run=run, connect=connect)

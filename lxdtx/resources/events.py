@@ -1,37 +1,53 @@
 # -*- test-case-name: tests.integration.test_server -*-
 """`/1.0/events`: the event stream as a websocket."""
 
+from twisted.logger import Logger
+
 from lxdtx.events import DEFAULT_TYPES
 from lxdtx.router import Endpoint
-from lxdtx.wsproto import Handshake, WebsocketProtocol
+from lxdtx.websocket.server import Handshake, StreamSocket
+
+# Events queued for a listener that stopped reading; past this it is dropped (as LXD
+# drops a listener it cannot write to), so no listener grows the daemon's memory.
+MAX_BACKLOG = 8 * 1024 * 1024
+log = Logger()
 
 
-class EventsProtocol(WebsocketProtocol):
-    """Sends events as text frames; never reads, never pings.
-
-    Every `lxc` command opens one of these first, so it uses the lean websocket
-    server of `lxdtx.wsproto`.
-    """
+class EventsSocket(StreamSocket):
+    """Sends events as text messages; what the client sends is ignored."""
 
     def __init__(self, hub, types):
         super().__init__()
         self.hub = hub
         self.types = types
+        self._backlog = 0
 
-    def on_open(self):
+    def opened(self):
         self.hub.subscribe(self)
+        self.transport.registerProducer(self, True)
+
+    def pauseProducing(self):
+        super().pauseProducing()
+        self._backlog = 0
 
     def deliver(self, frame):
-        self.send_message(frame, binary=False)
+        if self.held:
+            self._backlog += len(frame)
+            if self._backlog > MAX_BACKLOG:
+                log.warn("Dropped an event listener that stopped reading ({peer})", peer=self.peer)
+                self.hub.unsubscribe(self)
+                self.drop()
+                return
+        self.send_text(frame)
 
-    def on_close(self, clean):
+    def closed(self, abnormal):
         self.hub.unsubscribe(self)
 
 
 async def get_events(req):
     raw = req.query.get("type", "")
     types = frozenset(t.strip() for t in raw.split(",") if t.strip()) or DEFAULT_TYPES
-    return Handshake(EventsProtocol(req.daemon.events, types))
+    return Handshake(req.daemon.websockets, EventsSocket(req.daemon.events, types))
 
 
 ENDPOINTS = [Endpoint("/1.0/events", get=get_events)]

@@ -13,7 +13,7 @@ from lxdtx.exec.streams import SessionSocket, spawn_command
 from lxdtx.operations import WEBSOCKET, container_resources
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse
-from lxdtx.wsproto import Handshake
+from lxdtx.websocket.server import Handshake
 
 log = Logger()
 # An exec waits this long for the container's file agent before going without.
@@ -169,8 +169,9 @@ async def post_exec(req):
         return {"return": code}
 
     async def connect(op, request, secret):
-        fd = session.claim(secret)
-        return Handshake(SessionSocket(session, fd))
+        # Checked now, used up only by a handshake that succeeds.
+        fd = session.check(secret)
+        return Handshake(req.daemon.websockets, SessionSocket(session, fd), claim=lambda: session.claim(secret))
 
     op = operations.create("Executing command", cls=WEBSOCKET, resources=container_resources(name),
                            metadata=session.metadata(), run=run, connect=connect)

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pexpect
 import pytest
 
+from lxdtx.exec.recording import MAX_RECORD
 from tests.daemonproc import wait_until
 from tests.integration.wsclient import RawWebsocket
 
@@ -93,6 +94,20 @@ def test_interactive_pty(busybox_daemon, ct):
     finally:
         child.close(force=True)
     assert child.exitstatus == 5
+
+
+def test_interactive_pty_is_the_containers(busybox_daemon, ct):
+    """The session's terminal is one of the container's devpts, owned by its root and tty group."""
+    child = pexpect.spawn("lxc", ["exec", ct, "--", "sh"], env=busybox_daemon.env(), timeout=20)
+    try:
+        child.sendline("t=$(tty); echo \"<$t $(stat -c '%u %g %a' $t)>\"; ls /dev/pts")
+        child.expect(r"<(/dev/pts/\d+) 0 5 620>")
+        number = child.match.group(1).decode().rsplit("/", 1)[1]
+        child.expect(rf"\b{number}\b")
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
 
 
 def _stty(child):
@@ -197,6 +212,56 @@ def test_recorded_output(busybox_daemon, ct):
     assert d.request("GET", err_url).body == b"recorded-err\n"
     assert out_url in d.request("GET", f"/1.0/containers/{ct}/logs").metadata
     assert d.request("DELETE", out_url).status == 200
+
+
+def test_recorded_output_bounded(busybox_daemon, ct):
+    """record-output keeps the first 16 MiB of each stream: the rest is dropped while the command
+    runs on to its end (its exit code comes back), and the daemon log says how much was cut."""
+    d = busybox_daemon
+    bound = MAX_RECORD
+    result = d.request("POST", f"/1.0/containers/{ct}/exec", {
+        "command": ["sh", "-c", "head -c 20000000 /dev/zero; head -c 17000000 /dev/zero >&2; echo end >&2; exit 3"],
+        "wait-for-websocket": False, "record-output": True, "interactive": False, "environment": {}})
+    op = d.wait_operation(result, timeout=120)
+    assert op["status"] == "Success", op
+    metadata = op["metadata"]
+    assert metadata["return"] == 3
+    out = d.request("GET", metadata["output"]["1"], timeout=120).body
+    err = d.request("GET", metadata["output"]["2"], timeout=120).body
+    assert len(out) == bound and len(err) == bound
+    assert out.count(b"\0") == bound and b"end" not in err
+    log = d.log()
+    assert f"cut at {bound} bytes: {20000000 - bound} more bytes not kept" in log
+    assert f"cut at {bound} bytes: {17000004 - bound} more bytes not kept" in log
+    for url in metadata["output"].values():
+        assert d.request("DELETE", url).status == 200
+
+
+def test_failed_handshake_keeps_secret(busybox_daemon, ct):
+    """A websocket handshake that fails (no Upgrade header) with the right secret does not use the
+    secret up: the proper handshake then connects, and only once."""
+    d = busybox_daemon
+    result = d.request("POST", f"/1.0/containers/{ct}/exec", {
+        "command": ["sh", "-c", "cat; echo through"], "wait-for-websocket": True, "interactive": False,
+        "environment": {}})
+    assert result.status == 202
+    op = result.json["metadata"]
+    fds = op["metadata"]["fds"]
+    url = f"/1.0/operations/{op['id']}/websocket?secret="
+    garbled = d.request("GET", url + fds["1"])
+    assert garbled.status == 400, garbled
+    sockets = {name: RawWebsocket(d.socket_path, url + fds[name]) for name in ("control", "0", "1", "2")}
+    try:
+        with pytest.raises(ConnectionError, match="403"):  # the command waits for stdin meanwhile
+            RawWebsocket(d.socket_path, url + fds["1"])
+        sockets["0"].send(b"", binary=False)
+        assert sockets["1"].read_stream() == b"through\n"
+        assert sockets["2"].read_stream() == b""
+        final = d.request("GET", f"/1.0/operations/{op['id']}/wait?timeout=30", timeout=40).metadata
+        assert final["metadata"]["return"] == 0
+    finally:
+        for ws in sockets.values():
+            ws.abort()
 
 
 def test_without_websockets_discards_output(busybox_daemon, ct):

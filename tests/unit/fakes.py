@@ -67,10 +67,19 @@ def make_site(endpoints, daemon=None, local=True, spool_dir=None):
     return site
 
 
+class _SocketTransport(StringTransport):
+    """A StringTransport that, like a socket's, lets a producer be unregistered twice."""
+
+    def unregisterProducer(self):
+        if self.producer is not None:
+            super().unregisterProducer()
+
+
 def exchange(site, raw_request):
     """Feed raw request bytes to a fresh HTTP channel; the (synchronous) answer as HTTPAnswer."""
     channel = site.buildProtocol(None)
-    transport = StringTransport()
+    transport = _SocketTransport()
+    transport.protocol = channel  # as a socket transport has it (a websocket upgrade takes it over)
     channel.makeConnection(transport)
     channel.dataReceived(raw_request)
     answer = HTTPAnswer(transport.value())

@@ -226,7 +226,8 @@ class Driver:
         """Make container volume `name` what its snapshot holds."""
         await self.mount_volume("container", name)
         await self.mount_volume("container", f"{name}/{snapshot}")
-        await self.rsync(self.mount_path("container", f"{name}/{snapshot}"), self.mount_path("container", name))
+        await self.rsync(self.mount_path("container", f"{name}/{snapshot}"), self.mount_path("container", name),
+                         exact=True)
 
     async def copy_volume(self, vol_type, name, new_name, config=None):
         """A new volume in this pool with the content of another (snapshots: read-only)."""
@@ -252,8 +253,8 @@ class Driver:
             raise
         return self.mount_path(vol_type, name)
 
-    async def rsync(self, source, target, bwlimit=None):
-        await self.run(rsync.argv(source, target, self.bwlimit() if bwlimit is None else bwlimit))
+    async def rsync(self, source, target, bwlimit=None, exact=False):
+        await self.run(rsync.argv(source, target, self.bwlimit() if bwlimit is None else bwlimit, exact=exact))
 
     async def rsync_from(self, other, vol_type, name, new_name):
         """Make our volume `new_name` a copy of `other`'s volume `name` (the source pool's

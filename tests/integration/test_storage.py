@@ -184,6 +184,28 @@ def test_snapshot_restore_on_dir(sd):
     assert not os.path.exists(os.path.join(_pool_path(d, "default"), "snapshots", "dc"))
 
 
+@pytest.mark.parametrize("pool", ["default", "p1"])
+def test_restore_undoes_same_size_same_second_writes(sd, pool):
+    """`lxc restore` brings back a file rewritten with the same size within the same second as
+    the snapshot (rsync's quick check would keep the new one), over and over, on dir and btrfs."""
+    d = sd
+    name = f"rs{pool[0]}"
+    d.lxc("launch", "busybox", name, "-s", pool)
+    try:
+        for round_ in range(8):
+            _exec(d, name, f"echo one{round_} > /root/m; printf aaaa > /root/fixed; "
+                           f"touch -d @1000000000 /root/fixed; echo x{round_} > /root/n")
+            d.lxc("snapshot", name, f"s{round_}")
+            # Same sizes, and /root/fixed keeps the very same mtime: only content tells them apart.
+            _exec(d, name, f"echo two{round_} > /root/m; printf bbbb > /root/fixed; "
+                           f"touch -d @1000000000 /root/fixed; echo y{round_} > /root/n")
+            d.lxc("restore", name, f"s{round_}")
+            assert _exec(d, name, "cat /root/m /root/n").stdout.split() == [f"one{round_}", f"x{round_}"]
+            assert _exec(d, name, "cat /root/fixed").stdout == "aaaa"
+    finally:
+        _rm(d, name)
+
+
 def test_copy_move_between_pools(sd):
     """`lxc copy` (btrfs fast path, with snapshots), `lxc move` (rename), `lxc move -s` btrfs → dir
     → btrfs; files and snapshots follow; copying onto an existing name is refused."""

@@ -157,6 +157,8 @@ class RsyncTests(SynchronousTestCase):
         self.assertEqual(rsync.argv("/a/", "/b", 0), [
             "rsync", "-a", "-H", "-A", "-X", "-S", "-x", "--numeric-ids", "--delete", "/a/", "/b/"])
         self.assertIn("--bwlimit=10240", rsync.argv("/a", "/b", 10240))
+        self.assertIn("--checksum", rsync.argv("/a", "/b", exact=True))
+
 
     def test_bwlimit(self):
         """A size string becomes KiB/s; 0 or unset means no limit."""
@@ -177,6 +179,13 @@ class TransferTests(DriverTestCase):
         unlimited = self.make(DirDriver, {}, pool="c")
         self.done(target.rsync_from(unlimited, "custom", "v", "w"))
         self.assertIn("--bwlimit=8192", self.run.calls[-1])
+
+    def test_restore_compares_contents(self):
+        """A generic restore rsyncs over a filled volume: by content, not by size and mtime."""
+        driver = self.make(DirDriver, {}, pool="a")
+        self.done(driver.restore_snapshot("c", "s"))
+        self.assertEqual(self.run.calls[-1], rsync.argv(driver.mount_path("container", "c/s"),
+                                                        driver.mount_path("container", "c"), exact=True))
 
 
 class HostSupportTests(SynchronousTestCase):

@@ -36,7 +36,14 @@ class Listeners:
         path = self._daemon.path("unix.socket")
         # Every `lxc` command opens several connections at once (events, the request,
         # one per exec fd): a deep backlog keeps bursts of parallel commands from failing.
-        self._unix = self._reactor.listenUNIX(path, self._unix_site, mode=0o660, wantPID=True, backlog=BACKLOG)
+        # The state directory's lock is ours (lxdtx.singleton): a socket file left there is
+        # a dead daemon's, as is the pid link older daemons kept beside it.
+        for stale in (path, path + ".lock"):
+            try:
+                os.unlink(stale)
+            except FileNotFoundError:
+                pass
+        self._unix = self._reactor.listenUNIX(path, self._unix_site, mode=0o660, backlog=BACKLOG)
         os.chmod(path, 0o660)
 
     def _context_factory(self):

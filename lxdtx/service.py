@@ -9,7 +9,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger, globalLogPublisher
 
-from lxdtx import resources, statedir
+from lxdtx import resources, singleton, statedir
 from lxdtx.asyncutil import run
 from lxdtx.daemon import Daemon
 from lxdtx.instance import boot
@@ -35,6 +35,7 @@ class LxdtxService(service.MultiService):
         self.started = None
         self._listeners = None
         self._forwarder = None
+        self._lock = None
 
     def startService(self):
         super().startService()
@@ -42,10 +43,26 @@ class LxdtxService(service.MultiService):
         self.started.addErrback(self._start_failed)
 
     def _start_failed(self, failure):
-        self.log.failure("Daemon start-up failed", failure)
-        self.reactor.stop()
+        if failure.check(singleton.AlreadyRunning):
+            self.log.error("Daemon start-up failed: {error}", error=failure.value)
+        else:
+            self.log.failure("Daemon start-up failed", failure)
+        # A start can fail before the reactor runs (the lock is taken at once): stop it then.
+        stop = lambda _: self.reactor.callWhenRunning(self.reactor.stop)  # noqa: E731
+        defer.Deferred.fromCoroutine(self._end_started_children()).addBoth(stop)
+
+    async def _end_started_children(self):
+        """A start that failed ends the dnsmasq processes it had spawned (the next start
+        spawns its own), rather than leave them to nobody."""
+        if self.daemon is not None:
+            try:
+                await self.daemon.networks.stop_all_dnsmasq()
+            except Exception:
+                self.log.failure("Stopping dnsmasq after a failed start failed")
 
     async def _start(self):
+        os.makedirs(self.state_dir, mode=statedir.MODES[""], exist_ok=True)
+        self._lock = singleton.acquire(self.state_dir)  # before anything touches the host
         statedir.restrict(self.state_dir)
         spool = os.path.join(self.state_dir, "tmp")
         shutil.rmtree(spool, ignore_errors=True)
@@ -96,6 +113,9 @@ class LxdtxService(service.MultiService):
         if self.daemon is not None:
             self.daemon.password_hashing.stop()
             await self.daemon.store.close()
+        if self._lock is not None:
+            singleton.release(self._lock)
+            self._lock = None
 
     def stopService(self):
         super().stopService()

@@ -194,7 +194,7 @@ class StartError(Exception):
 class Supervisor(protocol.ProcessProtocol):
     """One dnsmasq, kept running: restarted with backoff when it dies, with a warning each time.
 
-    `start()` resolves once dnsmasq has bound its sockets (its pid file appears), or
+    `start()` resolves once dnsmasq has bound its sockets (its pid file names it), or
     fails with its log output when it exits first (say a host dnsmasq holds port 53).
     """
 
@@ -255,6 +255,14 @@ class Supervisor(protocol.ProcessProtocol):
         self.pid = transport.pid
         self._started_at = self.reactor.seconds()
 
+    def _pid_written(self):
+        # dnsmasq creates the file and then writes it: ready means it names our child.
+        try:
+            with open(self.pid_path) as f:
+                return f.read().strip() == str(self.pid)
+        except OSError:
+            return False
+
     async def start(self):
         """Spawn dnsmasq and wait until it serves; StartError if it exits first."""
         self._stopping = False
@@ -263,7 +271,7 @@ class Supervisor(protocol.ProcessProtocol):
             self._spawn()
             ended = self._ended
             waited = 0.0
-            while not os.path.exists(self.pid_path):
+            while not self._pid_written():
                 if ended.called:
                     self._stopping = True
                     raise StartError(f"dnsmasq for network {self.network} failed to start: {self._log_tail()}")

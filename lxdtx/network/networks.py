@@ -354,6 +354,12 @@ class Networks:
             if not await run_in_thread(links.exists, host):
                 await firewall.remove_mac_filter(host)
 
+    async def stop_all_dnsmasq(self):
+        """End every dnsmasq this daemon supervises (a start that failed)."""
+        supervisors, self._dnsmasq = self._dnsmasq, {}
+        for supervisor in supervisors.values():
+            await supervisor.stop()
+
     async def stop_supervising(self):
         """Daemon stop (SIGTERM): dnsmasq keeps serving; only our supervision ends."""
         for supervisor in self._dnsmasq.values():

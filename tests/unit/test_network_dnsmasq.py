@@ -182,6 +182,16 @@ class SupervisorTests(SynchronousTestCase):
         self.assertTrue(all(isinstance(fd, int) for fd in fds.values()))
         self.assertEqual(self.supervisor.pid, 1000)
 
+    def test_not_ready_while_pid_file_is_empty(self):
+        """dnsmasq creates its pid file before it writes it: an empty file is not readiness."""
+        d = self.start()
+        open(os.path.join(self.directory, "dnsmasq.pid"), "w").close()
+        self.reactor.advance(0.05)
+        self.assertNoResult(d)
+        self.write_pid()
+        self.reactor.advance(0.05)
+        self.successResultOf(d)
+
     def test_exit_before_ready(self):
         """An early exit fails start() with dnsmasq's own words."""
         with open(os.path.join(self.directory, "dnsmasq.log"), "w") as f:

@@ -254,7 +254,10 @@ class Driver:
         return self.mount_path(vol_type, name)
 
     async def rsync(self, source, target, bwlimit=None, exact=False):
-        await self.run(rsync.argv(source, target, self.bwlimit() if bwlimit is None else bwlimit, exact=exact))
+        argv = rsync.argv(source, target, self.bwlimit() if bwlimit is None else bwlimit, exact=exact)
+        code, out, err = await self.run(argv, check=False)
+        if code not in rsync.SUCCESS:
+            raise asyncutil.ProcessError(argv, code, out, err)
 
     async def rsync_from(self, other, vol_type, name, new_name):
         """Make our volume `new_name` a copy of `other`'s volume `name` (the source pool's

@@ -1,6 +1,10 @@
 # -*- test-case-name: tests.unit.test_storage -*-
 """rsync command lines for copying volume contents (same host, any drivers)."""
 
+# 24: source files vanished while rsync ran (a running container's temp files);
+# what was there at the end is copied, as a snapshot of a running container should be.
+SUCCESS = (0, 24)
+
 
 def argv(source, target, bwlimit_kib=0, delete=True, exact=False):
     """Copy the *contents* of `source` into `target`, keeping owners, modes, links, ACLs, xattrs.

@@ -13,6 +13,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from lxdtx import errors
+from lxdtx.asyncutil import ProcessError
 from lxdtx.config.schema import ConfigError
 from lxdtx.storage import block, keys, mounts, rsync
 from lxdtx.storage.btrfs import BtrfsDriver
@@ -52,8 +53,6 @@ class Recorder:
         else:
             code, out, err = 0, b"", b""
         if check and code != 0:
-            from lxdtx.asyncutil import ProcessError
-
             raise ProcessError(argv, code, out, err)
         return code, out, err
 
@@ -186,6 +185,15 @@ class TransferTests(DriverTestCase):
         self.done(driver.restore_snapshot("c", "s"))
         self.assertEqual(self.run.calls[-1], rsync.argv(driver.mount_path("container", "c/s"),
                                                         driver.mount_path("container", "c"), exact=True))
+
+    def test_vanished_source_files_are_not_a_failure(self):
+        """Exit 24 (files vanished mid-copy: a running container's temp files) copies the rest;
+        any other non-zero exit fails the copy."""
+        driver = self.make(DirDriver, {}, pool="a")
+        self.run.answer(["rsync"], code=24, err=b"file has vanished")
+        self.done(driver.rsync("/a", "/b"))
+        self.run.answer(["rsync"], code=23, err=b"some files could not be transferred")
+        self.assertIn("exit 23", str(self.refused(driver.rsync("/a", "/b"), ProcessError)))
 
 
 class HostSupportTests(SynchronousTestCase):

@@ -19,6 +19,7 @@ of its own, which `Supervisor` restarts with backoff whenever it dies.
 import os
 import pwd
 import signal
+import threading
 
 from twisted.internet import defer, error, protocol, threads
 from twisted.logger import Logger
@@ -130,11 +131,22 @@ def host_lines(container, nics, dns_mode):
     return lines
 
 
+# Containers starting and stopping at once rewrite the same directory from several pool
+# threads: unlocked, one's sweep removes another's `.new` file before its rename.
+_hosts_lock = threading.Lock()
+
+
 def write_hosts(directory, entries):
     """Make `dnsmasq.hosts/` hold exactly `entries` ({container: [lines]}); True if anything changed.
 
     Blocking; call from a thread.
     """
+    with _hosts_lock:
+        return _write_hosts(directory, entries)
+
+
+def _write_hosts(directory, entries):
+    """`write_hosts` under its lock."""
     hosts = os.path.join(directory, HOSTS)
     os.makedirs(hosts, mode=0o755, exist_ok=True)
     changed = False

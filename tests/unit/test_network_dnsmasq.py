@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+import threading
 
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
@@ -118,6 +119,27 @@ class HostFileTests(SynchronousTestCase):
         with open(os.path.join(hosts, "c1")) as f:
             self.assertEqual(f.read(), "a,c1\nx,c1\n")
         self.assertEqual(os.stat(os.path.join(hosts, "c1")).st_mode & 0o777, 0o644)
+
+    def test_write_hosts_from_threads(self):
+        """Writers in parallel on one directory neither fail nor leave temporary files."""
+        directory = tempfile.mkdtemp()
+        self.addCleanup(lambda: __import__("shutil").rmtree(directory))
+        failures = []
+
+        def writer(i):
+            try:
+                for n in range(200):
+                    dnsmasq.write_hosts(directory, {f"c{i}": [f"{n},c{i}"], "shared": [f"{i},shared"]})
+            except Exception as e:
+                failures.append(e)
+
+        writers = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+        for thread in writers:
+            thread.start()
+        for thread in writers:
+            thread.join()
+        self.assertEqual(failures, [])
+        self.assertEqual(len(os.listdir(os.path.join(directory, "dnsmasq.hosts"))), 2)
 
 
 class FakeTransport:

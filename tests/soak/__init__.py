@@ -1,0 +1,1 @@
+"""Soak tests: long runs of one daemon under parallel load (only with LXDTX_SOAK=1)."""

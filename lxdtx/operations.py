@@ -128,7 +128,8 @@ class Operation:
             return
         if not failure.check(errors.ApiError):
             self.log.failure("Operation {description} failed", failure, description=self.description)
-        self.err = getattr(failure.value, "message", None) or str(failure.value) or failure.type.__name__
+        # What the client reads: never a Python repr or a host path (those go to the log above).
+        self.err = errors.to_api_error(failure.value).message
         self._finish(FAILURE)
 
     def done(self, metadata=None):
@@ -191,9 +192,9 @@ class Operation:
     async def connect(self, request, secret):
         """A websocket connection for this operation (`/websocket?secret=`)."""
         if self.cls != WEBSOCKET:
-            raise errors.InternalError("Only websocket operations can be connected")
+            raise errors.BadRequest("Only websocket operations can be connected")
         if self.status_code != RUNNING:
-            raise errors.InternalError("Only running operations can be connected")
+            raise errors.BadRequest("Only running operations can be connected")
         return await self._connect(self, request, secret)
 
 

@@ -9,6 +9,8 @@ from lxdtx.state import ABSENT, Delete, Put
 
 KIND = "profile"
 DEFAULT = "default"
+# A name is a path segment of the profile's URL: bounded, so that URL fits a request line.
+MAX_NAME = 255
 
 
 def check_name(name):
@@ -20,6 +22,8 @@ def check_name(name):
         raise errors.BadRequest(f"Invalid profile name \"{name}\"")
     if re.search(r"\s", name):
         raise errors.BadRequest("Profile names may not contain spaces")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME:
+        raise errors.BadRequest(f"Profile names may be at most {MAX_NAME} bytes long")
 
 
 def writable(value):

@@ -7,11 +7,18 @@ import json
 from twisted.web.server import NOT_DONE_YET
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps_ascii = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def dumps(obj):
     """Compact JSON bytes, as the reference daemon writes them."""
-    return _dumps(obj).encode("utf-8")
+    text = _dumps(obj)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (a file name that is not UTF-8, say) has no UTF-8 form; escaped
+        # it is still JSON, which clients decode to U+FFFD.
+        return _dumps_ascii(obj).encode("ascii")
 
 
 def etag_of(value):

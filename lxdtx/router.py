@@ -129,6 +129,78 @@ class Routes:
         return None, None
 
 
+# Longer integers than Python converts by default (sys.int_info.default_max_str_digits).
+_MAX_INT_DIGITS = 4300
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+# How deep a body may nest: LXD's objects need four levels or so; a bound here keeps
+# every later walk over a value (validation, error texts, the store's JSON) within
+# Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
+def _too_deep(value):
+    """Whether `value` nests more than MAX_JSON_DEPTH lists and maps (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return False
+
+
+def _parse_int(text):
+    if len(text) > _MAX_INT_DIGITS:
+        raise ValueError("number too large")
+    return int(text)
+
+
+def _no_constant(name):
+    raise ValueError(f"invalid value {name}")
+
+
+def _replace_surrogates(value):
+    """`value` with every lone surrogate as U+FFFD, as Go's encoding/json decodes them: text
+    that cannot be encoded never reaches the state store or an answer."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    return value
+
+
+def loads(raw):
+    """A JSON document of bytes as the reference decodes one: UTF-8 only, no NaN or Infinity.
+
+    ValueError with a message for the client otherwise (nesting too deep included).
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"invalid UTF-8 at byte {e.start}") from None
+    if text.startswith("\ufeff"):
+        raise ValueError("unexpected byte order mark at byte 0")
+    try:
+        value = json.loads(text, parse_int=_parse_int, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    # Fewer brackets than the bound cannot nest deeper than it.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(value):
+        raise ValueError(f"nested more than {MAX_JSON_DEPTH} deep")
+    if _SURROGATE_ESCAPE.search(text):
+        value = _replace_surrogates(value)
+    return value
+
+
 def _family(path):
     """The first two segments of a path: `/1.0/operations/x/wait` -> `/1.0/operations`."""
     return "/".join(path.split("/", 3)[:3])
@@ -178,8 +250,8 @@ class ApiRequest:
         if not raw.strip():
             return {}
         try:
-            value = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
+            value = loads(raw)
+        except ValueError as e:
             raise errors.BadRequest(f"invalid JSON body: {e}")
         if not isinstance(value, dict):
             raise errors.BadRequest("request body must be a JSON object")
@@ -288,6 +360,22 @@ class ApiHTTPRequest(server.Request):
         self.setHeader(b"content-length", b"%d" % len(body))
         self.write(b"" if self.method == b"HEAD" else body)
         self.finish()
+
+    def processingFailed(self, reason):
+        """The LXD error envelope, not twisted.web's HTML page; the traceback goes to the log only."""
+        self._log.failure("Request {method} {path} failed", failure=reason, method=self.method, path=self.path)
+        if self.finished or self._disconnected:
+            return reason
+        if self.startedWriting:  # too late for another status: end what was begun
+            self.finish()
+            return reason
+        body = dumps({"type": "error", "error": errors.InternalError().message, "error_code": 500})
+        self.setResponseCode(http.INTERNAL_SERVER_ERROR)
+        self.setHeader(b"content-type", b"application/json")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+        return reason
 
     def gotLength(self, length):
         """Decide from the request line and the connection alone, before any body byte is kept."""
@@ -602,11 +690,18 @@ class Router(resource.Resource):
 
     def _write(self, request, response):
         if not hasattr(response, "render"):
-            response = ErrorResponse(500, str(getattr(response, "value", response)))
+            # A Failure the handler's coroutine let through: logged, answered without its repr.
+            self.log.failure("Request {method} {path} failed", response, method=request.method, path=request.path)
+            e = errors.to_api_error(getattr(response, "value", response))
+            response = ErrorResponse(e.code, e.message)
         try:
             return response.render(request)
         except errors.ApiError as e:
             return ErrorResponse(e.code, e.message).render(request)
+        except Exception:
+            self.log.failure("Rendering the answer to {method} {path} failed", method=request.method,
+                             path=request.path)
+            return ErrorResponse(500, errors.InternalError().message).render(request)
 
     def _finish_later(self, response, request):
         if request._disconnected or request.finished:

@@ -211,7 +211,7 @@ class ExecSession:
         except Exception as e:
             self._early = []
             self.log.error("Could not start the command: {error}", error=e)
-            self._start_failed(f"Failed to start the command: {e}")
+            self._start_failed(f"Failed to start the command: {errors.describe(e)}")
             return
         self._started(command)
         early, self._early = self._early, []

@@ -29,6 +29,7 @@ import tarfile
 import zlib
 from typing import Callable
 
+from lxdtx import errors
 from lxdtx.image import metadata as image_metadata
 from lxdtx.image.invalid import ImageFormatError
 
@@ -473,7 +474,7 @@ def _read(path, fmt, layout, members):
             raise layout.refuse("truncated archive: a member's data is cut short")
         raise layout.refuse(f"not a readable {fmt.name} tarball: {e}")
     except (tarfile.TarError, OSError, lzma.LZMAError, zlib.error) as e:
-        raise layout.refuse(f"not a readable {fmt.name} tarball: {e}")
+        raise layout.refuse(f"not a readable {fmt.name} tarball: {errors.describe(e)}")
     if info.members == 0:
         raise layout.refuse("empty archive")
     if members is not None:

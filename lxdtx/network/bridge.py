@@ -140,7 +140,7 @@ async def configure(name, config, old_config=None):
     except ValueError as e:  # a config the kernel side cannot follow (a multicast tunnel without interface)
         raise BridgeRefused(str(e)) from None
     except (links.LinkError, OSError) as e:
-        raise BridgeError(str(e)) from None
+        raise BridgeError(errors.describe(e)) from None
 
 
 async def _configure(name, config, old_config):

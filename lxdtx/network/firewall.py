@@ -16,6 +16,7 @@ What a network's table holds (the reference's rules, iptables → nftables):
 * `ipvX.nat`: traffic from the subnet leaving it is masqueraded.
 """
 
+from lxdtx import errors
 from lxdtx.asyncutil import ProcessError, run
 from lxdtx.network import addresses, schema
 
@@ -127,7 +128,7 @@ async def apply(script):
     except ProcessError as e:
         raise FirewallError(f"Failed to apply firewall rules: {e}") from None
     except OSError as e:
-        raise FirewallError(f"Failed to run nft: {e}") from None
+        raise FirewallError(f"Failed to run nft: {errors.describe(e)}") from None
 
 
 async def apply_network(name, config, dnsmasq_running=True):

@@ -194,7 +194,7 @@ class Nics:
         try:
             index, name = await run_in_thread(sriov.pick, parent, taken)
         except (sriov.SriovError, OSError) as e:
-            raise errors.BadRequest(str(e)) from None
+            raise errors.BadRequest(errors.describe(e)) from None
         taken.add(name)
         if hwaddr and device.get("type") == "nic":
             try:

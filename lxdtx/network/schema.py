@@ -23,6 +23,10 @@ _EXPIRY = re.compile(r"(\d+[smhdw]?|infinite)")
 TUNNEL_KEYS = ("protocol", "local", "remote", "port", "group", "id", "interface")
 
 
+# Interface names the kernel refuses: its per-interface sysctl trees have entries of these names.
+_RESERVED = ("default", "all")
+
+
 def check_name(name):
     """400 unless `name` may name a network (it becomes the bridge's interface name)."""
     if not isinstance(name, str) or not name:
@@ -30,6 +34,8 @@ def check_name(name):
     if name in (".", "..") or not _NAME.fullmatch(name):
         raise errors.BadRequest(
             f"Invalid network name \"{name}\": 2 to 15 letters, digits, '-', '_' or '.'")
+    if name in _RESERVED:
+        raise errors.BadRequest(f"Invalid network name \"{name}\": reserved by the kernel (/proc/sys/net/*/conf/{name})")
 
 
 def is_ifname(value):

@@ -4,7 +4,7 @@
 from lxdtx import errors, timeutil
 from lxdtx.operations import container_resources
 from lxdtx.resources import names
-from lxdtx.resources.common import container_endpoint
+from lxdtx.resources.common import container_endpoint, string
 from lxdtx.response import AsyncResponse, FileResponse, SyncResponse
 
 
@@ -30,7 +30,7 @@ async def create_backup(req):
     if backup is None or backup == "":
         backup = backups.next_name(name)
     names.check("name", "backup", backup)
-    expiry = body.get("expiry") or ""
+    expiry = string(body, "expiry")
     if expiry:
         try:
             timeutil.parse(expiry)

@@ -16,6 +16,7 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from lxdtx import errors, tls
+from lxdtx.resources.common import string
 from lxdtx.response import SyncResponse, created, empty, etag_of
 from lxdtx.router import Action, Endpoint
 from lxdtx.state import ABSENT, Delete, Put
@@ -49,6 +50,8 @@ def _find(store, prefix):
 
 
 def _check_type(value):
+    if not isinstance(value, (str, type(None))):
+        raise errors.BadRequest('Invalid value for "type": must be a string')
     if value not in (None, "", "client"):
         raise errors.BadRequest(f"Unknown request type {value}")
 
@@ -95,8 +98,8 @@ async def add_certificate(req):
         if daemon.trust.pki:
             raise errors.Forbidden("Adding certificates with the trust password is disabled in CA mode")
         await _check_password(req, body.get("password"))
-    text = body.get("certificate") or ""
-    name = body.get("name") or ""
+    text = string(body, "certificate")
+    name = string(body, "name")
     if text:
         try:
             der = base64.b64decode("".join(text.split()), validate=True)
@@ -116,8 +119,9 @@ async def add_certificate(req):
         from cryptography import x509
 
         x509.load_der_x509_certificate(der)
-    except ValueError as e:
-        raise errors.BadRequest(f"invalid certificate: {e}")
+    except ValueError:
+        # The parser's own text is a Rust debug dump of its state: not for the client.
+        raise errors.BadRequest("invalid certificate: not a DER-encoded X.509 certificate")
     fingerprint = tls.fingerprint(der)
     if daemon.store.exists(KIND, fingerprint):
         raise errors.BadRequest("Certificate already in trust store")
@@ -141,10 +145,7 @@ async def _update(req, replace):
     if replace or "type" in body:
         _check_type(body.get("type"))
     if replace or "name" in body:
-        name = body.get("name") or ""
-        if not isinstance(name, str):
-            raise errors.BadRequest("name must be a string")
-        value["name"] = name
+        value["name"] = string(body, "name")
     await req.daemon.store.commit([Put(KIND, doc.name, value, expect=doc.revision)])
     req.daemon.events.lifecycle("certificate-updated", f"/1.0/certificates/{doc.name}")
     return empty()

@@ -11,7 +11,7 @@ from lxdtx import errors
 from lxdtx.filter import compile_filter
 from lxdtx.instance import model
 from lxdtx.operations import container_resources
-from lxdtx.resources.common import container_endpoint, mapping, string
+from lxdtx.resources.common import container_endpoint, mapping, string, string_list
 from lxdtx.response import AsyncResponse, ProducerResponse, SyncResponse, empty, etag_of
 from lxdtx.router import Action, Endpoint
 from lxdtx.streaming import byte_range, send_fd
@@ -87,14 +87,10 @@ async def create_container(req):
     instances = _instances(req)
     body = req.json()
     source = mapping(body, "source")
-    kind = source.get("type") or ""
+    kind = string(source, "type")
     name = string(body, "name") or model.random_name(set(instances.names()))
     model.check_name(name)
-    profiles = body.get("profiles")
-    if profiles is None:
-        profiles = ["default"]
-    if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
-        raise errors.BadRequest("Invalid value for \"profiles\": must be a list of names")
+    profiles = string_list(body, "profiles", ["default"])
     config = dict(mapping(body, "config"))
     devices = mapping(body, "devices")
     if body.get("instance_type"):
@@ -138,11 +134,7 @@ async def get_container(req):
 def _writable_body(body, current):
     config = mapping(body, "config")
     devices = mapping(body, "devices")
-    profiles = body.get("profiles")
-    if profiles is None:
-        profiles = []
-    if not isinstance(profiles, list):
-        raise errors.BadRequest("Invalid value for \"profiles\": must be a list of names")
+    profiles = string_list(body, "profiles", [])
     return {
         "architecture": string(body, "architecture") or current.get("architecture"),
         "config": config, "devices": devices, "profiles": profiles,
@@ -189,7 +181,7 @@ async def patch_container(req):
         "architecture": string(body, "architecture") or value.get("architecture"),
         "config": {**value.get("config", {}), **mapping(body, "config")},
         "devices": {**value.get("devices", {}), **mapping(body, "devices")},
-        "profiles": body["profiles"] if isinstance(body.get("profiles"), list) else value.get("profiles", []),
+        "profiles": string_list(body, "profiles", value.get("profiles", [])),
         "ephemeral": bool(body["ephemeral"]) if "ephemeral" in body else value.get("ephemeral", False),
         "description": string(body, "description"),
     }

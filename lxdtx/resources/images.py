@@ -5,7 +5,6 @@ The work happens in `daemon.images` (lxdtx.image.store.ImageStore); these
 handlers parse, check who may see what, and answer.
 """
 
-import json
 import os
 
 from twisted.internet import threads
@@ -18,7 +17,7 @@ from lxdtx.image.pack import compressor_argv
 from lxdtx.image.store import alias_writable, writable
 from lxdtx.resources.common import string
 from lxdtx.response import AsyncResponse, FileResponse, ProducerResponse, SyncResponse, created, empty, etag_of
-from lxdtx.router import MAX_JSON_BODY, Action, Endpoint
+from lxdtx.router import MAX_JSON_BODY, Action, Endpoint, loads
 from lxdtx.streaming import send_fd
 
 # lxc streams whole images in one request; the body is spooled to disk.
@@ -228,8 +227,8 @@ def _json_body(req):
     if size <= MAX_JSON_BODY and body.read(64).lstrip().startswith(b"{"):
         body.seek(0)
         try:
-            value = json.loads(body.read())
-        except (ValueError, UnicodeDecodeError) as e:
+            value = loads(body.read())
+        except ValueError as e:
             if is_json_type:
                 raise errors.BadRequest(f"invalid JSON body: {e}")
             return None

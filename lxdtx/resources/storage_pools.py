@@ -12,6 +12,10 @@ from lxdtx.router import Endpoint
 from lxdtx.storage.pools import POOL
 
 
+# A pool's name is a directory name (of its default source) and a path segment of its URL.
+MAX_NAME = 255
+
+
 def _etag(doc):
     return [doc.name, doc.value["driver"], doc.value["config"]]
 
@@ -43,7 +47,8 @@ async def create_pool(req):
     name = string(body, "name")
     if not name:
         raise errors.BadRequest("No name provided")
-    if "/" in name or name in (".", ".."):
+    if ("/" in name or name in (".", "..") or any(ord(c) < 32 or ord(c) == 127 for c in name)
+            or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME):
         raise errors.BadRequest(f"Invalid storage pool name \"{name}\"")
     driver = string(body, "driver")
     if not driver:

@@ -6,7 +6,10 @@ of newer API levels in the singular; both are accepted, JSON says singular.
 Only custom volumes are created, renamed, copied and moved here.
 """
 
+import unicodedata
+
 from lxdtx import errors
+from lxdtx.resources import names
 from lxdtx.resources.common import mapping, string
 from lxdtx.response import AsyncResponse, SyncResponse, created, empty, etag_of
 from lxdtx.router import Endpoint
@@ -22,6 +25,15 @@ def _type(req):
     if vol_type is None:
         raise errors.BadRequest(f"Invalid storage volume type \"{req.params['type']}\"")
     return vol_type
+
+
+def _check_name(name):
+    """400 unless `name` can name a custom volume: each becomes a directory (or dataset) name."""
+    custom_volumes.check_volume_name(name)
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        raise errors.BadRequest(f"Invalid storage volume name \"{name}\": no control characters")
+    if len(name.encode("utf-8")) > names.NAME_MAX:
+        raise errors.BadRequest(f"Invalid storage volume name \"{name}\": at most {names.NAME_MAX} bytes long")
 
 
 def _url(pool, vol_type, name):
@@ -74,7 +86,7 @@ async def create_volume(req):
         raise errors.BadRequest(f"Storage volumes of type \"{vol_type}\" cannot be created through the API")
     body = req.json()
     name = string(body, "name")
-    custom_volumes.check_volume_name(name)
+    _check_name(name)
     config = mapping(body, "config")
     description = string(body, "description")
     source = mapping(body, "source")
@@ -169,7 +181,7 @@ async def post_volume(req):
     if body.get("migration"):
         raise errors.NotImplementedYet("Storage volume migration between servers is not supported yet")
     new_name = string(body, "name")
-    custom_volumes.check_volume_name(new_name)
+    _check_name(new_name)
     target_pool = string(body, "pool") or pool
     daemon.pools.get(target_pool)
     if daemon.pools.volume(target_pool, "custom", new_name) is not None:

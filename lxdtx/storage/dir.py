@@ -40,7 +40,11 @@ class DirDriver(Driver):
         try:
             await self.in_thread(make)
         except OSError as e:
-            raise errors.BadRequest(str(e))
+            if e.errno is None:  # the refusals of `make`, which name the source as LXD does
+                raise errors.BadRequest(str(e))
+            # The source is the client's (or the default under the state directory): named as LXD does.
+            raise errors.BadRequest(f"Failed to create the directories of source path '{source}': "
+                                    f"{errors.describe(e)}")
         await self.mount()
 
     async def delete(self):

@@ -18,8 +18,8 @@ class NameTests(SynchronousTestCase):
             schema.check_name(name)
 
     def test_invalid(self):
-        """Too short, too long, slashes, spaces, dots alone: a 400."""
-        for name in ("", "a", "x" * 16, "a/b", "a b", "..", "ä1", None):
+        """Too short, too long, slashes, spaces, dots alone, names the kernel keeps: a 400."""
+        for name in ("", "a", "x" * 16, "a/b", "a b", "..", "ä1", None, "default", "all"):
             self.assertRaises(errors.BadRequest, schema.check_name, name)
 
     @given(st.text(min_size=2, max_size=15, alphabet="abcXYZ019-_."))

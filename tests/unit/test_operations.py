@@ -241,7 +241,7 @@ class OperationTests(SynchronousTestCase):
         task = self.ops.start("x", cls=TOKEN)
         failure = self.failureResultOf(defer.Deferred.fromCoroutine(task.connect(None, "s")), errors.ApiError)
         self.assertEqual((failure.value.code, failure.value.message),
-                         (500, "Only websocket operations can be connected"))
+                         (400, "Only websocket operations can be connected"))
         connected = []
 
         async def connect(op, request, secret):

@@ -47,6 +47,11 @@ class EnvelopeTests(SynchronousTestCase):
         self.assertEqual(headers[b"content-type"], b"application/json")
         self.assertNotIn(b"etag", headers)
 
+    def test_lone_surrogate(self):
+        """Text with a lone surrogate (a file name that is not UTF-8) is sent escaped, still JSON."""
+        _, _, body = render(SyncResponse(["caf\udce9", "é"]))
+        self.assertEqual(json.loads(body)["metadata"], ["caf\udce9", "é"])
+
     def test_sync_etag(self):
         """An ETag is sent unquoted when given."""
         _, headers, _ = render(SyncResponse({}, etag="abc"))
@@ -140,3 +145,18 @@ class ApiErrorTests(SynchronousTestCase):
         error = errors.to_api_error(RuntimeError("boom"))
         self.assertEqual((error.code, error.message), (500, "boom"))
         self.assertEqual(errors.to_api_error(RuntimeError()).message, "RuntimeError")
+
+    def test_to_api_error_is_clean(self):
+        """No errno, host path or Python repr reaches the client: OS errors say what went wrong,
+        bugs say only that one happened, undecodable text is a 400."""
+        error = errors.to_api_error(OSError(28, "No space left on device", "/var/lib/lxdtx/x"))
+        self.assertEqual((error.code, error.message), (500, "No space left on device"))
+        self.assertEqual(errors.to_api_error(IsADirectoryError(21, "Is a directory", "/x")).message,
+                         "Is a directory")
+        self.assertEqual(errors.to_api_error(OSError("not ready")).message, "not ready")
+        for bug in (TypeError("unhashable type: 'list'"), KeyError("name"), AttributeError("'NoneType' object"),
+                    RecursionError("maximum recursion depth exceeded")):
+            self.assertEqual((errors.to_api_error(bug).code, errors.to_api_error(bug).message),
+                             (500, "internal error"))
+        error = errors.to_api_error(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"))
+        self.assertEqual((error.code, error.message), (400, "Invalid value: text that is not valid Unicode"))

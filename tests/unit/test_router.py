@@ -111,6 +111,19 @@ class RouterTests(SynchronousTestCase):
         async def nothing(req):
             return None
 
+        async def leak(req):
+            raise OSError(2 if req.params["how"] == "missing" else 28, "No space left on device", "/var/lib/x")
+
+        async def bug(req):
+            return {}["key"]
+
+        class Unrenderable(SyncResponse):
+            def render(self, request):
+                raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+        async def unrenderable(req):
+            return Unrenderable({})
+
         self.endpoints = [
             Endpoint("/", get=Action(show, untrusted=True)),
             Endpoint("/1.0/things", get=show, post=store),
@@ -120,6 +133,9 @@ class RouterTests(SynchronousTestCase):
             Endpoint("/1.0/crash", get=crash),
             Endpoint("/1.0/refuse", get=refuse),
             Endpoint("/1.0/nothing", get=nothing),
+            Endpoint("/1.0/leak/{how}", get=leak),
+            Endpoint("/1.0/bug", get=bug),
+            Endpoint("/1.0/unrenderable", get=unrenderable),
             Endpoint("/internal/local", get=Action(show, local_only=True)),
         ]
 
@@ -251,6 +267,37 @@ class RouterTests(SynchronousTestCase):
         self.assertError(self.ask("GET", "/1.0/refuse"), 409, "taken")
         self.assertError(self.ask("GET", "/1.0/crash"), 500, "boom")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_no_repr_or_host_path(self):
+        """Unexpected exceptions answer without Python reprs, errnos or host paths; they are logged."""
+        self.assertError(self.ask("GET", "/1.0/leak/full"), 500, "No space left on device")
+        self.assertError(self.ask("GET", "/1.0/leak/missing"), 404, "not found")
+        self.assertError(self.ask("GET", "/1.0/bug"), 500, "internal error")
+        self.assertEqual(len(self.flushLoggedErrors(OSError, KeyError)), 3)
+
+    def test_render_failure(self):
+        """An answer that cannot be rendered is the JSON error envelope, not an HTML page."""
+        self.assertError(self.ask("GET", "/1.0/unrenderable"), 500, "internal error")
+        self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 1)
+
+    def test_json_as_the_reference_decodes_it(self):
+        """Only UTF-8, no NaN or Infinity, no giant integers, no nesting without end: a 400 saying so."""
+        for body, message in ((b'{"a": "\xff"}', "invalid JSON body: invalid UTF-8 at byte 7"),
+                              (b'{"a": NaN}', "invalid JSON body: invalid value NaN"),
+                              (b'\xef\xbb\xbf{}', "invalid JSON body: unexpected byte order mark at byte 0"),
+                              (b'{"a": -Infinity}', "invalid JSON body: invalid value -Infinity"),
+                              (b'{"a": 1' + b"0" * 5000 + b"}", "invalid JSON body: number too large"),
+                              (b"[" * 100000 + b"]" * 100000, "invalid JSON body: nested too deeply"),
+                              (b'{"a": ' + b"[" * 64 + b"]" * 64 + b"}", "invalid JSON body: nested more than 64 deep")):
+            self.assertError(self.ask("POST", "/1.0/things", body), 400, message)
+        self.assertEqual(self.seen, [])
+        deepest = b'{"a": ' + b"[" * 63 + b"]" * 63 + b', "b": [' + b"{}, " * 100 + b"{}]}"
+        self.assertEqual(self.ask("POST", "/1.0/things", deepest).status, 200)
+
+    def test_lone_surrogates(self):
+        """Escaped lone surrogates decode to U+FFFD (as Go's decoder does); pairs stay one character."""
+        self.ask("POST", "/1.0/things", b'{"\\ud800k": ["\\udcff", "\\ud83d\\ude00"]}')
+        self.assertEqual(self.seen, [{"\ufffdk": ["\ufffd", "\U0001f600"]}])
 
     def test_none_is_empty(self):
         """A handler returning None answers the empty sync envelope."""

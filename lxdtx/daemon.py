@@ -14,6 +14,7 @@ from lxdtx.events import EventHub
 from lxdtx.image.store import ImageStore
 from lxdtx.operations import Operations
 from lxdtx.instance.lifecycle import Instances
+from lxdtx.journal import Journal
 from lxdtx.network.networks import Networks
 from lxdtx.profiles import Profiles
 from lxdtx.storage.pools import Pools
@@ -30,6 +31,8 @@ class Daemon:
         self.dir = state_dir
         self.reactor = reactor
         self.store = store
+        # Before the subsystems: each registers the steps of its changes with it.
+        self.journal = Journal(store)
         self.events = EventHub()
         self.operations = Operations(self.events, reactor)
         self.websockets = Factories(reactor)

@@ -9,7 +9,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger, globalLogPublisher
 
-from lxdtx import resources, singleton, statedir
+from lxdtx import recovery, resources, singleton, statedir
 from lxdtx.asyncutil import run
 from lxdtx.daemon import Daemon
 from lxdtx.instance import boot
@@ -76,6 +76,8 @@ class LxdtxService(service.MultiService):
         await daemon.profiles.ensure_default()
         await daemon.pools.mount_all()
         await daemon.instances.setup()
+        # Before the networks come up (they rebuild DHCP hosts from the rows) and before listening.
+        await recovery.run(daemon)
         RecordExpiry(daemon.instances.log_root, self.reactor).setServiceParent(self)
         # Networks first: containers autostarted below need their bridges and DHCP.
         await daemon.networks.restore_all()

@@ -63,14 +63,18 @@ class Daemon:
         self.log_path = os.path.join(self.dir, "daemon.log")
 
     # -- process ---------------------------------------------------------
-    def start(self, timeout=30):
+    def start(self, timeout=30, crash_at=None):
+        """Start and wait until ready; `crash_at` names a crash point the daemon dies at (lxdtx.faults)."""
         argv = [*self.wrapper, *self.command, "--dir", self.dir]
         if self.https:
             argv += ["--https", self.https]
         if self.auto_init:
             argv.append("--auto-init")
+        env = {k: v for k, v in os.environ.items() if k != "LXDTX_CRASH_AT"}
+        if crash_at:
+            env["LXDTX_CRASH_AT"] = crash_at
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir, env=env)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

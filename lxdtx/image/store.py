@@ -42,7 +42,7 @@ import time
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from lxdtx import errors, timeutil
+from lxdtx import errors, faults, timeutil
 from lxdtx.image import formats, metadata, pack, upload
 from lxdtx.image import unpack as unpacking
 from lxdtx.image.invalid import ImageFormatError
@@ -50,6 +50,9 @@ from lxdtx.operations import CANCELLED, RUNNING, TOKEN, new_secret
 from lxdtx.state import ABSENT, Delete, Put, RevisionMismatch
 
 KIND = "image"
+
+ADD_PLACED = faults.point("image.add.placed")
+DELETE_COMMITTED = faults.point("image.delete.committed")
 ALIAS_KIND = "alias"
 
 _COPY_CHUNK = 1024 * 1024
@@ -263,6 +266,12 @@ class ImageStore:
         self.delete_hooks = []
         self._adding = set()  # fingerprints being moved into place right now
         self._publishing = defer.DeferredLock()  # one publish at a time, as the reference does
+        daemon.journal.handle("image", self._settle)
+
+    async def _settle(self, fingerprint):
+        """A step of an interrupted add or delete: the files of an image without a row go."""
+        if not self._store.exists(KIND, fingerprint):
+            await threads.deferToThread(_remove_files, self.path(fingerprint), self.rootfs_path(fingerprint))
 
     @property
     def _store(self):
@@ -410,7 +419,9 @@ class ImageStore:
             await self.discard(staged)
             raise
         placed = []
+        intent = self.daemon.journal.begin("image.add", fp)
         try:
+            await intent.will("image", fingerprint=fp)
             now = timeutil.now()
             record = {
                 "architecture": staged.meta.architecture,
@@ -433,7 +444,8 @@ class ImageStore:
             if staged.rootfs_path is not None:
                 os.rename(staged.rootfs_path, self.rootfs_path(fp))
                 placed.append(self.rootfs_path(fp))
-            changes = [Put(KIND, fp, record, expect=ABSENT)]
+            ADD_PLACED()
+            changes = [Put(KIND, fp, record, expect=ABSENT), intent.done()]
             changes += [Put(ALIAS_KIND, name, {"target": fp, "description": description}, expect=ABSENT)
                         for name, description in alias_entries]
             try:
@@ -444,6 +456,7 @@ class ImageStore:
                 raise errors.Conflict("Image with same fingerprint already exists")
         except BaseException:
             _remove_files(*placed)
+            await self._store.commit([intent.done()])
             raise
         finally:
             self._adding.discard(fp)
@@ -538,8 +551,10 @@ class ImageStore:
         changes = [Delete(KIND, fingerprint, expect=doc.revision)]
         changes += [Delete(ALIAS_KIND, alias.name, expect=alias.revision)
                     for alias in self._store.list(ALIAS_KIND) if alias.value["target"] == fingerprint]
-        await self._store.commit(changes)
-        await threads.deferToThread(_remove_files, self.path(fingerprint), self.rootfs_path(fingerprint))
+        async with self.daemon.journal.begin("image.delete", fingerprint, finish=True) as intent:
+            await self._store.commit(changes + [intent.record("image", fingerprint=fingerprint)])
+            DELETE_COMMITTED()
+            await self._settle(fingerprint)
         self.log.info("Image {fingerprint} deleted", fingerprint=fingerprint)
 
     async def unpack(self, fingerprint, target_dir):
@@ -641,9 +656,15 @@ class ImageStore:
         return False
 
 
+# An alias is a path segment of its URL: bounded, so that URL fits a request line.
+MAX_ALIAS_NAME = 255
+
+
 def check_alias_name(name):
     """BadRequest unless `name` can be an alias (non-empty, usable in a URL path)."""
     if not isinstance(name, str) or not name:
         raise errors.BadRequest("Alias name must be a non-empty string")
     if "/" in name or name in (".", "..") or any(ord(c) < 32 for c in name):
         raise errors.BadRequest(f"Invalid alias name {name!r}: no '/' or control characters")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_ALIAS_NAME:
+        raise errors.BadRequest(f"Invalid alias name: at most {MAX_ALIAS_NAME} bytes long")

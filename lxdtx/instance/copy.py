@@ -10,17 +10,23 @@ copy says which, so its first start shifts only if its own map differs.
 
 import copy
 
-from lxdtx import errors
+from lxdtx import errors, faults
 from lxdtx.device import disk
-from lxdtx.instance import model
+from lxdtx.instance import model, settle
 from lxdtx.instance import devices as devices_rt
 from lxdtx.operations import container_resources
 from lxdtx.response import AsyncResponse
-from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
 
 # Volatile keys that travel with a copy: the image it came from and the ownership on disk.
 _KEPT_VOLATILE = ("volatile.base_image", "volatile.last_state.idmap")
+
+COPY_RECORDED = faults.point("container.copy.recorded")
+COPY_VOLUMES = faults.point("container.copy.volumes")
+COPY_LINKED = faults.point("container.copy.linked")
+MOVE_RECORDED = faults.point("container.move.recorded")
+MOVE_VOLUMES = faults.point("container.move.volumes")
+MOVE_COMMITTED = faults.point("container.move.committed")
 
 
 def merged_config(request_config, source_config):
@@ -113,12 +119,15 @@ async def copy_container(instances, name, parent, snapshot, params, container_on
         for key, item in devices_rt.fill_volatile(config, expanded_devices).items():
             config.setdefault(key, item)
         driver = pools.driver(pool)
-        async with Reverter() as revert:
+        await instances.check_volume_free(pool, name)
+        async with instances.daemon.journal.begin("container.copy", name) as intent:
+            await intent.will("container", name=name, pool=pool)
+            COPY_RECORDED()
             await pools.copy_container(source_pool, volume, pool, name, snapshot_names,
                                        {"size": size} if size else None)
-            revert.add(_delete_volumes, driver, name, snapshot_names)
+            COPY_VOLUMES()
             await _make_links(instances, name, driver)
-            revert.add(instances._remove_links, name)
+            COPY_LINKED()
             changes = [Put(model.KIND, name, value, expect=ABSENT),
                        pools.volume_changes(pool, "container", name, {"config": {}, "description": ""},
                                             expect=ABSENT)]
@@ -127,8 +136,7 @@ async def copy_container(instances, name, parent, snapshot, params, container_on
                 changes += [Put(model.SNAPSHOT_KIND, full, copy.deepcopy(doc.value), expect=ABSENT),
                             pools.volume_changes(pool, "container", full, {"config": {}, "description": ""},
                                                  expect=ABSENT)]
-            await instances.store.commit(changes)
-            revert.success()
+            await instances.store.commit(changes + [intent.done()])
     instances.events.lifecycle("container-created", f"/1.0/containers/{name}")
 
 
@@ -136,15 +144,6 @@ async def _make_links(instances, name, driver):
     from twisted.internet import threads
 
     await threads.deferToThread(instances._make_links, name, driver.mount_path("container", name))
-
-
-async def _delete_volumes(driver, name, snapshot_names):
-    for snap in snapshot_names:
-        try:
-            await driver.delete_volume("container", f"{name}/{snap}")
-        except Exception:
-            pass
-    await driver.delete_volume("container", name)
 
 
 def start_pool_move(req, name, body):
@@ -199,14 +198,14 @@ async def move_to_pool(instances, name, new_name, pool, container_only):
         kept_names = [d.name.split("/", 1)[1] for d in kept]
         size = (root or {}).get("size") or ""
         target = pools.driver(pool)
-        async with Reverter() as revert:
+        journal = instances.daemon.journal
+        # Until the commit the copy on the new pool is the one to drop; with it, the old pool's.
+        await instances.check_volume_free(pool, new_name)
+        async with journal.begin("container.move", new_name) as intent:
+            await intent.will("container", name=new_name, pool=pool)
+            MOVE_RECORDED()
             await pools.copy_container(old_pool, name, pool, new_name, kept_names, {"size": size} if size else None)
-            revert.add(_delete_volumes, target, new_name, kept_names)
-            await instances._remove_links(name)
-            revert.add(_make_links, instances, name, pools.driver(old_pool))
-            await _make_links(instances, new_name, target)
-            if new_name != name:
-                revert.add(instances._remove_links, new_name)
+            MOVE_VOLUMES()
             changes = [pools.volume_changes(old_pool, "container", name)]
             if new_name != name:
                 changes += [Delete(model.KIND, name, expect=doc.revision), Put(model.KIND, new_name, value,
@@ -223,10 +222,16 @@ async def move_to_pool(instances, name, new_name, pool, container_only):
                     snap_value = dict(snap.value, pool=pool)
                     changes += [Put(model.SNAPSHOT_KIND, full, snap_value),
                                 pools.volume_changes(pool, "container", full, {"config": {}, "description": ""})]
-            await instances.store.commit(changes)
-            revert.success()
-        # The move is recorded; the old pool's copies are garbage now.
-        await _delete_volumes(pools.driver(old_pool), name, [d.name.split("/", 1)[1] for d in snapshot_docs])
+            cleanup = journal.begin("container.move", name, finish=True)
+            await instances.store.commit(changes + [intent.done(), cleanup.record("container", name=name,
+                                                                                 pool=old_pool)])
+        MOVE_COMMITTED()
+        # The move is recorded; the old pool's copies are garbage now, and the paths move over.
+        async with cleanup:
+            if new_name != name:
+                await instances.backups.rename_all(name, new_name)
+            await settle.container(instances, name, old_pool)
+            await settle.container(instances, new_name, pool)
     if new_name != name:
         instances.events.lifecycle("container-renamed", f"/1.0/containers/{name}", {"new_name": new_name})
     instances.events.lifecycle("container-updated", f"/1.0/containers/{new_name}")

@@ -14,10 +14,10 @@ import sys
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from lxdtx import architectures, device, errors, hostinfo, statedir, timeutil
+from lxdtx import architectures, device, errors, faults, hostinfo, statedir, timeutil
 from lxdtx.config import container as container_config
 from lxdtx.config.types import is_true, parse_int64
-from lxdtx.instance import cgroups, lxcconf, model, templates
+from lxdtx.instance import cgroups, lxcconf, model, settle, templates
 from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import idmap as idmaps
 from lxdtx.exec.seeds import Seeds
@@ -33,6 +33,20 @@ from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
 
 KIND = model.KIND
+CREATE_RECORDED = faults.point("container.create.recorded")
+CREATE_VOLUME = faults.point("container.create.volume")
+CREATE_LINKED = faults.point("container.create.linked")
+CREATE_COMMITTED = faults.point("container.create.committed")
+DELETE_COMMITTED = faults.point("container.delete.committed")
+DELETE_SNAPSHOTS = faults.point("container.delete.snapshots")
+DELETE_VOLUME = faults.point("container.delete.volume")
+RENAME_RECORDED = faults.point("container.rename.recorded")
+RENAME_MOVED = faults.point("container.rename.moved")
+RENAME_LINKED = faults.point("container.rename.linked")
+RENAME_COMMITTED = faults.point("container.rename.committed")
+IMPORT_RECORDED = faults.point("container.import.recorded")
+IMPORT_VOLUMES = faults.point("container.import.volumes")
+
 _STOPHOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers", "stophook.py")
 
 
@@ -59,6 +73,7 @@ class Instances:
         from lxdtx.instance.backups import Backups
 
         self.backups = Backups(self)
+        settle.register(self, daemon.journal)
         daemon.profiles.users = self.profile_users
         daemon.profiles.rename_changes = self._profile_rename_changes
         daemon.profiles.change_hooks.append(self._profile_changing)
@@ -207,13 +222,17 @@ class Instances:
         pool = root["pool"]
         driver = self.daemon.pools.driver(pool)
         config = dict(config)
-        async with Reverter() as revert:
+        await self.check_volume_free(pool, name)
+        # The intent goes first: killed at any point before the row is committed, the next
+        # start removes what was made (`settle.container`); an exception does it at once.
+        async with self.daemon.journal.begin("container.create", name) as intent, Reverter() as revert:
+            await intent.will("container", name=name, pool=pool)
+            CREATE_RECORDED()
             if image is not None:
                 images = self.daemon.images
                 info = images.get(image)
                 path = await driver.create_from_image(name, image, functools.partial(_unpack_guarded, images, image),
                                                       {})
-                revert.add(driver.delete_volume, "container", name)
                 config.setdefault("volatile.base_image", image)
                 for key, value in (info.get("properties") or {}).items():
                     config.setdefault(f"image.{key}", str(value))
@@ -221,10 +240,10 @@ class Instances:
                 await images.mark_used(image)
             else:
                 path = await driver.create_volume("container", name, {})
-                revert.add(driver.delete_volume, "container", name)
                 await threads.deferToThread(os.makedirs, os.path.join(path, "rootfs"), 0o755, True)
             if root.get("size"):
                 await self.daemon.pools.apply_root_size(pool, name, root["size"])
+            CREATE_VOLUME()
             architecture = architecture or architectures.host()
             model.check_architecture(architecture)
 
@@ -237,15 +256,25 @@ class Instances:
             await self._shift_rootfs(name, value, expanded_config, path)
 
             await threads.deferToThread(self._make_links, name, path)
-            revert.add(self._remove_links, name)
+            CREATE_LINKED()
             await self.daemon.networks.container_changed(name, None, self.expanded(value))
             revert.add(self.daemon.networks.container_deleted, name, self.expanded(value))
             await self.store.commit([
                 Put(KIND, name, value, expect=ABSENT),
                 self.daemon.pools.volume_changes(pool, "container", name, {"config": {}, "description": ""},
                                                  expect=ABSENT),
+                intent.done(),
             ])
             revert.success()
+            CREATE_COMMITTED()
+        await self.daemon.networks.container_committed(name, self.expanded(value))
+
+    async def check_volume_free(self, pool, name):
+        """Refuse a new container volume whose place in the pool is taken: what an interrupted
+        change then finds there is its own, to keep or remove (`settle`)."""
+        path = self.daemon.pools.driver(pool).mount_path("container", name)
+        if await threads.deferToThread(os.path.lexists, path):
+            raise errors.Conflict(f"Volume of container '{name}' already exists on pool '{pool}'")
 
     def _make_links(self, name, path):
         """The paths of a container whose volume now exists at `path` (root's alone until it starts)."""
@@ -526,19 +555,26 @@ class Instances:
                 raise errors.BadRequest("container is running")
             await self.file_agents.stopped(name)
             value = doc.value
-            driver = self.daemon.pools.driver(value["pool"])
+            pool = value["pool"]
+            driver = self.daemon.pools.driver(pool)
             snapshots = [n for n in self.store.names(model.SNAPSHOT_KIND) if n.startswith(name + "/")]
-            for snapshot in snapshots:
-                await driver.delete_volume("container", snapshot)
-            await self.daemon.networks.container_deleted(name, self.expanded(value))
-            await driver.delete_volume("container", name)
-            changes = [Delete(KIND, name),
-                       self.daemon.pools.volume_changes(value["pool"], "container", name)]
-            changes += [Delete(model.SNAPSHOT_KIND, s) for s in snapshots]
-            changes += [self.daemon.pools.volume_changes(value["pool"], "container", s) for s in snapshots]
-            await self.store.commit(changes)
-            await self._remove_links(name)
-            await self.backups.delete_all(name)
+            # The rows go first, with the intent to remove what they owned: from then on
+            # the delete is finished, by the next start if not by us.
+            async with self.daemon.journal.begin("container.delete", name, finish=True) as intent:
+                changes = [Delete(KIND, name),
+                           self.daemon.pools.volume_changes(pool, "container", name),
+                           intent.record("container", name=name, pool=pool)]
+                changes += [Delete(model.SNAPSHOT_KIND, s) for s in snapshots]
+                changes += [self.daemon.pools.volume_changes(pool, "container", s) for s in snapshots]
+                await self.store.commit(changes)
+                DELETE_COMMITTED()
+                for snapshot in snapshots:
+                    await driver.delete_volume("container", snapshot)
+                DELETE_SNAPSHOTS()
+                await self.daemon.networks.container_deleted(name, self.expanded(value))
+                await driver.delete_volume("container", name)
+                DELETE_VOLUME()
+                await settle.container(self, name, pool)  # the paths and backups
             self.runtime.forget(name)
         self.events.lifecycle("container-deleted", f"/1.0/containers/{name}")
 
@@ -554,11 +590,17 @@ class Instances:
                 value = doc.value
                 pool = value["pool"]
                 driver = self.daemon.pools.driver(pool)
-                async with Reverter() as revert:
+                # Killed before the commit, the next start renames the volume back and
+                # puts the paths where the row says (`settle.rename`); an exception does it at once.
+                await self.check_volume_free(pool, new_name)
+                async with self.daemon.journal.begin("container.rename", name) as intent, Reverter() as revert:
+                    await intent.will("rename", name=name, new_name=new_name, pool=pool)
+                    RENAME_RECORDED()
                     await driver.rename_volume("container", name, new_name)
-                    revert.add(driver.rename_volume, "container", new_name, name)
+                    RENAME_MOVED()
                     await self._remove_links(name)
                     await threads.deferToThread(self._make_links, new_name, driver.mount_path("container", new_name))
+                    RENAME_LINKED()
                     value["config"]["volatile.apply_template"] = "rename"
                     await self.daemon.networks.container_renamed(name, new_name, self.expanded(value))
                     revert.add(self.daemon.networks.container_renamed, new_name, name, self.expanded(value))
@@ -570,8 +612,10 @@ class Instances:
                         self.daemon.pools.volume_changes(pool, "container", new_name,
                                                          volume.value if volume else {"config": {}}),
                         *self.snapshots.rename_changes(name, new_name, pool),
+                        intent.done(),
                     ])
                     revert.success()
+                    RENAME_COMMITTED()
                 await self.backups.rename_all(name, new_name)
         finally:
             self.release(new_name)
@@ -608,6 +652,7 @@ class Instances:
             config.update(devices_rt.fill_volatile(config, after[1]))  # MACs of nics added while stopped
             await self.daemon.networks.container_changed(name, before, self.expanded(new))
             await self.store.commit([Put(KIND, name, new, expect=doc.revision)])
+            await self.daemon.networks.container_committed(name, self.expanded(new))
         self.events.lifecycle("container-updated", f"/1.0/containers/{name}")
 
     async def _apply_live(self, name, before, after):
@@ -666,9 +711,11 @@ class Instances:
         try:
             async with self.locks.hold(name, "import"):
                 driver = self.daemon.pools.driver(pool)
-                async with Reverter() as revert:
+                await self.check_volume_free(pool, name)
+                async with self.daemon.journal.begin("container.import", name) as intent, Reverter() as revert:
+                    await intent.will("container", name=name, pool=pool)
+                    IMPORT_RECORDED()
                     path = await driver.import_volume("container", name, os.path.join(stage, "container"))
-                    revert.add(driver.delete_volume, "container", name)
                     value = model.new_document(
                         architecture=source.get("architecture") or architectures.host(),
                         config=config, devices=devices, profiles=profiles,
@@ -676,14 +723,14 @@ class Instances:
                         pool=pool)
                     value["created_at"] = source.get("created_at") or value["created_at"]
                     await threads.deferToThread(self._make_links, name, path)
-                    revert.add(self._remove_links, name)
                     changes = [Put(KIND, name, value, expect=ABSENT),
                                self.daemon.pools.volume_changes(pool, "container", name,
                                                                 {"config": {}, "description": ""}, expect=ABSENT)]
                     snapshots = [s for s in index.get("snapshots") or [] if isinstance(s, str)]
                     changes += await self.snapshots.import_all(name, pool, stage, snapshots,
                                                                backup.get("snapshots") or [], revert)
-                    await self.store.commit(changes)
+                    IMPORT_VOLUMES()
+                    await self.store.commit(changes + [intent.done()])
                     revert.success()
         finally:
             self.release(name)

@@ -13,14 +13,21 @@ import copy
 import os
 import re
 
-from lxdtx import errors, timeutil
+from lxdtx import errors, faults, timeutil
 from lxdtx.device import disk
-from lxdtx.instance import model
-from lxdtx.revert import Reverter
+from lxdtx.instance import model, settle
 from lxdtx.state import ABSENT, Delete, Put
 
 KIND = model.SNAPSHOT_KIND
 _AUTO = re.compile(r"snap(\d+)")
+
+CREATE_RECORDED = faults.point("snapshot.create.recorded")
+CREATE_COPIED = faults.point("snapshot.create.copied")
+DELETE_COMMITTED = faults.point("snapshot.delete.committed")
+RENAME_RECORDED = faults.point("snapshot.rename.recorded")
+RENAME_MOVED = faults.point("snapshot.rename.moved")
+RESTORE_RECORDED = faults.point("snapshot.restore.recorded")
+RESTORE_COPIED = faults.point("snapshot.restore.copied")
 
 
 class Snapshots:
@@ -36,6 +43,10 @@ class Snapshots:
     @property
     def pools(self):
         return self.instances.daemon.pools
+
+    @property
+    def journal(self):
+        return self.instances.daemon.journal
 
     # -- reading -------------------------------------------------------------------
     def documents(self, container):
@@ -96,16 +107,18 @@ class Snapshots:
             value = copy.deepcopy(doc.value)
             value["created_at"] = timeutil.now()
             value["stateful"] = False
-            async with Reverter() as revert:
+            async with self.journal.begin("snapshot.create", full) as intent:
+                await intent.will("container", name=container, pool=pool)
+                CREATE_RECORDED()
                 await driver.mount_volume("container", container)
                 await driver.create_snapshot(container, snapshot)
-                revert.add(driver.delete_volume, "container", full)
+                CREATE_COPIED()
                 await self.store.commit([
                     Put(KIND, full, value, expect=ABSENT),
                     self.pools.volume_changes(pool, "container", full, {"config": {}, "description": ""},
                                               expect=ABSENT),
+                    intent.done(),
                 ])
-                revert.success()
         instances.events.lifecycle("container-snapshot-created", f"/1.0/containers/{container}",
                                    {"snapshot_name": full})
         return snapshot
@@ -142,9 +155,13 @@ class Snapshots:
                                    {"snapshot_name": snap.name})
 
     async def _delete(self, pool, snap):
-        await self.pools.driver(pool).delete_volume("container", snap.name)
-        await self.store.commit([Delete(KIND, snap.name, expect=snap.revision),
-                                 self.pools.volume_changes(pool, "container", snap.name)])
+        # The rows go first, with the intent to remove the volume they owned.
+        async with self.journal.begin("snapshot.delete", snap.name, finish=True) as intent:
+            await self.store.commit([Delete(KIND, snap.name, expect=snap.revision),
+                                     self.pools.volume_changes(pool, "container", snap.name),
+                                     intent.record("container", name=snap.name.split("/", 1)[0], pool=pool)])
+            DELETE_COMMITTED()
+            await self.pools.driver(pool).delete_volume("container", snap.name)
 
     async def rename(self, container, snapshot, new_name):
         instances = self.instances
@@ -155,9 +172,11 @@ class Snapshots:
             pool = doc.value["pool"]
             driver = self.pools.driver(pool)
             old_full, new_full = snap.name, f"{container}/{new_name}"
-            async with Reverter() as revert:
+            async with self.journal.begin("snapshot.rename", old_full) as intent:
+                await intent.will("rename", name=old_full, new_name=new_full, pool=pool)
+                RENAME_RECORDED()
                 await driver.rename_volume("container", old_full, new_full)
-                revert.add(driver.rename_volume, "container", new_full, old_full)
+                RENAME_MOVED()
                 volume = self.pools.volume(pool, "container", old_full)
                 await self.store.commit([
                     Delete(KIND, old_full, expect=snap.revision),
@@ -165,8 +184,8 @@ class Snapshots:
                     self.pools.volume_changes(pool, "container", old_full),
                     self.pools.volume_changes(pool, "container", new_full,
                                               volume.value if volume else {"config": {}, "description": ""}),
+                    intent.done(),
                 ])
-                revert.success()
         instances.events.lifecycle("container-snapshot-renamed", f"/1.0/containers/{container}",
                                    {"new_name": new_name, "snapshot_name": old_full})
 
@@ -199,9 +218,14 @@ class Snapshots:
             was_running = instances.status(container) != "Stopped"
             if was_running:
                 await instances._stop(container, -1, True)
-            await driver.restore_snapshot(container, snapshot)
-            value = self._restored_value(instances.get(container).value, snap.value)
-            await self.store.commit([Put(model.KIND, container, value)])
+            # Once begun a restore is finished, at the next start if need be: a rootfs
+            # half way between the container and the snapshot is no state to leave.
+            async with self.journal.begin("snapshot.restore", snap.name, finish=True) as intent:
+                await intent.will("restore", name=container, snapshot=snapshot)
+                RESTORE_RECORDED()
+                await settle.restore(instances, container, snapshot)
+                RESTORE_COPIED()
+            value = instances.get(container).value
             config, devices = instances.expanded(value)
             _, root = disk.root_device(devices)
             if root and root.get("size"):
@@ -217,7 +241,7 @@ class Snapshots:
         return docs[names.index(full) + 1:] if full in names else []
 
     @staticmethod
-    def _restored_value(current, snapshot):
+    def restored_value(current, snapshot):
         value = dict(current)
         for key in ("architecture", "devices", "profiles", "ephemeral", "description"):
             if key in snapshot:

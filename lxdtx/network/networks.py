@@ -14,7 +14,7 @@ import shutil
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from lxdtx import errors
+from lxdtx import errors, faults
 from lxdtx.config.schema import ConfigError
 from lxdtx.network import addresses, bridge, dnsmasq, firewall, leases, links, schema
 from lxdtx.network.links import run_in_thread
@@ -25,6 +25,10 @@ from lxdtx.state import ABSENT, Delete, Put
 
 KIND = "network"
 TYPE = "bridge"
+
+CREATE_RECORDED = faults.point("network.create.recorded")
+CREATE_APPLIED = faults.point("network.create.applied")
+DELETE_COMMITTED = faults.point("network.delete.committed")
 _USES_PARENT = ("bridged", "macvlan", "physical", "sriov")
 
 
@@ -60,9 +64,11 @@ class Networks:
         self.alias = f"lxdtx:{daemon.dir}"
         self._dnsmasq = {}  # name -> dnsmasq.Supervisor
         self._locks = {}
+        self._hosts_locks = {}  # per network: entries computed and written in turn
         self._reserved = set()
         self.nics = Nics(self)
         self.maas = Maas(daemon)
+        daemon.journal.handle("network", self.settle)
 
     # -- reading -------------------------------------------------------------------
     def names(self):
@@ -281,8 +287,11 @@ class Networks:
             config = doc.value["config"]
         if not dnsmasq.needed(config):
             return
-        entries = self._host_entries(name, config, override)
-        changed = await threads.deferToThread(dnsmasq.write_hosts, self.directory(name), entries)
+        # Computed from the store and written in a thread: unserialized, an older view
+        # could be written after a newer one and bring back a deleted container's entry.
+        async with self._hosts_locks.setdefault(name, defer.DeferredLock()):
+            entries = self._host_entries(name, config, override)
+            changed = await threads.deferToThread(dnsmasq.write_hosts, self.directory(name), entries)
         supervisor = self._dnsmasq.get(name)
         if changed and reload and supervisor is not None:
             supervisor.reload()
@@ -301,6 +310,12 @@ class Networks:
         await self.maas.container_changed(name, before, after)
         for network in self._managed_parents(before, after):
             await self.refresh_hosts(network, override=(name, *after))
+
+    async def container_committed(self, name, expanded):
+        """A change announced by `container_changed` is committed: entries from the store now
+        (one rewritten from the store in between may have left the new one out)."""
+        for network in self._managed_parents(expanded):
+            await self.refresh_hosts(network)
 
     async def container_renamed(self, name, new_name, expanded):
         await self.maas.container_renamed(name, new_name, expanded)
@@ -386,19 +401,27 @@ class Networks:
         try:
             async with self._lock(name):
                 config = await self._resolve_addresses(name, config)
-                async with Reverter() as revert:
-                    revert.add(self._remove_directory, name)
-                    revert.add(self._teardown_new, name, config)
+                # Killed before the row is committed, the next start removes the bridge and
+                # all that came with it (`settle`); an exception does it at once.
+                async with self.daemon.journal.begin("network.create", name) as intent:
+                    await intent.will("network", name=name, config=config)
+                    CREATE_RECORDED()
                     await self._apply(name, config)
+                    CREATE_APPLIED()
                     value = {"description": description, "config": config, "type": TYPE}
-                    await self.store.commit([Put(KIND, name, value, expect=ABSENT)])
-                    revert.success()
+                    await self.store.commit([Put(KIND, name, value, expect=ABSENT), intent.done()])
         finally:
             self._reserved.discard(name)
         self.log.info("Created network {network}", network=name)
 
     async def _teardown_new(self, name, config):
         await self._teardown(name, config)
+
+    async def settle(self, name, config):
+        """A step of an interrupted change: network `name` without a row goes from the host."""
+        if not self.store.exists(KIND, name):
+            await self._teardown(name, config)
+            await self._remove_directory(name)
 
     def _remove_directory(self, name):
         return threads.deferToThread(shutil.rmtree, self.directory(name), True)
@@ -466,14 +489,13 @@ class Networks:
             if self.used_by(name):
                 raise errors.BadRequest("The network is currently in use")
             config = doc.value["config"]
-            try:
-                await self._teardown(name, config)
-            except Exception:
-                # Leave the network as it was rather than half removed.
-                await self._apply(name, config, old_config=config)
-                raise
-            await self.store.commit([Delete(KIND, name, expect=doc.revision)])
-            await self._remove_directory(name)
+            # The row goes first, with the intent to remove the rest: finished by the next
+            # start if we are killed half way.
+            async with self.daemon.journal.begin("network.delete", name, finish=True) as intent:
+                await self.store.commit([Delete(KIND, name, expect=doc.revision),
+                                         intent.record("network", name=name, config=config)])
+                DELETE_COMMITTED()
+                await self.settle(name, config)
         self.log.info("Deleted network {network}", network=name)
 
     # -- leases ------------------------------------------------------------------------------

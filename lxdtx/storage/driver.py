@@ -174,6 +174,15 @@ class Driver:
         """Where the snapshots of one container live."""
         return os.path.join(self.mount_point, VOLUME_DIRS["snapshot"], container)
 
+    def names_on_disk(self, vol_type, container=None):
+        """Blocking: the names of the `vol_type` volumes in this pool's directories (the
+        snapshots of `container`), for recovery to compare with the store."""
+        top = self.snapshots_dir(container) if container else os.path.join(self.mount_point, VOLUME_DIRS[vol_type])
+        try:
+            return sorted(os.listdir(top))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
     async def create_volume(self, vol_type, name, config):
         raise NotSupported(f"{self.info.name} pools cannot create volumes")
 

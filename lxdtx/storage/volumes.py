@@ -9,15 +9,22 @@ a container with another map re-owns them first.
 
 from twisted.internet import threads
 
-from lxdtx import errors
+import os
+
+from lxdtx import errors, faults
 from lxdtx.instance import idmap as idmaps
-from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Put
 from lxdtx.storage import keys
 from lxdtx.storage.errors import InUse
 from lxdtx.storage.load import DRIVERS, driver_class
 
 _NO_MAP = "[]"
+
+CREATE_RECORDED = faults.point("volume.create.recorded")
+CREATE_MADE = faults.point("volume.create.made")
+DELETE_COMMITTED = faults.point("volume.delete.committed")
+RENAME_MOVED = faults.point("volume.rename.moved")
+COPY_MADE = faults.point("volume.copy.made")
 
 
 def check_volume_name(name):
@@ -43,6 +50,9 @@ class CustomVolumes:
     def __init__(self, pools, daemon):
         self._pools = pools
         self._daemon = daemon
+        self._journal = daemon.journal
+        self._journal.handle("volume", self.settle)
+        self._journal.handle("volume-rename", self._settle_rename)
 
     @property
     def _store(self):
@@ -76,6 +86,23 @@ class CustomVolumes:
         containers, _ = self.users(pool, name)
         return [c for c in containers if self._daemon.instances.status(c) != "Stopped"]
 
+    # -- steps of interrupted changes (lxdtx.journal) ------------------------------
+    async def settle(self, pool, name):
+        """The custom volume `name` of `pool` stays if its row does, else it goes."""
+        if self._store.exists("pool", pool) and self._pools.volume(pool, "custom", name) is None:
+            await self._pools.driver(pool).delete_volume("custom", name)
+
+    async def _settle_rename(self, pool, name, new_name):
+        """A volume renamed but not committed as renamed is renamed back."""
+        if not self._store.exists("pool", pool):
+            return
+        driver = self._pools.driver(pool)
+        if self._pools.volume(pool, "custom", name) is not None and self._pools.volume(pool, "custom", new_name) is None:
+            old_path, new_path = driver.mount_path("custom", name), driver.mount_path("custom", new_name)
+            if await threads.deferToThread(lambda: os.path.lexists(new_path) and not os.path.lexists(old_path)):
+                await driver.rename_volume("custom", new_name, name)
+        await self.settle(pool, new_name)
+
     # -- create / update / delete ------------------------------------------------
     def _check_config(self, pool, config):
         cls = driver_class(self._pools.get(pool).value["driver"])
@@ -89,11 +116,13 @@ class CustomVolumes:
             raise errors.Conflict(f"Storage volume \"{name}\" of type custom already exists in pool \"{pool}\"")
         driver = self._pools.driver(pool)
         value = {"config": config, "description": description or ""}
-        async with Reverter() as revert:
+        async with self._journal.begin("volume.create", f"{pool}/{name}") as intent:
+            await intent.will("volume", pool=pool, name=name)
+            CREATE_RECORDED()
             await driver.create_volume("custom", name, config)
-            revert.add(driver.delete_volume, "custom", name)
-            await self._store.commit([self._pools.volume_changes(pool, "custom", name, value, expect=ABSENT)])
-            revert.success()
+            CREATE_MADE()
+            await self._store.commit([self._pools.volume_changes(pool, "custom", name, value, expect=ABSENT),
+                                      intent.done()])
 
     async def update(self, pool, name, config, description, revision=None):
         doc = self.get(pool, name)
@@ -117,8 +146,15 @@ class CustomVolumes:
         doc = self.get(pool, name)
         if any(self.users(pool, name)):
             raise InUse("The storage volume is still in use")
-        await self._pools.driver(pool).delete_volume("custom", name)
-        await self._store.commit([self._pools.volume_changes(pool, "custom", name, expect=doc.revision)])
+        await self._delete(pool, name, doc.revision)
+
+    async def _delete(self, pool, name, revision, changes=()):
+        """The row goes (with `changes`) and the intent to remove the volume comes, then it goes."""
+        async with self._journal.begin("volume.delete", f"{pool}/{name}", finish=True) as intent:
+            await self._store.commit([self._pools.volume_changes(pool, "custom", name, expect=revision), *changes,
+                                      intent.record("volume", pool=pool, name=name)])
+            DELETE_COMMITTED()
+            await self._pools.driver(pool).delete_volume("custom", name)
 
     # -- rename / copy / move ----------------------------------------------------
     def _user_changes(self, pool, name, new_pool, new_name):
@@ -144,15 +180,16 @@ class CustomVolumes:
         if self._running_users(pool, name):
             raise InUse("Volume is still in use by running containers")
         driver = self._pools.driver(pool)
-        async with Reverter() as revert:
+        async with self._journal.begin("volume.rename", f"{pool}/{name}") as intent:
+            await intent.will("volume-rename", pool=pool, name=name, new_name=new_name)
             await driver.rename_volume("custom", name, new_name)
-            revert.add(driver.rename_volume, "custom", new_name, name)
+            RENAME_MOVED()
             await self._store.commit([
                 self._pools.volume_changes(pool, "custom", name, expect=doc.revision),
                 self._pools.volume_changes(pool, "custom", new_name, doc.value, expect=ABSENT),
                 *self._user_changes(pool, name, pool, new_name),
+                intent.done(),
             ])
-            revert.success()
 
     async def copy(self, source_pool, source_name, pool, name, config=None, description=None):
         """A new custom volume `pool/name` with the content (and config) of another."""
@@ -170,11 +207,12 @@ class CustomVolumes:
         self._check_config(pool, merged)
         value = {"config": merged,
                  "description": source.value.get("description", "") if description is None else description}
-        async with Reverter() as revert:
+        async with self._journal.begin("volume.copy", f"{pool}/{name}") as intent:
+            await intent.will("volume", pool=pool, name=name)
             await self._pools.transfer(source_pool, "custom", source_name, pool, name, merged)
-            revert.add(self._pools.driver(pool).delete_volume, "custom", name)
-            await self._store.commit([self._pools.volume_changes(pool, "custom", name, value, expect=ABSENT)])
-            revert.success()
+            COPY_MADE()
+            await self._store.commit([self._pools.volume_changes(pool, "custom", name, value, expect=ABSENT),
+                                      intent.done()])
 
     async def move(self, source_pool, source_name, pool, name):
         """Copy to another pool, repoint the users, then drop the original."""
@@ -185,16 +223,13 @@ class CustomVolumes:
             raise InUse("Volume is still in use by running containers")
         await self.copy(source_pool, source_name, pool, name)
         try:
-            await self._store.commit([
-                self._pools.volume_changes(source_pool, "custom", source_name, expect=doc.revision),
-                *self._user_changes(source_pool, source_name, pool, name),
-            ])
+            await self._delete(source_pool, source_name, doc.revision,
+                               self._user_changes(source_pool, source_name, pool, name))
         except BaseException:
-            target = self.get(pool, name)
-            await self._pools.driver(pool).delete_volume("custom", name)
-            await self._store.commit([self._pools.volume_changes(pool, "custom", name, expect=target.revision)])
+            if self._pools.volume(source_pool, "custom", source_name) is not None:
+                target = self.get(pool, name)  # the original stays: the copy goes
+                await self._delete(pool, name, target.revision)
             raise
-        await self._pools.driver(source_pool).delete_volume("custom", source_name)
 
     # -- id maps -------------------------------------------------------------------
     async def prepare(self, pool, name, idmap):

@@ -18,6 +18,7 @@ from lxdtx import errors
 from lxdtx.config.server import ServerConfig
 from lxdtx.events import EventHub
 from lxdtx.image.store import ImageStore
+from lxdtx.journal import Journal
 from lxdtx.operations import Operations
 from lxdtx.state.store import MemoryStore
 from tests import imagefiles
@@ -32,6 +33,7 @@ class StoreHost:
         self.dir = state_dir
         self.reactor = reactor
         self.store = MemoryStore()
+        self.journal = Journal(self.store)
         self.events = EventHub()
         self.operations = Operations(self.events, reactor)
         self.config = ServerConfig(self.store)

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lxdtx import errors
 from lxdtx.events import EventHub
 from lxdtx.image.store import KIND, ImageStore
+from lxdtx.journal import Journal
 from lxdtx.operations import Operations
 from lxdtx.resources import images as resource
 from lxdtx.state import Put
@@ -41,6 +42,7 @@ class Host:
 
     def __init__(self):
         self.store = MemoryStore()
+        self.journal = Journal(self.store)
         self.operations = Operations(EventHub(), Clock())
         self.dir = "/nonexistent"
         self.images = ImageStore(self)

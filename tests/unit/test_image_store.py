@@ -7,6 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lxdtx import errors
 from lxdtx.events import EventHub
 from lxdtx.image.store import ALIAS_KIND, KIND, ImageStore
+from lxdtx.journal import Journal
 from lxdtx.operations import Operations
 from lxdtx.state import Put
 from lxdtx.state.store import MemoryStore
@@ -21,6 +22,7 @@ class Host:
 
     def __init__(self):
         self.store = MemoryStore()
+        self.journal = Journal(self.store)
         self.clock = Clock()
         self.operations = Operations(EventHub(), self.clock)
         self.dir = "/nonexistent"

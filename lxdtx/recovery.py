@@ -3,10 +3,11 @@
 
 Runs once the pools are mounted and before the networks come up and the daemon
 listens. First every open intent of the journal is resolved (`lxdtx.journal`);
-then what is on the host that no row owns is removed: container, snapshot and
-custom volumes in the pools' directories, the paths of containers (links, lxc
-and log directories), network directories and the bridges that came with them,
-image files.
+then what is on the host that no row owns is removed: pool mount points and loop
+files (with their mounts and loop devices), container, snapshot and custom
+volumes in the pools' directories, the paths (links, lxc and log directories)
+and cgroups of containers, network directories with the bridge, dnsmasq and
+firewall table of each, and image files.
 The sweep catches what no intent could name: a daemon older than the journal,
 or one killed between making a thing and recording it (which the journal's
 order rules out for every change that records its intent).
@@ -19,7 +20,10 @@ import os
 from twisted.internet import threads
 from twisted.logger import Logger
 
+from lxdtx import asyncutil
 from lxdtx.instance import model, settle
+from lxdtx.network import firewall, links
+from lxdtx.storage import mounts
 
 log = Logger()
 
@@ -27,7 +31,8 @@ log = Logger()
 async def run(daemon):
     """Resolve the journal and sweep; returns one line per thing recovered."""
     report = [f"{op} of {target}: {outcome}" for op, target, outcome in await daemon.journal.recover()]
-    for sweep in (_sweep_volumes, _sweep_container_paths, _sweep_networks, _sweep_images):
+    for sweep in (_sweep_pools, _sweep_volumes, _sweep_container_paths, _sweep_cgroups, _sweep_networks,
+                  _sweep_images):
         try:
             report += await sweep(daemon)
         except Exception:
@@ -35,6 +40,50 @@ async def run(daemon):
     for line in report:
         log.warn("Recovered after an unclean stop: {line}", line=line)
     return report
+
+
+async def _sweep_pools(daemon):
+    """Mount points and loop files of pools no row names: unmounted, detached, removed.
+
+    Only paths under the state directory: a source the user named is never touched.
+    """
+    mount_root, disk_root = daemon.path("storage-pools"), daemon.path("disks")
+    names = set(await threads.deferToThread(_listdir, mount_root))
+    names |= {f.removesuffix(".img") for f in await threads.deferToThread(_listdir, disk_root) if f.endswith(".img")}
+    report = []
+    for name in sorted(names):
+        if daemon.store.exists("pool", name):
+            continue
+        mount_point, disk = os.path.join(mount_root, name), os.path.join(disk_root, f"{name}.img")
+        done = []
+        if await threads.deferToThread(mounts.is_mounted, mount_point):
+            await asyncutil.run(["umount", mount_point])
+            done.append("unmounted")
+        if await threads.deferToThread(os.path.isfile, disk):
+            _, out, _ = await asyncutil.run(["losetup", "-j", disk], check=False)
+            for line in out.decode().splitlines():
+                device = line.split(":", 1)[0].strip()
+                if device:
+                    await asyncutil.run(["losetup", "-d", device], check=False)
+                    done.append(f"detached {device}")
+            await threads.deferToThread(mounts.remove_file, disk)
+            done.append("removed its loop file")
+        if await threads.deferToThread(_remove_mount_point, mount_point):
+            done.append("removed its mount point")
+        if done:
+            report.append(f"storage pool {name}, which no row names: {', '.join(done)}")
+    return report
+
+
+def _remove_mount_point(path):
+    """Blocking: unlink a dir pool's link or remove an empty directory; True if one went."""
+    if os.path.islink(path):
+        os.unlink(path)
+        return True
+    if not os.path.isdir(path):
+        return False
+    mounts.rmdir_if_empty(path)
+    return not os.path.lexists(path)
 
 
 async def _sweep_volumes(daemon):
@@ -79,6 +128,30 @@ async def _sweep_container_paths(daemon):
     return report
 
 
+async def _sweep_cgroups(daemon):
+    """Empty cgroups of containers no row names (their names carry this daemon's scope, so
+    another daemon's are never touched); one with processes in it is left and logged."""
+    instances = daemon.instances
+    prefixes = (instances.cgroup_prefix, instances.monitor_prefix)
+
+    def ours():
+        found = set()
+        for parent in instances.layout.parents:
+            for entry in _listdir(parent):
+                found.update(entry[len(p):] for p in prefixes if entry.startswith(p))
+        return found
+
+    report = []
+    for name in sorted(await threads.deferToThread(ours)):
+        if daemon.store.exists(model.KIND, name):
+            continue
+        if not await threads.deferToThread(instances.remove_cgroups, name):
+            log.warn("The cgroups of container {name}, which no row names, still hold processes", name=name)
+        else:
+            report.append(f"container {name}: removed cgroups no row owned")
+    return report
+
+
 async def _sweep_networks(daemon):
     networks = daemon.networks
     report = []
@@ -86,6 +159,16 @@ async def _sweep_networks(daemon):
         if not daemon.store.exists("network", name):
             await networks.settle(name, {})
             report.append(f"network {name}: removed, no row owned it")
+    # A network's table with neither a row here nor its bridge on the host belongs to no
+    # daemon (every daemon's network has its bridge while its table exists).
+    prefix, mac_prefix = firewall.table_name(""), firewall.mac_table_name("")
+    for family, table in await firewall.tables():
+        name = table[len(prefix):]
+        if family != "inet" or table.startswith(mac_prefix) or daemon.store.exists("network", name):
+            continue
+        if not await threads.deferToThread(links.exists, name):
+            await firewall.remove_network(name)
+            report.append(f"network {name}: removed its firewall table, no bridge or row owned it")
     return report
 
 

@@ -424,6 +424,11 @@ class Instances:
                 except OSError:
                     break  # processes still in it: not stale
 
+    def remove_cgroups(self, name):
+        """Blocking: remove the container's empty cgroups; True when none is left."""
+        self._remove_stale_cgroups(name)
+        return not (self._cgroup_dirs(self.cgroup_prefix, name) + self._cgroup_dirs(self.monitor_prefix, name))
+
     def _write_config(self, name, path, config, idmap, device_lines):
         log_dir = self.log_dir(name)
         lxc_dir = os.path.join(self.lxcpath, name)

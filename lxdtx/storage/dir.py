@@ -64,6 +64,20 @@ class DirDriver(Driver):
 
         await self.in_thread(remove)
 
+    async def abandon(self):
+        """A source the user named may have held files before: only our empty layout goes."""
+        await self.unmount()
+        source = self.source
+
+        def remove():
+            for sub in VOLUME_DIRS.values():
+                mounts.rmdir_if_empty(os.path.join(source, sub))
+            mounts.rmdir_if_empty(source)
+            if os.path.islink(self.mount_point):
+                os.unlink(self.mount_point)
+
+        await self.in_thread(remove)
+
     async def mount(self):
         """The pool's mount point is the source itself or a symlink to it."""
         if self.source == self.mount_point:

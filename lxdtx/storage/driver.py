@@ -128,6 +128,16 @@ class Driver:
         await self.in_thread(mounts.make_sparse_file, self.loop_file, parse_size(self.config["size"]))
         return True
 
+    async def abandon(self):
+        """Undo a pool create that may have stopped anywhere: remove what this daemon made
+        for it (its loop file and everything on it), never a source the user named.
+        Idempotent; the pool holds no volume yet."""
+        if self.config.get("source") == self.loop_file:
+            await self.delete()
+        else:
+            await self.unmount()
+            await self.in_thread(mounts.rmdir_if_empty, self.mount_point)
+
     def fill_defaults(self, config):
         """The config with driver defaults filled in (called once at pool creation)."""
         config = dict(config)

@@ -10,7 +10,7 @@ volumes. Image volumes are caches a driver keeps on disk: the driver lists them.
 from twisted.internet import threads
 from twisted.logger import Logger
 
-from lxdtx import asyncutil, errors
+from lxdtx import asyncutil, errors, faults
 from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
 from lxdtx.storage import keys
@@ -19,6 +19,10 @@ from lxdtx.storage.load import DRIVERS, available, driver_class
 
 POOL = "pool"
 VOLUME = "volume"
+
+CREATE_RECORDED = faults.point("pool.create.recorded")
+CREATE_MADE = faults.point("pool.create.made")
+DELETE_COMMITTED = faults.point("pool.delete.committed")
 
 
 def volume_key(pool, vol_type, name):
@@ -44,6 +48,8 @@ class Pools:
 
         self.custom = CustomVolumes(self, daemon)
         daemon.images.delete_hooks.append(self._image_deleted)
+        self._journal = daemon.journal
+        self._journal.handle("pool", self.settle)
 
     @property
     def store(self):
@@ -109,19 +115,38 @@ class Pools:
         config = dict(config or {})
         keys.check_pool_config(cls, config, DRIVERS.values())
         config = cls(name, config, self._daemon.dir).fill_defaults(config)
-        driver = cls(name, config, self._daemon.dir)
-        async with Reverter() as revert:
+        value = {"driver": driver_name, "config": config, "description": description}
+        async with self._journal.begin("pool.create", name) as intent:
+            await intent.will("pool", name=name, driver=driver_name, config=config)
+            CREATE_RECORDED()
             try:
-                await driver.create()
+                await cls(name, config, self._daemon.dir).create()
             except errors.ApiError:
                 raise
             except Exception as e:
-                raise errors.InternalError(f"Failed to create storage pool \"{name}\": {e}")
-            revert.add(driver.delete)
-            value = {"driver": driver_name, "config": config, "description": description}
-            await self._store.commit([Put(POOL, name, value, expect=ABSENT)])
-            revert.success()
+                raise errors.InternalError(f"Failed to create storage pool \"{name}\": {errors.describe(e)}")
+            CREATE_MADE()
+            await self._store.commit([Put(POOL, name, value, expect=ABSENT), intent.done()])
         self._drivers.pop(name, None)
+
+    async def settle(self, name, driver, config, delete=False):
+        """A step of an interrupted pool create or delete (lxdtx.journal): with no row for the
+        pool, its image volumes go, then the pool as `lxc storage delete` removes it (`delete`)
+        or, for a create, only what the daemon made for it (a source the user named stays)."""
+        if self._store.exists(POOL, name):
+            return
+        cls = driver_class(driver)
+        if cls is None:
+            raise LookupError(f"unknown storage driver {driver}")
+        self._drivers.pop(name, None)
+        target = cls(name, config, self._daemon.dir)
+        try:
+            images = await target.image_volumes()
+        except OSError:
+            images = []
+        for fingerprint in images:
+            await target.delete_image(fingerprint)
+        await (target.delete() if delete else target.abandon())
 
     async def update(self, name, config, description, revision=None):
         """Replace a pool's config; only the driver's changeable keys may differ."""
@@ -178,12 +203,15 @@ class Pools:
         profiles = self._profiles_using(name)
         if profiles:
             raise InUse(f"Storage pool \"{name}\" has profiles using it:\n" + "\n".join(profiles))
-        driver = self.driver(name)
-        for fingerprint in await driver.image_volumes():
-            await driver.delete_image(fingerprint)
-        await driver.delete()
-        await self._store.commit([Delete(POOL, name, expect=doc.revision)])
-        self._drivers.pop(name, None)
+        # The row goes first, with the intent to remove the rest: a start after a kill
+        # finishes the removal instead of mounting half a pool.
+        value = doc.value
+        async with self._journal.begin("pool.delete", name, finish=True) as intent:
+            await self._store.commit([Delete(POOL, name, expect=doc.revision),
+                                      intent.record("pool", name=name, driver=value["driver"],
+                                                    config=value["config"], delete=True)])
+            DELETE_COMMITTED()
+            await self.settle(name, value["driver"], value["config"], delete=True)
 
     async def used_by(self, name):
         urls = []

@@ -19,11 +19,16 @@ import lxdtx.daemon  # noqa: F401 (with the two below: every module that declare
 import lxdtx.instance.copy  # noqa: F401
 import lxdtx.storage.volumes  # noqa: F401
 from lxdtx import faults
+from lxdtx.instance import cgroups, runtime
+from lxdtx.storage.btrfs import BtrfsDriver
 from tests.daemonproc import Daemon
 
 pytestmark = pytest.mark.timeout(900)
 
 POOLS = ("default", "second")
+# The pool the pool cases create and delete: btrfs on a loop file (a mount and a loop device
+# to leave behind) where the kernel has btrfs, dir otherwise.
+CRASH_POOL = ("crashpool", "btrfs", "size=200MB") if BtrfsDriver.missing() is None else ("crashpool", "dir")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +74,18 @@ def _our_links(d):
     return sorted(link["ifname"] for link in json.loads(out) if link.get("ifalias") == f"lxdtx:{d.dir}")
 
 
+def _our_loops(d):
+    """The backing files of loop devices that are in the daemon's directory."""
+    out = subprocess.run(["losetup", "-J", "-l"], capture_output=True, text=True).stdout
+    devices = json.loads(out)["loopdevices"] if out.strip() else []
+    return {dev["back-file"] for dev in devices if (dev.get("back-file") or "").startswith(d.dir)}
+
+
+def _mounts():
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f]
+
+
 def assert_nothing_unowned(d):
     """Every volume, path, network directory and bridge of the daemon belongs to a row."""
     containers = d.request("GET", "/1.0/containers?recursion=1").metadata
@@ -89,6 +106,12 @@ def assert_nothing_unowned(d):
     managed = sorted(n["name"] for n in d.request("GET", "/1.0/networks?recursion=1").metadata if n["managed"])
     assert _listdir(os.path.join(d.dir, "networks")) == managed
     assert _our_links(d) == managed
+    pools = _names(d, "/1.0/storage-pools")
+    assert _listdir(os.path.join(d.dir, "storage-pools")) == pools
+    assert {f.removesuffix(".img") for f in _listdir(os.path.join(d.dir, "disks"))} <= set(pools)
+    assert _our_loops(d) <= {os.path.join(d.dir, "disks", f"{p}.img") for p in pools}
+    assert not [m for m in _mounts() if m.startswith(os.path.join(d.dir, "storage-pools", ""))
+                and m.rsplit("/", 1)[-1] not in pools]
     images = d.request("GET", "/1.0/images").metadata
     files = {f.removesuffix(".rootfs") for f in _listdir(os.path.join(d.dir, "images"))}
     assert files == {u.rsplit("/", 1)[-1] for u in images}
@@ -175,6 +198,16 @@ def _network_gone(d):
     d.lxc("network", "delete", "crashnet")
 
 
+def _create_crash_pool(d):
+    d.lxc("storage", "create", *CRASH_POOL)
+
+
+def _pool_gone(d):
+    assert not _exists(d, "/1.0/storage-pools/crashpool")
+    _create_crash_pool(d)  # the name and the loop file's place are free again
+    d.lxc("storage", "delete", "crashpool")
+
+
 def _volume_check(present, absent):
     def check(d):
         for name in present:
@@ -248,6 +281,9 @@ CASES = {
                                _network_gone),
     "network.delete.committed": (lambda d: d.lxc("network", "create", "crashnet", "ipv6.address=none"),
                                  ("network", "delete", "crashnet"), _network_gone),
+    "pool.create.recorded": (_prepare_none, ("storage", "create", *CRASH_POOL), _pool_gone),
+    "pool.create.made": (_prepare_none, ("storage", "create", *CRASH_POOL), _pool_gone),
+    "pool.delete.committed": (_create_crash_pool, ("storage", "delete", "crashpool"), _pool_gone),
     "volume.create.recorded": (_prepare_none, ("storage", "volume", "create", "default", "vc"),
                                _volume_check([], ["vc"])),
     "volume.create.made": (_prepare_none, ("storage", "volume", "create", "default", "vc"),
@@ -291,7 +327,7 @@ def test_crash_at(d, point):
 def test_start_sweeps_what_no_row_owns(d):
     """What a daemon older than the journal (or a hand) left in our directories goes at the next
     start: volumes and snapshot directories without rows, container paths, network directories
-    and the bridge that came with one."""
+    and the bridge that came with one, a firewall table of no network, cgroups of no container, pool mount points and loop files with their loop devices."""
     pool = os.path.join(d.dir, "storage-pools", "default")
     os.makedirs(os.path.join(pool, "containers", "stray", "rootfs"))
     os.makedirs(os.path.join(pool, "snapshots", "src", "stray", "rootfs"))
@@ -301,6 +337,19 @@ def test_start_sweeps_what_no_row_owns(d):
         os.makedirs(os.path.join(d.dir, paths, "stray"))
     os.symlink(os.path.join(pool, "containers", "stray"), os.path.join(d.dir, "containers", "stray"))
     os.makedirs(os.path.join(d.dir, "networks", "straynet"))
+    os.makedirs(os.path.join(d.dir, "storage-pools", "straypool"))
+    os.symlink(os.path.join(d.conf), os.path.join(d.dir, "storage-pools", "straylink"))
+    disk = os.path.join(d.dir, "disks", "straydisk.img")
+    os.makedirs(os.path.dirname(disk), exist_ok=True)
+    with open(disk, "wb") as f:
+        f.truncate(64 << 20)
+    loop = subprocess.run(["losetup", "-f", "--show", disk], capture_output=True, text=True, check=True).stdout.strip()
+    payload, monitor = runtime.cgroup_prefixes(runtime.scope_of(d.dir))
+    stray_cgroups = [os.path.join(parent, prefix + "stray") for parent in cgroups.detect().parents[:2]
+                     for prefix in (payload, monitor)]
+    for directory in stray_cgroups:
+        os.makedirs(os.path.join(directory, "ns"))
+    subprocess.run(["nft", "add", "table", "inet", "lxdtx-straytab"], check=True)
     subprocess.run(["ip", "link", "add", "straynet", "type", "bridge"], check=True)
     try:
         subprocess.run(["ip", "link", "set", "straynet", "alias", f"lxdtx:{d.dir}"], check=True)
@@ -309,6 +358,17 @@ def test_start_sweeps_what_no_row_owns(d):
         assert_nothing_unowned(d)
         assert _names(d, "/1.0/containers/src/snapshots") == ["s0"]
         assert "Recovered after an unclean stop: container stray on pool default: removed unowned volume" in d.log()
+        assert f"storage pool straydisk, which no row names: detached {loop}, removed its loop file" in d.log()
+        assert os.path.isdir(d.conf)  # a link's target is not ours to remove
+        assert not [directory for directory in stray_cgroups if os.path.exists(directory)]
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+        assert "lxdtx-straytab" not in tables
         _reusable(d, "stray")
     finally:
         subprocess.run(["ip", "link", "del", "straynet"], capture_output=True)
+        subprocess.run(["losetup", "-d", loop], capture_output=True)
+        subprocess.run(["nft", "delete", "table", "inet", "lxdtx-straytab"], capture_output=True)
+        for directory in stray_cgroups:
+            for sub in ("ns", ""):
+                if os.path.isdir(os.path.join(directory, sub)):
+                    os.rmdir(os.path.join(directory, sub))

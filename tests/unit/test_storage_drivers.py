@@ -211,6 +211,43 @@ class HostSupportTests(SynchronousTestCase):
         self.assertIsNone(DirDriver.missing())
 
 
+class AbandonTests(DriverTestCase):
+    """Undoing a pool create cut short: what the daemon made goes, a source the user named stays."""
+
+    def test_dir_default_source(self):
+        """The default source under the state directory, with its empty layout, goes."""
+        driver = self.make(DirDriver, {})
+        self.done(driver.create())
+        self.done(driver.abandon())
+        self.assertFalse(os.path.lexists(driver.mount_point))
+
+    def test_dir_named_source_keeps_files(self):
+        """A named source that held files keeps them (and itself); the link to it goes."""
+        source = os.path.join(self.dir, "mine")
+        os.makedirs(os.path.join(source, "containers", "keep"))
+        with open(os.path.join(source, "notes"), "w") as f:
+            f.write("mine")
+        driver = self.make(DirDriver, {"source": source})
+        self.refused(driver.create(), errors.BadRequest)  # not empty: refused, as LXD does
+        self.done(driver.mount())
+        self.done(driver.abandon())
+        self.assertTrue(os.path.isdir(os.path.join(source, "containers", "keep")))
+        self.assertTrue(os.path.isfile(os.path.join(source, "notes")))
+        self.assertFalse(os.path.lexists(driver.mount_point))
+
+    def test_btrfs_loop_file_goes_named_device_stays(self):
+        """A loop-backed pool loses its file; on a named device only the mount goes."""
+        driver = self.make(BtrfsDriver, {"size": "1GB"})
+        os.makedirs(os.path.dirname(driver.loop_file))
+        open(driver.loop_file, "wb").close()
+        self.done(driver.abandon())
+        self.assertFalse(os.path.exists(driver.loop_file))
+        self.run.calls.clear()
+        driver = self.make(BtrfsDriver, {"source": "/dev/sdz"})
+        self.done(driver.abandon())
+        self.assertFalse([c for c in self.run.calls if c[0] in ("mkfs.btrfs", "wipefs", "rm")])
+
+
 class BtrfsTests(DriverTestCase):
     """Commands of the btrfs driver."""
 

@@ -66,6 +66,9 @@ IMPLEMENTED = {
     # exec, console and the file API
     "container_exec_recording", "container_exec_signal_handling", "console", "directory_manipulation",
     "file_delete", "file_append", "file_symlinks", "file_get_symlink",
+    # migration between daemons: pull, push and relay, stateless, rsync over the fs websocket
+    "container_stateless_copy", "container_only_migration", "container_push", "container_push_target",
+    "migration_progress",
 }
 
 

@@ -109,7 +109,9 @@ async def create_container(req):
 
         return await create_from_copy(req, name, body)
     elif kind == "migration":
-        raise errors.NotImplementedYet("Container migration between servers is not implemented")
+        from lxdtx.migration import sink
+
+        return await sink.create(req, name, body)
     elif kind != "none":
         raise errors.BadRequest(f"unknown source type {kind}" if kind else "Missing source type")
     params = dict(architecture=architecture, config=config, devices=devices, profiles=profiles,
@@ -199,7 +201,9 @@ async def post_container(req):
 
         return start_pool_move(req, name, body)
     if body.get("migration"):
-        raise errors.NotImplementedYet("Container migration between servers is not implemented")
+        from lxdtx.migration import source
+
+        return source.start(req, name, body)
     new_name = string(body, "name")
     model.check_name(new_name)
     if instances.store.exists(model.KIND, new_name):

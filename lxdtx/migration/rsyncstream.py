@@ -1,0 +1,197 @@
+# -*- test-case-name: tests.unit.test_migration_rsync -*-
+"""One rsync session through a migration websocket, both ends real rsync processes.
+
+The sender runs the rsync client with `-e netcat.py SOCKET`: its remote shell is a
+unix socket of the daemon (mode 0600, in the daemon's directory), pumped into the
+websocket. The receiver runs `rsync --server` with its stdin and stdout on the
+websocket. Each side sends the barrier (an empty text frame) when its rsync has said
+all it will; a session is over when both barriers are seen and the local rsync exited.
+
+The flags are the client's: `SERVER_ARGS` is what rsync derives from `CLIENT_ARGS`
+(a unit test checks it on this host's rsync), so both ends agree on the protocol.
+Files arrive in a fresh directory: rsync sends each one whole and checks it by its
+whole-file checksum.
+"""
+
+import os
+import sys
+import uuid
+
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from zope.interface import implementer
+
+from lxdtx.migration.channel import ChannelLost
+
+CLIENT_ARGS = ["-a", "-H", "-A", "-X", "-S", "--numeric-ids", "--partial", "--delete"]
+SERVER_ARGS = ["--server", "-lHogDtpAXrSe.iLsfxCIvu", "--delete", "--partial", "--numeric-ids", "."]
+NETCAT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers", "netcat.py")
+# The dummy destination the client names; the receiver decides where files go.
+_REMOTE = "localhost:/migration/"
+_STDERR_KEPT = 4096
+
+
+class RsyncFailed(Exception):
+    """rsync exited non-zero, or the websocket went before the session ended."""
+
+
+def client_argv(source, socket_path, bwlimit_kib=0):
+    argv = ["rsync", *CLIENT_ARGS, "-e", f"{sys.executable} -I -S {NETCAT} {socket_path}"]
+    if bwlimit_kib:
+        argv.append(f"--bwlimit={bwlimit_kib}")
+    return argv + [source.rstrip("/") + "/", _REMOTE]
+
+
+def server_argv(target):
+    return ["rsync", *SERVER_ARGS, target.rstrip("/") + "/"]
+
+
+class _Session:
+    """What one session waits for: its rsync's exit and the peer's barrier."""
+
+    def __init__(self, what):
+        self.what = what
+        self.done = defer.Deferred()
+        self.code = None
+        self.peer_done = False
+        self.peer_lost = False
+        self.stderr = b""
+
+    def keep_stderr(self, data):
+        self.stderr = (self.stderr + data)[-_STDERR_KEPT:]
+
+    def check(self):
+        if self.done.called or self.code is None or not self.peer_done:
+            return
+        if self.peer_lost and self.code != 0:
+            self.done.errback(ChannelLost(f"the fs websocket closed during the transfer of {self.what}"))
+        elif self.code != 0:
+            text = self.stderr.decode(errors="replace").strip().splitlines()
+            self.done.errback(RsyncFailed(f"rsync of {self.what} failed: {text[-1] if text else self.code}"))
+        else:
+            self.done.callback(None)
+
+
+class _Receiver(protocol.ProcessProtocol):
+    def __init__(self, channel, session):
+        self.channel = channel
+        self.session = session
+
+    def connectionMade(self):
+        self.channel.feed_from(self.transport.pipes[1])
+        self.channel.read(self._peer_data, self._peer_barrier)
+
+    def outReceived(self, data):
+        self.channel.send(data)
+
+    def errReceived(self, data):
+        self.session.keep_stderr(data)
+
+    def outConnectionLost(self):
+        self.channel.stop_feeding()
+        self.channel.send_barrier()
+
+    def _peer_data(self, data):
+        self.transport.write(data)
+
+    def _peer_barrier(self, lost=False):
+        self.session.peer_done, self.session.peer_lost = True, lost
+        self.transport.closeStdin()
+        if lost:
+            self.transport.signalProcess("KILL")
+        self.session.check()
+
+    def processEnded(self, reason):
+        self.session.code = reason.value.exitCode if reason.value.exitCode is not None else -1
+        self.session.check()
+
+
+@implementer(IHalfCloseableProtocol)
+class _Pump(protocol.Protocol):
+    """The daemon's end of the rsync client's remote shell."""
+
+    def __init__(self, channel, session):
+        self.channel = channel
+        self.session = session
+
+    def connectionMade(self):
+        self.channel.feed_from(self.transport)
+        self.channel.read(self._peer_data, self._peer_barrier)
+
+    def dataReceived(self, data):
+        self.channel.send(data)
+
+    def readConnectionLost(self):
+        self.channel.stop_feeding()
+        self.channel.send_barrier()
+
+    def writeConnectionLost(self):
+        pass
+
+    def _peer_data(self, data):
+        self.transport.write(data)
+
+    def _peer_barrier(self, lost=False):
+        self.session.peer_done, self.session.peer_lost = True, lost
+        if lost:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseWriteConnection()
+        self.session.check()
+
+
+class _OneConnection(protocol.Factory):
+    def __init__(self, pump):
+        self.pump = pump
+        self.taken = False
+
+    def buildProtocol(self, addr):
+        if self.taken:
+            return None
+        self.taken = True
+        return self.pump
+
+
+class _Client(protocol.ProcessProtocol):
+    def __init__(self, session):
+        self.session = session
+
+    def errReceived(self, data):
+        self.session.keep_stderr(data)
+
+    def processEnded(self, reason):
+        self.session.code = reason.value.exitCode if reason.value.exitCode is not None else -1
+        if self.session.code != 0:
+            # Failed on its own (its remote shell never connected, say): no barrier will
+            # come; the caller ends the channel, which ends the peer's rsync.
+            self.session.peer_done = True
+        self.session.check()
+
+
+async def receive(reactor, channel, target, what):
+    """Receive one session into the directory `target`."""
+    session = _Session(what)
+    argv = server_argv(target)
+    reactor.spawnProcess(_Receiver(channel, session), argv[0], argv, env=_env())
+    await session.done
+
+
+async def send(reactor, channel, source, what, socket_dir, bwlimit_kib=0):
+    """Send the contents of the directory `source` as one session."""
+    session = _Session(what)
+    path = os.path.join(socket_dir, f"rsync-{uuid.uuid4().hex[:12]}.sock")
+    port = reactor.listenUNIX(path, _OneConnection(_Pump(channel, session)), mode=0o600)
+    try:
+        argv = client_argv(source, path, bwlimit_kib)
+        reactor.spawnProcess(_Client(session), argv[0], argv, env=_env())
+        await session.done
+    finally:
+        await port.stopListening()
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _env():
+    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C"}

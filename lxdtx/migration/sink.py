@@ -1,0 +1,188 @@
+# -*- test-case-name: tests.integration.test_migration -*-
+"""The sink of a container migration in pull mode: `POST /1.0/containers` with
+`source.type: migration` dials the source's websockets and receives the container.
+
+The container is made as a copy is (`lxdtx.instance.copy`): an intent recorded first,
+volumes filled, then its rows and the end of the intent in one commit, so a failure
+or a kill at any point leaves nothing. Snapshots arrive oldest first: on a dir pool
+each straight into its own fresh directory, elsewhere into the container volume,
+which is then snapshotted. The files keep the source's ownership and
+`volatile.last_state.idmap` says which, so the first start shifts them if this
+host's map differs.
+"""
+
+import copy
+import os
+
+from twisted.internet import threads
+
+from lxdtx import errors, faults, timeutil
+from lxdtx.instance import devices as devices_rt
+from lxdtx.instance import model
+from lxdtx.instance.copy import _make_links
+from lxdtx.migration import messages as m
+from lxdtx.migration import rsyncstream, sockets
+from lxdtx.migration.channel import ChannelLost
+from lxdtx.migration.progress import Progress
+from lxdtx.migration.source import CONNECT_WAIT, outcome_soon
+from lxdtx.operations import WEBSOCKET, container_resources
+from lxdtx.resources.common import mapping, string, string_list
+from lxdtx.response import AsyncResponse
+from lxdtx.state import ABSENT, Put
+
+RECORDED = faults.point("container.migrate.recorded")
+RECEIVED = faults.point("container.migrate.received")
+
+# Volatile keys of the source that mean nothing here (its runtime state, its id map choice).
+_DROPPED_VOLATILE = ("volatile.last_state.power", "volatile.idmap.current", "volatile.idmap.next")
+
+
+async def create(req, name, body):
+    """Validate, reserve the name, and receive in an operation: a task that dials the source
+    (pull), or a websocket operation the source (push) or the client (relay) dials."""
+    daemon = req.daemon
+    instances = daemon.instances
+    source = mapping(body, "source")
+    mode = string(source, "mode") or "pull"
+    if mode not in ("pull", "push"):
+        raise errors.BadRequest(f"Invalid value for \"source.mode\": {mode}")
+    if source.get("live"):
+        raise errors.NotImplementedYet("Live migration needs checkpoint/restore, which this server does not have yet")
+    peer = sockets.peer_of(source, "source") if mode == "pull" else None
+    config = {k: v for k, v in mapping(body, "config").items() if k not in _DROPPED_VOLATILE}
+    devices = copy.deepcopy(mapping(body, "devices"))
+    profiles = string_list(body, "profiles", ["default"])
+    architecture = string(body, "architecture")
+    if architecture:
+        model.check_architecture(architecture)
+    params = {"architecture": architecture, "config": config, "devices": devices, "profiles": profiles,
+              "ephemeral": bool(body.get("ephemeral")), "description": string(body, "description")}
+    await instances.validate_new(config=config, devices=devices, profiles=profiles)
+    instances.reserve(name)
+    served = sockets.ServedChannels(["control", "fs"]) if peer is None else None
+
+    async def run(op):
+        channels = {}
+        try:
+            if served is None:
+                channels = await sockets.dial_all(daemon, peer, ("control", "fs"))
+            else:
+                await served.wait(daemon.reactor, CONNECT_WAIT)
+                channels = served.channels
+            await _receive(daemon, name, params, channels, op)
+        finally:
+            for channel in channels.values():
+                channel.close()
+            if served is not None:
+                served.close()
+            instances.release(name)
+
+    async def connect(op, request, secret):
+        return served.connect(daemon.websockets, secret)
+
+    try:
+        if served is None:
+            op = daemon.operations.start("Creating container", resources=container_resources(name), run=run)
+        else:
+            op = daemon.operations.create("Creating container", cls=WEBSOCKET, resources=container_resources(name),
+                                          metadata=served.metadata(), run=run, connect=connect)
+            op.start()
+    except BaseException:
+        instances.release(name)
+        raise
+    return AsyncResponse(op)
+
+
+async def _receive(daemon, name, params, channels, op):
+    control, fs = channels["control"], channels["fs"]
+    try:
+        header = m.decode(m.MigrationHeader, await control.next_message())
+        if header.HasField("criu") and header.criu != m.CRIU_NONE:
+            raise errors.NotImplementedYet("Live migration needs checkpoint/restore, which this server "
+                                           "does not have yet")
+        reply = m.MigrationHeader(fs=m.RSYNC)
+        if header.HasField("criu"):
+            reply.criu = m.CRIU_NONE
+        control.send(reply.SerializeToString())
+        outcome = control.next_message()  # only a failure of the source comes this way
+        try:
+            with Progress(daemon.reactor, op, name, lambda: fs.bytes_received):
+                await _make(daemon, name, params, header, fs)
+        except (ChannelLost, rsyncstream.RsyncFailed) as e:
+            said = await outcome_soon(outcome, daemon.reactor)
+            if said is not None and not said.success and said.message:
+                raise errors.InternalError(f"The source failed: {said.message}") from None
+            raise errors.InternalError(f"The transfer from the source failed: {e}") from None
+        control.send(m.MigrationControl(success=True).SerializeToString())
+    except Exception as e:
+        control.send(m.MigrationControl(success=False, message=errors.describe(e)).SerializeToString())
+        raise
+
+
+def _snapshot_value(message, container_value, pool):
+    return {
+        "architecture": m.ARCHITECTURE_NAMES.get(message.architecture, container_value["architecture"]),
+        "config": m.config_map(message.localConfig), "devices": m.device_map(message.localDevices),
+        "profiles": list(message.profiles), "ephemeral": message.ephemeral, "stateful": False,
+        "description": "", "created_at": timeutil.from_timestamp(message.creation_date),
+        "last_used_at": timeutil.from_timestamp(message.last_used_date), "pool": pool,
+    }
+
+
+async def _make(daemon, name, params, header, fs):
+    instances, pools, reactor = daemon.instances, daemon.pools, daemon.reactor
+    async with instances.locks.hold(name, "create"):
+        root = await instances.validate_new(config=params["config"], devices=params["devices"],
+                                            profiles=params["profiles"])
+        pool = root["pool"]
+        config = dict(params["config"])
+        config["volatile.last_state.idmap"] = m.idmap_json(header.idmap)
+        config["volatile.apply_template"] = "copy"
+        value = model.new_document(architecture=params["architecture"] or "x86_64", config=config,
+                                   devices=params["devices"], profiles=params["profiles"],
+                                   ephemeral=params["ephemeral"], description=params["description"], pool=pool)
+        _, expanded_devices = instances.expanded(value)
+        for key, item in devices_rt.fill_volatile(config, expanded_devices).items():
+            config.setdefault(key, item)
+        snapshots = list(header.snapshots)
+        if len(snapshots) != len(header.snapshotNames):  # an old sender: names only
+            snapshots = [m.Snapshot(name=n, localConfig=m.config_list(config), profiles=params["profiles"],
+                                    ephemeral=False, architecture=0, stateful=False,
+                                    creation_date=0, last_used_date=0) for n in header.snapshotNames]
+        for snapshot in snapshots:
+            model.check_snapshot_name(snapshot.name)
+        driver = pools.driver(pool)
+        size = root.get("size") or ""
+        direct = driver.info.name == "dir"
+        socket_dir = daemon.path("migration")
+        await instances.check_volume_free(pool, name)
+        async with daemon.journal.begin("container.migrate", name) as intent:
+            await intent.will("container", name=name, pool=pool)
+            RECORDED()
+            await driver.create_volume("container", name, {"size": size} if size else {})
+            await driver.mount_volume("container", name)
+            path = driver.mount_path("container", name)
+            for snapshot in snapshots:
+                full = f"{name}/{snapshot.name}"
+                if direct:
+                    target = driver.mount_path("container", full)
+                    await threads.deferToThread(os.makedirs, target, 0o700)
+                    await rsyncstream.receive(reactor, fs, target, f"snapshot {full}")
+                else:
+                    await rsyncstream.receive(reactor, fs, path, f"snapshot {full}")
+                    await driver.create_snapshot(name, snapshot.name)
+            sessions = 2 if header.HasField("criu") else 1
+            for _ in range(sessions):
+                await rsyncstream.receive(reactor, fs, path, name)
+            RECEIVED()
+            await _make_links(instances, name, driver)
+            changes = [Put(model.KIND, name, value, expect=ABSENT),
+                       pools.volume_changes(pool, "container", name, {"config": {}, "description": ""},
+                                            expect=ABSENT)]
+            for snapshot in snapshots:
+                full = f"{name}/{snapshot.name}"
+                changes += [Put(model.SNAPSHOT_KIND, full, _snapshot_value(snapshot, value, pool), expect=ABSENT),
+                            pools.volume_changes(pool, "container", full, {"config": {}, "description": ""},
+                                                 expect=ABSENT)]
+            await instances.store.commit(changes + [intent.done()])
+    instances.events.lifecycle("container-created", f"/1.0/containers/{name}")

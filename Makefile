@@ -11,12 +11,20 @@ SYSTEM_PACKAGES = \
 	lvm2 thin-provisioning-tools xfsprogs e2fsprogs kmod \
 	lxd-client
 
-.PHONY: deps venv run test unit soak bench clean
+# Only for the tests: the reference daemon (LXD 5.0.2) that migration interop runs against.
+TEST_PACKAGES = lxd
+
+.PHONY: deps test-deps venv run test unit soak bench clean
 
 deps: .deps-stamp
 .deps-stamp:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES)
+	touch $@
+
+test-deps: .test-deps-stamp
+.test-deps-stamp: .deps-stamp
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(TEST_PACKAGES)
 	touch $@
 
 SEED = lxdtx/helpers/execseed
@@ -42,7 +50,7 @@ run: deps venv
 	$(VENV)/bin/python -OO $(VENV)/bin/lxdtx daemon --dir $(DIR) --auto-init
 
 # Every test: unit tests, then integration tests on real containers with the real lxc client.
-test: deps venv
+test: deps test-deps venv
 	$(VENV)/bin/python -m pytest -q tests
 
 unit: venv
@@ -54,4 +62,4 @@ soak: deps venv
 	LXDTX_SOAK=1 $(VENV)/bin/python -m pytest -q tests/soak -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .deps-stamp build *.egg-info $(SEED)
+	rm -rf $(VENV) .deps-stamp .test-deps-stamp build *.egg-info $(SEED)

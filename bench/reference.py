@@ -25,10 +25,12 @@ profiles:
 
 
 class ReferenceLXD:
-    def __init__(self):
+    def __init__(self, netns=None):
+        """In network namespace `netns` (made and removed here when None)."""
         self.dir = tempfile.mkdtemp(prefix="lxd-ref-", dir="/var/tmp")
         os.chmod(self.dir, 0o711)
-        self.netns = f"lxdtx-bench-{os.getpid()}"
+        self.own_netns = netns is None
+        self.netns = netns or f"lxdtx-bench-{os.getpid()}"
         self.env = dict(os.environ, LXD_DIR=self.dir, LXD_CONF=tempfile.mkdtemp(prefix="lxc-conf-"))
         self.proc = None
 
@@ -43,8 +45,9 @@ class ReferenceLXD:
         """Start it and import the image `busybox` of the daemon reached with `image_from_env`."""
         if shutil.which("lxd") is None:
             raise RuntimeError("the reference daemon is not installed: apt-get install lxd")
-        subprocess.run(["ip", "netns", "add", self.netns], check=True)
-        subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"], check=True)
+        if self.own_netns:
+            subprocess.run(["ip", "netns", "add", self.netns], check=True)
+            subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"], check=True)
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, "lxd", "--group", "root", "--logfile",
              os.path.join(self.dir, "lxd.log")],
@@ -70,7 +73,8 @@ class ReferenceLXD:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        if self.own_netns:
+            subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
         for _ in range(10):
             try:
                 shutil.rmtree(self.dir)

@@ -30,12 +30,18 @@ _MESSAGES = {
     "Snapshot": [(REQUIRED, "string", "name", 1), (REPEATED, "Config", "localConfig", 2),
                  (REPEATED, "string", "profiles", 3), (REQUIRED, "bool", "ephemeral", 4),
                  (REPEATED, "Device", "localDevices", 5), (REQUIRED, "int32", "architecture", 6),
-                 (REQUIRED, "bool", "stateful", 7), (REQUIRED, "int64", "creation_date", 8),
-                 (REQUIRED, "int64", "last_used_date", 9)],
+                 (REQUIRED, "bool", "stateful", 7), (OPTIONAL, "int64", "creation_date", 8),
+                 (OPTIONAL, "int64", "last_used_date", 9), (OPTIONAL, "int64", "expiry_date", 10)],
+    # Field 100 is ours: -H and -A on both ends, offered only by lxdtx (LXD ignores it and
+    # leaves it out of its answer, so with LXD the flags are LXD's own).
+    "rsyncFeatures": [(OPTIONAL, "bool", "xattrs", 1), (OPTIONAL, "bool", "delete", 2),
+                      (OPTIONAL, "bool", "compress", 3), (OPTIONAL, "bool", "bidirectional", 4),
+                      (OPTIONAL, "bool", "hardlinks_acls", 100)],
     # No field 6: LXD retired it.
     "MigrationHeader": [(REQUIRED, "MigrationFSType", "fs", 1), (OPTIONAL, "CRIUType", "criu", 2),
                         (REPEATED, "IDMapType", "idmap", 3), (REPEATED, "string", "snapshotNames", 4),
-                        (REPEATED, "Snapshot", "snapshots", 5), (OPTIONAL, "bool", "predump", 7)],
+                        (REPEATED, "Snapshot", "snapshots", 5), (OPTIONAL, "bool", "predump", 7),
+                        (OPTIONAL, "rsyncFeatures", "rsyncFeatures", 8), (OPTIONAL, "bool", "refresh", 9)],
     "MigrationControl": [(REQUIRED, "bool", "success", 1), (OPTIONAL, "string", "message", 2)],
     "MigrationSync": [(REQUIRED, "bool", "finalPreDump", 1)],
 }
@@ -62,6 +68,7 @@ def _file():
 
 _classes = message_factory.GetMessages([_file()], pool=descriptor_pool.DescriptorPool())
 
+RsyncFeatures = _classes["migration.rsyncFeatures"]
 IDMapType = _classes["migration.IDMapType"]
 Config = _classes["migration.Config"]
 Device = _classes["migration.Device"]
@@ -77,6 +84,23 @@ CRIU_RSYNC, PHAUL, CRIU_NONE = 0, 1, 2
 ARCHITECTURES = {"i686": 1, "x86_64": 2, "armv7l": 3, "aarch64": 4, "ppc": 5, "ppc64": 6, "ppc64le": 7,
                  "s390x": 8}
 ARCHITECTURE_NAMES = {number: name for name, number in ARCHITECTURES.items()}
+
+
+# The rsync features a header offers or answers (names as LXD's), ours last.
+FEATURES = ("xattrs", "delete", "compress", "bidirectional", "hardlinks_acls")
+# What a peer that predates feature negotiation (no `bidirectional`) uses.
+LEGACY_FEATURES = frozenset({"xattrs", "delete", "compress"})
+
+
+def features_of(header):
+    """The rsync features a header names; a header without `bidirectional` means LXD 3.7's set."""
+    found = {name for name in FEATURES if getattr(header.rsyncFeatures, name)}
+    return found if "bidirectional" in found else set(LEGACY_FEATURES)
+
+
+def set_features(header, names):
+    for name in names:
+        setattr(header.rsyncFeatures, name, True)
 
 
 def config_list(mapping):

@@ -7,10 +7,10 @@ websocket. The receiver runs `rsync --server` with its stdin and stdout on the
 websocket. Each side sends the barrier (an empty text frame) when its rsync has said
 all it will; a session is over when both barriers are seen and the local rsync exited.
 
-The flags are the client's: `SERVER_ARGS` is what rsync derives from `CLIENT_ARGS`
-(a unit test checks it on this host's rsync), so both ends agree on the protocol.
-Files arrive in a fresh directory: rsync sends each one whole and checks it by its
-whole-file checksum.
+The flags are LXD's, for the features the two headers agreed (`xattrs`, `delete`,
+`compress`, and between two lxdtx daemons `hardlinks_acls`), so an LXD peer's rsync
+and ours speak the same protocol. Files arrive in a fresh directory, or into a
+previous session's with mtimes compared to the nanosecond (`--modify-window=-1`).
 """
 
 import os
@@ -23,27 +23,42 @@ from zope.interface import implementer
 
 from lxdtx.migration.channel import ChannelLost
 
-CLIENT_ARGS = ["-a", "-H", "-A", "-X", "-S", "--numeric-ids", "--partial", "--delete"]
-SERVER_ARGS = ["--server", "-lHogDtpAXrSe.iLsfxCIvu", "--delete", "--partial", "--numeric-ids", "."]
+CLIENT_ARGS = ["-ar", "--devices", "--numeric-ids", "--partial", "--sparse"]
+SERVER_ARGS = ["--server", "-vlogDtpre.iLsfx", "--numeric-ids", "--devices", "--partial", "--sparse",
+               "--modify-window=-1"]
 NETCAT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers", "netcat.py")
 # The dummy destination the client names; the receiver decides where files go.
 _REMOTE = "localhost:/migration/"
 _STDERR_KEPT = 4096
 
 
+def feature_args(features):
+    """The flags both ends add for the agreed features."""
+    args = []
+    if "xattrs" in features:
+        args += ["--xattrs", "--filter=-x security.selinux"]
+    if "delete" in features:
+        args.append("--delete")
+    if "compress" in features:
+        args += ["--compress", "--compress-level=2"]
+    if "hardlinks_acls" in features:
+        args += ["--hard-links", "--acls"]
+    return args
+
+
 class RsyncFailed(Exception):
     """rsync exited non-zero, or the websocket went before the session ended."""
 
 
-def client_argv(source, socket_path, bwlimit_kib=0):
-    argv = ["rsync", *CLIENT_ARGS, "-e", f"{sys.executable} -I -S {NETCAT} {socket_path}"]
+def client_argv(source, socket_path, features, bwlimit_kib=0):
+    argv = ["rsync", *CLIENT_ARGS, *feature_args(features), "-e", f"{sys.executable} -I -S {NETCAT} {socket_path}"]
     if bwlimit_kib:
         argv.append(f"--bwlimit={bwlimit_kib}")
     return argv + [source.rstrip("/") + "/", _REMOTE]
 
 
-def server_argv(target):
-    return ["rsync", *SERVER_ARGS, target.rstrip("/") + "/"]
+def server_argv(target, features):
+    return ["rsync", *SERVER_ARGS, *feature_args(features), ".", target.rstrip("/") + "/"]
 
 
 class _Session:
@@ -168,21 +183,21 @@ class _Client(protocol.ProcessProtocol):
         self.session.check()
 
 
-async def receive(reactor, channel, target, what):
+async def receive(reactor, channel, target, what, features):
     """Receive one session into the directory `target`."""
     session = _Session(what)
-    argv = server_argv(target)
+    argv = server_argv(target, features)
     reactor.spawnProcess(_Receiver(channel, session), argv[0], argv, env=_env())
     await session.done
 
 
-async def send(reactor, channel, source, what, socket_dir, bwlimit_kib=0):
+async def send(reactor, channel, source, what, socket_dir, features, bwlimit_kib=0):
     """Send the contents of the directory `source` as one session."""
     session = _Session(what)
     path = os.path.join(socket_dir, f"rsync-{uuid.uuid4().hex[:12]}.sock")
     port = reactor.listenUNIX(path, _OneConnection(_Pump(channel, session)), mode=0o600)
     try:
-        argv = client_argv(source, path, bwlimit_kib)
+        argv = client_argv(source, path, features, bwlimit_kib)
         reactor.spawnProcess(_Client(session), argv[0], argv, env=_env())
         await session.done
     finally:

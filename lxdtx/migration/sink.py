@@ -17,6 +17,7 @@ import os
 from twisted.internet import threads
 
 from lxdtx import errors, faults, timeutil
+from lxdtx.config import container as container_config
 from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import model
 from lxdtx.instance.copy import _make_links
@@ -32,6 +33,10 @@ from lxdtx.state import ABSENT, Put
 
 RECORDED = faults.point("container.migrate.recorded")
 RECEIVED = faults.point("container.migrate.received")
+
+# The rsync features this sink takes when offered: not compression, which costs more than
+# it saves on the links migrations run over here.
+WANTED = frozenset({"xattrs", "delete", "bidirectional", "hardlinks_acls"})
 
 # Volatile keys of the source that mean nothing here (its runtime state, its id map choice).
 _DROPPED_VOLATILE = ("volatile.last_state.power", "volatile.idmap.current", "volatile.idmap.next")
@@ -49,7 +54,7 @@ async def create(req, name, body):
     if source.get("live"):
         raise errors.NotImplementedYet("Live migration needs checkpoint/restore, which this server does not have yet")
     peer = sockets.peer_of(source, "source") if mode == "pull" else None
-    config = {k: v for k, v in mapping(body, "config").items() if k not in _DROPPED_VOLATILE}
+    config = _carried(mapping(body, "config"))
     devices = copy.deepcopy(mapping(body, "devices"))
     profiles = string_list(body, "profiles", ["default"])
     architecture = string(body, "architecture")
@@ -103,11 +108,17 @@ async def _receive(daemon, name, params, channels, op):
         reply = m.MigrationHeader(fs=m.RSYNC)
         if header.HasField("criu"):
             reply.criu = m.CRIU_NONE
+        offered = m.features_of(header)
+        if "bidirectional" in offered:  # the answer decides: the features both ends will use
+            features = offered & WANTED
+            m.set_features(reply, features)
+        else:  # a sender older than the negotiation uses its own fixed set
+            features = set(offered)
         control.send(reply.SerializeToString())
         outcome = control.next_message()  # only a failure of the source comes this way
         try:
             with Progress(daemon.reactor, op, name, lambda: fs.bytes_received):
-                await _make(daemon, name, params, header, fs)
+                await _make(daemon, name, params, header, fs, features)
         except (ChannelLost, rsyncstream.RsyncFailed) as e:
             said = await outcome_soon(outcome, daemon.reactor)
             if said is not None and not said.success and said.message:
@@ -119,17 +130,25 @@ async def _receive(daemon, name, params, channels, op):
         raise
 
 
+def _carried(config):
+    """The source's config as this server keeps it: its runtime state and the volatile keys
+    of newer servers (cloud-init's instance id, say) stay behind; every other key is checked."""
+    return {key: value for key, value in config.items()
+            if key not in _DROPPED_VOLATILE
+            and not (key.startswith("volatile.") and container_config.SCHEMA.lookup(key) is None)}
+
+
 def _snapshot_value(message, container_value, pool):
     return {
         "architecture": m.ARCHITECTURE_NAMES.get(message.architecture, container_value["architecture"]),
-        "config": m.config_map(message.localConfig), "devices": m.device_map(message.localDevices),
+        "config": _carried(m.config_map(message.localConfig)), "devices": m.device_map(message.localDevices),
         "profiles": list(message.profiles), "ephemeral": message.ephemeral, "stateful": False,
         "description": "", "created_at": timeutil.from_timestamp(message.creation_date),
         "last_used_at": timeutil.from_timestamp(message.last_used_date), "pool": pool,
     }
 
 
-async def _make(daemon, name, params, header, fs):
+async def _make(daemon, name, params, header, fs, features):
     instances, pools, reactor = daemon.instances, daemon.pools, daemon.reactor
     async with instances.locks.hold(name, "create"):
         root = await instances.validate_new(config=params["config"], devices=params["devices"],
@@ -167,13 +186,13 @@ async def _make(daemon, name, params, header, fs):
                 if direct:
                     target = driver.mount_path("container", full)
                     await threads.deferToThread(os.makedirs, target, 0o700)
-                    await rsyncstream.receive(reactor, fs, target, f"snapshot {full}")
+                    await rsyncstream.receive(reactor, fs, target, f"snapshot {full}", features)
                 else:
-                    await rsyncstream.receive(reactor, fs, path, f"snapshot {full}")
+                    await rsyncstream.receive(reactor, fs, path, f"snapshot {full}", features)
                     await driver.create_snapshot(name, snapshot.name)
             sessions = 2 if header.HasField("criu") else 1
             for _ in range(sessions):
-                await rsyncstream.receive(reactor, fs, path, name)
+                await rsyncstream.receive(reactor, fs, path, name, features)
             RECEIVED()
             await _make_links(instances, name, driver)
             changes = [Put(model.KIND, name, value, expect=ABSENT),

@@ -93,6 +93,7 @@ async def _send(daemon, name, channels, container_only, op):
         snapshots = [] if container_only else instances.snapshots.documents(name)
         running = instances.status(name) == "Running"
         header = m.MigrationHeader(fs=m.RSYNC)
+        m.set_features(header, m.FEATURES)
         header.idmap.extend(m.idmap_entries(doc.value.get("config", {}).get("volatile.last_state.idmap")))
         for snapshot in snapshots:
             short = snapshot.name.split("/", 1)[1]
@@ -101,11 +102,11 @@ async def _send(daemon, name, channels, container_only, op):
         if running:
             header.criu = m.CRIU_NONE
         control.send(header.SerializeToString())
-        m.decode(m.MigrationHeader, await control.next_message())
+        features = m.features_of(m.decode(m.MigrationHeader, await control.next_message()))
         outcome = control.next_message()
         try:
             with Progress(reactor, op, name, lambda: fs.bytes_sent):
-                await _transfer(reactor, driver, name, snapshots, running, fs, socket_dir)
+                await _transfer(reactor, driver, name, snapshots, running, fs, socket_dir, features)
         except (rsyncstream.RsyncFailed, ChannelLost) as e:
             # The sink's own account of a failure beats ours of the stream it broke.
             message = await outcome_soon(outcome, reactor)
@@ -121,17 +122,18 @@ async def _send(daemon, name, channels, container_only, op):
             raise errors.InternalError(result.message or "The target failed to receive the container")
 
 
-async def _transfer(reactor, driver, name, snapshots, running, fs, socket_dir):
+async def _transfer(reactor, driver, name, snapshots, running, fs, socket_dir, features):
     """The rsync sessions: each snapshot, oldest first, then the container (twice if running)."""
     bwlimit = driver.bwlimit()
     for snapshot in snapshots:
         full = snapshot.name
         await driver.mount_volume("container", full)
         await rsyncstream.send(reactor, fs, driver.mount_path("container", full), f"snapshot {full}", socket_dir,
-                               bwlimit)
+                               features, bwlimit)
     await driver.mount_volume("container", name)
     for _ in range(2 if running else 1):
-        await rsyncstream.send(reactor, fs, driver.mount_path("container", name), name, socket_dir, bwlimit)
+        await rsyncstream.send(reactor, fs, driver.mount_path("container", name), name, socket_dir, features,
+                               bwlimit)
 
 
 async def outcome_soon(outcome, reactor, wait=2):

@@ -4,7 +4,8 @@
     python -m tests.integration.rsyncpair SOCKET_DIR TARGET SOURCE [SOURCE...]
 
 Each SOURCE directory goes as one session, back to back on the same channel pair, into
-TARGET/<index>. With `--lose-after N` the channels are lost after N bytes: the command
+TARGET/<index>, with the rsync flags of `--features` (names as in the migration header).
+With `--lose-after N` the channels are lost after N bytes: the command
 exits 3 if both ends failed cleanly. Exit 0 when every session arrived.
 """
 
@@ -56,14 +57,16 @@ def pair(reactor, budget):
 
 async def main(reactor, args):
     budget = [args.lose_after]
+    features = set(args.features.split(",")) if args.features else set()
     sending, receiving = pair(reactor, budget)
     for index, source in enumerate(args.sources):
         target = os.path.join(args.target, str(index))
         os.makedirs(target)
         results = await defer.DeferredList([
             defer.Deferred.fromCoroutine(rsyncstream.send(reactor, sending, source, f"source {index}",
-                                                          args.socket_dir)),
-            defer.Deferred.fromCoroutine(rsyncstream.receive(reactor, receiving, target, f"target {index}")),
+                                                          args.socket_dir, features)),
+            defer.Deferred.fromCoroutine(rsyncstream.receive(reactor, receiving, target, f"target {index}",
+                                                             features)),
         ], consumeErrors=True)
         failures = [result for ok, result in results if not ok]
         if failures:
@@ -78,4 +81,5 @@ if __name__ == "__main__":
     parser.add_argument("target")
     parser.add_argument("sources", nargs="+")
     parser.add_argument("--lose-after", type=int, default=None)
+    parser.add_argument("--features", default="xattrs,delete,bidirectional,hardlinks_acls")
     task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor, parser.parse_args())))

@@ -44,3 +44,18 @@ def test_size_string_as_lxd_writes_it():
     assert size_string(42130000) == "42.13MB"
     assert size_string(10_200_000) == "10.20MB"
     assert size_string(1_500_000_000_000) == "1.50TB"
+
+
+def test_rsync_features_negotiation():
+    """A header without `bidirectional` means LXD 3.7's fixed set; field 100 (ours) is a plain
+    optional field an LXD peer skips."""
+    legacy = m.MigrationHeader(fs=m.RSYNC)
+    assert m.features_of(legacy) == {"xattrs", "delete", "compress"}
+    offer = m.MigrationHeader(fs=m.RSYNC)
+    m.set_features(offer, m.FEATURES)
+    wire = offer.SerializeToString()
+    assert b"\x42" in wire  # field 8, length-delimited
+    assert m.features_of(m.decode(m.MigrationHeader, wire)) == set(m.FEATURES)
+    answer = m.MigrationHeader(fs=m.RSYNC)
+    m.set_features(answer, {"xattrs", "bidirectional"})
+    assert m.features_of(answer) == {"xattrs", "bidirectional"}

@@ -68,7 +68,7 @@ IMPLEMENTED = {
     "file_delete", "file_append", "file_symlinks", "file_get_symlink",
     # migration between daemons: pull, push and relay, stateless, rsync over the fs websocket
     "container_stateless_copy", "container_only_migration", "container_push", "container_push_target",
-    "migration_progress",
+    "migration_progress", "storage_api_remote_volume_handling",
 }
 
 

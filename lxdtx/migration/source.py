@@ -26,13 +26,14 @@ CONNECT_WAIT = 60
 CRIU_MISSING = "Unable to perform container live migration. CRIU isn't installed on the source server."
 
 
-def start(req, name, body):
-    """`POST /1.0/containers/<name>` with `migration: true`: in pull mode a websocket operation
-    the sink dials; with `target` (push mode) a task that dials the sink's operation."""
+def start(req, name, body, snapshot=None):
+    """`POST /1.0/containers/<name>` (or `.../snapshots/<snapshot>`, which goes as a container
+    of its own) with `migration: true`: in pull mode a websocket operation the sink dials;
+    with `target` (push mode) a task that dials the sink's operation."""
     daemon = req.daemon
     instances = daemon.instances
     instances.get(name)
-    running = instances.status(name) == "Running"
+    running = snapshot is None and instances.status(name) == "Running"
     # `live` left out means live (the API's legacy default); only a running container goes live.
     if running and body.get("live", True) is not False:
         raise errors.InternalError(CRIU_MISSING)
@@ -44,7 +45,7 @@ def start(req, name, body):
         async def push(op):
             channels = await sockets.dial_all(daemon, peer, ("control", "fs"))
             try:
-                await _send(daemon, name, channels, container_only, op)
+                await _send(daemon, name, snapshot, channels, container_only, op)
             finally:
                 for channel in channels.values():
                     channel.close()
@@ -57,7 +58,7 @@ def start(req, name, body):
     async def run(op):
         try:
             await served.wait(daemon.reactor, CONNECT_WAIT)
-            await _send(daemon, name, served.channels, container_only, op)
+            await _send(daemon, name, snapshot, served.channels, container_only, op)
         finally:
             served.close()
         return {}
@@ -81,7 +82,7 @@ def snapshot_message(short_name, value):
         last_used_date=int(timeutil.parse(value.get("last_used_at") or timeutil.EPOCH).timestamp()))
 
 
-async def _send(daemon, name, channels, container_only, op):
+async def _send(daemon, name, snapshot_name, channels, container_only, op):
     reactor = daemon.reactor
     control, fs = channels["control"], channels["fs"]
     instances = daemon.instances
@@ -90,11 +91,16 @@ async def _send(daemon, name, channels, container_only, op):
     async with instances.locks.hold(name, "migrate"):
         doc = instances.get(name)
         driver = daemon.pools.driver(doc.value["pool"])
-        snapshots = [] if container_only else instances.snapshots.documents(name)
-        running = instances.status(name) == "Running"
+        if snapshot_name is None:
+            volume, value = name, doc.value
+            snapshots = [] if container_only else instances.snapshots.documents(name)
+            running = instances.status(name) == "Running"
+        else:
+            volume = f"{name}/{snapshot_name}"
+            value, snapshots, running = instances.snapshots.get(name, snapshot_name).value, [], False
         header = m.MigrationHeader(fs=m.RSYNC)
         m.set_features(header, m.FEATURES)
-        header.idmap.extend(m.idmap_entries(doc.value.get("config", {}).get("volatile.last_state.idmap")))
+        header.idmap.extend(m.idmap_entries(value.get("config", {}).get("volatile.last_state.idmap")))
         for snapshot in snapshots:
             short = snapshot.name.split("/", 1)[1]
             header.snapshotNames.append(short)
@@ -106,7 +112,7 @@ async def _send(daemon, name, channels, container_only, op):
         outcome = control.next_message()
         try:
             with Progress(reactor, op, name, lambda: fs.bytes_sent):
-                await _transfer(reactor, driver, name, snapshots, running, fs, socket_dir, features)
+                await _transfer(reactor, driver, volume, snapshots, running, fs, socket_dir, features)
         except (rsyncstream.RsyncFailed, ChannelLost) as e:
             # The sink's own account of a failure beats ours of the stream it broke.
             message = await outcome_soon(outcome, reactor)
@@ -123,7 +129,8 @@ async def _send(daemon, name, channels, container_only, op):
 
 
 async def _transfer(reactor, driver, name, snapshots, running, fs, socket_dir, features):
-    """The rsync sessions: each snapshot, oldest first, then the container (twice if running)."""
+    """The rsync sessions: each snapshot, oldest first, then the container volume `name` (a
+    snapshot's, when one goes alone), twice if the container runs."""
     bwlimit = driver.bwlimit()
     for snapshot in snapshots:
         full = snapshot.name

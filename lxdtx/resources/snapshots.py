@@ -56,7 +56,9 @@ async def post_snapshot(req):
     snapshots.get(name, snapshot)
     body = req.json()
     if body.get("migration"):
-        raise errors.NotImplementedYet("Snapshot migration is not supported yet")
+        from lxdtx.migration import source
+
+        return source.start(req, name, body, snapshot=snapshot)
     new_name = body.get("name")
     if new_name is None or new_name == "":
         raise errors.BadRequest("Invalid value for \"name\": the new snapshot name is required")

@@ -110,7 +110,9 @@ async def create_volume(req):
                                      resources={"storage_volumes": [_url(pool, "custom", name)]}, run=run)
         return AsyncResponse(op)
     if kind == "migration":
-        raise errors.NotImplementedYet("Storage volume migration between servers is not supported yet")
+        from lxdtx.migration import volumes
+
+        return volumes.create_sink(req, pool, name, source, config, description)
     raise errors.BadRequest(f"Unknown source type \"{kind}\"")
 
 
@@ -179,7 +181,9 @@ async def post_volume(req):
         raise errors.BadRequest("Only custom storage volumes can be renamed or moved")
     body = req.json()
     if body.get("migration"):
-        raise errors.NotImplementedYet("Storage volume migration between servers is not supported yet")
+        from lxdtx.migration import volumes
+
+        return volumes.start_source(req, pool, name, body)
     new_name = string(body, "name")
     _check_name(new_name)
     target_pool = string(body, "pool") or pool

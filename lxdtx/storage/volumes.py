@@ -108,12 +108,16 @@ class CustomVolumes:
         cls = driver_class(self._pools.get(pool).value["driver"])
         keys.check_volume_config(cls, config, DRIVERS.values())
 
-    async def create(self, pool, name, config=None, description=""):
+    def check_new(self, pool, name, config):
+        """400 for a bad name or config, 409 if the pool has a custom volume `name` already."""
         check_volume_name(name)
-        config = dict(config or {})
         self._check_config(pool, config)
         if self._pools.volume(pool, "custom", name) is not None:
             raise errors.Conflict(f"Storage volume \"{name}\" of type custom already exists in pool \"{pool}\"")
+
+    async def create(self, pool, name, config=None, description=""):
+        config = dict(config or {})
+        self.check_new(pool, name, config)
         driver = self._pools.driver(pool)
         value = {"config": config, "description": description or ""}
         async with self._journal.begin("volume.create", f"{pool}/{name}") as intent:

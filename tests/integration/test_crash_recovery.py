@@ -298,11 +298,12 @@ CASES = {
 
 
 # Points whose cases need a second daemon: tests.integration.test_migration walks them.
-ELSEWHERE = ("container.migrate.",)
+ELSEWHERE = ("container.migrate.", "volume.migrate.")
 
 
 def test_every_crash_point_has_a_case():
-    import lxdtx.migration.sink  # noqa: F401 (declares its points whichever test module ran first)
+    import lxdtx.migration.sink  # noqa: F401 (declare their points whichever test module ran first)
+    import lxdtx.migration.volumes  # noqa: F401
 
     assert sorted(p.name for p in faults.POINTS if not p.name.startswith(ELSEWHERE)) == sorted(CASES)
 

@@ -1,7 +1,7 @@
 """Containers between two daemons on loopback with the real `lxc` client (pull mode, stateless).
 
 `lxc copy` and `lxc move` to another remote, in pull, push and relay mode: files (content, owners, modes), config,
-snapshots with their own content, `--instance-only`; a running container copied
+snapshots with their own content, `--instance-only`, a snapshot copied as a container; a running container copied
 with `--stateless`; live migration refused with LXD's message; a failed transfer
 leaves nothing on the target.
 """
@@ -14,7 +14,7 @@ import time
 import pytest
 
 from lxdtx import faults
-from lxdtx.migration import sink
+from lxdtx.migration import sink, volumes
 from tests.daemonproc import Daemon
 from tests.integration.net import free_port
 
@@ -84,6 +84,11 @@ def test_copy_with_snapshots_then_move(pair):
         assert _exec(two, "mig2", "cat /root/data") == "first\n"
         two.lxc("delete", "--force", "mig2")
 
+        one.lxc("copy", "mig/s1", "two:fromsnap")
+        assert _names(two, "/1.0/containers/fromsnap/snapshots") == []
+        assert two.lxc("file", "pull", "fromsnap/root/data", "-").stdout == "first\n"
+        two.lxc("delete", "fromsnap")
+
         one.lxc("copy", "mig", "two:only", "--instance-only")
         assert _names(two, "/1.0/containers/only/snapshots") == []
         two.lxc("delete", "only")
@@ -96,7 +101,7 @@ def test_copy_with_snapshots_then_move(pair):
         two.lxc("delete", "--force", "moved")
     finally:
         one.lxc("delete", "--force", "mig", check=False)
-        for name in ("mig2", "only", "moved"):
+        for name in ("mig2", "only", "moved", "fromsnap"):
             two.lxc("delete", "--force", name, check=False)
 
 
@@ -117,6 +122,31 @@ def test_modes(pair, mode):
     finally:
         one.lxc("delete", "--force", name, check=False)
         two.lxc("delete", "--force", name, check=False)
+
+
+@pytest.mark.parametrize("mode", ["pull", "push"])
+def test_custom_volume_copy_and_move(pair, mode):
+    """`lxc storage volume copy` and `move` to the other remote: the files come along."""
+    one, two = pair
+    name = f"vol{mode}"
+    one.lxc("storage", "volume", "create", "default", name)
+    try:
+        path = os.path.join(one.dir, "storage-pools", "default", "custom", name)
+        with open(os.path.join(path, "data"), "w") as f:
+            f.write(mode)
+        os.chown(os.path.join(path, "data"), 100123, 100456)
+        one.lxc("storage", "volume", "copy", f"default/{name}", f"two:default/{name}", "--mode", mode)
+        got = os.path.join(two.dir, "storage-pools", "default", "custom", name, "data")
+        with open(got) as f:
+            assert f.read() == mode
+        assert (os.stat(got).st_uid, os.stat(got).st_gid) == (100123, 100456)
+        one.lxc("storage", "volume", "move", f"default/{name}", f"two:default/{name}2", "--mode", mode)
+        assert one.request("GET", f"/1.0/storage-pools/default/volumes/custom/{name}").status == 404
+        assert two.request("GET", f"/1.0/storage-pools/default/volumes/custom/{name}2").status == 200
+    finally:
+        one.lxc("storage", "volume", "delete", "default", name, check=False)
+        for target in (name, f"{name}2"):
+            two.lxc("storage", "volume", "delete", "default", target, check=False)
 
 
 def test_running_container_stateless_and_live_refused(pair):
@@ -216,5 +246,28 @@ def test_target_killed(pair, point):
         two.lxc("delete", "crash", check=False)
 
 
+def test_target_killed_receiving_a_volume(pair):
+    one, two = pair
+    one.lxc("storage", "volume", "create", "default", "crashvol")
+    try:
+        two.stop()
+        two.start(crash_at=volumes.RECORDED.name)
+        assert one.lxc("storage", "volume", "copy", "default/crashvol", "two:default/crashvol",
+                       check=False).returncode != 0
+        two.proc.wait(30)
+        assert two.proc.returncode == -signal.SIGKILL
+        two.stop()
+        two.start(timeout=120)
+        assert two.request("GET", "/1.0/storage-pools/default/volumes/custom/crashvol").status == 404
+        assert "crashvol" not in os.listdir(os.path.join(two.dir, "storage-pools", "default", "custom"))
+        one.lxc("storage", "volume", "copy", "default/crashvol", "two:default/crashvol")
+    finally:
+        if two.proc is None or two.proc.poll() is not None:
+            two.start(timeout=120)
+        one.lxc("storage", "volume", "delete", "default", "crashvol", check=False)
+        two.lxc("storage", "volume", "delete", "default", "crashvol", check=False)
+
+
 def test_every_target_step_has_a_crash_point():
     assert faults.points("container.migrate.") == [sink.RECORDED.name, sink.RECEIVED.name]
+    assert faults.points("volume.migrate.") == [volumes.RECORDED.name]

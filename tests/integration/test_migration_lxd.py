@@ -101,3 +101,20 @@ def test_lxd_to_lxdtx_copy_and_move(peers):
     finally:
         for name in ("fromref", "moved"):
             _lxc(ns, ours_env, "delete", "--force", name, check=False)
+
+
+def test_custom_volume_both_ways(peers):
+    ns, ours, ours_env, ref_env = peers
+    _lxc(ns, ours_env, "storage", "volume", "create", "default", "shared")
+    try:
+        path = os.path.join(ours.dir, "storage-pools", "default", "custom", "shared", "data")
+        with open(path, "w") as f:
+            f.write("ours")
+        _lxc(ns, ours_env, "storage", "volume", "copy", "default/shared", "ref:default/shared")
+        _lxc(ns, ref_env, "storage", "volume", "copy", "default/shared", "ours:default/back")
+        with open(os.path.join(ours.dir, "storage-pools", "default", "custom", "back", "data")) as f:
+            assert f.read() == "ours"
+    finally:
+        for name in ("shared", "back"):
+            _lxc(ns, ours_env, "storage", "volume", "delete", "default", name, check=False)
+        _lxc(ns, ref_env, "storage", "volume", "delete", "default", "shared", check=False)

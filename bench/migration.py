@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""`lxc copy` of a container between two daemons against plain rsync of the same tree over
+loopback, as a ratio in the same run; with --reference the same copy between two LXD 5.0.2
+daemons (Debian's `lxd`).
+
+    bench/migration.py [--mib 500] [--rounds 3] [--reference]
+
+Two throw-away lxdtx daemons (and, with --reference, two LXD daemons) run in a network
+namespace of the run's own, with HTTPS on its loopback. The container holds `--mib` MiB
+of incompressible files (one large, the rest in 1 MiB files). The floor is `rsync -a`
+of the container's directory to an rsync daemon on the same loopback. Not a timed test.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from bench.reference import ReferenceLXD  # noqa: E402
+from tests.integration.netns import Netns, daemon_in  # noqa: E402
+
+PASSWORD = "bench-pw"
+
+
+def lxc(ns, env, *args):
+    return subprocess.run(["ip", "netns", "exec", ns.name, "lxc", *args], env=env, check=True,
+                          capture_output=True, text=True, timeout=900)
+
+
+def fill(ns, env, name, mib):
+    lxc(ns, env, "launch", "busybox", name)
+    big = mib // 2
+    lxc(ns, env, "exec", name, "--", "sh", "-c",
+        f"dd if=/dev/urandom of=/root/big bs=1048576 count={big} 2>/dev/null; mkdir /root/many; "
+        f"i=0; while [ $i -lt {mib - big} ]; do dd if=/dev/urandom of=/root/many/f$i bs=1048576 count=1 "
+        f"2>/dev/null; i=$((i+1)); done; sync")
+    lxc(ns, env, "stop", "--force", name)
+
+
+def pair(ns, env_one, env_two, port_one, port_two):
+    for env, port in ((env_one, port_one), (env_two, port_two)):
+        lxc(ns, env, "config", "set", "core.https_address", f"127.0.0.1:{port}")
+        lxc(ns, env, "config", "set", "core.trust_password", PASSWORD)
+    lxc(ns, env_one, "remote", "add", "two", f"https://127.0.0.1:{port_two}", "--password", PASSWORD,
+        "--accept-certificate")
+
+
+def time_copies(ns, env_one, env_two, rounds):
+    times = []
+    for i in range(rounds):
+        started = time.perf_counter()
+        lxc(ns, env_one, "copy", "bench", f"two:bench{i}")
+        times.append(time.perf_counter() - started)
+        lxc(ns, env_two, "delete", f"bench{i}")
+    return statistics.median(times)
+
+
+def rsync_floor(ns, tree, rounds):
+    """`rsync -a` of `tree` to an rsync daemon on the namespace's loopback; median seconds."""
+    work = tempfile.mkdtemp(prefix="lxdtx-bench-rsync-", dir="/var/tmp")
+    try:
+        conf = os.path.join(work, "rsyncd.conf")
+        with open(conf, "w") as f:
+            f.write(f"use chroot = no\nuid = root\ngid = root\n[t]\npath = {work}/t\nread only = no\n")
+        proc = subprocess.Popen(["ip", "netns", "exec", ns.name, "rsync", "--daemon", "--no-detach",
+                                 f"--config={conf}", "--port=8873", "--address=127.0.0.1"])
+        try:
+            time.sleep(0.5)
+            times = []
+            for _ in range(rounds):
+                shutil.rmtree(os.path.join(work, "t"), ignore_errors=True)
+                os.makedirs(os.path.join(work, "t"))
+                started = time.perf_counter()
+                subprocess.run(["ip", "netns", "exec", ns.name, "rsync", "-a", "--numeric-ids", "--sparse",
+                                tree.rstrip("/") + "/", "rsync://127.0.0.1:8873/t/"], check=True)
+                times.append(time.perf_counter() - started)
+            return statistics.median(times)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mib", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reference", action="store_true", help="also copy between two LXD 5.0.2 daemons")
+    args = parser.parse_args()
+    ns = Netns("lxdtxb")
+    ours, refs = [], []
+    try:
+        ours = [daemon_in(ns, auto_init=True), daemon_in(ns, auto_init=True)]
+        envs = [d.env() for d in ours]
+        pair(ns, envs[0], envs[1], 8443, 8444)
+        fill(ns, envs[0], "bench", args.mib)
+        tree = os.path.join(ours[0].dir, "storage-pools", "default", "containers", "bench")
+        floor = rsync_floor(ns, tree, args.rounds)
+        copy = time_copies(ns, envs[0], envs[1], args.rounds)
+        print(f"{args.mib} MiB container, medians of {args.rounds}")
+        print(f"rsync -a to an rsync daemon on loopback  {floor * 1000:8.0f} ms")
+        print(f"lxc copy between two lxdtx daemons       {copy * 1000:8.0f} ms   ratio {copy / floor:.2f}")
+        if args.reference:
+            refs = [ReferenceLXD(netns=ns.name).start(envs[0]), ReferenceLXD(netns=ns.name).start(envs[0])]
+            renvs = [r.env for r in refs]
+            pair(ns, renvs[0], renvs[1], 8445, 8446)
+            fill(ns, renvs[0], "bench", args.mib)
+            ref_copy = time_copies(ns, renvs[0], renvs[1], args.rounds)
+            print(f"lxc copy between two LXD 5.0.2 daemons   {ref_copy * 1000:8.0f} ms   ratio {ref_copy / floor:.2f}")
+    finally:
+        for ref in refs:
+            ref.stop()
+        for d in ours:
+            d.cleanup()
+        ns.delete()
+
+
+if __name__ == "__main__":
+    main()

@@ -116,11 +116,15 @@ class Intent:
         if exc_type is None:
             await store.commit([Delete(KIND, self.name)])
             return False
+        op, target = self.value["op"], self.value["target"]
         try:
             await self.journal.resolve(self.value)
         except Exception:
             self.log.failure("Could not resolve the failed {op} of {target}; the next start will retry",
-                             op=self.value["op"], target=self.value["target"])
+                             op=op, target=target)
             return False
         await store.commit([Delete(KIND, self.name)])
+        # Also a `logging` event: a listener sees what a failed change left (nothing).
+        self.log.info("Recovered from the failed {op} of {target}: {outcome}", op=op, target=target,
+                      outcome="finished" if self.value.get("finish") else "undone")
         return False

@@ -37,7 +37,8 @@ class Channel:
         self.is_open = True
         waiters, self._open_waiters = self._open_waiters, []
         for waiter in waiters:
-            waiter.callback(self)
+            if not waiter.called:  # a waiter may have been cancelled (its operation was)
+                waiter.callback(self)
 
     def received(self, payload, binary):
         if binary:
@@ -51,7 +52,8 @@ class Channel:
         self._lost = True
         waiters, self._open_waiters = self._open_waiters, []
         for waiter in waiters:
-            waiter.errback(ChannelLost(f"the {self.name} websocket closed before it opened"))
+            if not waiter.called:
+                waiter.errback(ChannelLost(f"the {self.name} websocket closed before it opened"))
         if not self.closed.called:
             self.closed.callback(None)
         self._deliver()

@@ -64,11 +64,12 @@ class ServedChannels:
 
     async def wait(self, reactor, timeout):
         """Until every websocket is open; 500 if the peer has not dialled them all in `timeout`."""
-        ready = defer.gatherResults([c.when_open() for c in self.channels.values()], consumeErrors=True)
-        try:
-            await ready.addTimeout(timeout, reactor)
-        except defer.TimeoutError:
-            raise errors.InternalError("The peer did not connect to the migration websockets in time") from None
+        deadline = reactor.seconds() + timeout
+        for channel in self.channels.values():
+            try:
+                await channel.when_open().addTimeout(max(0.0, deadline - reactor.seconds()), reactor)
+            except defer.TimeoutError:
+                raise errors.InternalError("The peer did not connect to the migration websockets in time") from None
 
     def close(self, abort=False):
         for channel in self.channels.values():

@@ -194,11 +194,15 @@ def _big(d, name, mib=300):
 
 def test_progress_then_source_killed_mid_transfer(pair):
     """The target's operation shows `fs_progress` while the bytes flow; a source killed with
-    SIGKILL then leaves nothing of the container on the target, whose name is free again."""
+    SIGKILL then leaves nothing of the container on the target, whose name is free again, and
+    the target says so on its events stream."""
     one, two = pair
     _big(one, "big")
+    monitor = copying = None
     try:
         seen = []
+        monitor = subprocess.Popen(["lxc", "monitor", "--type=logging"], env=two.env(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, text=True)
         copying = subprocess.Popen(["lxc", "copy", "big", "two:big"], env=one.env(), stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
@@ -213,9 +217,16 @@ def test_progress_then_source_killed_mid_transfer(pair):
         while two.request("GET", "/1.0/operations").metadata.get("running") and time.monotonic() < deadline:
             time.sleep(0.2)
         _nothing_of(two, "big")
+        monitor.terminate()
+        logged, _ = monitor.communicate(timeout=10)
+        assert "Recovered from the failed container.migrate of big: undone" in logged
         two.lxc("init", "busybox", "big")
         two.lxc("delete", "big")
     finally:
+        for proc in (monitor, copying):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
         if one.proc is None or one.proc.poll() is not None:
             one.start(timeout=120)
         one.lxc("delete", "--force", "big", check=False)

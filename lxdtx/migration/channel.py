@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_migration_rsync -*-
+# -*- test-case-name: tests.integration.test_migration_rsync -*-
 """One migration websocket (`control`, `fs`, `criu`) as the protocol code sees it, whichever
 end dialled: frames out, and frames in handed to one reader at a time.
 

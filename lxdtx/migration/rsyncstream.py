@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_migration_rsync -*-
+# -*- test-case-name: tests.integration.test_migration_rsync -*-
 """One rsync session through a migration websocket, both ends real rsync processes.
 
 The sender runs the rsync client with `-e netcat.py SOCKET`: its remote shell is a

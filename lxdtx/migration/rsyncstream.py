@@ -17,7 +17,7 @@ import os
 import sys
 import uuid
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, threads
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 
@@ -192,7 +192,9 @@ async def receive(reactor, channel, target, what, features):
 
 
 async def send(reactor, channel, source, what, socket_dir, features, bwlimit_kib=0):
-    """Send the contents of the directory `source` as one session."""
+    """Send the contents of the directory `source` as one session; the remote shell's socket
+    is made in `socket_dir` (made too, 0700, if missing)."""
+    await threads.deferToThread(os.makedirs, socket_dir, 0o700, True)
     session = _Session(what)
     path = os.path.join(socket_dir, f"rsync-{uuid.uuid4().hex[:12]}.sock")
     port = reactor.listenUNIX(path, _OneConnection(_Pump(channel, session)), mode=0o600)

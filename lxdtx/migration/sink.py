@@ -22,21 +22,15 @@ from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import model
 from lxdtx.instance.copy import _make_links
 from lxdtx.migration import messages as m
-from lxdtx.migration import rsyncstream, sockets
-from lxdtx.migration.channel import ChannelLost
+from lxdtx.migration import protocol, rsyncstream, sockets
 from lxdtx.migration.progress import Progress
-from lxdtx.migration.source import CONNECT_WAIT, outcome_soon
-from lxdtx.operations import WEBSOCKET, container_resources
+from lxdtx.operations import container_resources
 from lxdtx.resources.common import mapping, string, string_list
 from lxdtx.response import AsyncResponse
 from lxdtx.state import ABSENT, Put
 
 RECORDED = faults.point("container.migrate.recorded")
 RECEIVED = faults.point("container.migrate.received")
-
-# The rsync features this sink takes when offered: not compression, which costs more than
-# it saves on the links migrations run over here.
-WANTED = frozenset({"xattrs", "delete", "bidirectional", "hardlinks_acls"})
 
 # Volatile keys of the source that mean nothing here (its runtime state, its id map choice).
 _DROPPED_VOLATILE = ("volatile.last_state.power", "volatile.idmap.current", "volatile.idmap.next")
@@ -64,34 +58,13 @@ async def create(req, name, body):
               "ephemeral": bool(body.get("ephemeral")), "description": string(body, "description")}
     await instances.validate_new(config=config, devices=devices, profiles=profiles)
     instances.reserve(name)
-    served = sockets.ServedChannels(["control", "fs"]) if peer is None else None
 
-    async def run(op):
-        channels = {}
-        try:
-            if served is None:
-                channels = await sockets.dial_all(daemon, peer, ("control", "fs"))
-            else:
-                await served.wait(daemon.reactor, CONNECT_WAIT)
-                channels = served.channels
-            await _receive(daemon, name, params, channels, op)
-        finally:
-            for channel in channels.values():
-                channel.close()
-            if served is not None:
-                served.close()
-            instances.release(name)
-
-    async def connect(op, request, secret):
-        return served.connect(daemon.websockets, secret)
+    async def work(channels, op):
+        await _receive(daemon, name, params, channels, op)
 
     try:
-        if served is None:
-            op = daemon.operations.start("Creating container", resources=container_resources(name), run=run)
-        else:
-            op = daemon.operations.create("Creating container", cls=WEBSOCKET, resources=container_resources(name),
-                                          metadata=served.metadata(), run=run, connect=connect)
-            op.start()
+        op = protocol.operation(daemon, "Creating container", container_resources(name), peer, work,
+                                finished=lambda: instances.release(name))
     except BaseException:
         instances.release(name)
         raise
@@ -108,22 +81,10 @@ async def _receive(daemon, name, params, channels, op):
         reply = m.MigrationHeader(fs=m.RSYNC)
         if header.HasField("criu"):
             reply.criu = m.CRIU_NONE
-        offered = m.features_of(header)
-        if "bidirectional" in offered:  # the answer decides: the features both ends will use
-            features = offered & WANTED
-            m.set_features(reply, features)
-        else:  # a sender older than the negotiation uses its own fixed set
-            features = set(offered)
+        features = protocol.answer_features(header, reply)
         control.send(reply.SerializeToString())
-        outcome = control.next_message()  # only a failure of the source comes this way
-        try:
-            with Progress(daemon.reactor, op, name, lambda: fs.bytes_received):
-                await _make(daemon, name, params, header, fs, features)
-        except (ChannelLost, rsyncstream.RsyncFailed) as e:
-            said = await outcome_soon(outcome, daemon.reactor)
-            if said is not None and not said.success and said.message:
-                raise errors.InternalError(f"The source failed: {said.message}") from None
-            raise errors.InternalError(f"The transfer from the source failed: {e}") from None
+        with Progress(daemon.reactor, op, name, lambda: fs.bytes_received):
+            await protocol.receive(daemon.reactor, control, _make(daemon, name, params, header, fs, features))
         control.send(m.MigrationControl(success=True).SerializeToString())
     except Exception as e:
         control.send(m.MigrationControl(success=False, message=errors.describe(e)).SerializeToString())

@@ -9,20 +9,13 @@ session per snapshot, one for the container and, for a running container (statel
 `control` decides the operation's.
 """
 
-import os
-
-from twisted.internet import threads
-
 from lxdtx import errors, timeutil
 from lxdtx.migration import messages as m
-from lxdtx.migration import rsyncstream, sockets
-from lxdtx.migration.channel import ChannelLost
+from lxdtx.migration import protocol, rsyncstream, sockets
 from lxdtx.migration.progress import Progress
-from lxdtx.operations import WEBSOCKET, container_resources
+from lxdtx.operations import container_resources
 from lxdtx.response import AsyncResponse
 
-# How long the peer has to dial every websocket after the operation is made.
-CONNECT_WAIT = 60
 CRIU_MISSING = "Unable to perform container live migration. CRIU isn't installed on the source server."
 
 
@@ -39,37 +32,12 @@ def start(req, name, body, snapshot=None):
         raise errors.InternalError(CRIU_MISSING)
     container_only = bool(body.get("container_only") or body.get("instance_only"))
     target = body.get("target")
-    if target:
-        peer = sockets.peer_of(target, "target")
+    peer = sockets.peer_of(target, "target") if target else None
 
-        async def push(op):
-            channels = await sockets.dial_all(daemon, peer, ("control", "fs"))
-            try:
-                await _send(daemon, name, snapshot, channels, container_only, op)
-            finally:
-                for channel in channels.values():
-                    channel.close()
-            return {}
+    async def work(channels, op):
+        await _send(daemon, name, snapshot, channels, container_only, op)
 
-        op = daemon.operations.start("Migrating container", resources=container_resources(name), run=push)
-        return AsyncResponse(op)
-    served = sockets.ServedChannels(["control", "fs"])
-
-    async def run(op):
-        try:
-            await served.wait(daemon.reactor, CONNECT_WAIT)
-            await _send(daemon, name, snapshot, served.channels, container_only, op)
-        finally:
-            served.close()
-        return {}
-
-    async def connect(op, request, secret):
-        return served.connect(daemon.websockets, secret)
-
-    op = daemon.operations.create("Migrating container", cls=WEBSOCKET, resources=container_resources(name),
-                                  metadata=served.metadata(), run=run, connect=connect)
-    op.start()
-    return AsyncResponse(op)
+    return AsyncResponse(protocol.operation(daemon, "Migrating container", container_resources(name), peer, work))
 
 
 def snapshot_message(short_name, value):
@@ -87,7 +55,6 @@ async def _send(daemon, name, snapshot_name, channels, container_only, op):
     control, fs = channels["control"], channels["fs"]
     instances = daemon.instances
     socket_dir = daemon.path("migration")
-    await threads.deferToThread(os.makedirs, socket_dir, 0o700, True)
     async with instances.locks.hold(name, "migrate"):
         doc = instances.get(name)
         driver = daemon.pools.driver(doc.value["pool"])
@@ -109,23 +76,9 @@ async def _send(daemon, name, snapshot_name, channels, container_only, op):
             header.criu = m.CRIU_NONE
         control.send(header.SerializeToString())
         features = m.features_of(m.decode(m.MigrationHeader, await control.next_message()))
-        outcome = control.next_message()
-        try:
-            with Progress(reactor, op, name, lambda: fs.bytes_sent):
-                await _transfer(reactor, driver, volume, snapshots, running, fs, socket_dir, features)
-        except (rsyncstream.RsyncFailed, ChannelLost) as e:
-            # The sink's own account of a failure beats ours of the stream it broke.
-            message = await outcome_soon(outcome, reactor)
-            if message is not None and not message.success:
-                raise errors.InternalError(message.message or str(e)) from None
-            control.send(m.MigrationControl(success=False, message=str(e)).SerializeToString())
-            raise errors.InternalError(str(e)) from None
-        try:
-            result = m.decode(m.MigrationControl, await outcome)
-        except ChannelLost:
-            raise errors.InternalError("The target closed the migration without saying how it ended") from None
-        if not result.success:
-            raise errors.InternalError(result.message or "The target failed to receive the container")
+        with Progress(reactor, op, name, lambda: fs.bytes_sent):
+            await protocol.send(reactor, control, _transfer(reactor, driver, volume, snapshots, running, fs,
+                                                            socket_dir, features), "container")
 
 
 async def _transfer(reactor, driver, name, snapshots, running, fs, socket_dir, features):
@@ -141,11 +94,3 @@ async def _transfer(reactor, driver, name, snapshots, running, fs, socket_dir, f
     for _ in range(2 if running else 1):
         await rsyncstream.send(reactor, fs, driver.mount_path("container", name), name, socket_dir, features,
                                bwlimit)
-
-
-async def outcome_soon(outcome, reactor, wait=2):
-    """The sink's MigrationControl if it comes within `wait` seconds, else None."""
-    try:
-        return m.decode(m.MigrationControl, await outcome.addTimeout(wait, reactor))
-    except Exception:
-        return None

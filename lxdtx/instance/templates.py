@@ -1,14 +1,18 @@
 # -*- test-case-name: tests.unit.test_templates -*-
-"""Image templates: a small subset of pongo2, applied on create, copy, start and rename.
+"""Image templates (pongo2 syntax as LXD images write it), applied on create, copy, start and rename.
 
-Supported: `{{ a.b.c }}`, `{{ x|default:"y" }}`, `{% if expr %}...{% else %}...{% endif %}`
-with `==`, `!=`, `not`, `and`, `or`, and `{# comments #}`. That covers the
-templates images put in `templates/` for hostname, hosts and cloud-init files.
+Templates come with images and are untrusted: they run in Jinja2's sandbox, which
+refuses access to internals (`__class__`, `__subclasses__`...), with bounded output,
+time and ranges. pongo2's `|filter:arg` is rewritten to Jinja2's `|filter(arg)`.
 """
 
 import os
 import re
 import stat
+import time
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from twisted.logger import Logger
 
@@ -18,103 +22,105 @@ from lxdtx.image.unpack import read_beneath
 
 log = Logger()
 
-_TOKEN = re.compile(r"({{.*?}}|{%.*?%}|{#.*?#})", re.S)
 # A fifo opened for writing without a reader fails at once (ENXIO) instead of waiting.
 _WRITE = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY
+
+# Image templates are untrusted: what one may produce and how long it may take.
+MAX_OUTPUT = 1 << 20
+MAX_SECONDS = 2.0
+MAX_RANGE = 10000
+# pongo2 passes a filter's argument after a colon (`x|default:"y"`); Jinja2 calls it.
+_PONGO_FILTER = re.compile(r"""\|\s*(\w+)\s*:\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[\w.]+)""")
+_TAG = re.compile(r"({{.*?}}|{%.*?%})", re.S)
 
 
 class TemplateError(ValueError):
     pass
 
 
-def _lookup(context, dotted):
-    value = context
-    for part in dotted.split("."):
-        if isinstance(value, dict):
-            value = value.get(part)
-        else:
-            return None
+def _pongo_to_jinja(text):
+    """Rewrite pongo2's `|filter:arg` inside tags into Jinja2's `|filter(arg)`."""
+    return _TAG.sub(lambda m: _PONGO_FILTER.sub(r"|\1(\2)", m.group(0)), text)
+
+
+def _pongo_default(value, default="", boolean=True):
+    """pongo2's default: empty values (None, "", 0, empty containers) are replaced."""
+    if value is None or isinstance(value, jinja2.Undefined) or (boolean and not value):
+        return default
     return value
 
 
-def _literal(token, context):
-    token = token.strip()
-    if len(token) >= 2 and token[0] == token[-1] and token[0] in "\"'":
-        return token[1:-1]
-    if token.lstrip("-").isdigit():
-        return int(token)
-    if token in ("true", "True"):
-        return True
-    if token in ("false", "False"):
-        return False
-    return _lookup(context, token)
-
-
-def _expression(text, context):
-    text = text.strip()
-    for keyword, combine in ((" or ", any), (" and ", all)):
-        if keyword in text:
-            return combine(_expression(part, context) for part in text.split(keyword))
-    if text.startswith("not "):
-        return not _expression(text[4:], context)
-    for op in ("==", "!="):
-        if op in text:
-            left, right = text.split(op, 1)
-            equal = str(_literal(left, context)) == str(_literal(right, context))
-            return equal if op == "==" else not equal
-    return bool(_literal(text, context))
-
-
-def _value(text, context):
-    name, *filters = [p.strip() for p in text.split("|")]
-    value = _literal(name, context)
-    for f in filters:
-        fname, _, arg = f.partition(":")
-        if fname == "default" and value in (None, ""):
-            value = _literal(arg, context)
+def _finalize(value):
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return value
 
 
-def render(text, context):
-    """Render template text with the given context."""
-    out = []
-    stack = []  # [(emitting, branch taken)]
-    emitting = True
-    for piece in _TOKEN.split(text):
-        if piece.startswith("{#"):
-            continue
-        if piece.startswith("{%"):
-            tag = piece[2:-2].strip()
-            word, _, rest = tag.partition(" ")
-            if word == "if":
-                taken = emitting and _expression(rest, context)
-                stack.append((emitting, taken))
-                emitting = taken
-            elif word == "else":
-                if not stack:
-                    raise TemplateError("else without if")
-                outer, taken = stack[-1]
-                emitting = outer and not taken
-            elif word == "endif":
-                if not stack:
-                    raise TemplateError("endif without if")
-                emitting, _ = stack.pop()
-            else:
-                raise TemplateError(f"unsupported template tag: {word}")
-            continue
-        if not emitting:
-            continue
-        if piece.startswith("{{"):
-            out.append(_value(piece[2:-2], context))
-        else:
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox, refusing unsafe access outright rather than rendering it as empty."""
+
+    def unsafe_undefined(self, obj, attribute):
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
+
+
+def _environment():
+    env = _Sandbox(autoescape=False, undefined=jinja2.ChainableUndefined,
+                               finalize=_finalize, keep_trailing_newline=True)
+    env.filters["default"] = _pongo_default
+    return env
+
+
+_ENV = None
+
+
+def render(text, context, max_output=MAX_OUTPUT, max_seconds=MAX_SECONDS):
+    """Render template text with the given context in Jinja2's sandbox, bounded in size and time."""
+    global _ENV
+    if _ENV is None:
+        _ENV = _environment()
+    deadline = time.monotonic() + max_seconds
+
+    def check():
+        if time.monotonic() > deadline:
+            raise TemplateError(f"template took longer than {max_seconds:g}s")
+
+    def bounded_range(*args):
+        r = range(*args)
+        if len(r) > MAX_RANGE:
+            raise TemplateError(f"range of more than {MAX_RANGE} items")
+        for i in r:
+            check()
+            yield i
+
+    try:
+        template = _ENV.from_string(_pongo_to_jinja(text), globals={"range": bounded_range})
+        out, size = [], 0
+        for piece in template.generate(context):
+            size += len(piece)
+            if size > max_output:
+                raise TemplateError(f"template output larger than {max_output} bytes")
+            check()
             out.append(piece)
-    if stack:
-        raise TemplateError("if without endif")
+    except SecurityError as e:
+        raise TemplateError(f"template not allowed: {e}") from None
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateError(f"template syntax error at line {e.lineno}: {e.message}") from None
+    except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError,
+            RecursionError, MemoryError) as e:
+        if isinstance(e, TemplateError):
+            raise
+        raise TemplateError(f"template failed: {e}") from None
     return "".join(out)
+
+
+def _config_getter(config):
+    """LXD's `config_get(key, default)`: the container's value of key, or default when unset."""
+    def config_get(key, default=None):
+        value = config.get(key)
+        return default if value in (None, "") else value
+    return config_get
 
 
 def _load_metadata(dir_fd):
@@ -229,7 +235,8 @@ def apply(container_dir, trigger, context, uid=0, gid=0):
                     text = _read_template(dir_fd, spec)
                     if text is None:
                         continue
-                    local = dict(context, trigger=trigger, path=path, properties=spec.get("properties") or {})
+                    local = dict(context, trigger=trigger, path=path, properties=spec.get("properties") or {},
+                                 config_get=_config_getter(context.get("config") or {}))
                     try:
                         _apply_one(root, str(path), spec, text, local, uid, gid)
                     except OSError as e:

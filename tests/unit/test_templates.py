@@ -212,3 +212,102 @@ class _Warnings:
 
     def text(self):
         return "\n".join(formatEvent(e) for e in self.events)
+
+
+# The templates of the Ubuntu/Debian images of images.linuxcontainers.org (distrobuilder).
+_HOSTNAME = "{{ container.name }}\n"
+_HOSTS = """127.0.1.1\t{{ container.name }}
+127.0.0.1\tlocalhost
+::1\t\tlocalhost ip6-localhost ip6-loopback
+ff02::1\t\tip6-allnodes
+ff02::2\t\tip6-allrouters
+"""
+_USER_DATA = """{{ config_get("user.user-data", properties.default) }}
+"""
+_META_DATA = """instance-id: {{ container.name }}
+local-hostname: {{ container.name }}
+{{ config_get("user.meta-data", "") }}
+"""
+_NETWORK = """{% if config_get("user.network-config", "") == "" %}version: 1
+config:
+  - type: physical
+    name: {% if instance.type == "virtual-machine" %}enp5s0{% else %}eth0{% endif %}
+    subnets:
+      - type: {% if config_get("user.network-mode", "") == "link-local" %}manual{% else %}dhcp{% endif %}
+        control: auto{% else %}{{ config_get("user.network-config", "") }}{% endif %}
+"""
+
+
+class RealImageTemplateTests(SynchronousTestCase):
+    """The templates real LXD images carry render as LXD renders them."""
+
+    def _context(self, config=None, properties=None):
+        config = config or {}
+        return {"container": {"name": "c1"}, "instance": {"type": "container"}, "config": config,
+                "properties": properties or {}, "trigger": "create", "path": "/etc/hostname",
+                "config_get": templates._config_getter(config)}
+
+    def test_hostname_and_hosts(self):
+        """hostname and hosts carry the container's name."""
+        self.assertEqual(templates.render(_HOSTNAME, self._context()), "c1\n")
+        self.assertTrue(templates.render(_HOSTS, self._context()).startswith("127.0.1.1\tc1\n127.0.0.1\tlocalhost\n"))
+
+    def test_cloud_init_user_data(self):
+        """config_get falls back to the template's property when the key is unset."""
+        context = self._context(properties={"default": "#cloud-config\n{}"})
+        self.assertEqual(templates.render(_USER_DATA, context), "#cloud-config\n{}\n")
+        context = self._context({"user.user-data": "#cloud-config\nx: 1"}, {"default": "#cloud-config\n{}"})
+        self.assertEqual(templates.render(_USER_DATA, context), "#cloud-config\nx: 1\n")
+
+    def test_meta_data(self):
+        """meta-data names the instance."""
+        self.assertEqual(templates.render(_META_DATA, self._context()), "instance-id: c1\nlocal-hostname: c1\n\n")
+
+    def test_network_config(self):
+        """Nested ifs with comparisons choose the container's interface and mode."""
+        out = templates.render(_NETWORK, self._context())
+        self.assertIn("name: eth0", out)
+        self.assertIn("type: dhcp", out)
+        out = templates.render(_NETWORK, self._context({"user.network-config": "version: 2"}))
+        self.assertEqual(out, "version: 2\n")
+
+    def test_pongo_filter_arguments(self):
+        """pongo2's `|default:"x"` and an unknown variable render as pongo2 does."""
+        self.assertEqual(templates.render('{{ nothing.here|default:"d" }}|{{ nothing.here }}|', {}), "d||")
+
+
+class HostileTemplateTests(SynchronousTestCase):
+    """Templates written to escape or exhaust the daemon fail with a clear error."""
+
+    def _refused(self, text, expect, **kw):
+        with self.assertRaises(templates.TemplateError) as e:
+            templates.render(text, {"container": {"name": "c1"}, "config": {}}, **kw)
+        self.assertIn(expect, str(e.exception))
+        return e.exception
+
+    def test_internals(self):
+        """Attribute access to Python internals is refused by the sandbox."""
+        self._refused("{{ ''.__class__.__mro__[1].__subclasses__() }}", "not allowed")
+        self._refused("{{ container.name.__class__ }}|{{ ().__class__.__base__.__subclasses__() }}", "not allowed")
+        self._refused("{{ cycler.__init__.__globals__ }}", "not allowed")
+
+    def test_string_format_escape(self):
+        """str.format cannot reach attributes the sandbox hides."""
+        self._refused("{{ '{0.__class__}'.format(container) }}", "not allowed")
+
+    def test_huge_output(self):
+        """Output beyond the bound stops rendering."""
+        self._refused("{% for i in range(9999) %}{{ 'x' * 1000 }}{% endfor %}", "larger than", max_output=1 << 20)
+
+    def test_endless_loops(self):
+        """Nested loops that would run for ages stop at the time bound, even without output."""
+        self._refused("{% for a in range(9999) %}{% for b in range(9999) %}{% for c in range(9999) %}"
+                      "{% endfor %}{% endfor %}{% endfor %}", "longer than", max_seconds=0.2)
+
+    def test_huge_range(self):
+        """A range past the bound is refused outright."""
+        self._refused("{% for i in range(10**9) %}{% endfor %}", "range of more than")
+
+    def test_syntax_error(self):
+        """A malformed template names its line."""
+        self._refused("a\n{% if x %}", "line")

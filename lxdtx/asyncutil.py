@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_asyncutil -*-
+# -*- test-case-name: tests.unit.test_storage_drivers -*-
 """Bridges between coroutines and Deferreds, and child processes run the Twisted way."""
 
 import functools

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.integration.test_cli -*-
+# -*- test-case-name: tests.integration.test_daemon_process -*-
 """The `lxdtx` admin command: waitready, shutdown and other operator helpers.
 
 This is a short-lived client of the daemon's unix socket, so it may block.

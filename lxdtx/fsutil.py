@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_fsutil -*-
+# -*- test-case-name: tests.unit.test_templates,tests.integration.test_files -*-
 """Opening paths inside a container's root so that nothing resolves outside it;
 reading the host's small kernel files.
 

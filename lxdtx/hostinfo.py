@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_hostinfo -*-
+# -*- test-case-name: tests.integration.test_server -*-
 """Facts about the host: kernel, architectures, addresses, CPU and memory."""
 
 import fcntl

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.integration.test_init -*-
+# -*- test-case-name: tests.integration.test_networks -*-
 """`lxdtx init --auto`: a usable daemon on a fresh offline machine.
 
 Creates what is missing, never touches what exists: the `default` dir pool, a

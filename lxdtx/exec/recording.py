@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_exec_recording -*-
+# -*- test-case-name: tests.integration.test_exec -*-
 """Exec without websockets: output to /dev/null or to `exec_<op id>.stdout|stderr` log files.
 
 Recorded output is readable through the container's logs API and expires after

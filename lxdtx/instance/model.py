@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_instance_model -*-
+# -*- test-case-name: tests.integration.test_containers,tests.integration.test_names -*-
 """Container documents: names, the API object, expansion through profiles, ETags.
 
 A container document (store kind `container`) holds the writable state and a

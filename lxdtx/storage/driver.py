@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_storage -*-
+# -*- test-case-name: tests.unit.test_storage_drivers,tests.integration.test_storage -*-
 """The storage driver contract: a capabilities record and a base that says "not supported".
 
 A driver manages one pool. Volumes are addressed by (type, name) with type one

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_storage -*-
+# -*- test-case-name: tests.unit.test_storage_drivers,tests.integration.test_storage -*-
 """Validation of pool and volume config against the keys each driver accepts."""
 
 from lxdtx.config.schema import ConfigError

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_storage -*-
+# -*- test-case-name: tests.unit.test_storage_drivers,tests.integration.test_storage -*-
 """Mount table look-ups, loop files and filesystem helpers shared by the drivers (blocking)."""
 
 import os

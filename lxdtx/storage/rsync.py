@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_storage -*-
+# -*- test-case-name: tests.integration.test_migration_rsync,tests.integration.test_storage -*-
 """rsync command lines for copying volume contents (same host, any drivers)."""
 
 # 24: source files vanished while rsync ran (a running container's temp files);

@@ -117,8 +117,21 @@ class LogForwarderTests(SynchronousTestCase):
 
     def test_nobody_listening(self):
         """Without a logging listener nothing is formatted or sent."""
-        self.hub.subscribe(Listener({"lifecycle"}))
+        lifecycle = Listener({"lifecycle"})
+        self.hub.subscribe(lifecycle)
+        formatted = []
+
+        class Field:
+            def __format__(self, spec):
+                formatted.append(spec)
+                return "field"
+
+            __str__ = __repr__ = lambda self: self.__format__("")
+
         self.forward({"log_format": "{boom", "log_level": LogLevel.info})
+        self.forward({"log_format": "x={x}", "x": Field(), "log_level": LogLevel.info})
+        self.assertEqual(formatted, [])
+        self.assertEqual(lifecycle.frames, [])
 
     def test_no_recursion(self):
         """Logging while forwarding a log event does not loop."""

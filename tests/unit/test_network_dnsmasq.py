@@ -294,6 +294,18 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.spawned), 1)
 
     def test_reload_signals_hup(self):
-        """reload() sends SIGHUP to the running dnsmasq (here: a pid that is gone is ignored)."""
+        """reload() sends SIGHUP to the running process; a pid that is gone is ignored."""
+        import signal
+        import subprocess
+
+        child = subprocess.Popen(["sleep", "30"])
+        try:
+            self.supervisor.pid = child.pid
+            self.supervisor.reload()
+            self.assertEqual(child.wait(timeout=10), -signal.SIGHUP)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=10)
         self.supervisor.pid = 2 ** 22 + 12345  # no such process
-        self.supervisor.reload()
+        self.assertIsNone(self.supervisor.reload())

@@ -390,7 +390,7 @@ class Instances:
             await proxies.start_all(self.log_dir(name), self.runtime.init_pid(name), devs)
         except Exception:
             await self.liblxc.stop(name, force=True)
-            proxies.stop_all(self.log_dir(name), devs)
+            await proxies.stop_all(self.log_dir(name), devs)
             raise
         own["volatile.last_state.power"] = "RUNNING"
         value["last_used_at"] = timeutil.now()
@@ -520,7 +520,7 @@ class Instances:
         doc = self.store.get(KIND, name)
         if doc is not None:
             await self.daemon.networks.nics.stopped(name, *self.expanded(doc.value))
-            proxies.stop_all(self.log_dir(name), self.expanded(doc.value)[1])
+            await proxies.stop_all(self.log_dir(name), self.expanded(doc.value)[1])
         if self.locks.action(name) is not None or not self.store.exists(KIND, name):
             return  # an operation of ours is stopping or deleting it and does the bookkeeping
         self.daemon.reactor.callLater(0.1, lambda: defer.Deferred.fromCoroutine(self._stopped_itself(name)))
@@ -682,7 +682,7 @@ class Instances:
                 if gone.get("type") == "disk" and gone.get("path") != "/":
                     await devices_rt.hot_remove_disk(pid, gone)
                 elif gone.get("type") == "proxy":
-                    proxies.stop(self.log_dir(name), dev_name)
+                    await proxies.stop(self.log_dir(name), dev_name)
             for added in [new] if new else []:
                 if added.get("type") == "disk" and added.get("path") != "/":
                     text = new_config.get("volatile.last_state.idmap")

@@ -11,7 +11,7 @@ import signal
 import sys
 
 from lxdtx import errors
-from lxdtx.asyncutil import ProcessError, run
+from lxdtx.asyncutil import ProcessError, run, sleep
 
 _HELPER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers", "proxy.py")
 
@@ -36,7 +36,7 @@ def _helper_pid(path):
 async def start(log_dir, pid, dev_name, device):
     """Start the helper of one proxy device of the container whose init is `pid`."""
     path = pid_file(log_dir, dev_name)
-    stop(log_dir, dev_name)
+    await stop(log_dir, dev_name)
     os.makedirs(log_dir, exist_ok=True)
     in_container = device.get("bind", "host") == "container"
     listen_pid, connect_pid = (pid, 0) if in_container else (0, pid)
@@ -49,8 +49,12 @@ async def start(log_dir, pid, dev_name, device):
         raise errors.BadRequest(f"Failed to start device \"{dev_name}\": {detail}")
 
 
-def stop(log_dir, dev_name):
-    """Stop the helper of one proxy device, if it runs."""
+async def stop(log_dir, dev_name, timeout=5.0):
+    """Stop the helper of one proxy device, if it runs, and wait until it has gone.
+
+    Waiting matters when the device is changed live: the helper removes its unix
+    socket as it ends, and the new one wants the same path.
+    """
     path = pid_file(log_dir, dev_name)
     pid = _helper_pid(path)
     if pid is not None:
@@ -58,6 +62,10 @@ def stop(log_dir, dev_name):
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+        waited = 0.0
+        while waited < timeout and _helper_pid(path) == pid:
+            await sleep(0.05)
+            waited += 0.05
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -70,7 +78,7 @@ async def start_all(log_dir, pid, devices):
             await start(log_dir, pid, dev_name, devices[dev_name])
 
 
-def stop_all(log_dir, devices):
+async def stop_all(log_dir, devices):
     for dev_name in sorted(devices):
         if devices[dev_name].get("type") == "proxy":
-            stop(log_dir, dev_name)
+            await stop(log_dir, dev_name)

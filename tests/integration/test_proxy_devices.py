@@ -243,3 +243,18 @@ def test_unknown_proxy_key(busybox_daemon, container):
     result = busybox_daemon.lxc("config", "device", "add", container, "p", "proxy", "listen=tcp:127.0.0.1:1",
                                 "connect=tcp:127.0.0.1:2", "bogus=1", check=False)
     assert result.returncode != 0 and "bogus" in result.stderr
+
+
+def test_changed_live_on_the_same_unix_path(busybox_daemon, container, nc):
+    """`lxc config device set` on a unix-listen proxy: the new helper takes over the same path."""
+    d = busybox_daemon
+    path = f"/var/tmp/lxdtx-proxy-{uuid.uuid4().hex[:8]}.sock"
+    try:
+        d.lxc("config", "device", "add", container, "u", "proxy", f"listen=unix:{path}", "connect=tcp:127.0.0.1:1")
+        d.lxc("config", "device", "set", container, "u", "connect", f"tcp:127.0.0.1:{NC_PORT}")
+        _send(socket.AF_UNIX, path, b"to the new target\n")
+        assert nc.output() == b"to the new target\n"
+    finally:
+        d.lxc("config", "device", "remove", container, "u", check=False)
+        if os.path.exists(path):
+            os.unlink(path)

@@ -48,6 +48,8 @@ IMPLEMENTED = {
     "network_dhcp_gateway", "network_vxlan_interface", "network_vlan", "network_vlan_physical",
     "network_sriov", "infiniband", "maas_network",
     "container_backup", "container_full",
+    # devices: proxy (tcp, unix and abstract sockets, either side listening, live)
+    "proxy", "proxy_unix",
     # containers: lifecycle, limits, security, id maps, shutdown order
     "container_host_shutdown_timeout", "container_stop_priority", "container_syscall_filtering",
     "container_last_used_at", "container_cpu_time", "container_image_properties", "id_map",

@@ -19,6 +19,7 @@ from lxdtx.config import container as container_config
 from lxdtx.config.types import is_true, parse_int64
 from lxdtx.instance import cgroups, lxcconf, model, settle, templates
 from lxdtx.instance import devices as devices_rt
+from lxdtx.instance import proxies
 from lxdtx.instance import idmap as idmaps
 from lxdtx.exec.seeds import Seeds
 from lxdtx.instance.fileagents import FileAgents
@@ -386,8 +387,10 @@ class Instances:
             raise
         try:
             await self.daemon.networks.nics.started(name, {**config, **own}, devs)
+            await proxies.start_all(self.log_dir(name), self.runtime.init_pid(name), devs)
         except Exception:
             await self.liblxc.stop(name, force=True)
+            await proxies.stop_all(self.log_dir(name), devs)
             raise
         own["volatile.last_state.power"] = "RUNNING"
         value["last_used_at"] = timeutil.now()
@@ -517,6 +520,7 @@ class Instances:
         doc = self.store.get(KIND, name)
         if doc is not None:
             await self.daemon.networks.nics.stopped(name, *self.expanded(doc.value))
+            await proxies.stop_all(self.log_dir(name), self.expanded(doc.value)[1])
         if self.locks.action(name) is not None or not self.store.exists(KIND, name):
             return  # an operation of ours is stopping or deleting it and does the bookkeeping
         self.daemon.reactor.callLater(0.1, lambda: defer.Deferred.fromCoroutine(self._stopped_itself(name)))
@@ -677,12 +681,16 @@ class Instances:
             for gone in [old] if old else []:
                 if gone.get("type") == "disk" and gone.get("path") != "/":
                     await devices_rt.hot_remove_disk(pid, gone)
+                elif gone.get("type") == "proxy":
+                    await proxies.stop(self.log_dir(name), dev_name)
             for added in [new] if new else []:
                 if added.get("type") == "disk" and added.get("path") != "/":
                     text = new_config.get("volatile.last_state.idmap")
                     await devices_rt.prepare_volumes(self.daemon.pools, {dev_name: added},
                                                      idmaps.IdMap.from_json(text) if text else None)
                     await devices_rt.hot_add_disk(self.daemon.pools, pid, added)
+                elif added.get("type") == "proxy":
+                    await proxies.start(self.log_dir(name), pid, dev_name, added)
         # Nics plugged in or out; returns the volatile keys (MAC, name) of new ones.
         return await self.daemon.networks.nics.apply_live(name, pid, old_devices, new_devices, new_config)
 

@@ -137,3 +137,22 @@ def test_bad_compression_refused(busybox_daemon):
         assert d.request("GET", "/1.0/containers/bkbad/backups").metadata == []
     finally:
         d.lxc("delete", "-f", "bkbad", check=False)
+
+
+def test_server_compression_key(busybox_daemon):
+    """`backups.compression_algorithm` applies when the request names no algorithm."""
+    d = busybox_daemon
+    d.lxc("init", "busybox", "bkk")
+    workdir = tempfile.mkdtemp(prefix="lxdtx-backup-", dir="/var/tmp")
+    tarball = os.path.join(workdir, "bkk.tar.xz")
+    try:
+        d.lxc("config", "set", "backups.compression_algorithm", "xz")
+        d.lxc("export", "bkk", tarball)
+        with open(tarball, "rb") as f:
+            assert f.read(6) == b"\xfd7zXZ\x00"
+    finally:
+        d.lxc("config", "unset", "backups.compression_algorithm", check=False)
+        d.lxc("delete", "-f", "bkk", check=False)
+        for name in os.listdir(workdir):
+            os.unlink(os.path.join(workdir, name))
+        os.rmdir(workdir)

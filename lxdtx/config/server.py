@@ -43,6 +43,7 @@ def _is_offline_threshold(value):
 
 SCHEMA = Schema(
     {
+        "backups.compression_algorithm": Key(_is_compressor, "gzip"),
         "cluster.offline_threshold": Key(_is_offline_threshold, "20"),
         "core.https_address": Key(is_host_port, apply="https_address"),
         "core.https_allowed_credentials": Key(is_bool, "false"),

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.integration.test_backups -*-
-"""Container backups (`container_backup`): xz tarballs made from a container, restored as a new one.
+"""Container backups (`container_backup`): tarballs (gzip unless asked otherwise) made from a container, restored as a new one.
 
 Layout of a backup tarball, as LXD writes it::
 
@@ -83,8 +83,10 @@ class Backups:
         return f"backup{max(numbers, default=-1) + 1}"
 
     # -- create ----------------------------------------------------------------
-    async def create(self, container, backup, *, expiry, container_only, optimized):
-        """Write the tarball of `container` as backup `backup`."""
+    async def create(self, container, backup, *, expiry, container_only, optimized, compression=None):
+        """Write the tarball of `container` as backup `backup`, compressed by `compression`
+        (else `backups.compression_algorithm`; "none" for a plain tar)."""
+        compression = compression or self.daemon.config.get("backups.compression_algorithm") or "gzip"
         key = f"{container}/{backup}"
         if self.store.exists(KIND, key):
             raise errors.Conflict(f"Backup '{backup}' already exists")
@@ -105,11 +107,12 @@ class Backups:
                 await _tar(["tar", "-rf", tarball, *_TAR_FLAGS, "--ignore-failed-read",
                             "--transform", rf"flags=rhS;s,^\.,backup/snapshots/{snap_name},", "-C", snap_dir, "."])
             await threads.deferToThread(os.makedirs, os.path.dirname(dest), 0o700, True)
-            await tar_to_file(self.daemon.reactor, ["cat", tarball], dest + ".partial", "xz")
+            await tar_to_file(self.daemon.reactor, ["cat", tarball], dest + ".partial", compression)
             os.replace(dest + ".partial", dest)
             record = {
                 "creation_date": timeutil.now(), "expiry_date": expiry or timeutil.ZERO_TIME,
                 "container_only": bool(container_only), "optimized_storage": False,
+                "compression_algorithm": compression,
             }
             await self.store.commit([Put(KIND, key, record, expect=ABSENT)])
         except BaseException:

@@ -2,10 +2,15 @@
 """`/1.0/containers/<c>/backups` (`container_backup`) and backup import on `POST /1.0/containers`."""
 
 from lxdtx import errors, timeutil
+from lxdtx.image.pack import compressor_argv
 from lxdtx.operations import container_resources
 from lxdtx.resources import names
 from lxdtx.resources.common import container_endpoint, string
 from lxdtx.response import AsyncResponse, FileResponse, SyncResponse
+
+
+# Backups made before the choice existed were xz.
+_SUFFIXES = {"gzip": ".gz", "xz": ".xz", "bzip2": ".bz2", "lzma": ".lzma", "zstd": ".zst", "none": ""}
 
 
 def _backups(req):
@@ -36,12 +41,18 @@ async def create_backup(req):
             timeutil.parse(expiry)
         except (TypeError, ValueError):
             raise errors.BadRequest(f"Invalid value for \"expiry\": {expiry}")
+    compression = string(body, "compression_algorithm")
+    if compression:
+        try:
+            compressor_argv(compression) if compression != "none" else None
+        except ValueError as e:
+            raise errors.BadRequest(f"Invalid value for \"compression_algorithm\": {e}")
     if backups.store.exists("backup", f"{name}/{backup}"):
         raise errors.Conflict(f"Backup '{backup}' already exists")
 
     async def run(op):
         await backups.create(name, backup, expiry=expiry, container_only=bool(body.get("container_only")),
-                             optimized=bool(body.get("optimized_storage")))
+                             optimized=bool(body.get("optimized_storage")), compression=compression)
 
     return AsyncResponse(req.daemon.operations.start(
         "Backing up container", resources=container_resources(name, backups=[backup]), run=run))
@@ -85,8 +96,9 @@ async def delete_backup(req):
 async def export_backup(req):
     backups = _backups(req)
     name, backup = req.params["name"], req.params["backup"]
-    backups.get(name, backup)
-    return FileResponse(backups.path(name, backup), filename=f"{backup}.tar.xz")
+    doc = backups.get(name, backup)
+    suffix = _SUFFIXES.get(doc.value.get("compression_algorithm", "xz"), "")
+    return FileResponse(backups.path(name, backup), filename=f"{backup}.tar{suffix}")
 
 
 async def import_backup(req):

@@ -207,6 +207,7 @@ def test_operations_list(shared_daemon):
 @pytest.mark.parametrize("key,value", [
     ("images.auto_update_interval", "12"),
     ("images.compression_algorithm", "xz"),
+    ("backups.compression_algorithm", "xz"),
     ("storage.lvm_volume_size", "20GB"),
 ])
 def test_daemon_keys(shared_daemon, key, value):

@@ -3,16 +3,14 @@
 import hashlib
 import os
 import subprocess
-import tempfile
 
 import pytest
 
 
-def test_export_import_roundtrip(busybox_daemon):
+def test_export_import_roundtrip(busybox_daemon, workdir):
     """`lxc export` writes a tarball that `lxc import` turns back into a working container."""
     d = busybox_daemon
     d.lxc("launch", "busybox", "bk1")
-    workdir = tempfile.mkdtemp(prefix="lxdtx-backup-", dir="/var/tmp")
     tarball = os.path.join(workdir, "bk1.tar.gz")
     try:
         pid = d.request("GET", "/1.0/containers/bk1/state").metadata["pid"]
@@ -33,9 +31,6 @@ def test_export_import_roundtrip(busybox_daemon):
         assert os.stat(f"/proc/{pid}/root/bin/busybox").st_uid >= 100000
     finally:
         d.lxc("delete", "-f", "bk1", check=False)
-        for name in os.listdir(workdir):
-            os.unlink(os.path.join(workdir, name))
-        os.rmdir(workdir)
 
 
 def test_backups_api(busybox_daemon):
@@ -77,11 +72,10 @@ def test_bad_import_leaves_nothing(busybox_daemon):
     assert not [n for n in os.listdir(os.path.join(d.dir, "tmp")) if n.startswith("import-")]
 
 
-def test_backup_with_snapshots(busybox_daemon):
+def test_backup_with_snapshots(busybox_daemon, workdir):
     """A backup carries the container's snapshots; the import restores them, restorable."""
     d = busybox_daemon
     d.lxc("init", "busybox", "bks")
-    workdir = tempfile.mkdtemp(prefix="lxdtx-backup-", dir="/var/tmp")
     tarball = os.path.join(workdir, "bks.tar.xz")
     try:
         d.lxc("snapshot", "bks", "first")
@@ -96,17 +90,13 @@ def test_backup_with_snapshots(busybox_daemon):
         assert d.request("GET", "/1.0/containers/bks").metadata["status"] == "Running"
     finally:
         d.lxc("delete", "-f", "bks", check=False)
-        for name in os.listdir(workdir):
-            os.unlink(os.path.join(workdir, name))
-        os.rmdir(workdir)
 
 
 @pytest.mark.parametrize("compression, magic", [("xz", b"\xfd7zXZ\x00"), ("none", None)])
-def test_export_compression_roundtrip(busybox_daemon, compression, magic):
+def test_export_compression_roundtrip(busybox_daemon, workdir, compression, magic):
     """`lxc export --compression` picks the compressor; `lxc import` reads it back with snapshots."""
     d = busybox_daemon
     d.lxc("init", "busybox", "bkc")
-    workdir = tempfile.mkdtemp(prefix="lxdtx-backup-", dir="/var/tmp")
     tarball = os.path.join(workdir, "bkc.tar")
     try:
         d.lxc("snapshot", "bkc", "first")
@@ -123,9 +113,6 @@ def test_export_compression_roundtrip(busybox_daemon, compression, magic):
         assert names == ["bkc/first"]
     finally:
         d.lxc("delete", "-f", "bkc", check=False)
-        for name in os.listdir(workdir):
-            os.unlink(os.path.join(workdir, name))
-        os.rmdir(workdir)
 
 
 def test_bad_compression_refused(busybox_daemon):
@@ -139,11 +126,10 @@ def test_bad_compression_refused(busybox_daemon):
         d.lxc("delete", "-f", "bkbad", check=False)
 
 
-def test_server_compression_key(busybox_daemon):
+def test_server_compression_key(busybox_daemon, workdir):
     """`backups.compression_algorithm` applies when the request names no algorithm."""
     d = busybox_daemon
     d.lxc("init", "busybox", "bkk")
-    workdir = tempfile.mkdtemp(prefix="lxdtx-backup-", dir="/var/tmp")
     tarball = os.path.join(workdir, "bkk.tar.xz")
     try:
         d.lxc("config", "set", "backups.compression_algorithm", "xz")
@@ -153,6 +139,3 @@ def test_server_compression_key(busybox_daemon):
     finally:
         d.lxc("config", "unset", "backups.compression_algorithm", check=False)
         d.lxc("delete", "-f", "bkk", check=False)
-        for name in os.listdir(workdir):
-            os.unlink(os.path.join(workdir, name))
-        os.rmdir(workdir)

@@ -519,8 +519,9 @@ class Instances:
         await self.file_agents.stopped(name)
         doc = self.store.get(KIND, name)
         if doc is not None:
-            await self.daemon.networks.nics.stopped(name, *self.expanded(doc.value))
-            await proxies.stop_all(self.log_dir(name), self.expanded(doc.value)[1])
+            config, devices = self.expanded(doc.value)
+            await self.daemon.networks.nics.stopped(name, config, devices)
+            await proxies.stop_all(self.log_dir(name), devices)
         if self.locks.action(name) is not None or not self.store.exists(KIND, name):
             return  # an operation of ours is stopping or deleting it and does the bookkeeping
         self.daemon.reactor.callLater(0.1, lambda: defer.Deferred.fromCoroutine(self._stopped_itself(name)))

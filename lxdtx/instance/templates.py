@@ -103,14 +103,14 @@ def render(text, context, max_output=MAX_OUTPUT, max_seconds=MAX_SECONDS):
                 raise TemplateError(f"template output larger than {max_output} bytes")
             check()
             out.append(piece)
+    except TemplateError:
+        raise  # our own bounds, already worded
     except SecurityError as e:
         raise TemplateError(f"template not allowed: {e}") from None
     except jinja2.TemplateSyntaxError as e:
         raise TemplateError(f"template syntax error at line {e.lineno}: {e.message}") from None
     except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError,
             RecursionError, MemoryError) as e:
-        if isinstance(e, TemplateError):
-            raise
         raise TemplateError(f"template failed: {e}") from None
     return "".join(out)
 

@@ -27,10 +27,12 @@ test-deps: .test-deps-stamp
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(TEST_PACKAGES)
 	touch $@
 
+# The exec seed (see its source) is compiled against the host's liblxc by setup.py's build
+# step, so `pip install .` ships it too; the editable install puts it in the source tree.
 SEED = lxdtx/helpers/execseed
 
-venv: $(VENV)/.stamp $(SEED)
-$(VENV)/.stamp: requirements.txt requirements-test.txt setup.py
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: requirements.txt requirements-test.txt setup.py $(SEED).c
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements-test.txt
 	$(VENV)/bin/pip install -q --no-deps -e . --config-settings editable_mode=compat
@@ -39,10 +41,6 @@ $(VENV)/.stamp: requirements.txt requirements-test.txt setup.py
 	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/python -OO -m compileall -q -j 0 lxdtx \
 		"$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" > /dev/null
 	touch $@
-
-# The exec seed (see its source): built against the host's liblxc.
-$(SEED): $(SEED).c
-	$(CC) -O2 -Wall -Wextra -o $@ $< $$(pkg-config --cflags --libs lxc)
 
 # Run the daemon in the foreground with all state under $(DIR) (`lxdtx daemon` is twistd
 # with TLS loaded only once HTTPS is used; -OO keeps docstrings out of memory).

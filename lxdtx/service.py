@@ -101,7 +101,8 @@ class LxdtxService(service.MultiService):
         globalLogPublisher.addObserver(self._forwarder)
         daemon.ready = True
         _trim_heap()
-        self.log.info("lxdtx ready on {dir}", dir=self.state_dir)
+        self.log.info("lxdtx ready on {dir}; exec runs through {path}", dir=self.state_dir,
+                      path=daemon.instances.seeds.exec_path())
         await boot.on_daemon_start(daemon.instances)
 
     async def _stop(self):

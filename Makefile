@@ -14,7 +14,7 @@ SYSTEM_PACKAGES = \
 # Only for the tests: the reference daemon (LXD 5.0.2) that migration interop runs against.
 TEST_PACKAGES = lxd
 
-.PHONY: deps test-deps venv run test unit soak bench clean
+.PHONY: deps test-deps venv run test unit check soak bench clean
 
 deps: .deps-stamp
 .deps-stamp:
@@ -47,9 +47,13 @@ $(VENV)/.stamp: requirements.txt requirements-test.txt setup.py $(SEED).c
 run: deps venv
 	$(VENV)/bin/python -OO $(VENV)/bin/lxdtx daemon --dir $(DIR) --auto-init
 
-# Every test: unit tests, then integration tests on real containers with the real lxc client.
-test: deps test-deps venv
+# Every test: the lint, unit tests, then integration tests on real containers with the real lxc client.
+test: deps test-deps venv check
 	$(VENV)/bin/python -m pytest -q tests
+
+# ruff's lint (settings in ruff.toml) over the daemon's code.
+check: venv
+	$(VENV)/bin/ruff check lxdtx
 
 unit: venv
 	$(VENV)/bin/python -m pytest -q tests/unit

@@ -12,9 +12,9 @@ from twisted.logger import Logger, globalLogPublisher
 from lxdtx import recovery, resources, singleton, statedir
 from lxdtx.asyncutil import run
 from lxdtx.daemon import Daemon
-from lxdtx.instance import boot
 from lxdtx.events import LogForwarder
 from lxdtx.exec.recording import RecordExpiry
+from lxdtx.instance import boot
 from lxdtx.listeners import Listeners
 from lxdtx.router import Router
 from lxdtx.state.sqlite import SQLiteStore

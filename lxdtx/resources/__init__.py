@@ -4,12 +4,12 @@ from lxdtx.resources import (
     backups, certificates, containers, events, host, images, operations, profiles, root, snapshots,
     storage_pools, storage_volumes,
 )
-from lxdtx.resources import console, files
+from lxdtx.resources import console, files, metadata
 from lxdtx.resources import exec as exec_
 from lxdtx.resources import networks
 
 MODULES = [root, certificates, operations, events, profiles, host, containers, storage_pools, storage_volumes,
-           snapshots, images, backups, exec_, console, files, networks]
+           snapshots, images, backups, exec_, console, files, metadata, networks]
 
 
 def endpoints(extra_modules=()):

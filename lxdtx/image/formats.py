@@ -13,7 +13,8 @@ The rules, for a tarball whose root filesystems lie in `rootfs/` (a Layout says 
   container cannot use them, and LXD skips them too); fifos are fine.
 * The archive ends with an end-of-archive block followed by nothing but zeros, its
   compressed stream is complete with nothing after it, and its members fit in the
-  free space of where it is extracted.
+  free space of where it is extracted, in bytes and, where the file system counts
+  them, in inodes (a bomb of a million empty files is as bad as a huge one).
 
 GNU tar alone would replace the extracted `rootfs` directory by a `rootfs -> /`
 member, or write a template through a link, as root. Everything here that reads a
@@ -182,10 +183,12 @@ def _ancestors(path):
 class _Members:
     """The rules of the module docstring, applied to an archive's members in order."""
 
-    def __init__(self, layout, free_space=None):
+    def __init__(self, layout, free_space=None, free_inodes=None):
         self.layout = layout
         self.free_space = free_space
+        self.free_inodes = free_inodes
         self.size = 0
+        self.inodes = 0
         self._symlinks = set()
         self._regular = set()  # regular files (and hard links to them), as extracted so far
 
@@ -261,6 +264,11 @@ class _Members:
             raise self.layout.refuse(
                 f"its members need more than {self.size} bytes, but only {self.free_space} "
                 "are free where it is extracted")
+        if not member.islnk():
+            self.inodes += 1
+        if self.free_inodes is not None and self.inodes > self.free_inodes:
+            raise self.layout.refuse(
+                f"it has more than {self.free_inodes} members, the inodes free where it is extracted")
 
 
 # -- reading ---------------------------------------------------------------------
@@ -433,13 +441,14 @@ class TarballInfo:
     size: int = 0  # bytes of file data once extracted
 
 
-def check_tarball(path, fmt, layout=IMAGE, *, free_space=None):
+def check_tarball(path, fmt, layout=IMAGE, *, free_space=None, free_inodes=None):
     """Check every member of the tarball at `path` against the rules for `layout`.
 
-    `free_space`: bytes free where it will be extracted (None: not checked).
-    Returns a TarballInfo; ImageFormatError names the first member or problem found.
+    `free_space`, `free_inodes`: bytes and inodes free where it will be extracted (None:
+    not checked). Returns a TarballInfo; ImageFormatError names the first member or
+    problem found.
     """
-    return _read(path, fmt, layout, _Members(layout, free_space))
+    return _read(path, fmt, layout, _Members(layout, free_space, free_inodes))
 
 
 def _read(path, fmt, layout, members):

@@ -337,6 +337,24 @@ class ArchiveEndTests(_Checking):
         self.assertIn("are free where it is extracted", message)
         self.check(data, free_space=1 << 20)
 
+    def test_more_members_than_free_inodes(self):
+        """An archive of more members than the target has free inodes is refused; hard links
+        take no inode of their own."""
+        data = image(*[member(f"rootfs/f{i}") for i in range(5)])  # 6 members of its own, and these 5
+        self.assertIn("the inodes free where it is extracted", self.refused(data, free_inodes=10))
+        self.check(data, free_inodes=11)
+        linked = image(member("rootfs/a"), *[member(f"rootfs/l{i}", "hardlink", link="rootfs/a") for i in range(9)])
+        self.check(linked, free_inodes=7)
+        self.refused(linked, free_inodes=6)
+
+    def test_unpack_check_uses_target_free_inodes(self):
+        """`unpack.check` counts the inodes of the extraction target where it has a count."""
+        path, fmt = self.write(image(*[member(f"rootfs/f{i}") for i in range(5)]))
+        self.patch(unpack, "free_inodes", lambda target: 3)
+        with self.assertRaises(ImageFormatError):
+            unpack.check(path, fmt, formats.IMAGE, self.dir)
+        self.assertIsInstance(unpack.free_inodes(self.dir), (int, type(None)))
+
     def test_unpack_check_uses_target_free_space(self):
         """`unpack.check` measures the file system of the extraction target."""
         path, fmt = self.write(image(member("rootfs/big", data=b"x" * 5000)))

@@ -13,6 +13,7 @@ container with its config; its `volatile.last_state.idmap` tells the next start
 whether the rootfs needs shifting. Backup files live in `DIR/backups/<c>/<b>`.
 """
 
+import contextlib
 import errno
 import os
 import re
@@ -31,6 +32,7 @@ from lxdtx.image import unpack as unpacking
 from lxdtx.image.invalid import ImageFormatError
 from lxdtx.image.pack import tar_to_file
 from lxdtx.instance import model
+from lxdtx.migration.progress import Progress
 from lxdtx.resources import names
 from lxdtx.state import ABSENT, Delete, Put
 
@@ -83,9 +85,13 @@ class Backups:
         return f"backup{max(numbers, default=-1) + 1}"
 
     # -- create ----------------------------------------------------------------
-    async def create(self, container, backup, *, expiry, container_only, optimized, compression=None):
+    async def create(self, container, backup, *, expiry, container_only, optimized, compression=None, op=None):
         """Write the tarball of `container` as backup `backup`, compressed by `compression`
-        (else `backups.compression_algorithm`; "none" for a plain tar)."""
+        (else `backups.compression_algorithm`; "none" for a plain tar).
+
+        With an operation `op`, its `create_backup_progress` tells the bytes written so far
+        (the tarball, then the compressed file) and the rate, as LXD's does.
+        """
         compression = compression or self.daemon.config.get("backups.compression_algorithm") or "gzip"
         key = f"{container}/{backup}"
         if self.store.exists(KIND, key):
@@ -96,18 +102,20 @@ class Backups:
         snapshots = [] if container_only else self.instances.snapshot_dirs(container)
         stage = os.path.join(self.daemon.path("tmp"), f"backup-{uuid.uuid4().hex}")
         dest = self.path(container, backup)
+        tarball = os.path.join(stage, "backup.tar")
         await threads.deferToThread(os.makedirs, os.path.join(stage, "backup"), 0o700)
         try:
-            await threads.deferToThread(self._write_metadata, stage, directory, container, value, snapshots)
-            tarball = os.path.join(stage, "backup.tar")
-            await _tar(["tar", "-cf", tarball, *_TAR_FLAGS, "-C", stage, "backup/index.yaml"])
-            await _tar(["tar", "-rf", tarball, *_TAR_FLAGS, "--ignore-failed-read",
-                        "--transform", r"flags=rhS;s,^\.,backup/container,", "-C", directory, "."])
-            for snap_name, snap_dir in snapshots:
+            with _progress(self.daemon.reactor, op, tarball, dest + ".partial"):
+                await threads.deferToThread(self._write_metadata, stage, directory, container, value, snapshots)
+                await _tar(["tar", "-cf", tarball, *_TAR_FLAGS, "-C", stage, "backup/index.yaml"])
                 await _tar(["tar", "-rf", tarball, *_TAR_FLAGS, "--ignore-failed-read",
-                            "--transform", rf"flags=rhS;s,^\.,backup/snapshots/{snap_name},", "-C", snap_dir, "."])
-            await threads.deferToThread(os.makedirs, os.path.dirname(dest), 0o700, True)
-            await tar_to_file(self.daemon.reactor, ["cat", tarball], dest + ".partial", compression)
+                            "--transform", r"flags=rhS;s,^\.,backup/container,", "-C", directory, "."])
+                for snap_name, snap_dir in snapshots:
+                    await _tar(["tar", "-rf", tarball, *_TAR_FLAGS, "--ignore-failed-read",
+                                "--transform", rf"flags=rhS;s,^\.,backup/snapshots/{snap_name},", "-C", snap_dir,
+                                "."])
+                await threads.deferToThread(os.makedirs, os.path.dirname(dest), 0o700, True)
+                await tar_to_file(self.daemon.reactor, ["cat", tarball], dest + ".partial", compression)
             os.replace(dest + ".partial", dest)
             record = {
                 "creation_date": timeutil.now(), "expiry_date": expiry or timeutil.ZERO_TIME,
@@ -219,6 +227,20 @@ class Backups:
                 pool=pool_override, name=name_override)
         finally:
             await threads.deferToThread(shutil.rmtree, stage, True)
+
+
+def _progress(reactor, op, *paths):
+    """`create_backup_progress` of `op` from the sizes of `paths` while a backup is written."""
+    if op is None:
+        return contextlib.nullcontext()
+    return Progress(reactor, op, None, lambda: sum(_size(p) for p in paths), key="create_backup_progress")
+
+
+def _size(path):
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 async def _extract(tarball, stage):

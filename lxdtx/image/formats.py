@@ -6,7 +6,8 @@ The rules, for a tarball whose root filesystems lie in `rootfs/` (a Layout says 
 
 * Outside a root filesystem (metadata.yaml, templates/, backup.yaml, index.yaml) only
   regular files and directories, no setuid/setgid bits, no sparse files, at most
-  MAX_METADATA_SIZE bytes each: the daemon reads these files itself.
+  MAX_METADATA_SIZE bytes each: the daemon reads these files itself. The btrfs send
+  streams of an optimized backup may be larger (storage/btrfs_stream.py checks them).
 * A root filesystem's own top (`rootfs`) is a directory. Inside it symlinks are data,
   pointing anywhere, but no member lies below one; hard links only name earlier
   regular members of the same root filesystem; no device nodes (an unprivileged
@@ -110,12 +111,20 @@ def _backup_rootfs(parts):
     return None
 
 
+def _backup_stream(parts):
+    """An optimized backup's btrfs send streams: `backup/container.bin`, `backup/snapshots/<s>.bin`."""
+    return (parts == ["backup", "container.bin"]
+            or (len(parts) == 3 and parts[:2] == ["backup", "snapshots"] and parts[2].endswith(".bin")))
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """Where the root filesystems of one kind of tarball lie, and what its errors call it."""
 
     what: str
     rootfs_of: Callable  # member path components -> path of the rootfs holding it, or None
+    # Files outside a rootfs that the daemon never reads itself and may be large.
+    is_stream: Callable = lambda parts: False
 
     def refuse(self, text):
         return ImageFormatError(f"Invalid {self.what}: {text}")
@@ -123,7 +132,8 @@ class Layout:
 
 IMAGE = Layout("image tarball", _image_rootfs)  # unified image, or a split image's metadata
 ROOTFS = Layout("image rootfs tarball", lambda parts: "")  # a split image's rootfs: all of it
-BACKUP = Layout("backup tarball", _backup_rootfs)  # backup/container/rootfs, backup/snapshots/*/rootfs
+# backup/container/rootfs, backup/snapshots/*/rootfs; or btrfs send streams (optimized)
+BACKUP = Layout("backup tarball", _backup_rootfs, _backup_stream)
 
 
 # -- member rules ----------------------------------------------------------------
@@ -222,7 +232,7 @@ class _Members:
             raise refuse(f"member {member.name!r} has the setuid or setgid bit outside rootfs")
         if member.sparse is not None:
             raise refuse(f"member {member.name!r} is a sparse file outside rootfs")
-        if member.isfile() and member.size > MAX_METADATA_SIZE:
+        if member.isfile() and member.size > MAX_METADATA_SIZE and not self.layout.is_stream(path.split("/")):
             raise refuse(f"member {member.name!r} is larger than {MAX_METADATA_SIZE} bytes")
 
     def _inside(self, member, path, rootfs):

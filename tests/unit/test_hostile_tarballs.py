@@ -407,6 +407,20 @@ class BackupTarballTests(_Checking):
             self.assertIn(f"member {name!r} is a symlink",
                           self.refused(backup(member(name, "symlink", link="/")), formats.BACKUP))
 
+    def test_optimized_streams_may_be_large(self):
+        """An optimized backup's send streams may exceed the small-file bound; other files may not,
+        nor may a stream be a link."""
+        big = b"x" * (formats.MAX_METADATA_SIZE + 1)
+        self.check(tar_bytes([member("backup", "dir"), member("backup/index.yaml", data=b"name: c\n"),
+                              member("backup/container.bin", data=big), member("backup/snapshots", "dir"),
+                              member("backup/snapshots/s.bin", data=big)]), formats.BACKUP)
+        for name in ("backup/other.bin", "backup/snapshots/s.yaml", "backup/snapshots/s/x.bin"):
+            data = tar_bytes([member("backup", "dir"), member("backup/snapshots", "dir"),
+                              member("backup/snapshots/s", "dir"), member(name, data=big)])
+            self.assertIn("is larger than", self.refused(data, formats.BACKUP))
+        data = tar_bytes([member("backup", "dir"), member("backup/container.bin", "symlink", link="/dev/sda")])
+        self.assertIn("is a symlink", self.refused(data, formats.BACKUP))
+
     def test_snapshot_device(self):
         """Devices in a snapshot's rootfs are refused too."""
         data = backup(member("backup/snapshots/s/rootfs/null", "chr", devmajor=1, devminor=3))
@@ -516,8 +530,8 @@ class BackupImportTests(SynchronousTestCase):
 
     def test_valid(self):
         """A plain tree gives index and (empty) backup documents."""
-        index, backup_doc = backups._read_extracted(self.stage)
-        self.assertEqual((index["name"], backup_doc), ("c", {}))
+        index, backup_doc, optimized = backups._read_extracted(self.stage)
+        self.assertEqual((index["name"], backup_doc, optimized), ("c", {}, False))
 
     def test_backup_yaml_link(self):
         """`backup.yaml -> host file` is refused and not read."""

@@ -47,7 +47,7 @@ IMPLEMENTED = {
     "network", "network_leases", "network_firewall_filtering", "network_routes", "network_dhcp_expiry",
     "network_dhcp_gateway", "network_vxlan_interface", "network_vlan", "network_vlan_physical",
     "network_sriov", "infiniband", "maas_network",
-    "container_backup", "container_full",
+    "container_backup", "container_full", "container_edit_metadata",
     # devices: proxy (tcp, unix and abstract sockets, either side listening, live)
     "proxy", "proxy_unix",
     # containers: lifecycle, limits, security, id maps, shutdown order

@@ -6,14 +6,16 @@ The rules, for a tarball whose root filesystems lie in `rootfs/` (a Layout says 
 
 * Outside a root filesystem (metadata.yaml, templates/, backup.yaml, index.yaml) only
   regular files and directories, no setuid/setgid bits, no sparse files, at most
-  MAX_METADATA_SIZE bytes each: the daemon reads these files itself.
+  MAX_METADATA_SIZE bytes each: the daemon reads these files itself. The btrfs send
+  streams of an optimized backup may be larger (storage/btrfs_stream.py checks them).
 * A root filesystem's own top (`rootfs`) is a directory. Inside it symlinks are data,
   pointing anywhere, but no member lies below one; hard links only name earlier
   regular members of the same root filesystem; no device nodes (an unprivileged
   container cannot use them, and LXD skips them too); fifos are fine.
 * The archive ends with an end-of-archive block followed by nothing but zeros, its
   compressed stream is complete with nothing after it, and its members fit in the
-  free space of where it is extracted.
+  free space of where it is extracted, in bytes and, where the file system counts
+  them, in inodes (a bomb of a million empty files is as bad as a huge one).
 
 GNU tar alone would replace the extracted `rootfs` directory by a `rootfs -> /`
 member, or write a template through a link, as root. Everything here that reads a
@@ -109,12 +111,20 @@ def _backup_rootfs(parts):
     return None
 
 
+def _backup_stream(parts):
+    """An optimized backup's btrfs send streams: `backup/container.bin`, `backup/snapshots/<s>.bin`."""
+    return (parts == ["backup", "container.bin"]
+            or (len(parts) == 3 and parts[:2] == ["backup", "snapshots"] and parts[2].endswith(".bin")))
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """Where the root filesystems of one kind of tarball lie, and what its errors call it."""
 
     what: str
     rootfs_of: Callable  # member path components -> path of the rootfs holding it, or None
+    # Files outside a rootfs that the daemon never reads itself and may be large.
+    is_stream: Callable = lambda parts: False
 
     def refuse(self, text):
         return ImageFormatError(f"Invalid {self.what}: {text}")
@@ -122,7 +132,8 @@ class Layout:
 
 IMAGE = Layout("image tarball", _image_rootfs)  # unified image, or a split image's metadata
 ROOTFS = Layout("image rootfs tarball", lambda parts: "")  # a split image's rootfs: all of it
-BACKUP = Layout("backup tarball", _backup_rootfs)  # backup/container/rootfs, backup/snapshots/*/rootfs
+# backup/container/rootfs, backup/snapshots/*/rootfs; or btrfs send streams (optimized)
+BACKUP = Layout("backup tarball", _backup_rootfs, _backup_stream)
 
 
 # -- member rules ----------------------------------------------------------------
@@ -182,10 +193,12 @@ def _ancestors(path):
 class _Members:
     """The rules of the module docstring, applied to an archive's members in order."""
 
-    def __init__(self, layout, free_space=None):
+    def __init__(self, layout, free_space=None, free_inodes=None):
         self.layout = layout
         self.free_space = free_space
+        self.free_inodes = free_inodes
         self.size = 0
+        self.inodes = 0
         self._symlinks = set()
         self._regular = set()  # regular files (and hard links to them), as extracted so far
 
@@ -219,7 +232,7 @@ class _Members:
             raise refuse(f"member {member.name!r} has the setuid or setgid bit outside rootfs")
         if member.sparse is not None:
             raise refuse(f"member {member.name!r} is a sparse file outside rootfs")
-        if member.isfile() and member.size > MAX_METADATA_SIZE:
+        if member.isfile() and member.size > MAX_METADATA_SIZE and not self.layout.is_stream(path.split("/")):
             raise refuse(f"member {member.name!r} is larger than {MAX_METADATA_SIZE} bytes")
 
     def _inside(self, member, path, rootfs):
@@ -261,6 +274,11 @@ class _Members:
             raise self.layout.refuse(
                 f"its members need more than {self.size} bytes, but only {self.free_space} "
                 "are free where it is extracted")
+        if not member.islnk():
+            self.inodes += 1
+        if self.free_inodes is not None and self.inodes > self.free_inodes:
+            raise self.layout.refuse(
+                f"it has more than {self.free_inodes} members, the inodes free where it is extracted")
 
 
 # -- reading ---------------------------------------------------------------------
@@ -433,13 +451,14 @@ class TarballInfo:
     size: int = 0  # bytes of file data once extracted
 
 
-def check_tarball(path, fmt, layout=IMAGE, *, free_space=None):
+def check_tarball(path, fmt, layout=IMAGE, *, free_space=None, free_inodes=None):
     """Check every member of the tarball at `path` against the rules for `layout`.
 
-    `free_space`: bytes free where it will be extracted (None: not checked).
-    Returns a TarballInfo; ImageFormatError names the first member or problem found.
+    `free_space`, `free_inodes`: bytes and inodes free where it will be extracted (None:
+    not checked). Returns a TarballInfo; ImageFormatError names the first member or
+    problem found.
     """
-    return _read(path, fmt, layout, _Members(layout, free_space))
+    return _read(path, fmt, layout, _Members(layout, free_space, free_inodes))
 
 
 def _read(path, fmt, layout, members):

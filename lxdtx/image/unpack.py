@@ -48,9 +48,16 @@ def free_bytes(path):
     return st.f_bavail * st.f_frsize
 
 
+def free_inodes(path):
+    """Inodes still free for ordinary writers where `path` lies; None where the file system
+    has no fixed count (btrfs reports none)."""
+    st = os.statvfs(path)
+    return st.f_favail if st.f_files else None
+
+
 def check(path, fmt, layout, target):
     """`formats.check_tarball` of `path` for extraction into `target` (blocking)."""
-    return formats.check_tarball(path, fmt, layout, free_space=free_bytes(target))
+    return formats.check_tarball(path, fmt, layout, free_space=free_bytes(target), free_inodes=free_inodes(target))
 
 
 async def extract_tarball(path, fmt, target, layout, *, privileged):

@@ -13,6 +13,7 @@ container with its config; its `volatile.last_state.idmap` tells the next start
 whether the rootfs needs shifting. Backup files live in `DIR/backups/<c>/<b>`.
 """
 
+import contextlib
 import errno
 import os
 import re
@@ -31,6 +32,7 @@ from lxdtx.image import unpack as unpacking
 from lxdtx.image.invalid import ImageFormatError
 from lxdtx.image.pack import tar_to_file
 from lxdtx.instance import model
+from lxdtx.migration.progress import Progress
 from lxdtx.resources import names
 from lxdtx.state import ABSENT, Delete, Put
 
@@ -41,6 +43,9 @@ _WHAT = formats.BACKUP.what
 # What an extracted backup must hold before any of it is read, parents first.
 _TOP = (("backup", "dir", True), ("backup/index.yaml", "file", False), ("backup/container", "dir", True),
         ("backup/container/rootfs", "dir", True), ("backup/container/backup.yaml", "file", False))
+# An optimized backup: the pool's streams instead of trees (snapshots/<s>.bin each).
+_OPTIMIZED_TOP = (("backup", "dir", True), ("backup/index.yaml", "file", False),
+                  ("backup/container.bin", "file", True))
 
 
 class Backups:
@@ -83,9 +88,13 @@ class Backups:
         return f"backup{max(numbers, default=-1) + 1}"
 
     # -- create ----------------------------------------------------------------
-    async def create(self, container, backup, *, expiry, container_only, optimized, compression=None):
+    async def create(self, container, backup, *, expiry, container_only, optimized, compression=None, op=None):
         """Write the tarball of `container` as backup `backup`, compressed by `compression`
-        (else `backups.compression_algorithm`; "none" for a plain tar)."""
+        (else `backups.compression_algorithm`; "none" for a plain tar).
+
+        With an operation `op`, its `create_backup_progress` tells the bytes written so far
+        (the tarball, then the compressed file) and the rate, as LXD's does.
+        """
         compression = compression or self.daemon.config.get("backups.compression_algorithm") or "gzip"
         key = f"{container}/{backup}"
         if self.store.exists(KIND, key):
@@ -94,24 +103,29 @@ class Backups:
         value = doc.value
         directory = self.instances.container_dir(value, container)
         snapshots = [] if container_only else self.instances.snapshot_dirs(container)
+        driver = self.daemon.pools.driver(value["pool"])
+        # As LXD: where the pool has no streams of its own, an optimized backup is a plain one.
+        optimized = bool(optimized) and driver.info.optimized_backups
         stage = os.path.join(self.daemon.path("tmp"), f"backup-{uuid.uuid4().hex}")
         dest = self.path(container, backup)
+        tarball = os.path.join(stage, "backup.tar")
         await threads.deferToThread(os.makedirs, os.path.join(stage, "backup"), 0o700)
         try:
-            await threads.deferToThread(self._write_metadata, stage, directory, container, value, snapshots)
-            tarball = os.path.join(stage, "backup.tar")
-            await _tar(["tar", "-cf", tarball, *_TAR_FLAGS, "-C", stage, "backup/index.yaml"])
-            await _tar(["tar", "-rf", tarball, *_TAR_FLAGS, "--ignore-failed-read",
-                        "--transform", r"flags=rhS;s,^\.,backup/container,", "-C", directory, "."])
-            for snap_name, snap_dir in snapshots:
-                await _tar(["tar", "-rf", tarball, *_TAR_FLAGS, "--ignore-failed-read",
-                            "--transform", rf"flags=rhS;s,^\.,backup/snapshots/{snap_name},", "-C", snap_dir, "."])
-            await threads.deferToThread(os.makedirs, os.path.dirname(dest), 0o700, True)
-            await tar_to_file(self.daemon.reactor, ["cat", tarball], dest + ".partial", compression)
+            with _progress(self.daemon.reactor, op, tarball, dest + ".partial"):
+                await threads.deferToThread(self._write_metadata, stage, directory, container, value, snapshots)
+                if optimized:
+                    await driver.send_backup(container, [n for n, _ in snapshots], os.path.join(stage, "backup"))
+                    streams = ["backup/container.bin"] + [f"backup/snapshots/{n}.bin" for n, _ in snapshots]
+                    await _tar(["tar", "-cf", tarball, "--numeric-owner", "-C", stage, "backup/index.yaml",
+                                *streams])
+                else:
+                    await self._tar_trees(tarball, stage, directory, snapshots)
+                await threads.deferToThread(os.makedirs, os.path.dirname(dest), 0o700, True)
+                await tar_to_file(self.daemon.reactor, ["cat", tarball], dest + ".partial", compression)
             os.replace(dest + ".partial", dest)
             record = {
                 "creation_date": timeutil.now(), "expiry_date": expiry or timeutil.ZERO_TIME,
-                "container_only": bool(container_only), "optimized_storage": False,
+                "container_only": bool(container_only), "optimized_storage": optimized,
                 "compression_algorithm": compression,
             }
             await self.store.commit([Put(KIND, key, record, expect=ABSENT)])
@@ -120,6 +134,15 @@ class Backups:
             raise
         finally:
             await threads.deferToThread(shutil.rmtree, stage, True)
+
+    @staticmethod
+    async def _tar_trees(tarball, stage, directory, snapshots):
+        await _tar(["tar", "-cf", tarball, *_TAR_FLAGS, "-C", stage, "backup/index.yaml"])
+        await _tar(["tar", "-rf", tarball, *_TAR_FLAGS, "--ignore-failed-read",
+                    "--transform", r"flags=rhS;s,^\.,backup/container,", "-C", directory, "."])
+        for snap_name, snap_dir in snapshots:
+            await _tar(["tar", "-rf", tarball, *_TAR_FLAGS, "--ignore-failed-read",
+                        "--transform", rf"flags=rhS;s,^\.,backup/snapshots/{snap_name},", "-C", snap_dir, "."])
 
     def _write_metadata(self, stage, directory, container, value, snapshots):
         import yaml  # loaded on first use: the idle daemon does without it
@@ -208,17 +231,50 @@ class Backups:
         return stage
 
     async def restore(self, stage, pool_override=None, name_override=None):
-        """Create a container from a tarball received into `stage`; returns its name."""
+        """Create a container from a tarball received into `stage`; returns its name.
+
+        An optimized backup (`backup/container.bin`, btrfs send streams) is received into
+        the target pool first; its backup.yaml is then read from the received container.
+        """
+        received, driver = None, None
         try:
             tarball = os.path.join(stage, "upload")
             await _extract(tarball, stage)
             await threads.deferToThread(os.unlink, tarball)
-            index, backup = await threads.deferToThread(_read_extracted, stage)
+            index, backup, optimized = await threads.deferToThread(_read_extracted, stage)
+            unpacked = os.path.join(stage, "backup")
+            if optimized:
+                pool = pool_override or index.get("pool") or ""
+                if not self.store.exists("pool", pool):
+                    raise errors.BadRequest(f"Storage pool \"{pool}\" doesn't exist")
+                driver = self.daemon.pools.driver(pool)
+                if not driver.info.optimized_backups:
+                    raise errors.BadRequest(f"Optimized backups cannot be restored onto {driver.info.name} pools; "
+                                            "restore it onto a btrfs pool")
+                received = await driver.receive_backup(unpacked, index.get("snapshots") or [])
+                backup = await threads.deferToThread(_received_backup_yaml, received)
+                unpacked = received
             return await self.instances.import_container(
-                stage=os.path.join(stage, "backup"), index=index, backup=backup,
-                pool=pool_override, name=name_override)
+                stage=unpacked, index=index, backup=backup, pool=pool_override, name=name_override,
+                received=optimized)
         finally:
+            if received is not None:
+                await driver.discard_received(received)
             await threads.deferToThread(shutil.rmtree, stage, True)
+
+
+def _progress(reactor, op, *paths):
+    """`create_backup_progress` of `op` from the sizes of `paths` while a backup is written."""
+    if op is None:
+        return contextlib.nullcontext()
+    return Progress(reactor, op, None, lambda: sum(_size(p) for p in paths), key="create_backup_progress")
+
+
+def _size(path):
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 async def _extract(tarball, stage):
@@ -236,11 +292,14 @@ async def _extract(tarball, stage):
 
 
 def _read_extracted(stage):
-    """(index, backup) of an extracted backup, after checking the tree tar made (blocking)."""
+    """(index, backup, optimized) of an extracted backup, after checking the tree tar made
+    (blocking). An optimized one has its backup.yaml inside its stream: {} here."""
     fd = os.open(stage, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         try:
-            unpacking.expect_layout(fd, _TOP, _WHAT)
+            unpacking.expect_layout(fd, _TOP[:1], _WHAT)
+            optimized = _lexists(fd, "backup/container.bin")
+            unpacking.expect_layout(fd, _OPTIMIZED_TOP if optimized else _TOP, _WHAT)
         except ImageFormatError as e:
             raise errors.BadRequest(str(e))
         index = _load_yaml(fd, "backup/index.yaml")
@@ -253,16 +312,48 @@ def _read_extracted(stage):
             # Each name becomes a path below backup/snapshots and a volume name.
             names.check("index.yaml snapshots", "snapshot", name)
         try:
-            unpacking.expect_layout(fd, _snapshot_dirs(snapshots), _WHAT)
+            unpacking.expect_layout(fd, (_snapshot_streams if optimized else _snapshot_dirs)(snapshots), _WHAT)
         except ImageFormatError as e:
             raise errors.BadRequest(str(e))
-        backup = _load_yaml(fd, "backup/container/backup.yaml") or {}
-        for doc in backup.get("snapshots") or []:
-            if isinstance(doc, dict):
-                names.check("backup.yaml snapshots", "snapshot", doc.get("name"))
-        return index, backup
+        if optimized:
+            return index, {}, True
+        return index, _checked_backup_yaml(_load_yaml(fd, "backup/container/backup.yaml") or {}), False
     finally:
         os.close(fd)
+
+
+def _checked_backup_yaml(backup):
+    for doc in backup.get("snapshots") or []:
+        if isinstance(doc, dict):
+            names.check("backup.yaml snapshots", "snapshot", doc.get("name"))
+    return backup
+
+
+def _received_backup_yaml(received):
+    """backup.yaml of a container received from an optimized backup (blocking)."""
+    fd = os.open(received, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            unpacking.expect_layout(fd, (("container", "dir", True), ("container/rootfs", "dir", True),
+                                         ("container/backup.yaml", "file", False)), f"{_WHAT} container.bin")
+        except ImageFormatError as e:
+            raise errors.BadRequest(str(e))
+        return _checked_backup_yaml(_load_yaml(fd, "container/backup.yaml") or {})
+    finally:
+        os.close(fd)
+
+
+def _lexists(dir_fd, path):
+    try:
+        os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _snapshot_streams(snapshots):
+    entries = [("backup/snapshots", "dir", True)] if snapshots else []
+    return entries + [(f"backup/snapshots/{name}.bin", "file", True) for name in snapshots]
 
 
 def _snapshot_dirs(snapshots):

@@ -712,8 +712,9 @@ class Instances:
                 raise errors.BadRequest(f"Failed to set {filename}={value}: {e.strerror}")
 
     # -- import ------------------------------------------------------------------
-    async def import_container(self, *, stage, index, backup, pool=None, name=None):
-        """Create a container from an unpacked backup (`stage` holds `container/`, `snapshots/`)."""
+    async def import_container(self, *, stage, index, backup, pool=None, name=None, received=False):
+        """Create a container from an unpacked backup (`stage` holds `container/`, `snapshots/`;
+        with `received`, volumes the pool's driver received from an optimized backup)."""
         source = backup.get("container") or {}
         name = name or source.get("name") or index.get("name")
         model.check_name(name)
@@ -734,7 +735,8 @@ class Instances:
                 async with self.daemon.journal.begin("container.import", name) as intent, Reverter() as revert:
                     await intent.will("container", name=name, pool=pool)
                     IMPORT_RECORDED()
-                    path = await driver.import_volume("container", name, os.path.join(stage, "container"))
+                    path = await driver.import_volume("container", name, os.path.join(stage, "container"),
+                                                      received=received)
                     value = model.new_document(
                         architecture=source.get("architecture") or architectures.host(),
                         config=config, devices=devices, profiles=profiles,
@@ -747,7 +749,7 @@ class Instances:
                                                                 {"config": {}, "description": ""}, expect=ABSENT)]
                     snapshots = [s for s in index.get("snapshots") or [] if isinstance(s, str)]
                     changes += await self.snapshots.import_all(name, pool, stage, snapshots,
-                                                               backup.get("snapshots") or [], revert)
+                                                               backup.get("snapshots") or [], revert, received)
                     IMPORT_VOLUMES()
                     await self.store.commit(changes + [intent.done()])
                     revert.success()

@@ -123,7 +123,7 @@ class Snapshots:
                                    {"snapshot_name": full})
         return snapshot
 
-    async def import_all(self, container, pool, stage, names, documents, revert):
+    async def import_all(self, container, pool, stage, names, documents, revert, received=False):
         """Volumes for a backup's snapshots (`stage/snapshots/<name>`); returns their store changes.
 
         Each volume made is registered with the caller's `revert`; the caller
@@ -135,7 +135,7 @@ class Snapshots:
         for snapshot in names:
             model.check_snapshot_name(snapshot)
             full = f"{container}/{snapshot}"
-            await driver.import_volume("container", full, os.path.join(stage, "snapshots", snapshot))
+            await driver.import_volume("container", full, os.path.join(stage, "snapshots", snapshot), received)
             revert.add(driver.delete_volume, "container", full)
             value = {k: v for k, v in (by_name.get(snapshot) or {}).items() if k != "name"}
             value.setdefault("created_at", timeutil.now())

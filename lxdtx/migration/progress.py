@@ -1,6 +1,8 @@
 # -*- test-case-name: tests.unit.test_migration_messages -*-
 """`fs_progress` of a migration's operation (`migration_progress`): what has crossed the
-`fs` websocket so far and how fast, as LXD writes it (`c1: 42.13MB (10.20MB/s)`)."""
+`fs` websocket so far and how fast, as LXD writes it (`c1: 42.13MB (10.20MB/s)`); the
+same for other long operations under their own key (`create_backup_progress` of a
+backup, without the name: `42.13MB (10.20MB/s)`)."""
 
 from twisted.internet import task
 
@@ -19,9 +21,10 @@ def size_string(count, precision=2):
 class Progress:
     """Samples `count()` every second into the operation's metadata while running."""
 
-    def __init__(self, reactor, op, what, count):
+    def __init__(self, reactor, op, what, count, key="fs_progress"):
         self.op = op
         self.what = what
+        self.key = key
         self.count = count
         self.base = dict(op.metadata or {})
         self._last = (reactor.seconds(), 0)
@@ -43,5 +46,5 @@ class Progress:
         then, before = self._last
         self._last = (now, done)
         rate = (done - before) / (now - then) if now > then else 0
-        self.op.update_metadata({**self.base, "fs_progress": f"{self.what}: {size_string(done)} "
-                                                             f"({size_string(rate)}/s)"})
+        text = f"{size_string(done)} ({size_string(rate)}/s)"
+        self.op.update_metadata({**self.base, self.key: f"{self.what}: {text}" if self.what else text})

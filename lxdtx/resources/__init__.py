@@ -9,6 +9,7 @@ from lxdtx.resources import (
     files,
     host,
     images,
+    metadata,
     networks,
     operations,
     profiles,
@@ -20,7 +21,7 @@ from lxdtx.resources import (
 from lxdtx.resources import exec as exec_
 
 MODULES = [root, certificates, operations, events, profiles, host, containers, storage_pools, storage_volumes,
-           snapshots, images, backups, exec_, console, files, networks]
+           snapshots, images, backups, exec_, console, files, metadata, networks]
 
 
 def endpoints(extra_modules=()):

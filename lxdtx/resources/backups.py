@@ -51,7 +51,7 @@ async def create_backup(req):
 
     async def run(op):
         await backups.create(name, backup, expiry=expiry, container_only=bool(body.get("container_only")),
-                             optimized=bool(body.get("optimized_storage")), compression=compression)
+                             optimized=bool(body.get("optimized_storage")), compression=compression, op=op)
 
     return AsyncResponse(req.daemon.operations.start(
         "Backing up container", resources=container_resources(name, backups=[backup]), run=run))

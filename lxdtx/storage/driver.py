@@ -34,7 +34,7 @@ class Info:
 
     def __init__(self, name, *, optimized_images=False, remote=False, block_backing=False,
                  fast_snapshots=False, fast_copies=False, quotas=False, restore_latest_only=False,
-                 copies_snapshots=False):
+                 copies_snapshots=False, optimized_backups=False):
         self.name = name
         self.optimized_images = optimized_images  # images unpacked once, containers cloned from them
         self.remote = remote
@@ -44,6 +44,7 @@ class Info:
         self.quotas = quotas
         self.copies_snapshots = copies_snapshots  # fast copies can make snapshots of a copy too
         self.restore_latest_only = restore_latest_only  # only the newest snapshot can be restored (zfs)
+        self.optimized_backups = optimized_backups  # backups as the pool's own send streams
 
 
 async def tool_output(run, argv):
@@ -259,8 +260,11 @@ class Driver:
             await self.delete_volume(vol_type, new_name)
             raise
 
-    async def import_volume(self, vol_type, name, source_dir):
-        """A new volume holding the contents of `source_dir` (an unpacked backup)."""
+    async def import_volume(self, vol_type, name, source_dir, received=False):
+        """A new volume holding the contents of `source_dir` (an unpacked backup; with
+        `received`, a volume `receive_backup` made in this pool)."""
+        if received:
+            raise NotSupported(f"{self.info.name} pools do not support optimized backups")
         if vol_type == "container" and is_snapshot(name):
             await self.in_thread(os.makedirs, self.snapshots_dir(name.split("/", 1)[0]), 0o700, True)
         await self.create_volume(vol_type, name, {})
@@ -271,6 +275,18 @@ class Driver:
             await self.delete_volume(vol_type, name)
             raise
         return self.mount_path(vol_type, name)
+
+    async def send_backup(self, name, snapshots, target_dir):
+        """Write the pool's own streams of container `name` and its `snapshots` into `target_dir`."""
+        raise NotSupported(f"{self.info.name} pools do not support optimized backups")
+
+    async def receive_backup(self, stage_dir, snapshots):
+        """Receive the streams `send_backup` wrote (in `stage_dir`) into the pool; returns
+        a directory holding `container` and `snapshots/<s>` for `import_volume(received=True)`."""
+        raise NotSupported(f"{self.info.name} pools do not support optimized backups")
+
+    async def discard_received(self, directory):
+        """Remove what `receive_backup` made."""
 
     async def rsync(self, source, target, bwlimit=None, exact=False):
         argv = rsync.argv(source, target, self.bwlimit() if bwlimit is None else bwlimit, exact=exact)

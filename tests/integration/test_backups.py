@@ -2,7 +2,9 @@
 
 import hashlib
 import os
+import re
 import subprocess
+import time
 
 import pytest
 
@@ -139,3 +141,37 @@ def test_server_compression_key(busybox_daemon, workdir):
     finally:
         d.lxc("config", "unset", "backups.compression_algorithm", check=False)
         d.lxc("delete", "-f", "bkk", check=False)
+
+
+_PROGRESS = re.compile(r"\d+(\.\d\d)?[kMGTPE]?B \(\d+(\.\d\d)?[kMGTPE]?B/s\)")
+
+
+def test_backup_progress(busybox_daemon, workdir):
+    """A backup that takes a while tells its progress in `create_backup_progress`, a string
+    as LXD writes it (`12.34MB (5.67MB/s)`), which `lxc export` shows."""
+    d = busybox_daemon
+    d.lxc("init", "busybox", "bkp")
+    try:
+        rootfs = os.path.join(d.dir, "storage-pools", "default", "containers", "bkp", "rootfs")
+        with open(os.path.join(rootfs, "noise"), "wb") as f:
+            for _ in range(160):
+                f.write(os.urandom(1 << 20))  # random: gzip cannot make it small or fast
+        answer = d.request("POST", "/1.0/containers/bkp/backups", {"name": "slow", "compression_algorithm": "gzip"})
+        assert answer.status == 202, answer
+        url = answer.headers["Location"]
+        seen, deadline = [], time.monotonic() + 120
+        while time.monotonic() < deadline:
+            op = d.request("GET", url).metadata
+            value = (op.get("metadata") or {}).get("create_backup_progress")
+            if value is not None:
+                seen.append(value)
+            if op["status_code"] >= 200:
+                break
+            time.sleep(0.2)
+        assert op["status"] == "Success", op
+        assert seen, "no progress reported"
+        assert all(isinstance(v, str) and _PROGRESS.fullmatch(v) for v in seen), seen
+        result = d.lxc("export", "bkp", os.path.join(workdir, "bkp.tar.gz"), "--instance-only")
+        assert "Backing up instance:" in result.stdout + result.stderr, result
+    finally:
+        d.lxc("delete", "-f", "bkp", check=False)

@@ -192,7 +192,9 @@ PROFILES, NETWORKS, POOLS = "/1.0/profiles?recursion=1", "/1.0/networks?recursio
 VOLUMES = f"/1.0/storage-pools/{POOL}/volumes?recursion=1"
 IMAGES, ALIASES = "/1.0/images?recursion=1", "/1.0/images/aliases?recursion=1"
 CERTIFICATES = "/1.0/certificates?recursion=1"
-LISTED = [CONTAINERS, SNAPSHOTS, BACKUPS, PROFILES, NETWORKS, POOLS, VOLUMES, IMAGES, ALIASES, CERTIFICATES]
+METADATA, TEMPLATES = f"/1.0/containers/{CONTAINER}/metadata", f"/1.0/containers/{CONTAINER}/metadata/templates"
+LISTED = [CONTAINERS, SNAPSHOTS, BACKUPS, PROFILES, NETWORKS, POOLS, VOLUMES, IMAGES, ALIASES, CERTIFICATES,
+          METADATA]
 
 
 # What a start writes down and a stop leaves behind (the nic's host side, the last power
@@ -208,6 +210,8 @@ def snapshot(world):
         for key in ("config", "expanded_config"):
             container[key] = {k: v for k, v in container[key].items() if not _RUNTIME_KEYS.fullmatch(k)}
     state["config"] = d.request("GET", "/1.0").metadata["config"]
+    state["templates"] = {name: d.request("GET", f"{TEMPLATES}?path={quote(name, safe='')}").body
+                          for name in d.request("GET", TEMPLATES).metadata}
     pool = os.path.join(d.dir, "storage-pools", POOL)
     state["pool dirs"] = {sub: sorted(os.listdir(os.path.join(pool, sub))) for sub in sorted(os.listdir(pool))}
     state["links"] = links(world.ns)
@@ -362,6 +366,15 @@ def _undo_pass(world, now):
                 _url("/1.0/certificates/{}"), _fields("name", "type"))
     if now["config"] != base["config"]:
         _done(d, d.request("PUT", "/1.0", {"config": base["config"]}))
+    if now[METADATA] != base[METADATA]:
+        _done(d, d.request("PUT", METADATA, base[METADATA]))
+    for name in now["templates"]:
+        url = f"{TEMPLATES}?path={quote(name, safe='')}"
+        if name not in base["templates"]:
+            _done(d, d.request("DELETE", url))
+    for name, content in base["templates"].items():
+        if now["templates"].get(name) != content:
+            _done(d, d.request("PUT", f"{TEMPLATES}?path={quote(name, safe='')}", raw=content))
 
 
 # -- checks --------------------------------------------------------------------------------------
@@ -616,7 +629,9 @@ def queries(world, pattern):
     value = (st.sampled_from(["-1", "0", "1", "2", "99999999999999999999", "1e309", "nan", "inf", "abc", ""])
              | paths | odd_names(world))
     others = st.dictionaries(st.sampled_from(QUERY_KEYS), value, max_size=3)
-    read = {"/files": ("path", paths | odd_names(world)), "/wait": ("timeout", value),
+    templates = st.sampled_from(["hostname.tpl", "hosts.tpl", "fzn.tpl"])
+    read = {"/files": ("path", paths | odd_names(world)), "/templates": ("path", templates | paths | odd_names(world)),
+            "/wait": ("timeout", value),
             "/websocket": ("secret", value)}
     for suffix, (key, values) in read.items():
         if pattern.endswith(suffix):

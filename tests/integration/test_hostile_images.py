@@ -20,22 +20,35 @@ from tests import imagefiles
 _STEP = 60
 
 
-def _info(name, kind="file", data=b"", link=""):
+_TYPES = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,
+          "block": tarfile.BLKTYPE, "char": tarfile.CHRTYPE}
+
+
+def _info(name, kind="file", data=b"", link="", size=None):
+    """(header, data) of one member; `size` is what the header declares when it is to lie."""
     info = tarfile.TarInfo(name)
     info.mtime = 1500000000
-    info.type = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE}[kind]
+    info.type = _TYPES[kind]
     info.mode = 0o755 if kind == "dir" else 0o644
     info.linkname = link
+    if kind in ("block", "char"):
+        info.devmajor, info.devminor = (8, 0) if kind == "block" else (1, 3)
     info.size = len(data) if kind == "file" else 0
+    if size is not None:
+        info.size = size
     return info, data if kind == "file" else None
 
 
 def _tarball(members, compression="gzip"):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return imagefiles.compress(buf.getvalue(), compression)
+    """The archive of `members` written block by block, so a header may declare another size
+    than the data that follows it (tarfile itself would refuse to write that)."""
+    out = bytearray()
+    for info, data in members:
+        out += info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+        if data:
+            out += data + b"\0" * (-len(data) % tarfile.BLOCKSIZE)
+    out += b"\0" * (2 * tarfile.BLOCKSIZE)
+    return imagefiles.compress(bytes(out), compression)
 
 
 def _write(directory, name, data):
@@ -76,12 +89,16 @@ def _leftovers(d):
     """What an import could leave behind: image files, spool and import directories, containers."""
     images = os.path.join(d.dir, "images")
     tmp = os.path.join(d.dir, "tmp")
+    pool = os.path.join(d.dir, "storage-pools", "default")
     return {
         "images": sorted(os.listdir(images)) if os.path.isdir(images) else [],
         "spool": sorted(n for n in os.listdir(tmp) if n.startswith(("image-", "import-", "backup-")))
         if os.path.isdir(tmp) else [],
         "records": sorted(i["fingerprint"] for i in d.request("GET", "/1.0/images?recursion=1").metadata),
         "containers": sorted(d.request("GET", "/1.0/containers").metadata),
+        "tmp": sorted(os.listdir(tmp)) if os.path.isdir(tmp) else [],
+        "volumes": {sub: sorted(os.listdir(os.path.join(pool, sub))) for sub in ("containers", "snapshots")
+                    if os.path.isdir(os.path.join(pool, sub))},
     }
 
 
@@ -143,7 +160,7 @@ def test_hostile_split_image_refused(busybox_daemon, workdir, sentinel):
     assert sentinel.unchanged()
 
 
-def _backup(*, backup_yaml=None, container_rootfs=None, snapshots=()):
+def _backup(*, backup_yaml=None, container_rootfs=None, snapshots=(), extra=()):
     index = yaml.safe_dump({"name": "hostile", "backend": "dir", "pool": "default", "privileged": False,
                             "snapshots": list(snapshots)}).encode()
     members = [_info("backup", "dir"), _info("backup/index.yaml", data=index), _info("backup/container", "dir"),
@@ -151,6 +168,7 @@ def _backup(*, backup_yaml=None, container_rootfs=None, snapshots=()):
                _info("backup/container/metadata.yaml", data=imagefiles.metadata_yaml())]
     members += [container_rootfs] if container_rootfs else [_info("backup/container/rootfs", "dir"),
                                                            _info("backup/container/rootfs/etc", "dir")]
+    members += extra
     for name in snapshots:
         members += [_info("backup/snapshots", "dir"), _info(f"backup/snapshots/{name}", "dir"),
                     _info(f"backup/snapshots/{name}/rootfs", "dir")]
@@ -177,6 +195,83 @@ def test_hostile_backup_refused(busybox_daemon, workdir, sentinel):
         assert sentinel.unchanged()
     finally:
         d.lxc("delete", "-f", "hostile", check=False)
+
+
+# A header claiming more than any disk holds: refused from the header, before its data is read.
+_BOMB_SIZE = 1 << 50
+
+
+def _hostile_members(rootfs, host, other):
+    """{case: (members inside the tarball at `rootfs`, the error)}: what no import may extract.
+
+    `other` is a regular member of the same tarball outside that rootfs.
+    """
+    def refused(member, text):
+        return f"member {member!r} {text}"
+
+    return {
+        "dotdot": ([_info(f"{rootfs}/etc/../../../../escape", data=b"evil\n")],
+                   refused(f"{rootfs}/etc/../../../../escape", "contains '..'")),
+        "absolute": ([_info(f"/{rootfs}/etc/evil", data=b"evil\n")], refused(f"/{rootfs}/etc/evil", "has an absolute path")),
+        "below a symlink": ([_info(f"{rootfs}/etc/out", "symlink", link=host.dir),
+                             _info(f"{rootfs}/etc/out/evil", data=b"evil\n")],
+                            refused(f"{rootfs}/etc/out/evil", f"lies below the symlink '{rootfs}/etc/out'")),
+        "hardlink out of rootfs": ([_info(f"{rootfs}/etc/index", "hardlink", link=other)],
+                                   f"hard link '{rootfs}/etc/index' points to '{other}', which is not an earlier "
+                                   "regular file of the same rootfs"),
+        "hardlink to host": ([_info(f"{rootfs}/etc/shadow", "hardlink", link=host.file)],
+                             f"hard link '{rootfs}/etc/shadow' points to '{host.file}', which has an absolute path"),
+        "hardlink outside the archive": ([_info(f"{rootfs}/etc/missing", "hardlink", link=f"{rootfs}/etc/nowhere")],
+                                         "which is not an earlier regular file of the same rootfs"),
+        "block device": ([_info(f"{rootfs}/dev", "dir"), _info(f"{rootfs}/dev/sda", "block")],
+                         refused(f"{rootfs}/dev/sda", "is a block device: device nodes are not supported")),
+        "char device": ([_info(f"{rootfs}/dev", "dir"), _info(f"{rootfs}/dev/mem", "char")],
+                        refused(f"{rootfs}/dev/mem", "is a character device: device nodes are not supported")),
+        "more data than declared": ([_info(f"{rootfs}/etc/short", data=b"x" * 1500, size=5)],
+                                    "is no member header (a member holds more data than it declares"),
+        "bomb": ([_info(f"{rootfs}/etc/huge", data=b"\0" * 4096, size=_BOMB_SIZE)],
+                 "are free where it is extracted"),
+    }
+
+
+_HOSTILE_CASES = [
+    "dotdot", "absolute", "below a symlink", "hardlink out of rootfs", "hardlink to host",
+    "hardlink outside the archive", "block device", "char device", "more data than declared", "bomb"]
+
+
+@pytest.mark.parametrize("case", _HOSTILE_CASES)
+def test_hostile_backup_members_refused(busybox_daemon, workdir, sentinel, case):
+    """`lxc import` of a backup with a member that would leave the rootfs or the host's
+    control, more data than declared, or more than the disk holds: refused with the member
+    named; no container row, no volume, no staging file; the host unchanged."""
+    d = busybox_daemon
+    members, message = _hostile_members("backup/container/rootfs", sentinel, "backup/index.yaml")[case]
+    before = _leftovers(d)
+    data = _backup(extra=members)
+    path = _write(workdir, "hostile.tar.xz", data)
+    try:
+        _refused(d, ["import", path], message)
+        assert "Invalid backup tarball" in _refused(d, ["import", path], "Invalid backup tarball")
+        assert _leftovers(d) == before
+        assert sentinel.unchanged()
+        assert not os.path.exists(os.path.join(workdir, "escape"))
+    finally:
+        d.lxc("delete", "-f", "hostile", check=False)
+
+
+# An image is stored as uploaded and sized against the pool it is unpacked into, at launch.
+@pytest.mark.parametrize("case", [c for c in _HOSTILE_CASES if c != "bomb"])
+def test_hostile_image_members_refused(busybox_daemon, workdir, sentinel, case):
+    """`lxc image import` of a unified image with the same members: refused by the same checks."""
+    d = busybox_daemon
+    members, message = _hostile_members("rootfs", sentinel, "metadata.yaml")[case]
+    before = _leftovers(d)
+    data = _tarball(_meta(_info("rootfs", "dir"), _info("rootfs/etc", "dir"), *members))
+    path = _write(workdir, "hostile.tar.gz", data)
+    _refused(d, ["image", "import", path, "--alias", "hostile"], message)
+    assert _leftovers(d) == before
+    assert d.request("GET", "/1.0/images/aliases/hostile").status == 404
+    assert sentinel.unchanged()
 
 
 def _rootfs(d, name):

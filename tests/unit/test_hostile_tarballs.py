@@ -337,6 +337,24 @@ class ArchiveEndTests(_Checking):
         self.assertIn("are free where it is extracted", message)
         self.check(data, free_space=1 << 20)
 
+    def test_more_members_than_free_inodes(self):
+        """An archive of more members than the target has free inodes is refused; hard links
+        take no inode of their own."""
+        data = image(*[member(f"rootfs/f{i}") for i in range(5)])  # 6 members of its own, and these 5
+        self.assertIn("the inodes free where it is extracted", self.refused(data, free_inodes=10))
+        self.check(data, free_inodes=11)
+        linked = image(member("rootfs/a"), *[member(f"rootfs/l{i}", "hardlink", link="rootfs/a") for i in range(9)])
+        self.check(linked, free_inodes=7)
+        self.refused(linked, free_inodes=6)
+
+    def test_unpack_check_uses_target_free_inodes(self):
+        """`unpack.check` counts the inodes of the extraction target where it has a count."""
+        path, fmt = self.write(image(*[member(f"rootfs/f{i}") for i in range(5)]))
+        self.patch(unpack, "free_inodes", lambda target: 3)
+        with self.assertRaises(ImageFormatError):
+            unpack.check(path, fmt, formats.IMAGE, self.dir)
+        self.assertIsInstance(unpack.free_inodes(self.dir), (int, type(None)))
+
     def test_unpack_check_uses_target_free_space(self):
         """`unpack.check` measures the file system of the extraction target."""
         path, fmt = self.write(image(member("rootfs/big", data=b"x" * 5000)))
@@ -388,6 +406,20 @@ class BackupTarballTests(_Checking):
                      "backup/container/templates"):
             self.assertIn(f"member {name!r} is a symlink",
                           self.refused(backup(member(name, "symlink", link="/")), formats.BACKUP))
+
+    def test_optimized_streams_may_be_large(self):
+        """An optimized backup's send streams may exceed the small-file bound; other files may not,
+        nor may a stream be a link."""
+        big = b"x" * (formats.MAX_METADATA_SIZE + 1)
+        self.check(tar_bytes([member("backup", "dir"), member("backup/index.yaml", data=b"name: c\n"),
+                              member("backup/container.bin", data=big), member("backup/snapshots", "dir"),
+                              member("backup/snapshots/s.bin", data=big)]), formats.BACKUP)
+        for name in ("backup/other.bin", "backup/snapshots/s.yaml", "backup/snapshots/s/x.bin"):
+            data = tar_bytes([member("backup", "dir"), member("backup/snapshots", "dir"),
+                              member("backup/snapshots/s", "dir"), member(name, data=big)])
+            self.assertIn("is larger than", self.refused(data, formats.BACKUP))
+        data = tar_bytes([member("backup", "dir"), member("backup/container.bin", "symlink", link="/dev/sda")])
+        self.assertIn("is a symlink", self.refused(data, formats.BACKUP))
 
     def test_snapshot_device(self):
         """Devices in a snapshot's rootfs are refused too."""
@@ -498,8 +530,8 @@ class BackupImportTests(SynchronousTestCase):
 
     def test_valid(self):
         """A plain tree gives index and (empty) backup documents."""
-        index, backup_doc = backups._read_extracted(self.stage)
-        self.assertEqual((index["name"], backup_doc), ("c", {}))
+        index, backup_doc, optimized = backups._read_extracted(self.stage)
+        self.assertEqual((index["name"], backup_doc, optimized), ("c", {}, False))
 
     def test_backup_yaml_link(self):
         """`backup.yaml -> host file` is refused and not read."""

@@ -11,15 +11,13 @@ session per snapshot, one for the container and, for a running container (statel
 
 from lxdtx import errors, timeutil
 from lxdtx.migration import messages as m
-from lxdtx.migration import protocol, rsyncstream, sockets
+from lxdtx.migration import live, protocol, rsyncstream, sockets
 from lxdtx.migration.progress import Progress
 from lxdtx.operations import container_resources
 from lxdtx.response import AsyncResponse
 
-CRIU_MISSING = "Unable to perform container live migration. CRIU isn't installed on the source server."
 
-
-def start(req, name, body, snapshot=None):
+async def start(req, name, body, snapshot=None):
     """`POST /1.0/containers/<name>` (or `.../snapshots/<snapshot>`, which goes as a container
     of its own) with `migration: true`: in pull mode a websocket operation the sink dials;
     with `target` (push mode) a task that dials the sink's operation."""
@@ -29,7 +27,8 @@ def start(req, name, body, snapshot=None):
     running = snapshot is None and instances.status(name) == "Running"
     # `live` left out means live (the API's legacy default); only a running container goes live.
     if running and body.get("live", True) is not False:
-        raise errors.InternalError(CRIU_MISSING)
+        await live.preflight(instances, name)
+        raise errors.InternalError(live.PREFIX + "Live transfer is not implemented by this server yet")
     container_only = bool(body.get("container_only") or body.get("instance_only"))
     target = body.get("target")
     peer = sockets.peer_of(target, "target") if target else None

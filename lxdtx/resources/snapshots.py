@@ -58,7 +58,7 @@ async def post_snapshot(req):
     if body.get("migration"):
         from lxdtx.migration import source
 
-        return source.start(req, name, body, snapshot=snapshot)
+        return await source.start(req, name, body, snapshot=snapshot)
     new_name = body.get("name")
     if new_name is None or new_name == "":
         raise errors.BadRequest("Invalid value for \"name\": the new snapshot name is required")

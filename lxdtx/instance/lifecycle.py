@@ -546,6 +546,14 @@ class Instances:
             await threads.deferToThread(self._remove_stale_cgroups, name)
             raise
 
+    async def stopped_by_migration(self, name):
+        """The container went live to another server and is stopped here."""
+        doc = self.store.get(KIND, name)
+        if doc is not None:
+            doc.value["config"]["volatile.last_state.power"] = "STOPPED"
+            await self._save(name, doc.value, doc.revision)
+        self.events.lifecycle("container-stopped", f"/1.0/containers/{name}")
+
     async def _restore_state(self, name, doc):
         """`lxc start` of a container stopped with `--stateful`: restored from its dump, which
         goes once the row says it is running again."""

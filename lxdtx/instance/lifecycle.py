@@ -558,16 +558,17 @@ class Instances:
         """`lxc start` of a container stopped with `--stateful`: restored from its dump, which
         goes once the row says it is running again."""
         pool = doc.value["pool"]
-        await self.restore_from(name, doc.value, self.state_dir(name, pool))
-        STATEFUL_RESTORED()
+        # Killed once it runs again, the next start drops the dump and clears `stateful`.
         async with self.daemon.journal.begin("container.stateful_start", name, finish=True) as intent:
+            await intent.will("state", name=name, pool=pool)
+            await self.restore_from(name, doc.value, self.state_dir(name, pool))
+            STATEFUL_RESTORED()
+            await threads.deferToThread(shutil.rmtree, self.state_dir(name, pool), True)
             doc = self.get(name)
             doc.value["stateful"] = False
             doc.value["config"]["volatile.last_state.power"] = "RUNNING"
             doc.value["last_used_at"] = timeutil.now()
-            await self.store.commit([Put(KIND, name, doc.value, expect=doc.revision),
-                                     intent.record("state", name=name, pool=pool)])
-            await settle_state(self, name, pool)
+            await self.store.commit([Put(KIND, name, doc.value, expect=doc.revision), intent.done()])
         self.events.lifecycle("container-started", f"/1.0/containers/{name}")
 
     async def _drop_state(self, name, doc):

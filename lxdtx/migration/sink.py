@@ -106,7 +106,7 @@ def _snapshot_value(message, container_value, pool):
     return {
         "architecture": m.ARCHITECTURE_NAMES.get(message.architecture, container_value["architecture"]),
         "config": _carried(m.config_map(message.localConfig)), "devices": m.device_map(message.localDevices),
-        "profiles": list(message.profiles), "ephemeral": message.ephemeral, "stateful": False,
+        "profiles": list(message.profiles), "ephemeral": message.ephemeral, "stateful": message.stateful,
         "description": "", "created_at": timeutil.from_timestamp(message.creation_date),
         "last_used_at": timeutil.from_timestamp(message.last_used_date), "pool": pool,
     }

@@ -9,8 +9,6 @@ from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse, SyncResponse
 
 
-_STATEFUL_UNSUPPORTED = "Stateful snapshots need checkpoint/restore support, which this server does not have yet"
-
 
 def _snapshots(req):
     return req.daemon.instances.snapshots
@@ -33,7 +31,7 @@ async def create_snapshot(req):
         snapshots.check_new(name, snapshot)
     stateful = bool(body.get("stateful"))
     if stateful:
-        raise errors.BadRequest(_STATEFUL_UNSUPPORTED)
+        await snapshots.check_stateful(name)
 
     async def run(op):
         await snapshots.create(name, snapshot, stateful=stateful)

@@ -1,6 +1,7 @@
 """Live migration between two daemons on loopback with the real `lxc` client and CRIU: a
 running container's counter (a child of its init) goes on on the target from where it
-was, never going back; a migration that fails leaves the source running."""
+was, never going back; its stateful snapshot goes along and restores there; a migration
+that fails leaves the source running."""
 
 import os
 import signal
@@ -21,7 +22,9 @@ def test_live_move(pair):  # noqa: F811
     one, two = pair
     counter.make(one, "lv1")
     try:
-        before = counter.wait_counting(one, "lv1", above=3)
+        counter.wait_counting(one, "lv1", above=3)
+        one.lxc("snapshot", "--stateful", "lv1", "s1")  # goes along, dump and all
+        before = counter.wait_counting(one, "lv1", above=counter.count(one, "lv1") + 3)
         started = time.monotonic()
         one.lxc("move", "lv1", "two:lv1")
         took = time.monotonic() - started
@@ -30,7 +33,12 @@ def test_live_move(pair):  # noqa: F811
         assert info["status"] == "Running" and info["stateful"] is False
         arrived = counter.count(two, "lv1")
         assert arrived >= before, (arrived, before)
-        assert counter.wait_counting(two, "lv1", above=arrived + 3) > arrived
+        latest = counter.wait_counting(two, "lv1", above=arrived + 3)
+        assert two.request("GET", "/1.0/containers/lv1/snapshots/s1").metadata["stateful"] is True
+        two.lxc("restore", "lv1", "s1", "--stateful")
+        back = counter.count(two, "lv1")
+        assert back < before < latest
+        assert counter.wait_counting(two, "lv1", above=back + 2) > back
         # Nothing of the dump is left on either side.
         assert not os.path.exists(os.path.join(two.dir, "storage-pools", "default", "containers", "lv1", "state"))
         for d in (one, two):

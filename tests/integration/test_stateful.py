@@ -84,3 +84,42 @@ def test_without_criu(monkeypatch, workdir):
         assert d.request("GET", "/1.0/containers/nocriu").metadata["status"] == "Running"
     finally:
         d.cleanup()
+
+
+def test_stateful_snapshot_and_restore(busybox_daemon):
+    """`lxc snapshot --stateful` leaves the container running; `lxc restore --stateful` brings
+    back its processes as they were then: the counter goes back to the snapshot's number and
+    counts on from there."""
+    counter.skip_without_criu()
+    d = busybox_daemon
+    counter.make(d, "st3")
+    try:
+        counter.wait_counting(d, "st3", above=3)
+        d.lxc("snapshot", "--stateful", "st3", "s1")
+        taken = counter.count(d, "st3")
+        snap = d.request("GET", "/1.0/containers/st3/snapshots/s1").metadata
+        assert snap["stateful"] is True
+        assert d.request("GET", "/1.0/containers/st3").metadata["status"] == "Running"
+        later = counter.wait_counting(d, "st3", above=taken + 10)
+        d.lxc("restore", "st3", "s1", "--stateful")
+        info = d.request("GET", "/1.0/containers/st3").metadata
+        assert info["status"] == "Running" and info["stateful"] is False
+        back = counter.count(d, "st3")
+        assert back < later, (back, later)
+        assert counter.wait_counting(d, "st3", above=back + 3) > back
+        assert not os.path.exists(os.path.join(d.dir, "storage-pools", "default", "containers", "st3", "state"))
+        r = d.lxc("snapshot", "--stateful", "st3", "s2", check=False)
+        assert r.returncode == 0
+        d.lxc("stop", "--force", "st3")
+        r = d.lxc("snapshot", "--stateful", "st3", "s3", check=False)
+        assert r.returncode != 0 and "isn't running" in r.stderr
+        d.lxc("snapshot", "st3", "plain")
+        r = d.lxc("restore", "st3", "plain", "--stateful", check=False)
+        assert r.returncode != 0 and "is not stateful" in r.stderr
+        # A stateless restore of a stateful snapshot boots afresh and keeps no dump.
+        d.lxc("restore", "st3", "s2")
+        d.lxc("start", "st3")
+        counter.wait_counting(d, "st3")
+        assert not os.path.exists(os.path.join(d.dir, "storage-pools", "default", "containers", "st3", "state"))
+    finally:
+        d.lxc("delete", "--force", "st3", check=False)

@@ -3,12 +3,18 @@
 loopback, as a ratio in the same run; with --reference the same copy between two LXD 5.0.2
 daemons (Debian's `lxd`).
 
-    bench/migration.py [--mib 500] [--rounds 3] [--reference]
+    bench/migration.py [--mib 500] [--rounds 3] [--reference] [--live-mib 64]
 
 Two throw-away lxdtx daemons (and, with --reference, two LXD daemons) run in a network
 namespace of the run's own, with HTTPS on its loopback. The container holds `--mib` MiB
 of incompressible files (one large, the rest in 1 MiB files). The floor is `rsync -a`
 of the container's directory to an rsync daemon on the same loopback. Not a timed test.
+
+With --live-mib (skipped when CRIU fails its check) a running checkpointable container
+holding that many MiB of random data in memory (tmpfs) moves live between the two lxdtx
+daemons, `--rounds` times; a process in it appends /proc/uptime every 10 ms, and the
+downtime is the largest gap between two ticks (frozen on the source to running on the
+target, as the container sees it).
 """
 
 import argparse
@@ -24,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from bench.reference import ReferenceLXD  # noqa: E402
+from tests.integration import counter  # noqa: E402
 from tests.integration.netns import Netns, daemon_in  # noqa: E402
 
 PASSWORD = "bench-pw"
@@ -89,11 +96,41 @@ def rsync_floor(ns, tree, rounds):
         shutil.rmtree(work, ignore_errors=True)
 
 
+TICKER = "#!/bin/sh\nwhile true; do cat /proc/uptime >> /root/ticks; usleep 10000; done\n"
+
+
+def live_downtime(ns, env_one, env_two, mib, rounds):
+    """Median and worst downtime (seconds) of live moves of a container with `mib` MiB in memory."""
+    downs = []
+    lxc(ns, env_one, "init", "busybox", "live", "--no-profiles", "--storage", "default")
+    lxc(ns, env_one, "config", "set", "live", "migration.stateful", "true")
+    for env, path, text in ((env_one, "usr/local/bin/counter", TICKER), (env_one, "etc/inittab", counter.INITTAB)):
+        subprocess.run(["ip", "netns", "exec", ns.name, "lxc", "file", "push", "-", f"live/{path}", "-p",
+                        "--mode", "0755"], input=text, env=env, check=True, capture_output=True, text=True)
+    lxc(ns, env_one, "start", "live")
+    lxc(ns, env_one, "exec", "live", "--", "sh", "-c", f"head -c {mib * 1048576} /dev/urandom > /dev/shm/fill")
+    envs = [env_one, env_two]
+    remotes = ["one", "two"]
+    for i in range(rounds):
+        here, there = envs[i % 2], remotes[(i + 1) % 2]
+        lxc(ns, here, "exec", "live", "--", "sh", "-c", ": > /root/ticks")
+        time.sleep(0.5)
+        lxc(ns, here, "move", "live", f"{there}:live")
+        time.sleep(0.5)
+        ticks = lxc(ns, envs[(i + 1) % 2], "exec", "live", "--", "cat", "/root/ticks").stdout.split("\n")
+        times = [float(line.split()[0]) for line in ticks if line.strip()]
+        downs.append(max(b - a for a, b in zip(times, times[1:])))
+    lxc(ns, envs[rounds % 2], "delete", "--force", "live")
+    return statistics.median(downs), max(downs)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--reference", action="store_true", help="also copy between two LXD 5.0.2 daemons")
+    parser.add_argument("--live-mib", type=int, default=0, help="also time live moves of a container with "
+                        "this many MiB in memory")
     args = parser.parse_args()
     ns = Netns("lxdtxb")
     ours, refs = [], []
@@ -101,6 +138,16 @@ def main():
         ours = [daemon_in(ns, auto_init=True), daemon_in(ns, auto_init=True)]
         envs = [d.env() for d in ours]
         pair(ns, envs[0], envs[1], 8443, 8444)
+        lxc(ns, envs[1], "remote", "add", "one", "https://127.0.0.1:8443", "--password", PASSWORD,
+            "--accept-certificate")
+        if args.live_mib:
+            reason = counter.criu_problem()
+            if reason:
+                print(f"live moves skipped: {reason}")
+            else:
+                median, worst = live_downtime(ns, envs[0], envs[1], args.live_mib, args.rounds)
+                print(f"live move downtime, {args.live_mib} MiB in memory, {args.rounds} moves: "
+                      f"median {median * 1000:.0f} ms, worst {worst * 1000:.0f} ms")
         fill(ns, envs[0], "bench", args.mib)
         tree = os.path.join(ours[0].dir, "storage-pools", "default", "containers", "bench")
         floor = rsync_floor(ns, tree, args.rounds)

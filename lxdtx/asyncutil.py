@@ -93,3 +93,30 @@ def sleep(seconds, reactor=None):
     d = defer.Deferred(lambda _: call.cancel())
     call = reactor.callLater(seconds, d.callback, None)
     return d
+
+
+class _Exited(protocol.ProcessProtocol):
+    def __init__(self, done):
+        self._done = done
+
+    def processEnded(self, reason):
+        code = 0 if reason.check(ProcessDone) else getattr(reason.value, "exitCode", None)
+        self._done.callback(128 + (getattr(reason.value, "signal", None) or 0) if code is None else code)
+
+
+async def run_to_file(argv, output, *, env=None, reactor=None):
+    """Run argv with stdout and stderr going to the file `output` and stdin from /dev/null;
+    return its exit code once it exits. For a tool that leaves a daemon behind, which
+    would hold pipes open long after the tool itself has gone."""
+    if reactor is None:
+        from twisted.internet import reactor
+    done = defer.Deferred()
+    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        reactor.spawnProcess(_Exited(done), argv[0], [str(a) for a in argv],
+                             env=os.environ.copy() if env is None else env, childFDs={0: null, 1: out, 2: out})
+    finally:
+        os.close(out)
+        os.close(null)
+    return await done

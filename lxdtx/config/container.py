@@ -103,6 +103,8 @@ KEYS = {
     "migration.incremental.memory": Key(is_bool, "false"),
     "migration.incremental.memory.goal": Key(is_uint32, "70"),
     "migration.incremental.memory.iterations": Key(is_uint32, "10"),
+    # Checkpointable by CRIU (stateful stop, live migration): no console (lxdtx.instance.checkpoint).
+    "migration.stateful": Key(is_bool, "false"),
     "nvidia.runtime": Key(is_bool, "false", live=False),
     "raw.apparmor": Key(),
     "raw.idmap": Key(_is_raw_idmap, live=False),

@@ -7,8 +7,10 @@ children and outlive the daemon (a SIGTERM of the daemon leaves them running).
 
 import os
 
+from twisted.internet import threads
+
 from lxdtx import errors
-from lxdtx.asyncutil import ProcessError, run
+from lxdtx.asyncutil import ProcessError, run, run_to_file
 
 
 class LiblxcError(errors.InternalError):
@@ -60,3 +62,42 @@ class Liblxc:
 
     async def unfreeze(self, name):
         await self._tool("lxc-unfreeze", name)
+
+    async def checkpoint(self, name, directory, env, stop=True):
+        """CRIU-dump the running container into `directory` (a fresh one); `stop`: it stops
+        once dumped, else it runs on. `env`: `checkpoint.Criu.env("dump")`."""
+        args = ["-D", directory] + (["-s"] if stop else [])
+        try:
+            await self._tool("lxc-checkpoint", name, *args, env=env)
+        except LiblxcError as e:
+            log = await threads.deferToThread(_criu_log, directory, "dump")
+            raise LiblxcError(f"Failed to checkpoint container {name}: {e.message}{log}")
+
+    async def restore(self, name, directory, env):
+        """Restore the container from the CRIU dump in `directory` (its monitor daemonizes)."""
+        # Its output to a file: the restored container's monitor inherits what it had.
+        output = os.path.join(directory, "lxc-checkpoint.out")
+        code = await run_to_file(["lxc-checkpoint", "-n", name, "-P", self.lxcpath, "-r", "-D", directory],
+                                 output, env=env)
+        if code != 0:
+            detail = await threads.deferToThread(_restore_complaint, output, directory)
+            raise LiblxcError(f"Failed to restore container {name}: {detail}")
+
+
+def _restore_complaint(output, directory):
+    try:
+        with open(output, errors="replace") as f:
+            detail = f.read().strip()
+    except OSError:
+        detail = ""
+    return detail + _criu_log(directory, "restore")
+
+
+def _criu_log(directory, action, lines=4):
+    """The last error lines of CRIU's own log of `action` in a dump directory."""
+    try:
+        with open(os.path.join(directory, f"{action}.log"), errors="replace") as f:
+            found = [line.strip() for line in f if "Error" in line and "RLIMIT_NOFILE" not in line]
+    except OSError:
+        return ""
+    return ("\n" + "\n".join(found[-lines:])) if found else ""

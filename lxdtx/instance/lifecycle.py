@@ -18,7 +18,7 @@ from lxdtx import architectures, device, errors, faults, hostinfo, statedir, tim
 from lxdtx.config import container as container_config
 from lxdtx.config.types import is_true, parse_int64
 from lxdtx.exec.seeds import Seeds
-from lxdtx.instance import cgroups, lxcconf, model, proxies, settle, templates
+from lxdtx.instance import cgroups, checkpoint, lxcconf, model, proxies, settle, templates
 from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import idmap as idmaps
 from lxdtx.instance.fileagents import FileAgents
@@ -34,6 +34,7 @@ from lxdtx.instance.runtime import (
     cgroup_prefixes,
     scope_of,
 )
+from lxdtx.instance.settle import state as settle_state
 from lxdtx.instance.snapshots import Snapshots
 from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
@@ -52,6 +53,8 @@ RENAME_LINKED = faults.point("container.rename.linked")
 RENAME_COMMITTED = faults.point("container.rename.committed")
 IMPORT_RECORDED = faults.point("container.import.recorded")
 IMPORT_VOLUMES = faults.point("container.import.volumes")
+STATEFUL_DUMPED = faults.point("container.stateful_stop.dumped")
+STATEFUL_RESTORED = faults.point("container.stateful_start.restored")
 
 _STOPHOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers", "stophook.py")
 
@@ -68,6 +71,7 @@ class Instances:
         self.lxcpath = daemon.path("lxc")
         self.log_root = daemon.path("logs")
         self.liblxc = Liblxc(self.lxcpath, self.log_root)
+        self.criu = checkpoint.Criu()
         self.runtime = Runtime()
         self.seeds = Seeds(daemon.reactor, self.lxcpath)
         self.file_agents = FileAgents(daemon.reactor)
@@ -165,6 +169,10 @@ class Instances:
 
     def log_dir(self, name):
         return os.path.join(self.log_root, name)
+
+    def state_dir(self, name, pool):
+        """Where `lxc stop --stateful` keeps the container's CRIU dump: with its volume."""
+        return os.path.join(self.daemon.pools.driver(pool).mount_path("container", name), "state")
 
     async def file_agent(self, name):
         """The file agent of container `name`: inside it while it runs, else over its rootfs."""
@@ -344,9 +352,9 @@ class Instances:
     # -- start -------------------------------------------------------------
     async def start(self, name, stateful=False):
         async with self.locks.hold(name, "start"):
-            await self._start(name)
+            await self._start(name, stateful)
 
-    async def _start(self, name):
+    async def _start(self, name, stateful=False):
         doc = self.get(name)
         await self.file_agents.stopped(name)  # one over the rootfs: the container gets its own
         status = self.status(name)
@@ -354,6 +362,13 @@ class Instances:
             raise errors.BadRequest("The container is already running")
         if status == FROZEN:
             raise errors.BadRequest("The container is frozen")
+        if stateful and not doc.value.get("stateful"):
+            raise errors.BadRequest("Container has no existing state to restore")
+        if stateful:
+            await self._restore_state(name, doc)
+            return
+        if doc.value.get("stateful"):  # started afresh: the saved state is of no more use
+            doc = await self._drop_state(name, doc)
         value = doc.value
         config, devs = self.expanded(value)
         try:
@@ -454,6 +469,7 @@ class Instances:
             ], layout=self.layout,
             apparmor=hostinfo.apparmor_enabled(), host_cpus=os.cpu_count() or 1,
             host_memory=hostinfo.memory()["total"], seccomp_path=seccomp_path,
+            checkpointable=checkpoint.stateful(config),
         )
         if rendered.seccomp:
             with open(seccomp_path, "w") as f:
@@ -476,11 +492,128 @@ class Instances:
             doc.value["last_used_at"] = value.get("last_used_at", doc.value.get("last_used_at"))
             await self.store.commit([Put(KIND, name, doc.value, expect=doc.revision)])
 
+    # -- checkpoint/restore ----------------------------------------------------
+    async def checkpoint_problem(self, name, value):
+        """Why the running container can't be dumped by CRIU now, or None."""
+        reason = await self.criu.problem()
+        if reason is not None:
+            return reason
+        reason = checkpoint.problem_with(*self.expanded(value))
+        if reason is not None:
+            return reason
+        text = await threads.deferToThread(_read, self.liblxc.config_path(name))
+        if "\nlxc.console.path = none\n" not in text:
+            return "The container can't be checkpointed: it was started before migration.stateful was set; restart it"
+        return None
+
+    async def dump(self, name, directory, stop=True):
+        """CRIU-dump the running container into a fresh `directory` (root's alone); with
+        `stop` it is stopped once dumped and the daemon forgets its runtime state."""
+        await threads.deferToThread(_fresh_dir, directory)
+        if self.status(name) == FROZEN:
+            await self.liblxc.unfreeze(name)
+        if stop:
+            self.seeds.forget(name)
+            self.file_agents.forget(name)
+        await self.liblxc.checkpoint(name, directory, self.criu.env("dump"), stop=stop)
+        if stop:
+            await self.seeds.stopped(name)
+            await self.file_agents.stopped(name)
+            self.runtime.forget(name)
+            await threads.deferToThread(self._remove_stale_cgroups, name)
+
+    async def restore_from(self, name, value, directory):
+        """Bring the stopped container back from the CRIU dump in `directory`: its config is
+        written as for a start, but nothing is shifted or templated (the dump's processes
+        hold the files as they are)."""
+        config, devs = self.expanded(value)
+        reason = await self.criu.problem() or checkpoint.problem_with(config, devs)
+        if reason is not None:
+            raise errors.BadRequest(reason)
+        driver = self.daemon.pools.driver(value["pool"])
+        await driver.mount_volume("container", name)
+        path = driver.mount_path("container", name)
+        text = value["config"].get("volatile.last_state.idmap") or "[]"
+        idmap = idmaps.IdMap.from_json(text) if text != "[]" else None
+        await devices_rt.prepare_volumes(self.daemon.pools, devs, idmap)
+        lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs)
+        value["config"].update(volatile)
+        uid = idmap.host_uid(0) if idmap else 0
+        await threads.deferToThread(statedir.guard_container_root, path, uid)
+        # CRIU reads some images once it is the container's root: the dump is its own.
+        await threads.deferToThread(_own_tree, directory, uid, idmap.host_gid(0) if idmap else 0)
+        await threads.deferToThread(self._write_config, name, path, config, idmap, lines)
+        self.runtime.forget(name)
+        await threads.deferToThread(self._remove_stale_cgroups, name)
+        try:
+            await self.liblxc.restore(name, directory, self.criu.env("restore"))
+        except BaseException:
+            await threads.deferToThread(self._remove_stale_cgroups, name)
+            raise
+
+    async def stopped_by_migration(self, name):
+        """The container went live to another server and is stopped here."""
+        doc = self.store.get(KIND, name)
+        if doc is not None:
+            doc.value["config"]["volatile.last_state.power"] = "STOPPED"
+            await self._save(name, doc.value, doc.revision)
+        self.events.lifecycle("container-stopped", f"/1.0/containers/{name}")
+
+    async def _restore_state(self, name, doc):
+        """`lxc start` of a container stopped with `--stateful`: restored from its dump, which
+        goes once the row says it is running again."""
+        pool = doc.value["pool"]
+        # Killed once it runs again, the next start drops the dump and clears `stateful`.
+        async with self.daemon.journal.begin("container.stateful_start", name, finish=True) as intent:
+            await intent.will("state", name=name, pool=pool)
+            await self.restore_from(name, doc.value, self.state_dir(name, pool))
+            STATEFUL_RESTORED()
+            await threads.deferToThread(shutil.rmtree, self.state_dir(name, pool), True)
+            doc = self.get(name)
+            doc.value["stateful"] = False
+            doc.value["config"]["volatile.last_state.power"] = "RUNNING"
+            doc.value["last_used_at"] = timeutil.now()
+            await self.store.commit([Put(KIND, name, doc.value, expect=doc.revision), intent.done()])
+        self.events.lifecycle("container-started", f"/1.0/containers/{name}")
+
+    async def _drop_state(self, name, doc):
+        pool = doc.value["pool"]
+        async with self.daemon.journal.begin("container.state_drop", name, finish=True) as intent:
+            doc.value["stateful"] = False
+            await self.store.commit([Put(KIND, name, doc.value, expect=doc.revision),
+                                     intent.record("state", name=name, pool=pool)])
+            await settle_state(self, name, pool)
+        return self.get(name)
+
+    async def _stop_stateful(self, name):
+        doc = self.get(name)
+        if self.status(name) == STOPPED:
+            raise errors.BadRequest("The container is already stopped")
+        reason = await self.checkpoint_problem(name, doc.value)
+        if reason is not None:
+            raise errors.BadRequest(reason)
+        pool = doc.value["pool"]
+        # Recorded first: killed before the row says `stateful`, the next start drops the dump.
+        async with self.daemon.journal.begin("container.stateful_stop", name) as intent:
+            await intent.will("state", name=name, pool=pool)
+            await self.dump(name, self.state_dir(name, pool), stop=True)
+            STATEFUL_DUMPED()
+            doc = self.get(name)
+            doc.value["stateful"] = True
+            doc.value["config"]["volatile.last_state.power"] = "STOPPED"
+            await self.store.commit([Put(KIND, name, doc.value, expect=doc.revision), intent.done()])
+
     # -- stop ----------------------------------------------------------------
-    async def stop(self, name, timeout=-1, force=False):
+    async def stop(self, name, timeout=-1, force=False, stateful=False):
         async with self.locks.hold(name, "stop"):
-            await self._stop(name, timeout, force)
-        await self._after_stop(name, deliberate=True)
+            if stateful:
+                await self._stop_stateful(name)
+            else:
+                await self._stop(name, timeout, force)
+        if stateful:  # kept as it was, ephemeral or not: it comes back with `lxc start`
+            self.events.lifecycle("container-stopped", f"/1.0/containers/{name}")
+        else:
+            await self._after_stop(name, deliberate=True)
 
     async def _stop(self, name, timeout, force):
         self.get(name)
@@ -768,6 +901,26 @@ class Instances:
         ids, not shifted host ids).
         """
         return PublishSource(self, name, snapshot)
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _own_tree(path, uid, gid):
+    """chown a dump directory and its files (no links are followed; CRIU writes none)."""
+    os.lchown(path, uid, gid)
+    for entry in os.scandir(path):
+        os.lchown(entry.path, uid, gid)
+
+
+def _fresh_dir(path):
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, mode=0o700)
+
 
 def _int(value, default=0):
     try:

@@ -132,7 +132,7 @@ def nvidia_runtime_missing(hook_dir=LXC_HOOK_DIR):
 def render(name, *, rootfs, log_dir, config, idmap, device_lines, layout, apparmor,
            host_cpus, host_memory, nesting=None, seccomp_path=None, architecture=None,
            log_level="warn", hook_dir=LXC_HOOK_DIR,
-           host_interfaces=None):
+           host_interfaces=None, checkpointable=False):
     """The liblxc config of container `name` (a Rendered).
 
     `config`: expanded config; `idmap`: IdMap or None (privileged);
@@ -141,8 +141,9 @@ def render(name, *, rootfs, log_dir, config, idmap, device_lines, layout, apparm
     profile name; `nesting`: overrides `security.nesting` when not None;
     `seccomp_path`: where the caller writes `Rendered.seccomp` (required when
     the config calls for a policy); `architecture`: the container's (kernel
-    name, default the host's). Raises ConfigError naming a key that cannot be
-    rendered.
+    name, default the host's); `checkpointable`: a container CRIU can dump and
+    liblxc restore (no console, and no AppArmor key where AppArmor is off). Raises
+    ConfigError naming a key that cannot be rendered.
     """
     architecture = architecture or os.uname().machine
     privileged = idmap is None
@@ -184,7 +185,9 @@ def render(name, *, rootfs, log_dir, config, idmap, device_lines, layout, apparm
         out.set("lxc.mount.entry", "sys dev/.lxc/sys sysfs create=dir,optional 0 0")
 
     out.comment("AppArmor")
-    if apparmor is False or apparmor is None:
+    if (apparmor is False or apparmor is None) and checkpointable:
+        pass  # liblxc would ask CRIU's restore for an AppArmor profile the kernel lacks
+    elif apparmor is False or apparmor is None:
         out.set("lxc.apparmor.profile", "unconfined")
     else:
         out.set("lxc.apparmor.profile", "generated" if apparmor is True else apparmor)
@@ -198,9 +201,12 @@ def render(name, *, rootfs, log_dir, config, idmap, device_lines, layout, apparm
     out.comment("Logging and console")
     out.set("lxc.log.file", os.path.join(_clean("log_dir", log_dir), LOG_FILE))
     out.set("lxc.log.level", log_level)
-    out.set("lxc.console.buffer.size", "auto")
-    out.set("lxc.console.size", "auto")
-    out.set("lxc.console.logfile", os.path.join(log_dir, CONSOLE_LOG_FILE))
+    if checkpointable:
+        out.set("lxc.console.path", "none")  # liblxc's restore makes no console
+    else:
+        out.set("lxc.console.buffer.size", "auto")
+        out.set("lxc.console.size", "auto")
+        out.set("lxc.console.logfile", os.path.join(log_dir, CONSOLE_LOG_FILE))
 
     out.comment("Capabilities")
     out.set("lxc.cap.drop", "")

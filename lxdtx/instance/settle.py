@@ -13,6 +13,9 @@ harmless:
   with a row point at its volume.
 - `rename(name, new_name, pool)` (containers or snapshots): a volume renamed
   before the rename was committed is renamed back; then both names are settled.
+- `state(name, pool)`: a container's saved CRIU state (`lxc stop --stateful`) stays
+  only while its row says `stateful` and it is stopped; a dump the row never took, or
+  one restored already (the row then stops saying `stateful`), goes.
 - `restore(name, snapshot)`: the snapshot's files are copied over the container's
   again and its config committed (a half-copied rootfs is never left).
 
@@ -21,6 +24,7 @@ when they come up, after recovery.
 """
 
 import os
+import shutil
 
 from twisted.internet import threads
 
@@ -32,6 +36,20 @@ def register(instances, journal):
     journal.handle("container", lambda name, pool: container(instances, name, pool))
     journal.handle("rename", lambda name, new_name, pool: rename(instances, name, new_name, pool))
     journal.handle("restore", lambda name, snapshot: restore(instances, name, snapshot))
+    journal.handle("state", lambda name, pool: state(instances, name, pool))
+
+
+async def state(instances, name, pool):
+    doc = instances.store.get(model.KIND, name)
+    if doc is not None and doc.value.get("stateful"):
+        if instances.status(name) == "Stopped":
+            return  # still to be restored
+        doc.value["stateful"] = False  # restored already: the row is told
+        doc.value["config"]["volatile.last_state.power"] = "RUNNING"
+        await instances.store.commit([Put(model.KIND, name, doc.value, expect=doc.revision)])
+    if instances.store.exists("pool", pool):
+        path = instances.state_dir(name, pool)
+        await threads.deferToThread(shutil.rmtree, path, True)
 
 
 async def container(instances, name, pool):

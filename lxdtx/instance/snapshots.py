@@ -15,7 +15,7 @@ import re
 
 from lxdtx import errors, faults, timeutil
 from lxdtx.device import disk
-from lxdtx.instance import model, settle
+from lxdtx.instance import checkpoint, model, settle
 from lxdtx.state import ABSENT, Delete, Put
 
 KIND = model.SNAPSHOT_KIND
@@ -92,12 +92,22 @@ class Snapshots:
             raise errors.Conflict(f"Snapshot '{snapshot}' already exists")
 
     # -- changes ---------------------------------------------------------------------
+    async def check_stateful(self, container):
+        """Refuse, naming why, a stateful snapshot of `container` that CRIU can't take."""
+        instances = self.instances
+        if instances.status(container) == "Stopped":
+            raise errors.BadRequest("Unable to create a stateful snapshot. The container isn't running")
+        reason = await instances.checkpoint_problem(container, instances.get(container).value)
+        if reason is not None:
+            raise errors.BadRequest(f"Unable to create a stateful snapshot. {reason}")
+
     async def create(self, container, snapshot, stateful=False):
-        if stateful:
-            raise errors.BadRequest("Stateful snapshots need checkpoint/restore support, which this "
-                                    "server does not have yet")
+        """A snapshot of the container's files; `stateful`: with a CRIU dump of its running
+        processes (taken first, leaving them running), kept in the snapshot's `state`."""
         instances = self.instances
         async with instances.locks.hold(container, "snapshot"):
+            if stateful:
+                await self.check_stateful(container)
             doc = instances.get(container)
             snapshot = snapshot or self.next_name(container)
             self.check_new(container, snapshot)
@@ -106,12 +116,18 @@ class Snapshots:
             full = f"{container}/{snapshot}"
             value = copy.deepcopy(doc.value)
             value["created_at"] = timeutil.now()
-            value["stateful"] = False
+            value["stateful"] = stateful
             async with self.journal.begin("snapshot.create", full) as intent:
                 await intent.will("container", name=container, pool=pool)
+                if stateful:  # the dump goes beside the rootfs, into the snapshot with it, then away
+                    await intent.will("state", name=container, pool=pool)
                 CREATE_RECORDED()
                 await driver.mount_volume("container", container)
+                if stateful:
+                    await instances.dump(container, instances.state_dir(container, pool), stop=False)
                 await driver.create_snapshot(container, snapshot)
+                if stateful:
+                    await settle.state(instances, container, pool)
                 CREATE_COPIED()
                 await self.store.commit([
                     Put(KIND, full, value, expect=ABSENT),
@@ -196,14 +212,18 @@ class Snapshots:
         can only go back to the latest snapshot (zfs) drop the later ones when the
         pool allows it (`volume.zfs.remove_snapshots`), else refuse.
         """
-        if stateful:
-            raise errors.BadRequest("Stateful restores need checkpoint/restore support, which this "
-                                    "server does not have yet")
         instances = self.instances
         snapshot = snapshot.split("/")[-1]
         async with instances.locks.hold(container, "restore"):
             doc = instances.get(container)
             snap = self.get(container, snapshot)
+            if stateful and not snap.value.get("stateful"):
+                raise errors.BadRequest(f"Snapshot '{snapshot}' is not stateful")
+            if stateful:
+                reason = await instances.criu.problem() or checkpoint.problem_with(
+                    *instances.expanded(self.restored_value(doc.value, snap.value)))
+                if reason is not None:
+                    raise errors.BadRequest(f"Unable to restore the snapshot statefully. {reason}")
             await instances.file_agents.stopped(container)
             pool = doc.value["pool"]
             driver = self.pools.driver(pool)
@@ -230,8 +250,20 @@ class Snapshots:
             _, root = disk.root_device(devices)
             if root and root.get("size"):
                 await self.pools.apply_root_size(pool, container, root["size"])
-            if was_running:
-                await instances._start(container)
+            state = instances.state_dir(container, pool)
+            if stateful:  # its processes, from the dump the files brought back
+                try:
+                    await instances.restore_from(container, value, state)
+                finally:
+                    await settle.state(instances, container, pool)
+                doc = instances.get(container)
+                doc.value["config"]["volatile.last_state.power"] = "RUNNING"
+                await instances._save(container, doc.value, doc.revision)
+                instances.events.lifecycle("container-started", f"/1.0/containers/{container}")
+            else:
+                await settle.state(instances, container, pool)  # a stateful snapshot's dump, unused
+                if was_running:
+                    await instances._start(container)
         instances.events.lifecycle("container-snapshot-restored", f"/1.0/containers/{container}",
                                    {"snapshot_name": snap.name})
 
@@ -252,6 +284,7 @@ class Snapshots:
         if "volatile.last_state.power" in current.get("config", {}):
             config["volatile.last_state.power"] = current["config"]["volatile.last_state.power"]
         value["config"] = config
+        value["stateful"] = False  # a dump of the container's own would not match these files
         return value
 
     def rename_changes(self, container, new_name, pool):

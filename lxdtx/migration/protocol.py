@@ -15,17 +15,19 @@ CONNECT_WAIT = 60
 # The rsync features a sink takes when offered: not compression, which costs more than it
 # saves on the links migrations run over here.
 WANTED = frozenset({"xattrs", "delete", "bidirectional", "hardlinks_acls"})
+# The websockets of a migration; a live one has `criu` too.
+CHANNELS = ("control", "fs")
 
 
-def operation(daemon, description, resources, peer, work, finished=None):
-    """A task dialling the websockets of `peer` (`sockets.peer_of`), or, with no peer, a
-    websocket operation the peer (or a relaying client) dials. `await work(channels, op)`
-    once they are open; `finished()` after, whatever happened."""
+def operation(daemon, description, resources, peer, work, finished=None, names=CHANNELS):
+    """A task dialling the websockets `names` of `peer` (`sockets.peer_of`), or, with no
+    peer, a websocket operation the peer (or a relaying client) dials. `await work(channels,
+    op)` once they are open; `finished()` after, whatever happened."""
     if peer is not None:
         async def dialled(op):
             channels = {}
             try:
-                channels = await sockets.dial_all(daemon, peer, ("control", "fs"))
+                channels = await sockets.dial_all(daemon, peer, names)
                 await work(channels, op)
             finally:
                 for channel in channels.values():
@@ -35,7 +37,7 @@ def operation(daemon, description, resources, peer, work, finished=None):
             return {}
 
         return daemon.operations.start(description, resources=resources, run=dialled)
-    served = sockets.ServedChannels(["control", "fs"])
+    served = sockets.ServedChannels(list(names))
 
     async def serving(op):
         try:

@@ -21,8 +21,8 @@ from lxdtx.config import container as container_config
 from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import model
 from lxdtx.instance.copy import _make_links
+from lxdtx.migration import live, protocol, rsyncstream, sockets
 from lxdtx.migration import messages as m
-from lxdtx.migration import protocol, rsyncstream, sockets
 from lxdtx.migration.progress import Progress
 from lxdtx.operations import container_resources
 from lxdtx.resources.common import mapping, string, string_list
@@ -45,8 +45,7 @@ async def create(req, name, body):
     mode = string(source, "mode") or "pull"
     if mode not in ("pull", "push"):
         raise errors.BadRequest(f"Invalid value for \"source.mode\": {mode}")
-    if source.get("live"):
-        raise errors.NotImplementedYet("Live migration needs checkpoint/restore, which this server does not have yet")
+    going_live = bool(source.get("live"))
     peer = sockets.peer_of(source, "source") if mode == "pull" else None
     config = _carried(mapping(body, "config"))
     devices = copy.deepcopy(mapping(body, "devices"))
@@ -57,6 +56,8 @@ async def create(req, name, body):
     params = {"architecture": architecture, "config": config, "devices": devices, "profiles": profiles,
               "ephemeral": bool(body.get("ephemeral")), "description": string(body, "description")}
     await instances.validate_new(config=config, devices=devices, profiles=profiles)
+    if going_live:
+        await live.sink_preflight(instances, config, devices, profiles, peer["secrets"] if peer else None)
     instances.reserve(name)
 
     async def work(channels, op):
@@ -64,7 +65,8 @@ async def create(req, name, body):
 
     try:
         op = protocol.operation(daemon, "Creating container", container_resources(name), peer, work,
-                                finished=lambda: instances.release(name))
+                                finished=lambda: instances.release(name),
+                                names=live.CHANNELS if going_live else protocol.CHANNELS)
     except BaseException:
         instances.release(name)
         raise
@@ -75,16 +77,17 @@ async def _receive(daemon, name, params, channels, op):
     control, fs = channels["control"], channels["fs"]
     try:
         header = m.decode(m.MigrationHeader, await control.next_message())
-        if header.HasField("criu") and header.criu != m.CRIU_NONE:
-            raise errors.NotImplementedYet("Live migration needs checkpoint/restore, which this server "
-                                           "does not have yet")
+        going_live = header.HasField("criu") and header.criu != m.CRIU_NONE
+        if going_live and (header.criu != m.CRIU_RSYNC or "criu" not in channels):
+            raise errors.BadRequest(live.PREFIX + "The source offered it without asking this server for it")
         reply = m.MigrationHeader(fs=m.RSYNC)
         if header.HasField("criu"):
-            reply.criu = m.CRIU_NONE
+            reply.criu = m.CRIU_RSYNC if going_live else m.CRIU_NONE
         features = protocol.answer_features(header, reply)
         control.send(reply.SerializeToString())
         with Progress(daemon.reactor, op, name, lambda: fs.bytes_received):
-            await protocol.receive(daemon.reactor, control, _make(daemon, name, params, header, fs, features))
+            await protocol.receive(daemon.reactor, control, _make(daemon, name, params, header, channels, features,
+                                                                  going_live))
         control.send(m.MigrationControl(success=True).SerializeToString())
     except Exception as e:
         control.send(m.MigrationControl(success=False, message=errors.describe(e)).SerializeToString())
@@ -103,14 +106,15 @@ def _snapshot_value(message, container_value, pool):
     return {
         "architecture": m.ARCHITECTURE_NAMES.get(message.architecture, container_value["architecture"]),
         "config": _carried(m.config_map(message.localConfig)), "devices": m.device_map(message.localDevices),
-        "profiles": list(message.profiles), "ephemeral": message.ephemeral, "stateful": False,
+        "profiles": list(message.profiles), "ephemeral": message.ephemeral, "stateful": message.stateful,
         "description": "", "created_at": timeutil.from_timestamp(message.creation_date),
         "last_used_at": timeutil.from_timestamp(message.last_used_date), "pool": pool,
     }
 
 
-async def _make(daemon, name, params, header, fs, features):
+async def _make(daemon, name, params, header, channels, features, going_live=False):
     instances, pools, reactor = daemon.instances, daemon.pools, daemon.reactor
+    fs = channels["fs"]
     async with instances.locks.hold(name, "create"):
         root = await instances.validate_new(config=params["config"], devices=params["devices"],
                                             profiles=params["profiles"])
@@ -150,11 +154,17 @@ async def _make(daemon, name, params, header, fs, features):
                 else:
                     await rsyncstream.receive(reactor, fs, path, f"snapshot {full}", features)
                     await driver.create_snapshot(name, snapshot.name)
-            sessions = 2 if header.HasField("criu") else 1
-            for _ in range(sessions):
-                await rsyncstream.receive(reactor, fs, path, name, features)
+            images = None
+            if going_live:
+                images = await live.receive(daemon, name, path, channels, features)
+            else:
+                for _ in range(2 if header.HasField("criu") else 1):
+                    await rsyncstream.receive(reactor, fs, path, name, features)
             RECEIVED()
             await _make_links(instances, name, driver)
+            if images is not None:
+                await live.restore(instances, name, value, images)
+                value["config"]["volatile.last_state.power"] = "RUNNING"
             changes = [Put(model.KIND, name, value, expect=ABSENT),
                        pools.volume_changes(pool, "container", name, {"config": {}, "description": ""},
                                             expect=ABSENT)]
@@ -163,5 +173,12 @@ async def _make(daemon, name, params, header, fs, features):
                 changes += [Put(model.SNAPSHOT_KIND, full, _snapshot_value(snapshot, value, pool), expect=ABSENT),
                             pools.volume_changes(pool, "container", full, {"config": {}, "description": ""},
                                                  expect=ABSENT)]
-            await instances.store.commit(changes + [intent.done()])
+            try:
+                await instances.store.commit(changes + [intent.done()])
+            except BaseException:
+                if images is not None:  # running without a row: it goes with what the intent undoes
+                    await instances.liblxc.stop(name, force=True)
+                raise
     instances.events.lifecycle("container-created", f"/1.0/containers/{name}")
+    if going_live:
+        instances.events.lifecycle("container-started", f"/1.0/containers/{name}")

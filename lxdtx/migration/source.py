@@ -6,20 +6,19 @@ Once `control` and `fs` are open: the header (rsync, the id map on disk, the
 snapshots oldest first unless `container_only`), the sink's header back, one rsync
 session per snapshot, one for the container and, for a running container (stateless:
 `criu` NONE), one more for what changed meanwhile; then the sink's outcome on
-`control` decides the operation's.
+`control` decides the operation's. A live migration (`criu` CRIU_RSYNC) is
+`lxdtx.migration.live`'s.
 """
 
-from lxdtx import errors, timeutil
+from lxdtx import timeutil
+from lxdtx.migration import live, protocol, rsyncstream, sockets
 from lxdtx.migration import messages as m
-from lxdtx.migration import protocol, rsyncstream, sockets
 from lxdtx.migration.progress import Progress
 from lxdtx.operations import container_resources
 from lxdtx.response import AsyncResponse
 
-CRIU_MISSING = "Unable to perform container live migration. CRIU isn't installed on the source server."
 
-
-def start(req, name, body, snapshot=None):
+async def start(req, name, body, snapshot=None):
     """`POST /1.0/containers/<name>` (or `.../snapshots/<snapshot>`, which goes as a container
     of its own) with `migration: true`: in pull mode a websocket operation the sink dials;
     with `target` (push mode) a task that dials the sink's operation."""
@@ -28,16 +27,18 @@ def start(req, name, body, snapshot=None):
     instances.get(name)
     running = snapshot is None and instances.status(name) == "Running"
     # `live` left out means live (the API's legacy default); only a running container goes live.
-    if running and body.get("live", True) is not False:
-        raise errors.InternalError(CRIU_MISSING)
+    going_live = running and body.get("live", True) is not False
+    if going_live:
+        await live.preflight(instances, name)
     container_only = bool(body.get("container_only") or body.get("instance_only"))
     target = body.get("target")
     peer = sockets.peer_of(target, "target") if target else None
 
     async def work(channels, op):
-        await _send(daemon, name, snapshot, channels, container_only, op)
+        await _send(daemon, name, snapshot, channels, container_only, op, going_live)
 
-    return AsyncResponse(protocol.operation(daemon, "Migrating container", container_resources(name), peer, work))
+    return AsyncResponse(protocol.operation(daemon, "Migrating container", container_resources(name), peer, work,
+                                            names=live.CHANNELS if going_live else protocol.CHANNELS))
 
 
 def snapshot_message(short_name, value):
@@ -50,7 +51,7 @@ def snapshot_message(short_name, value):
         last_used_date=int(timeutil.parse(value.get("last_used_at") or timeutil.EPOCH).timestamp()))
 
 
-async def _send(daemon, name, snapshot_name, channels, container_only, op):
+async def _send(daemon, name, snapshot_name, channels, container_only, op, going_live=False):
     reactor = daemon.reactor
     control, fs = channels["control"], channels["fs"]
     instances = daemon.instances
@@ -72,13 +73,43 @@ async def _send(daemon, name, snapshot_name, channels, container_only, op):
             short = snapshot.name.split("/", 1)[1]
             header.snapshotNames.append(short)
             header.snapshots.append(snapshot_message(short, snapshot.value))
+        going_live = going_live and running
         if running:
-            header.criu = m.CRIU_NONE
+            header.criu = m.CRIU_RSYNC if going_live else m.CRIU_NONE
         control.send(header.SerializeToString())
-        features = m.features_of(m.decode(m.MigrationHeader, await control.next_message()))
+        reply = m.decode(m.MigrationHeader, await control.next_message())
+        features = m.features_of(reply)
+        if going_live:
+            live.check_answer(reply)
+            await _send_live(daemon, name, driver, volume, snapshots, channels, socket_dir, features, op)
+            return
         with Progress(reactor, op, name, lambda: fs.bytes_sent):
             await protocol.send(reactor, control, _transfer(reactor, driver, volume, snapshots, running, fs,
                                                             socket_dir, features), "container")
+
+
+async def _send_live(daemon, name, driver, volume, snapshots, channels, socket_dir, features, op):
+    """The transfer of a live migration (`lxdtx.migration.live`): the container keeps
+    running here unless the target reports its restore done."""
+    reactor, control, fs = daemon.reactor, channels["control"], channels["fs"]
+    dumped = []
+
+    async def transfer():
+        await _transfer(reactor, driver, volume, snapshots, False, fs, socket_dir, features)
+        await live.send(daemon, name, driver.mount_path("container", volume), channels, socket_dir, features,
+                        driver.bwlimit(), dumped)
+
+    try:
+        with Progress(reactor, op, name, lambda: fs.bytes_sent + channels["criu"].bytes_sent):
+            await protocol.send(reactor, control, transfer(), "container")
+    except BaseException:
+        if dumped:
+            await live.resume(daemon.instances, name, dumped[0])
+        raise
+    finally:
+        for directory in dumped:
+            await live.remove(directory)
+    await daemon.instances.stopped_by_migration(name)
 
 
 async def _transfer(reactor, driver, name, snapshots, running, fs, socket_dir, features):

@@ -203,7 +203,7 @@ async def post_container(req):
     if body.get("migration"):
         from lxdtx.migration import source
 
-        return source.start(req, name, body)
+        return await source.start(req, name, body)
     new_name = string(body, "name")
     model.check_name(new_name)
     if instances.store.exists(model.KIND, new_name):
@@ -265,7 +265,7 @@ async def put_state(req):
         if action == "start":
             await instances.start(name, stateful=stateful)
         elif action == "stop":
-            await instances.stop(name, timeout=timeout, force=force)
+            await instances.stop(name, timeout=timeout, force=force, stateful=stateful)
         elif action == "restart":
             await instances.restart(name, timeout=timeout, force=force)
         elif action == "freeze":

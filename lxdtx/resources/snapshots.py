@@ -8,8 +8,6 @@ from lxdtx.resources import names
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse, SyncResponse
 
-_STATEFUL_UNSUPPORTED = "Stateful snapshots need checkpoint/restore support, which this server does not have yet"
-
 
 def _snapshots(req):
     return req.daemon.instances.snapshots
@@ -32,7 +30,7 @@ async def create_snapshot(req):
         snapshots.check_new(name, snapshot)
     stateful = bool(body.get("stateful"))
     if stateful:
-        raise errors.BadRequest(_STATEFUL_UNSUPPORTED)
+        await snapshots.check_stateful(name)
 
     async def run(op):
         await snapshots.create(name, snapshot, stateful=stateful)
@@ -57,7 +55,7 @@ async def post_snapshot(req):
     if body.get("migration"):
         from lxdtx.migration import source
 
-        return source.start(req, name, body, snapshot=snapshot)
+        return await source.start(req, name, body, snapshot=snapshot)
     new_name = body.get("name")
     if new_name is None or new_name == "":
         raise errors.BadRequest("Invalid value for \"name\": the new snapshot name is required")

@@ -21,7 +21,8 @@ import lxdtx.storage.volumes  # noqa: F401
 from lxdtx import faults
 from lxdtx.instance import cgroups, runtime
 from lxdtx.storage.btrfs import BtrfsDriver
-from tests.daemonproc import Daemon
+from tests.daemonproc import Daemon, wait_until
+from tests.integration import counter
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -137,6 +138,31 @@ def _file(d, name, path):
     return d.lxc("file", "pull", f"{name}{path}", "-").stdout
 
 
+def _stateful_prepare(stopped):
+    def prepare(d):
+        counter.skip_without_criu()
+        counter.make(d, "sf")
+        if stopped:
+            d.lxc("stop", "--stateful", "sf")
+    return prepare
+
+
+def _stateful_check(status):
+    """`sf` is `status`, not stateful, its dump gone; it still starts (afresh) and counts."""
+    def check(d):
+        # Containers the row saw running are started in the background once the daemon is up.
+        wait_until(lambda: d.request("GET", "/1.0/containers/sf").metadata["status"] == status, timeout=60)
+        info = d.request("GET", "/1.0/containers/sf").metadata
+        assert (info["status"], info["stateful"]) == (status, False), info
+        assert info["config"].get("volatile.last_state.power") == status.upper()
+        assert not os.path.exists(os.path.join(d.dir, "storage-pools", "default", "containers", "sf", "state"))
+        if status == "Stopped":
+            d.lxc("start", "sf")
+        counter.wait_counting(d, "sf")
+        d.lxc("delete", "--force", "sf")
+    return check
+
+
 # -- the cases: (point, prepare, change, check) -------------------------------------------
 def _prepare_none(d):
     pass
@@ -250,6 +276,12 @@ CASES = {
     "container.create.volume": (_prepare_none, ("init", "busybox", "cc"), _gone("cc")),
     "container.create.linked": (_prepare_none, ("init", "busybox", "cc"), _gone("cc")),
     "container.create.committed": (_prepare_none, ("init", "busybox", "cc"), _there("cc")),
+    # stateful stop: dumped (the container stopped) but the row not told: the dump goes, and
+    # the start brings it back up as its row last saw it, running (booted afresh)
+    "container.stateful_stop.dumped": (_stateful_prepare(False), ("stop", "--stateful", "sf"),
+                                       _stateful_check("Running")),
+    # stateful start: restored but the row not told: it runs, the dump goes, the row is told
+    "container.stateful_start.restored": (_stateful_prepare(True), ("start", "sf"), _stateful_check("Running")),
     "container.copy.recorded": (_prepare_none, ("copy", "src", "cp"), _gone("cp")),
     "container.copy.volumes": (_prepare_none, ("copy", "src", "cp"), _gone("cp")),
     "container.copy.linked": (_prepare_none, ("copy", "src", "cp"), _gone("cp")),

@@ -1,0 +1,98 @@
+"""Live migration between two daemons on loopback with the real `lxc` client and CRIU: a
+running container's counter (a child of its init) goes on on the target from where it
+was, never going back; its stateful snapshot goes along and restores there; a migration
+that fails leaves the source running."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from lxdtx.migration import sink
+from tests.daemonproc import wait_until
+from tests.integration import counter
+from tests.integration.test_migration import _nothing_of, pair  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_live_move(pair):  # noqa: F811
+    counter.skip_without_criu()
+    one, two = pair
+    counter.make(one, "lv1")
+    try:
+        counter.wait_counting(one, "lv1", above=3)
+        one.lxc("snapshot", "--stateful", "lv1", "s1")  # goes along, dump and all
+        before = counter.wait_counting(one, "lv1", above=counter.count(one, "lv1") + 3)
+        started = time.monotonic()
+        one.lxc("move", "lv1", "two:lv1")
+        took = time.monotonic() - started
+        assert one.request("GET", "/1.0/containers/lv1").status == 404
+        info = two.request("GET", "/1.0/containers/lv1").metadata
+        assert info["status"] == "Running" and info["stateful"] is False
+        arrived = counter.count(two, "lv1")
+        assert arrived >= before, (arrived, before)
+        latest = counter.wait_counting(two, "lv1", above=arrived + 3)
+        assert two.request("GET", "/1.0/containers/lv1/snapshots/s1").metadata["stateful"] is True
+        two.lxc("restore", "lv1", "s1", "--stateful")
+        back = counter.count(two, "lv1")
+        assert back < before < latest
+        assert counter.wait_counting(two, "lv1", above=back + 2) > back
+        # Nothing of the dump is left on either side.
+        assert not os.path.exists(os.path.join(two.dir, "storage-pools", "default", "containers", "lv1", "state"))
+        for d in (one, two):
+            leftovers = [n for n in os.listdir(os.path.join(d.dir, "migration"))
+                         if n.startswith(("checkpoint-", "images-"))]
+            assert leftovers == []
+        print(f"live move took {took:.2f}s")
+    finally:
+        one.lxc("delete", "--force", "lv1", check=False)
+        two.lxc("delete", "--force", "lv1", check=False)
+
+
+def test_live_move_refused_keeps_source_running(pair):  # noqa: F811
+    """The target's name is taken: refused before anything stops; the counter runs on."""
+    counter.skip_without_criu()
+    one, two = pair
+    counter.make(one, "lv2")
+    two.lxc("init", "busybox", "lv2", "--no-profiles", "--storage", "default")
+    try:
+        before = counter.wait_counting(one, "lv2", above=1)
+        r = one.lxc("move", "lv2", "two:lv2", check=False)
+        assert r.returncode != 0
+        assert one.request("GET", "/1.0/containers/lv2").metadata["status"] == "Running"
+        assert counter.wait_counting(one, "lv2", above=before + 2) > before
+    finally:
+        one.lxc("delete", "--force", "lv2", check=False)
+        two.lxc("delete", "--force", "lv2", check=False)
+
+
+def test_target_killed_after_the_dump_arrived(pair):  # noqa: F811
+    """The target dies with the images received, before its restore: the source restores
+    its container from its own dump (the counter goes on there), and the target's next start
+    leaves nothing of it."""
+    counter.skip_without_criu()
+    one, two = pair
+    counter.make(one, "lv3")
+    try:
+        before = counter.wait_counting(one, "lv3", above=3)
+        two.stop()
+        two.start(crash_at=sink.RECEIVED.name)
+        assert one.lxc("move", "lv3", "two:lv3", check=False).returncode != 0
+        two.proc.wait(30)
+        assert two.proc.returncode == -signal.SIGKILL
+        # The client hears of the target's death first; the source's operation ends after the restore.
+        assert wait_until(lambda: one.request("GET", "/1.0/containers/lv3").metadata["status"] == "Running",
+                          timeout=60), one.log()[-3000:]
+        resumed = counter.count(one, "lv3")
+        assert resumed >= before
+        assert counter.wait_counting(one, "lv3", above=resumed + 3) > resumed
+        two.stop()
+        two.start(timeout=120)
+        _nothing_of(two, "lv3")
+    finally:
+        if two.proc is None or two.proc.poll() is not None:
+            two.start(timeout=120)
+        one.lxc("delete", "--force", "lv3", check=False)
+        two.lxc("delete", "--force", "lv3", check=False)

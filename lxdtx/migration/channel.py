@@ -102,6 +102,20 @@ class Channel:
         if transport is not None and getattr(transport, "producer", None) is not None:
             transport.unregisterProducer()
 
+    def throttle_into(self, consumer):
+        """Stop reading the websocket while `consumer` (a pipe writer) holds a full buffer."""
+        transport = getattr(self._protocol, "transport", None)
+        if transport is not None and consumer is not None:
+            consumer.registerProducer(transport, True)
+
+    def stop_throttling(self, consumer):
+        """Undo `throttle_into` (`consumer` None: it is gone already); the websocket reads again."""
+        if consumer is not None and getattr(consumer, "producer", None) is not None:
+            consumer.unregisterProducer()
+        transport = getattr(self._protocol, "transport", None)
+        if transport is not None and not self._lost:
+            transport.resumeProducing()
+
     def read(self, on_data, on_barrier):
         """Hand frames to `on_data(bytes)` until a barrier, then call `on_barrier()` (also
         when the websocket is lost first: `on_barrier(lost=True)`)."""

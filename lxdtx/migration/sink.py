@@ -22,7 +22,7 @@ from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import model
 from lxdtx.instance.copy import _make_links
 from lxdtx.migration import messages as m
-from lxdtx.migration import protocol, rsyncstream, sockets
+from lxdtx.migration import btrfsmigration, protocol, rsyncstream, sockets
 from lxdtx.migration.progress import Progress
 from lxdtx.operations import container_resources
 from lxdtx.resources.common import mapping, string, string_list
@@ -56,7 +56,7 @@ async def create(req, name, body):
         model.check_architecture(architecture)
     params = {"architecture": architecture, "config": config, "devices": devices, "profiles": profiles,
               "ephemeral": bool(body.get("ephemeral")), "description": string(body, "description")}
-    await instances.validate_new(config=config, devices=devices, profiles=profiles)
+    params["pool"] = (await instances.validate_new(config=config, devices=devices, profiles=profiles))["pool"]
     instances.reserve(name)
 
     async def work(channels, op):
@@ -78,13 +78,14 @@ async def _receive(daemon, name, params, channels, op):
         if header.HasField("criu") and header.criu != m.CRIU_NONE:
             raise errors.NotImplementedYet("Live migration needs checkpoint/restore, which this server "
                                            "does not have yet")
-        reply = m.MigrationHeader(fs=m.RSYNC)
+        reply = m.MigrationHeader(fs=btrfsmigration.answer(header, daemon.pools.driver(params["pool"])))
         if header.HasField("criu"):
             reply.criu = m.CRIU_NONE
         features = protocol.answer_features(header, reply)
         control.send(reply.SerializeToString())
         with Progress(daemon.reactor, op, name, lambda: fs.bytes_received):
-            await protocol.receive(daemon.reactor, control, _make(daemon, name, params, header, fs, features))
+            await protocol.receive(daemon.reactor, control, _make(daemon, name, params, header, fs, features,
+                                                                  reply.fs == m.BTRFS))
         control.send(m.MigrationControl(success=True).SerializeToString())
     except Exception as e:
         control.send(m.MigrationControl(success=False, message=errors.describe(e)).SerializeToString())
@@ -109,8 +110,8 @@ def _snapshot_value(message, container_value, pool):
     }
 
 
-async def _make(daemon, name, params, header, fs, features):
-    instances, pools, reactor = daemon.instances, daemon.pools, daemon.reactor
+async def _make(daemon, name, params, header, fs, features, btrfs=False):
+    instances, pools = daemon.instances, daemon.pools
     async with instances.locks.hold(name, "create"):
         root = await instances.validate_new(config=params["config"], devices=params["devices"],
                                             profiles=params["profiles"])
@@ -133,27 +134,15 @@ async def _make(daemon, name, params, header, fs, features):
             model.check_snapshot_name(snapshot.name)
         driver = pools.driver(pool)
         size = root.get("size") or ""
-        direct = driver.info.name == "dir"
-        socket_dir = daemon.path("migration")
         await instances.check_volume_free(pool, name)
         async with daemon.journal.begin("container.migrate", name) as intent:
             await intent.will("container", name=name, pool=pool)
             RECORDED()
-            await driver.create_volume("container", name, {"size": size} if size else {})
-            await driver.mount_volume("container", name)
-            path = driver.mount_path("container", name)
-            for snapshot in snapshots:
-                full = f"{name}/{snapshot.name}"
-                if direct:
-                    target = driver.mount_path("container", full)
-                    await threads.deferToThread(os.makedirs, target, 0o700)
-                    await rsyncstream.receive(reactor, fs, target, f"snapshot {full}", features)
-                else:
-                    await rsyncstream.receive(reactor, fs, path, f"snapshot {full}", features)
-                    await driver.create_snapshot(name, snapshot.name)
             sessions = 2 if header.HasField("criu") else 1
-            for _ in range(sessions):
-                await rsyncstream.receive(reactor, fs, path, name, features)
+            if btrfs:
+                await btrfsmigration.receive(daemon, driver, pool, name, snapshots, sessions, fs, intent, size)
+            else:
+                await _receive_rsync(daemon, driver, name, snapshots, sessions, fs, features, size)
             RECEIVED()
             await _make_links(instances, name, driver)
             changes = [Put(model.KIND, name, value, expect=ABSENT),
@@ -166,3 +155,25 @@ async def _make(daemon, name, params, header, fs, features):
                                                  expect=ABSENT)]
             await instances.store.commit(changes + [intent.done()])
     instances.events.lifecycle("container-created", f"/1.0/containers/{name}")
+
+
+async def _receive_rsync(daemon, driver, name, snapshots, sessions, fs, features, size):
+    """The container volume, and its snapshots before it, from one rsync session each: on a dir
+    pool each snapshot straight into its own directory, elsewhere into the container volume,
+    which is then snapshotted."""
+    reactor = daemon.reactor
+    direct = driver.info.name == "dir"
+    await driver.create_volume("container", name, {"size": size} if size else {})
+    await driver.mount_volume("container", name)
+    path = driver.mount_path("container", name)
+    for snapshot in snapshots:
+        full = f"{name}/{snapshot.name}"
+        if direct:
+            target = driver.mount_path("container", full)
+            await threads.deferToThread(os.makedirs, target, 0o700)
+            await rsyncstream.receive(reactor, fs, target, f"snapshot {full}", features)
+        else:
+            await rsyncstream.receive(reactor, fs, path, f"snapshot {full}", features)
+            await driver.create_snapshot(name, snapshot.name)
+    for _ in range(sessions):
+        await rsyncstream.receive(reactor, fs, path, name, features)

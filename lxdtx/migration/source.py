@@ -11,7 +11,7 @@ session per snapshot, one for the container and, for a running container (statel
 
 from lxdtx import errors, timeutil
 from lxdtx.migration import messages as m
-from lxdtx.migration import protocol, rsyncstream, sockets
+from lxdtx.migration import btrfsmigration, protocol, rsyncstream, sockets
 from lxdtx.migration.progress import Progress
 from lxdtx.operations import container_resources
 from lxdtx.response import AsyncResponse
@@ -65,7 +65,7 @@ async def _send(daemon, name, snapshot_name, channels, container_only, op):
         else:
             volume = f"{name}/{snapshot_name}"
             value, snapshots, running = instances.snapshots.get(name, snapshot_name).value, [], False
-        header = m.MigrationHeader(fs=m.RSYNC)
+        header = m.MigrationHeader(fs=btrfsmigration.offer(driver))
         m.set_features(header, m.FEATURES)
         header.idmap.extend(m.idmap_entries(value.get("config", {}).get("volatile.last_state.idmap")))
         for snapshot in snapshots:
@@ -75,10 +75,13 @@ async def _send(daemon, name, snapshot_name, channels, container_only, op):
         if running:
             header.criu = m.CRIU_NONE
         control.send(header.SerializeToString())
-        features = m.features_of(m.decode(m.MigrationHeader, await control.next_message()))
+        reply = m.decode(m.MigrationHeader, await control.next_message())
+        if header.fs == m.BTRFS and reply.fs == m.BTRFS:
+            transfer = btrfsmigration.send(daemon, driver, doc.value["pool"], volume, snapshots, running, fs)
+        else:
+            transfer = _transfer(reactor, driver, volume, snapshots, running, fs, socket_dir, m.features_of(reply))
         with Progress(reactor, op, name, lambda: fs.bytes_sent):
-            await protocol.send(reactor, control, _transfer(reactor, driver, volume, snapshots, running, fs,
-                                                            socket_dir, features), "container")
+            await protocol.send(reactor, control, transfer, "container")
 
 
 async def _transfer(reactor, driver, name, snapshots, running, fs, socket_dir, features):

@@ -34,7 +34,7 @@ class Info:
 
     def __init__(self, name, *, optimized_images=False, remote=False, block_backing=False,
                  fast_snapshots=False, fast_copies=False, quotas=False, restore_latest_only=False,
-                 copies_snapshots=False):
+                 copies_snapshots=False, send_receive=False):
         self.name = name
         self.optimized_images = optimized_images  # images unpacked once, containers cloned from them
         self.remote = remote
@@ -44,6 +44,7 @@ class Info:
         self.quotas = quotas
         self.copies_snapshots = copies_snapshots  # fast copies can make snapshots of a copy too
         self.restore_latest_only = restore_latest_only  # only the newest snapshot can be restored (zfs)
+        self.send_receive = send_receive  # volumes travel between hosts as btrfs send streams
 
 
 async def tool_output(run, argv):

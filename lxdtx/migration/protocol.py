@@ -14,7 +14,7 @@ from lxdtx.operations import WEBSOCKET
 CONNECT_WAIT = 60
 # The rsync features a sink takes when offered: not compression, which costs more than it
 # saves on the links migrations run over here.
-WANTED = frozenset({"xattrs", "delete", "bidirectional", "hardlinks_acls"})
+WANTED = frozenset({"xattrs", "delete", "bidirectional", "hardlinks_acls", "negotiation"})
 # How a transfer ends when a tool or the stream itself broke.
 _BROKEN = (rsyncstream.RsyncFailed, btrfsstream.BtrfsFailed, ChannelLost)
 

@@ -201,6 +201,8 @@ def test_progress_then_source_killed_mid_transfer(pair):
     one, two = pair
     _big(one, "big")
     monitor = copying = None
+    # Slow enough to be caught mid-transfer, however fast the machine.
+    one.lxc("storage", "set", "default", "rsync.bwlimit", "40MB")
     try:
         seen = []
         monitor = subprocess.Popen(["lxc", "monitor", "--type=logging"], env=two.env(), stdout=subprocess.PIPE,
@@ -231,6 +233,7 @@ def test_progress_then_source_killed_mid_transfer(pair):
                 proc.wait(10)
         if one.proc is None or one.proc.poll() is not None:
             one.start(timeout=120)
+        one.lxc("storage", "unset", "default", "rsync.bwlimit", check=False)
         one.lxc("delete", "--force", "big", check=False)
         two.lxc("delete", "--force", "big", check=False)
 

@@ -10,6 +10,26 @@ waits for the next reader, so one rsync session never eats the start of the next
 import collections
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+
+@implementer(IPushProducer)
+class _Reads:
+    """The websocket's reading as a pipe writer's producer: held while the pipe is full, and
+    let go (never closed) when the pipe goes, whose end is not the websocket's."""
+
+    def __init__(self, transport):
+        self.transport = transport
+
+    def pauseProducing(self):
+        self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.transport.resumeProducing()
+
+    def stopProducing(self):
+        self.transport.resumeProducing()
 
 
 class ChannelLost(Exception):
@@ -19,6 +39,9 @@ class ChannelLost(Exception):
 class Channel:
     def __init__(self, name):
         self.name = name
+        # `fs` carries streams only (rsync sessions, btrfs send): its binary frames may come in
+        # pieces. `control` and `criu` carry whole messages too (protobuf, one a frame).
+        self.streams = name == "fs"
         self._protocol = None
         self._queue = collections.deque()  # (payload, binary) not yet read
         self._reader = None  # (on_data, on_barrier)
@@ -106,7 +129,7 @@ class Channel:
         """Stop reading the websocket while `consumer` (a pipe writer) holds a full buffer."""
         transport = getattr(self._protocol, "transport", None)
         if transport is not None and consumer is not None:
-            consumer.registerProducer(transport, True)
+            consumer.registerProducer(_Reads(transport), True)
 
     def stop_throttling(self, consumer):
         """Undo `throttle_into` (`consumer` None: it is gone already); the websocket reads again."""

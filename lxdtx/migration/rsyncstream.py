@@ -113,6 +113,8 @@ class _Receiver(protocol.ProcessProtocol):
     def connectionMade(self):
         widen_pipe(self.transport.pipes[0].fileno())
         self.channel.feed_from(self.transport.pipes[1])
+        # Held while rsync has not taken what came: the websocket waits, not our memory.
+        self.channel.throttle_into(self.transport.pipes[0])
         self.channel.read(self._peer_data, self._peer_barrier)
 
     def outReceived(self, data):
@@ -130,12 +132,14 @@ class _Receiver(protocol.ProcessProtocol):
 
     def _peer_barrier(self, lost=False):
         self.session.peer_done, self.session.peer_lost = True, lost
+        self.channel.stop_throttling(self.transport.pipes.get(0))
         self.transport.closeStdin()
         if lost:
             self.transport.signalProcess("KILL")
         self.session.check()
 
     def processEnded(self, reason):
+        self.channel.stop_throttling(None)
         self.session.code = reason.value.exitCode if reason.value.exitCode is not None else -1
         self.session.check()
 

@@ -112,6 +112,8 @@ class _Receiver(protocol.ProcessProtocol):
 
     def connectionMade(self):
         widen_pipe(self.transport.pipes[0].fileno())
+        # Holding the websocket only once a pipe's worth waits: not at every 64 KiB.
+        self.transport.pipes[0].bufferSize = PIPE_SIZE
         self.channel.feed_from(self.transport.pipes[1])
         # Held while rsync has not taken what came: the websocket waits, not our memory.
         self.channel.throttle_into(self.transport.pipes[0])

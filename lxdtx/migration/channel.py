@@ -32,6 +32,9 @@ class _Reads:
         self.transport.resumeProducing()
 
 
+STREAM_READ = 1 << 20
+
+
 class ChannelLost(Exception):
     """The websocket closed (or was dropped) while the protocol still needed it."""
 
@@ -55,6 +58,12 @@ class Channel:
     def attach(self, protocol):
         """The websocket protocol (server or client) that carries this channel."""
         self._protocol = protocol
+        if self.streams:
+            # The connection under TLS (or the plain one) reads as much as the kernel holds.
+            transport = getattr(protocol, "transport", None)
+            connection = getattr(transport, "transport", transport)
+            if connection is not None and hasattr(connection, "bufferSize"):
+                connection.bufferSize = STREAM_READ
 
     def connected(self):
         self.is_open = True

@@ -14,6 +14,7 @@ from lxdtx.events import EventHub
 from lxdtx.image.store import ImageStore
 from lxdtx.instance.lifecycle import Instances
 from lxdtx.journal import Journal
+from lxdtx.migration import btrfsmigration
 from lxdtx.network.networks import Networks
 from lxdtx.operations import Operations
 from lxdtx.profiles import Profiles
@@ -46,6 +47,7 @@ class Daemon:
         self.profiles = Profiles(store, self.events)
         self.images = ImageStore(self)
         self.pools = Pools(self)
+        btrfsmigration.register(self)
         self.instances = Instances(self)
         self.networks = Networks(self)
         self.ready = False

@@ -10,6 +10,29 @@ waits for the next reader, so one rsync session never eats the start of the next
 import collections
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+
+@implementer(IPushProducer)
+class _Reads:
+    """The websocket's reading as a pipe writer's producer: held while the pipe is full, and
+    let go (never closed) when the pipe goes, whose end is not the websocket's."""
+
+    def __init__(self, transport):
+        self.transport = transport
+
+    def pauseProducing(self):
+        self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.transport.resumeProducing()
+
+    def stopProducing(self):
+        self.transport.resumeProducing()
+
+
+STREAM_READ = 1 << 20
 
 
 class ChannelLost(Exception):
@@ -19,6 +42,9 @@ class ChannelLost(Exception):
 class Channel:
     def __init__(self, name):
         self.name = name
+        # `fs` carries streams only (rsync sessions, btrfs send): its binary frames may come in
+        # pieces. `control` and `criu` carry whole messages too (protobuf, one a frame).
+        self.streams = name == "fs"
         self._protocol = None
         self._queue = collections.deque()  # (payload, binary) not yet read
         self._reader = None  # (on_data, on_barrier)
@@ -32,6 +58,12 @@ class Channel:
     def attach(self, protocol):
         """The websocket protocol (server or client) that carries this channel."""
         self._protocol = protocol
+        if self.streams:
+            # The connection under TLS (or the plain one) reads as much as the kernel holds.
+            transport = getattr(protocol, "transport", None)
+            connection = getattr(transport, "transport", transport)
+            if connection is not None and hasattr(connection, "bufferSize"):
+                connection.bufferSize = STREAM_READ
 
     def connected(self):
         self.is_open = True
@@ -101,6 +133,20 @@ class Channel:
         transport = getattr(self._protocol, "transport", None)
         if transport is not None and getattr(transport, "producer", None) is not None:
             transport.unregisterProducer()
+
+    def throttle_into(self, consumer):
+        """Stop reading the websocket while `consumer` (a pipe writer) holds a full buffer."""
+        transport = getattr(self._protocol, "transport", None)
+        if transport is not None and consumer is not None:
+            consumer.registerProducer(_Reads(transport), True)
+
+    def stop_throttling(self, consumer):
+        """Undo `throttle_into` (`consumer` None: it is gone already); the websocket reads again."""
+        if consumer is not None and getattr(consumer, "producer", None) is not None:
+            consumer.unregisterProducer()
+        transport = getattr(self._protocol, "transport", None)
+        if transport is not None and not self._lost:
+            transport.resumeProducing()
 
     def read(self, on_data, on_barrier):
         """Hand frames to `on_data(bytes)` until a barrier, then call `on_barrier()` (also

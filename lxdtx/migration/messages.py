@@ -32,11 +32,13 @@ _MESSAGES = {
                  (REPEATED, "Device", "localDevices", 5), (REQUIRED, "int32", "architecture", 6),
                  (REQUIRED, "bool", "stateful", 7), (OPTIONAL, "int64", "creation_date", 8),
                  (OPTIONAL, "int64", "last_used_date", 9), (OPTIONAL, "int64", "expiry_date", 10)],
-    # Field 100 is ours: -H and -A on both ends, offered only by lxdtx (LXD ignores it and
-    # leaves it out of its answer, so with LXD the flags are LXD's own).
+    # Fields 100 and up are ours, offered only by lxdtx (LXD ignores them and leaves them out
+    # of its answer, so with LXD the flags are LXD's own): 100, -H and -A on both ends; 101,
+    # the receiver tells the sender it negotiates checksums (xxh128, not md5) as rsync's own
+    # remote shell sessions do.
     "rsyncFeatures": [(OPTIONAL, "bool", "xattrs", 1), (OPTIONAL, "bool", "delete", 2),
                       (OPTIONAL, "bool", "compress", 3), (OPTIONAL, "bool", "bidirectional", 4),
-                      (OPTIONAL, "bool", "hardlinks_acls", 100)],
+                      (OPTIONAL, "bool", "hardlinks_acls", 100), (OPTIONAL, "bool", "negotiation", 101)],
     # No field 6: LXD retired it.
     "MigrationHeader": [(REQUIRED, "MigrationFSType", "fs", 1), (OPTIONAL, "CRIUType", "criu", 2),
                         (REPEATED, "IDMapType", "idmap", 3), (REPEATED, "string", "snapshotNames", 4),
@@ -87,7 +89,7 @@ ARCHITECTURE_NAMES = {number: name for name, number in ARCHITECTURES.items()}
 
 
 # The rsync features a header offers or answers (names as LXD's), ours last.
-FEATURES = ("xattrs", "delete", "compress", "bidirectional", "hardlinks_acls")
+FEATURES = ("xattrs", "delete", "compress", "bidirectional", "hardlinks_acls", "negotiation")
 # What a peer that predates feature negotiation (no `bidirectional`) uses.
 LEGACY_FEATURES = frozenset({"xattrs", "delete", "compress"})
 

@@ -5,8 +5,8 @@ offers, and the end of a transfer, where each side reads the other's account of 
 """
 
 from lxdtx import errors
+from lxdtx.migration import btrfsstream, rsyncstream, sockets
 from lxdtx.migration import messages as m
-from lxdtx.migration import rsyncstream, sockets
 from lxdtx.migration.channel import ChannelLost
 from lxdtx.operations import WEBSOCKET
 
@@ -14,9 +14,11 @@ from lxdtx.operations import WEBSOCKET
 CONNECT_WAIT = 60
 # The rsync features a sink takes when offered: not compression, which costs more than it
 # saves on the links migrations run over here.
-WANTED = frozenset({"xattrs", "delete", "bidirectional", "hardlinks_acls"})
+WANTED = frozenset({"xattrs", "delete", "bidirectional", "hardlinks_acls", "negotiation"})
 # The websockets of a migration; a live one has `criu` too.
 CHANNELS = ("control", "fs")
+# How a transfer ends when a tool or the stream itself broke.
+_BROKEN = (rsyncstream.RsyncFailed, btrfsstream.BtrfsFailed, ChannelLost)
 
 
 def operation(daemon, description, resources, peer, work, finished=None, names=CHANNELS):
@@ -83,7 +85,7 @@ async def send(reactor, control, transfer, what):
     outcome = control.next_message()
     try:
         await transfer
-    except (rsyncstream.RsyncFailed, ChannelLost) as e:
+    except _BROKEN as e:
         # The sink's own account of a failure beats ours of the stream it broke.
         said = await outcome_soon(outcome, reactor)
         if said is not None and not said.success:
@@ -104,7 +106,7 @@ async def receive(reactor, control, transfer):
     outcome = control.next_message()
     try:
         await transfer
-    except (ChannelLost, rsyncstream.RsyncFailed) as e:
+    except _BROKEN as e:
         said = await outcome_soon(outcome, reactor)
         if said is not None and not said.success and said.message:
             raise errors.InternalError(f"The source failed: {said.message}") from None

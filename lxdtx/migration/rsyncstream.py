@@ -8,11 +8,12 @@ websocket. Each side sends the barrier (an empty text frame) when its rsync has 
 all it will; a session is over when both barriers are seen and the local rsync exited.
 
 The flags are LXD's, for the features the two headers agreed (`xattrs`, `delete`,
-`compress`, and between two lxdtx daemons `hardlinks_acls`), so an LXD peer's rsync
+`compress`, and between two lxdtx daemons `hardlinks_acls` and `negotiation`), so an LXD peer's rsync
 and ours speak the same protocol. Files arrive in a fresh directory, or into a
 previous session's with mtimes compared to the nanosecond (`--modify-window=-1`).
 """
 
+import fcntl
 import os
 import sys
 import uuid
@@ -24,12 +25,17 @@ from zope.interface import implementer
 from lxdtx.migration.channel import ChannelLost
 
 CLIENT_ARGS = ["-ar", "--devices", "--numeric-ids", "--partial", "--sparse"]
-SERVER_ARGS = ["--server", "-vlogDtpre.iLsfx", "--numeric-ids", "--devices", "--partial", "--sparse",
+SERVER_FLAGS = "-vlogDtpre.iLsfx"
+# What rsync's client says it can do besides (`negotiation`): the checksum seed fix, in-place
+# partial files, varint file lists with checksum and compression negotiation, names of id 0.
+NEGOTIATING = "CIvu"
+SERVER_ARGS = ["--server", SERVER_FLAGS, "--numeric-ids", "--devices", "--partial", "--sparse",
                "--modify-window=-1"]
 NETCAT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers", "netcat.py")
 # The dummy destination the client names; the receiver decides where files go.
 _REMOTE = "localhost:/migration/"
 _STDERR_KEPT = 4096
+PIPE_SIZE = READ_SIZE = 1 << 20
 
 
 def feature_args(features):
@@ -46,6 +52,15 @@ def feature_args(features):
     return args
 
 
+def widen_pipe(fd):
+    """Make the pipe `fd` hold `PIPE_SIZE` (rsync then reads and we write in larger pieces, with
+    fewer wake-ups on both sides); left as it is where the system refuses."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass
+
+
 class RsyncFailed(Exception):
     """rsync exited non-zero, or the websocket went before the session ended."""
 
@@ -58,7 +73,10 @@ def client_argv(source, socket_path, features, bwlimit_kib=0):
 
 
 def server_argv(target, features):
-    return ["rsync", *SERVER_ARGS, *feature_args(features), ".", target.rstrip("/") + "/"]
+    args = list(SERVER_ARGS)
+    if "negotiation" in features:
+        args[1] = SERVER_FLAGS + NEGOTIATING
+    return ["rsync", *args, *feature_args(features), ".", target.rstrip("/") + "/"]
 
 
 class _Session:
@@ -93,7 +111,12 @@ class _Receiver(protocol.ProcessProtocol):
         self.session = session
 
     def connectionMade(self):
+        widen_pipe(self.transport.pipes[0].fileno())
+        # Holding the websocket only once a pipe's worth waits: not at every 64 KiB.
+        self.transport.pipes[0].bufferSize = PIPE_SIZE
         self.channel.feed_from(self.transport.pipes[1])
+        # Held while rsync has not taken what came: the websocket waits, not our memory.
+        self.channel.throttle_into(self.transport.pipes[0])
         self.channel.read(self._peer_data, self._peer_barrier)
 
     def outReceived(self, data):
@@ -111,12 +134,14 @@ class _Receiver(protocol.ProcessProtocol):
 
     def _peer_barrier(self, lost=False):
         self.session.peer_done, self.session.peer_lost = True, lost
+        self.channel.stop_throttling(self.transport.pipes.get(0))
         self.transport.closeStdin()
         if lost:
             self.transport.signalProcess("KILL")
         self.session.check()
 
     def processEnded(self, reason):
+        self.channel.stop_throttling(None)
         self.session.code = reason.value.exitCode if reason.value.exitCode is not None else -1
         self.session.check()
 
@@ -130,6 +155,8 @@ class _Pump(protocol.Protocol):
         self.session = session
 
     def connectionMade(self):
+        # Reads as large as what the socket holds: fewer, larger frames.
+        self.transport.bufferSize = READ_SIZE
         self.channel.feed_from(self.transport)
         self.channel.read(self._peer_data, self._peer_barrier)
 

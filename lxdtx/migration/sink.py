@@ -21,7 +21,7 @@ from lxdtx.config import container as container_config
 from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import model
 from lxdtx.instance.copy import _make_links
-from lxdtx.migration import live, protocol, rsyncstream, sockets
+from lxdtx.migration import btrfsmigration, live, protocol, rsyncstream, sockets
 from lxdtx.migration import messages as m
 from lxdtx.migration.progress import Progress
 from lxdtx.operations import container_resources
@@ -55,7 +55,7 @@ async def create(req, name, body):
         model.check_architecture(architecture)
     params = {"architecture": architecture, "config": config, "devices": devices, "profiles": profiles,
               "ephemeral": bool(body.get("ephemeral")), "description": string(body, "description")}
-    await instances.validate_new(config=config, devices=devices, profiles=profiles)
+    params["pool"] = (await instances.validate_new(config=config, devices=devices, profiles=profiles))["pool"]
     if going_live:
         await live.sink_preflight(instances, config, devices, profiles, peer["secrets"] if peer else None)
     instances.reserve(name)
@@ -80,14 +80,16 @@ async def _receive(daemon, name, params, channels, op):
         going_live = header.HasField("criu") and header.criu != m.CRIU_NONE
         if going_live and (header.criu != m.CRIU_RSYNC or "criu" not in channels):
             raise errors.BadRequest(live.PREFIX + "The source offered it without asking this server for it")
-        reply = m.MigrationHeader(fs=m.RSYNC)
+        # A live migration's memory dump and its last changes travel over rsync.
+        reply = m.MigrationHeader(fs=m.RSYNC if going_live else
+                                  btrfsmigration.answer(header, daemon.pools.driver(params["pool"])))
         if header.HasField("criu"):
             reply.criu = m.CRIU_RSYNC if going_live else m.CRIU_NONE
         features = protocol.answer_features(header, reply)
         control.send(reply.SerializeToString())
         with Progress(daemon.reactor, op, name, lambda: fs.bytes_received):
             await protocol.receive(daemon.reactor, control, _make(daemon, name, params, header, channels, features,
-                                                                  going_live))
+                                                                  going_live, reply.fs == m.BTRFS))
         control.send(m.MigrationControl(success=True).SerializeToString())
     except Exception as e:
         control.send(m.MigrationControl(success=False, message=errors.describe(e)).SerializeToString())
@@ -112,8 +114,8 @@ def _snapshot_value(message, container_value, pool):
     }
 
 
-async def _make(daemon, name, params, header, channels, features, going_live=False):
-    instances, pools, reactor = daemon.instances, daemon.pools, daemon.reactor
+async def _make(daemon, name, params, header, channels, features, going_live=False, btrfs=False):
+    instances, pools = daemon.instances, daemon.pools
     fs = channels["fs"]
     async with instances.locks.hold(name, "create"):
         root = await instances.validate_new(config=params["config"], devices=params["devices"],
@@ -137,29 +139,18 @@ async def _make(daemon, name, params, header, channels, features, going_live=Fal
             model.check_snapshot_name(snapshot.name)
         driver = pools.driver(pool)
         size = root.get("size") or ""
-        direct = driver.info.name == "dir"
         await instances.check_volume_free(pool, name)
         async with daemon.journal.begin("container.migrate", name) as intent:
             await intent.will("container", name=name, pool=pool)
             RECORDED()
-            await driver.create_volume("container", name, {"size": size} if size else {})
-            await driver.mount_volume("container", name)
-            path = driver.mount_path("container", name)
-            for snapshot in snapshots:
-                full = f"{name}/{snapshot.name}"
-                if direct:
-                    target = driver.mount_path("container", full)
-                    await threads.deferToThread(os.makedirs, target, 0o700)
-                    await rsyncstream.receive(reactor, fs, target, f"snapshot {full}", features)
-                else:
-                    await rsyncstream.receive(reactor, fs, path, f"snapshot {full}", features)
-                    await driver.create_snapshot(name, snapshot.name)
+            sessions = 0 if going_live else 2 if header.HasField("criu") else 1
+            if btrfs:
+                await btrfsmigration.receive(daemon, driver, pool, name, snapshots, sessions, fs, intent, size)
+            else:
+                await _receive_rsync(daemon, driver, name, snapshots, sessions, fs, features, size)
             images = None
             if going_live:
-                images = await live.receive(daemon, name, path, channels, features)
-            else:
-                for _ in range(2 if header.HasField("criu") else 1):
-                    await rsyncstream.receive(reactor, fs, path, name, features)
+                images = await live.receive(daemon, name, driver.mount_path("container", name), channels, features)
             RECEIVED()
             await _make_links(instances, name, driver)
             if images is not None:
@@ -182,3 +173,25 @@ async def _make(daemon, name, params, header, channels, features, going_live=Fal
     instances.events.lifecycle("container-created", f"/1.0/containers/{name}")
     if going_live:
         instances.events.lifecycle("container-started", f"/1.0/containers/{name}")
+
+
+async def _receive_rsync(daemon, driver, name, snapshots, sessions, fs, features, size):
+    """The container volume, and its snapshots before it, from one rsync session each: on a dir
+    pool each snapshot straight into its own directory, elsewhere into the container volume,
+    which is then snapshotted."""
+    reactor = daemon.reactor
+    direct = driver.info.name == "dir"
+    await driver.create_volume("container", name, {"size": size} if size else {})
+    await driver.mount_volume("container", name)
+    path = driver.mount_path("container", name)
+    for snapshot in snapshots:
+        full = f"{name}/{snapshot.name}"
+        if direct:
+            target = driver.mount_path("container", full)
+            await threads.deferToThread(os.makedirs, target, 0o700)
+            await rsyncstream.receive(reactor, fs, target, f"snapshot {full}", features)
+        else:
+            await rsyncstream.receive(reactor, fs, path, f"snapshot {full}", features)
+            await driver.create_snapshot(name, snapshot.name)
+    for _ in range(sessions):
+        await rsyncstream.receive(reactor, fs, path, name, features)

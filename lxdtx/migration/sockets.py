@@ -16,7 +16,31 @@ from lxdtx.websocket import client
 from lxdtx.websocket.server import Handshake, StreamSocket
 
 
-class ChannelSocket(StreamSocket):
+class _Streamed:
+    """On a channel that `streams`, binary payload goes on as Autobahn parses it (its frame
+    streaming API), not joined into whole messages first: a stream has no message boundaries
+    worth a copy. Frame and message size limits still hold (Autobahn checks them as frames begin)."""
+
+    _streamed = False
+
+    def onMessageBegin(self, isBinary):
+        super().onMessageBegin(isBinary)
+        self._streamed = isBinary and self.channel.streams
+
+    def onMessageFrameData(self, payload):
+        if not self._streamed:
+            super().onMessageFrameData(payload)
+        elif not self.failedByMe and payload:
+            self.channel.received(payload, True)
+
+    def onMessageEnd(self):
+        if not self._streamed:
+            super().onMessageEnd()
+        self._streamed = False
+        self.message_data = None
+
+
+class ChannelSocket(_Streamed, StreamSocket):
     """Server side of one migration websocket."""
 
     def __init__(self, channel):
@@ -76,7 +100,7 @@ class ServedChannels:
             channel.close(abort=abort)
 
 
-class ChannelClient(WebSocketClientProtocol):
+class ChannelClient(_Streamed, WebSocketClientProtocol):
     channel = None
 
     def onOpen(self):

@@ -11,7 +11,7 @@ session per snapshot, one for the container and, for a running container (statel
 """
 
 from lxdtx import timeutil
-from lxdtx.migration import live, protocol, rsyncstream, sockets
+from lxdtx.migration import btrfsmigration, live, protocol, rsyncstream, sockets
 from lxdtx.migration import messages as m
 from lxdtx.migration.progress import Progress
 from lxdtx.operations import container_resources
@@ -66,14 +66,15 @@ async def _send(daemon, name, snapshot_name, channels, container_only, op, going
         else:
             volume = f"{name}/{snapshot_name}"
             value, snapshots, running = instances.snapshots.get(name, snapshot_name).value, [], False
-        header = m.MigrationHeader(fs=m.RSYNC)
+        going_live = going_live and running
+        # A live migration's memory dump and its last changes travel over rsync.
+        header = m.MigrationHeader(fs=m.RSYNC if going_live else btrfsmigration.offer(driver))
         m.set_features(header, m.FEATURES)
         header.idmap.extend(m.idmap_entries(value.get("config", {}).get("volatile.last_state.idmap")))
         for snapshot in snapshots:
             short = snapshot.name.split("/", 1)[1]
             header.snapshotNames.append(short)
             header.snapshots.append(snapshot_message(short, snapshot.value))
-        going_live = going_live and running
         if running:
             header.criu = m.CRIU_RSYNC if going_live else m.CRIU_NONE
         control.send(header.SerializeToString())
@@ -83,9 +84,12 @@ async def _send(daemon, name, snapshot_name, channels, container_only, op, going
             live.check_answer(reply)
             await _send_live(daemon, name, driver, volume, snapshots, channels, socket_dir, features, op)
             return
+        if header.fs == m.BTRFS and reply.fs == m.BTRFS:
+            transfer = btrfsmigration.send(daemon, driver, doc.value["pool"], volume, snapshots, running, fs)
+        else:
+            transfer = _transfer(reactor, driver, volume, snapshots, running, fs, socket_dir, features)
         with Progress(reactor, op, name, lambda: fs.bytes_sent):
-            await protocol.send(reactor, control, _transfer(reactor, driver, volume, snapshots, running, fs,
-                                                            socket_dir, features), "container")
+            await protocol.send(reactor, control, transfer, "container")
 
 
 async def _send_live(daemon, name, driver, volume, snapshots, channels, socket_dir, features, op):

@@ -27,7 +27,7 @@ class BtrfsDriver(Driver):
     """Subvolumes and snapshots on one btrfs filesystem."""
 
     info = Info("btrfs", optimized_images=True, fast_snapshots=True, fast_copies=True, quotas=True,
-                copies_snapshots=True, optimized_backups=True)
+                copies_snapshots=True, optimized_backups=True, send_receive=True)
     keys = {"size": is_size, "btrfs.mount_options": is_any, "volume.size": is_size}
     changeable = frozenset({"rsync.bwlimit", "btrfs.mount_options"})
     volume_keys = {"size": is_size}
@@ -225,6 +225,21 @@ class BtrfsDriver(Driver):
         await self.in_thread(os.makedirs, os.path.dirname(target), 0o711, True)
         argv = ["btrfs", "subvolume", "snapshot"] + (["-r"] if readonly else []) + [source, target]
         await self.run(argv)
+
+    # -- subvolumes for migrations (`lxdtx.migration.btrfsmigration`) -------------------
+    async def create_subvolume(self, path):
+        await self._subvolume_create(path)
+
+    async def delete_subvolume(self, path):
+        """`path` and every subvolume below it, read-only or not (gone already: nothing to do)."""
+        await self._subvolume_delete(path)
+
+    async def snapshot_subvolume(self, source, target, readonly):
+        await self._snapshot(source, target, readonly)
+
+    async def is_readonly(self, path):
+        _, out, _ = await self.run(["btrfs", "property", "get", "-ts", path, "ro"], check=False)
+        return out.decode().strip() == "ro=true"
 
     # -- volumes ---------------------------------------------------------------
     async def create_volume(self, vol_type, name, config):

@@ -34,7 +34,8 @@ class Info:
 
     def __init__(self, name, *, optimized_images=False, remote=False, block_backing=False,
                  fast_snapshots=False, fast_copies=False, quotas=False, restore_latest_only=False,
-                 copies_snapshots=False, optimized_backups=False):
+                 copies_snapshots=False, optimized_backups=False,
+                 send_receive=False):
         self.name = name
         self.optimized_images = optimized_images  # images unpacked once, containers cloned from them
         self.remote = remote
@@ -45,6 +46,7 @@ class Info:
         self.copies_snapshots = copies_snapshots  # fast copies can make snapshots of a copy too
         self.restore_latest_only = restore_latest_only  # only the newest snapshot can be restored (zfs)
         self.optimized_backups = optimized_backups  # backups as the pool's own send streams
+        self.send_receive = send_receive  # volumes travel between hosts as btrfs send streams
 
 
 async def tool_output(run, argv):

@@ -41,6 +41,33 @@ class _Deferred:
         return format(str(self), spec)
 
 
+class _Later:
+    """`fn(*args)` (a str), made when first shown."""
+
+    __slots__ = ("args", "fn")
+
+    def __init__(self, fn, *args, **kwargs):
+        self.fn = fn
+        self.args = (args, kwargs)
+
+    def __str__(self):
+        args, kwargs = self.args
+        return self.fn(*args, **kwargs)
+
+    __repr__ = __str__
+
+    def __format__(self, spec):
+        return format(str(self), spec)
+
+
+def _later(fn):
+    def lazy(*args, **kwargs):
+        return _Later(fn, *args, **kwargs)
+
+    lazy.__wrapped__ = fn
+    return lazy
+
+
 def _timings_text(timings):
     return pformat(timings._timings)
 
@@ -80,8 +107,17 @@ def _import_websocket_only():
 
 def install():
     _import_websocket_only()
+    import autobahn.twisted.websocket as twisted_websocket
     import autobahn.websocket.protocol as protocol
 
     protocol.pformat = _Deferred
+    # The highlighted names and values of Autobahn's debug messages (`hltype`, `hlval`, with
+    # click's colours when it is installed) are built at every read and write of every
+    # websocket, debug on or off: measured, the largest share of the Python time of a
+    # migration's stream after the copies themselves. Made when written, like pformat.
+    for module in (protocol, twisted_websocket):
+        if not hasattr(module.hltype, "__wrapped__"):
+            module.hltype = _later(module.hltype)
+            module.hlval = _later(module.hlval)
     # The one caller that must hand back a str itself (timing tracking, never enabled here).
     protocol.Timings.__str__ = _timings_text

@@ -329,8 +329,9 @@ CASES = {
 }
 
 
-# Points whose cases need a second daemon: tests.integration.test_migration walks them.
-ELSEWHERE = ("container.migrate.", "volume.migrate.")
+# Points whose cases need a second daemon: tests.integration.test_migration walks them (and
+# tests.integration.test_migration_btrfs the btrfs ones).
+ELSEWHERE = ("container.migrate.", "volume.migrate.", "btrfs.migrate.")
 
 
 def test_every_crash_point_has_a_case():

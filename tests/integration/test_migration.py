@@ -11,11 +11,13 @@ import signal
 import subprocess
 import time
 
+import pylxd
 import pytest
 
 from lxdtx import faults
 from lxdtx.migration import sink, volumes
-from tests.daemonproc import Daemon
+from tests import pki
+from tests.daemonproc import Daemon, wait_until
 from tests.integration.net import free_port
 
 pytestmark = pytest.mark.timeout(600)
@@ -200,6 +202,8 @@ def test_progress_then_source_killed_mid_transfer(pair):
     one, two = pair
     _big(one, "big")
     monitor = copying = None
+    # Slow enough to be caught mid-transfer, however fast the machine.
+    one.lxc("storage", "set", "default", "rsync.bwlimit", "40MB")
     try:
         seen = []
         monitor = subprocess.Popen(["lxc", "monitor", "--type=logging"], env=two.env(), stdout=subprocess.PIPE,
@@ -230,6 +234,7 @@ def test_progress_then_source_killed_mid_transfer(pair):
                 proc.wait(10)
         if one.proc is None or one.proc.poll() is not None:
             one.start(timeout=120)
+        one.lxc("storage", "unset", "default", "rsync.bwlimit", check=False)
         one.lxc("delete", "--force", "big", check=False)
         two.lxc("delete", "--force", "big", check=False)
 
@@ -283,3 +288,38 @@ def test_target_killed_receiving_a_volume(pair):
 def test_every_target_step_has_a_crash_point():
     assert faults.points("container.migrate.") == [sink.RECORDED.name, sink.RECEIVED.name]
     assert faults.points("volume.migrate.") == [volumes.RECORDED.name]
+
+
+def test_pylxd_migrate(pair, tmp_path, monkeypatch):
+    """pylxd's `Container.migrate(new_client, wait=True)`: the target pulls the container with
+    its snapshot and files, and pylxd then deletes the source."""
+    # requests lets these override a session's `verify`, which defeats pylxd's pinning.
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    one, two = pair
+    cert = pki.client_cert("pylxd-migrate")
+    paths = cert.write(str(tmp_path), "pylxd")
+    clients = []
+    for d in pair:
+        d.request("POST", "/1.0/certificates", {"type": "client", "certificate": cert.b64})
+        clients.append(pylxd.Client(endpoint=f"https://127.0.0.1:{d.port}", cert=paths,
+                                    verify=os.path.join(d.dir, "server.crt")))
+    one.lxc("init", "busybox", "pym")
+    try:
+        one.lxc("file", "push", "-", "pym/root/data", input="pylxd\n")
+        one.lxc("snapshot", "pym", "s1")
+        one.lxc("config", "set", "pym", "user.origin", "one")
+        moved = clients[0].containers.get("pym").migrate(clients[1], wait=True)
+        assert moved.name == "pym"
+        # pylxd deletes the source without waiting for that operation.
+        assert wait_until(lambda: one.request("GET", "/1.0/containers/pym").status == 404)
+        assert _names(two, "/1.0/containers/pym/snapshots") == ["s1"]
+        assert two.request("GET", "/1.0/containers/pym").metadata["config"]["user.origin"] == "one"
+        assert two.lxc("file", "pull", "pym/root/data", "-").stdout == "pylxd\n"
+        two.lxc("start", "pym")
+        assert _exec(two, "pym", "cat /root/data") == "pylxd\n"
+    finally:
+        one.lxc("delete", "--force", "pym", check=False)
+        two.lxc("delete", "--force", "pym", check=False)
+        for d in pair:
+            d.request("DELETE", f"/1.0/certificates/{cert.fingerprint}")

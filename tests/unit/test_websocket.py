@@ -322,6 +322,16 @@ class SpeedupTests(SynchronousTestCase):
         timings.track("x")
         self.assertIsInstance(str(timings), str)
 
+    def test_lazy_highlights_read_the_same(self):
+        """Autobahn's highlighted debug values are what `hltype`/`hlval` give, made when written."""
+        import autobahn.twisted.websocket as autobahn_websocket
+        from autobahn import util
+
+        for module in (autobahn_websocket, __import__("autobahn.websocket.protocol", fromlist=["x"])):
+            self.assertEqual(str(module.hltype(self.test_lazy_highlights_read_the_same)),
+                             util.hltype(self.test_lazy_highlights_read_the_same))
+            self.assertEqual(f"{module.hlval(42)}", util.hlval(42))
+
     def test_websockets_leave_wamp_and_tls_unloaded(self):
         """The daemon's websocket server loads neither Autobahn's WAMP stack nor the TLS
         libraries (its client, which dials over TLS, does); both stay importable afterwards."""

@@ -911,10 +911,18 @@ def _read(path):
 
 
 def _own_tree(path, uid, gid):
-    """chown a dump directory and its files (no links are followed; CRIU writes none)."""
+    """chown a dump directory and its files (no links are followed; CRIU writes none).
+
+    Readable by all too: now and then CRIU's restored root task opens an image (seen:
+    timens-0.img) under credentials that are not yet the container root's, and fails with
+    EACCES. It opens them by the directory's fd; the container root above it lets no one but
+    its owner through, so no one else reaches them."""
     os.lchown(path, uid, gid)
+    os.chmod(path, 0o711)
     for entry in os.scandir(path):
         os.lchown(entry.path, uid, gid)
+        if entry.is_file(follow_symlinks=False):
+            os.chmod(entry.path, 0o644)
 
 
 def _fresh_dir(path):

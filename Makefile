@@ -57,9 +57,10 @@ run: deps venv
 test: deps test-deps venv check
 	$(VENV)/bin/python -m pytest -q tests
 
-# ruff's lint (settings in ruff.toml) over the daemon's code.
+# ruff's lint (settings in ruff.toml) and mypy (mypy.ini) over the daemon's code.
 check: venv
 	$(VENV)/bin/ruff check lxdtx
+	$(VENV)/bin/mypy
 
 unit: venv
 	$(VENV)/bin/python -m pytest -q tests/unit

@@ -10,7 +10,7 @@ and listed in `POINTS`, so a test can walk every step of an operation.
 import os
 import signal
 
-POINTS = []
+POINTS: list["Point"] = []
 _AT = os.environ.get("LXDTX_CRASH_AT") or None
 
 

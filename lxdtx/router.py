@@ -721,7 +721,7 @@ class ApiSite(server.Site):
     for a site whose clients are not all trusted (HTTPS); None for the unix socket.
     """
 
-    protocol = ApiChannel
+    protocol = ApiChannel  # type: ignore[assignment]  # Twisted types it as a callable
     requestFactory = ApiHTTPRequest
     noisy = False
 

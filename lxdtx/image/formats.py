@@ -445,7 +445,7 @@ def _check_end(tar, stream):
 class TarballInfo:
     """What a pass over a tarball found."""
 
-    metadata: bytes = None  # raw metadata.yaml, when present (the last one: what tar leaves)
+    metadata: bytes | None = None  # raw metadata.yaml, when present (the last one: what tar leaves)
     has_rootfs: bool = False  # a `rootfs` directory or members under `rootfs/`
     members: int = 0
     size: int = 0  # bytes of file data once extracted

@@ -125,9 +125,9 @@ class IdMap:
                                   int(d["Nsid"]), int(d["Maprange"])) for d in data]
         except (ValueError, TypeError, KeyError) as e:
             raise ValueError(f"Invalid id map: {e}")
-        for e in entries:
-            if e.maprange <= 0 or e.hostid < 0 or e.nsid < 0:
-                raise ValueError(f"Invalid id map entry: {e.to_dict()}")
+        for entry in entries:
+            if entry.maprange <= 0 or entry.hostid < 0 or entry.nsid < 0:
+                raise ValueError(f"Invalid id map entry: {entry.to_dict()}")
         return cls(entries) if entries else None
 
     def lxc_values(self):

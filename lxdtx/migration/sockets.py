@@ -40,7 +40,7 @@ class _Streamed:
         self.message_data = None
 
 
-class ChannelSocket(_Streamed, StreamSocket):
+class ChannelSocket(_Streamed, StreamSocket):  # type: ignore[misc]  # Autobahn's own two bases disagree
     """Server side of one migration websocket."""
 
     def __init__(self, channel):
@@ -100,7 +100,7 @@ class ServedChannels:
             channel.close(abort=abort)
 
 
-class ChannelClient(_Streamed, WebSocketClientProtocol):
+class ChannelClient(_Streamed, WebSocketClientProtocol):  # type: ignore[misc]  # as above
     channel = None
 
     def onOpen(self):

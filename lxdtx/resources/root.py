@@ -75,7 +75,7 @@ class _InfoCache:
         self.response = None
 
 
-_CACHES = weakref.WeakKeyDictionary()
+_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _UNTRUSTED = None
 
 

@@ -3,6 +3,7 @@
 
 import os
 import shutil
+from collections.abc import Callable
 
 from lxdtx import errors
 from lxdtx.storage import mounts
@@ -13,7 +14,7 @@ class DirDriver(Driver):
     """Directories on the host filesystem; no quotas, snapshots and copies by rsync."""
 
     info = Info("dir")
-    keys = {}
+    keys: dict[str, Callable] = {}
     changeable = frozenset({"rsync.bwlimit"})
 
     @property

@@ -13,6 +13,7 @@ the commands a driver builds without a kernel that has the feature.
 """
 
 import os
+from collections.abc import Callable
 
 from twisted.internet import threads
 
@@ -86,13 +87,13 @@ class Driver:
 
     info = Info("none")
     # Pool config keys this driver accepts besides COMMON_KEYS, key -> validator.
-    keys = {}
+    keys: dict[str, Callable] = {}
     # Pool keys that may change after creation.
-    changeable = frozenset()
+    changeable: frozenset[str] = frozenset()
     # Volume config keys besides COMMON_VOLUME_KEYS and user.*.
-    volume_keys = {}
+    volume_keys: dict[str, Callable] = {}
     # Volume keys of container volumes that may change (elsewhere through the root disk).
-    volume_changeable = frozenset()
+    volume_changeable: frozenset[str] = frozenset()
 
     def __init__(self, pool, config, state_dir, *, run=None, in_thread=None):
         self.pool = pool

@@ -117,6 +117,28 @@ def test_non_root_refused(busybox_daemon, guest):
     assert _guest(busybox_daemon, guest, "/1.0", user=1000) == (401, b"Access denied for non-root user\n")
 
 
+def test_nested_pid_namespace_is_its_container(busybox_daemon, guest):
+    """A guest process in a pid namespace of its own inside the container is still that container's."""
+    d = busybox_daemon
+    d.lxc("config", "set", guest, "user.nested", "yes")
+    proc = subprocess.run(["lxc", "exec", guest, "--", "unshare", "-p", "-f", "--mount-proc",
+                           CLIENT, "/1.0/config/user.nested"], env=d.env(), capture_output=True, timeout=60)
+    assert proc.stdout == b"200\nyes", proc
+
+
+def test_privileged_container(busybox_daemon, client_binary):
+    """In a privileged container the guest's root is host uid 0, and is served."""
+    d = busybox_daemon
+    name = "devlxd-priv"
+    d.lxc("launch", "busybox", name, "-c", "security.privileged=true", "-c", "user.p=1")
+    try:
+        _push_client(d, name, client_binary)
+        assert _guest(d, name, "/1.0/config/user.p") == (200, b"1")
+        assert _guest(d, name, "/1.0", user=1000)[0] == 401
+    finally:
+        d.lxc("delete", "-f", name, check=False)
+
+
 def test_host_caller_refused(busybox_daemon):
     """A process on the host (not in any container) gets a plain 500."""
     path = os.path.join(busybox_daemon.dir, "devlxd", "sock")
@@ -155,6 +177,24 @@ def test_events(busybox_daemon, guest, workdir):
     assert events[2]["metadata"] == {"key": "user.x", "old_value": "1", "value": "2"}
     assert events[0]["timestamp"]
     assert [e["type"] for e in only] == ["device"]
+
+
+def test_profile_change_is_an_event(busybox_daemon, guest):
+    """A `user.*` key changed on a profile the running container uses is told to its guests."""
+    d = busybox_daemon
+    d.lxc("profile", "create", "devlxdev")
+    try:
+        d.lxc("profile", "add", guest, "devlxdev")
+        watcher = Watcher(d, guest, "/1.0/events?type=config", 1)
+        try:
+            d.lxc("profile", "set", "devlxdev", "user.shared", "v")
+            events = watcher.messages()
+        finally:
+            watcher.close()
+        assert events[0]["metadata"] == {"key": "user.shared", "old_value": "", "value": "v"}
+        d.lxc("profile", "remove", guest, "devlxdev")
+    finally:
+        d.lxc("profile", "delete", "devlxdev", check=False)
 
 
 def test_events_of_other_containers_not_seen(busybox_daemon, guest, client_binary):

@@ -28,6 +28,16 @@ BACKLOG = 128
 _MOUNTNS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers", "mountns.py")
 
 
+class GuestHub(EventHub):
+    """The event streams of one container's guests."""
+
+    def end_streams(self):
+        """Close every stream (its container went, or no longer allows /dev/lxd)."""
+        streams, self._listeners = self._listeners, set()
+        for stream in streams:
+            stream.drop()
+
+
 class GuestSocket:
     """The guest API of one daemon (`daemon.devlxd`)."""
 
@@ -78,7 +88,7 @@ class GuestSocket:
         """The event hub of container `name`'s guests."""
         hub = self._hubs.get(name)
         if hub is None:
-            hub = self._hubs[name] = EventHub()
+            hub = self._hubs[name] = GuestHub()
         return hub
 
     def changed(self, name, before, after):
@@ -86,14 +96,19 @@ class GuestSocket:
         hub = self._hubs.get(name)
         if hub is None:
             return
+        if not callers.enabled(after[0]):
+            self.forget(name)
+            return
         for metadata in changes.config_events(before[0], after[0]):
             hub.send("config", metadata)
         for metadata in changes.device_events(before[1], after[1]):
             hub.send("device", metadata)
 
     def forget(self, name):
-        """Container `name` is gone (deleted or renamed): no stream is left to serve it."""
-        self._hubs.pop(name, None)
+        """Container `name` went (deleted, renamed) or disallows /dev/lxd: end its guests' streams."""
+        hub = self._hubs.pop(name, None)
+        if hub is not None:
+            hub.end_streams()
 
     # -- the mount -----------------------------------------------------------------
     def mount_line(self, config):

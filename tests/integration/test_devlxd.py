@@ -237,6 +237,18 @@ def test_disabled_and_toggled_live(busybox_daemon, client_binary):
         d.lxc("delete", "-f", name, check=False)
 
 
+def test_streams_end_when_disallowed(busybox_daemon, guest):
+    """An open event stream is closed once its container no longer allows /dev/lxd."""
+    d = busybox_daemon
+    watcher = Watcher(d, guest, "/1.0/events", 1)
+    try:
+        d.lxc("config", "set", guest, "security.devlxd", "false")
+        out, _ = watcher.proc.communicate(timeout=40)
+        assert watcher.proc.returncode != 0 and out == b""  # ended before any message
+    finally:
+        watcher.close()
+
+
 def test_refused_through_a_kept_mount(busybox_daemon, guest):
     """A guest that kept the socket reachable (its own bind mount) is refused once disallowed."""
     d = busybox_daemon

@@ -112,6 +112,9 @@ class ChangeReportTests(SynchronousTestCase):
             def deliver(self, frame):
                 frames.append(json.loads(frame))
 
+            def drop(self):
+                pass
+
         guests.hub("mine").subscribe(Listener())
         guests.changed("other", ({}, {}), ({"user.x": "1"}, {}))
         self.assertEqual(frames, [])
@@ -120,3 +123,21 @@ class ChangeReportTests(SynchronousTestCase):
         guests.forget("mine")
         guests.changed("mine", ({}, {}), ({"user.x": "2"}, {}))
         self.assertEqual(len(frames), 2)
+
+    def test_disallowed_ends_streams(self):
+        """Set security.devlxd=false, a container's guests get no event and their streams end."""
+        guests = self._socket()
+        dropped = []
+
+        class Listener:
+            types = frozenset({"config"})
+
+            def deliver(self, frame):
+                raise AssertionError("no event once disallowed")
+
+            def drop(self):
+                dropped.append(True)
+
+        guests.hub("c").subscribe(Listener())
+        guests.changed("c", ({}, {}), ({"user.x": "1", "security.devlxd": "false"}, {}))
+        self.assertEqual(dropped, [True])

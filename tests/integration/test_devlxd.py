@@ -158,25 +158,28 @@ def test_host_caller_refused(busybox_daemon):
 def test_events(busybox_daemon, guest, workdir):
     """Config and device events of its own container reach a guest; `type=` filters them."""
     d = busybox_daemon
-    both = Watcher(d, guest, "/1.0/events", 3)
-    devices_only = Watcher(d, guest, "/1.0/events?type=device", 1)
+    both = Watcher(d, guest, "/1.0/events", 4)
+    devices_only = Watcher(d, guest, "/1.0/events?type=device", 2)
     try:
         d.lxc("config", "set", guest, "user.x", "1")
         d.lxc("config", "set", guest, "volatile.ignored.thing", "2", check=False)
         d.lxc("config", "device", "add", guest, "share", "disk", f"source={workdir}", "path=/mnt/share")
+        d.lxc("config", "device", "set", guest, "share", "limits.read", "10MB")
         d.lxc("config", "set", guest, "user.x", "2")
         events = both.messages()
         only = devices_only.messages()
     finally:
         both.close()
         devices_only.close()
-    assert [e["type"] for e in events] == ["config", "device", "config"]
+    assert [e["type"] for e in events] == ["config", "device", "device", "config"]
     assert events[0]["metadata"] == {"key": "user.x", "old_value": "", "value": "1"}
     assert events[1]["metadata"] == {"action": "added", "name": "share", "config": {
         "type": "disk", "source": workdir, "path": "/mnt/share"}}
-    assert events[2]["metadata"] == {"key": "user.x", "old_value": "1", "value": "2"}
+    assert events[2]["metadata"] == {"action": "updated", "name": "share", "config": {
+        "type": "disk", "source": workdir, "path": "/mnt/share", "limits.read": "10MB"}}
+    assert events[3]["metadata"] == {"key": "user.x", "old_value": "1", "value": "2"}
     assert events[0]["timestamp"]
-    assert [e["type"] for e in only] == ["device"]
+    assert [e["metadata"]["action"] for e in only] == ["added", "updated"]
 
 
 def test_profile_change_is_an_event(busybox_daemon, guest):

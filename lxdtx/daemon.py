@@ -10,6 +10,7 @@ from twisted.python.threadpool import ThreadPool
 from lxdtx import hostinfo, tls
 from lxdtx.config.server import HashingPool, ServerConfig
 from lxdtx.cors import Cors
+from lxdtx.devlxd.server import GuestSocket
 from lxdtx.events import EventHub
 from lxdtx.image.store import ImageStore
 from lxdtx.instance.lifecycle import Instances
@@ -50,6 +51,7 @@ class Daemon:
         btrfsmigration.register(self)
         self.instances = Instances(self)
         self.networks = Networks(self)
+        self.devlxd = GuestSocket(self)
         self.ready = False
         self.hostname = socket.gethostname()
         self.cert_path = self.path("server.crt")

@@ -50,6 +50,8 @@ IMPLEMENTED = {
     "container_backup", "container_full", "container_edit_metadata",
     # devices: proxy (tcp, unix and abstract sockets, either side listening, live)
     "proxy", "proxy_unix",
+    # /dev/lxd: the guest API, its events and image downloads
+    "restrict_devlxd", "devlxd_events", "devlxd_images",
     # containers: lifecycle, limits, security, id maps, shutdown order
     "container_host_shutdown_timeout", "container_stop_priority", "container_syscall_filtering",
     "container_last_used_at", "container_cpu_time", "container_image_properties", "id_map",

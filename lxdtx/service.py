@@ -87,6 +87,8 @@ class LxdtxService(service.MultiService):
         self._listeners = Listeners(daemon, router, self.reactor)
         daemon.config.on_apply("https_address", self._listeners.set_https)
         self._listeners.listen_unix()
+        # Before containers autostart; running ones see the new socket in their /dev/lxd at once.
+        daemon.devlxd.listen()
         address = daemon.config.get("core.https_address")
         if self.https and self.https != address:
             await daemon.config.update({"core.https_address": self.https}, replace=False)
@@ -113,6 +115,8 @@ class LxdtxService(service.MultiService):
             globalLogPublisher.removeObserver(self._forwarder)
         if self._listeners is not None:
             await self._listeners.stop()
+        if self.daemon is not None:
+            await self.daemon.devlxd.stop()
         if self.daemon is not None:
             self.daemon.password_hashing.stop()
             await self.daemon.store.close()

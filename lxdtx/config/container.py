@@ -110,8 +110,8 @@ KEYS = {
     "raw.idmap": Key(_is_raw_idmap, live=False),
     "raw.lxc": Key(_is_raw_lxc, live=False),
     "raw.seccomp": Key(live=False),
-    "security.devlxd": Key(is_bool, "true", live=False),
-    "security.devlxd.images": Key(is_bool, "false", live=False),
+    "security.devlxd": Key(is_bool, "true"),  # mounted or unmounted live (lxdtx.devlxd)
+    "security.devlxd.images": Key(is_bool, "false"),  # read at each guest request
     "security.idmap.base": Key(is_uint32, live=False),
     "security.idmap.isolated": Key(is_bool, "false", live=False),
     "security.idmap.size": Key(is_uint32, live=False),

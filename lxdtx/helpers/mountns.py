@@ -1,12 +1,14 @@
 """Mount into or unmount from a running container's mount namespace.
 
-    python3 -I -S mountns.py mount PID SOURCE TARGET [ro] [rec]
+    python3 -I -S mountns.py mount PID SOURCE TARGET [ro] [rec] [owner=UID:GID]
     python3 -I -S mountns.py umount PID TARGET
 
 A separate process because joining a mount namespace needs a single-threaded
 caller. The source is opened on the host first (open_tree clone), then the
 process joins the container's mount namespace, where TARGET resolves inside
-the container's root, and moves the clone there.
+the container's root, and moves the clone there. A missing TARGET is made as `owner` (host ids) when given:
+host root, unmapped in an unprivileged container, may not create files on file systems
+that container mounted itself (its /dev, say).
 """
 
 import ctypes
@@ -37,7 +39,7 @@ def check(result, what):
     return result
 
 
-def mount(pid, source, target, readonly, recursive):
+def mount(pid, source, target, readonly, recursive, owner=None):
     flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
     tree = check(libc.syscall(SYS["open_tree"], AT_FDCWD, source.encode(), flags), f"open {source}")
     if readonly:
@@ -47,11 +49,17 @@ def mount(pid, source, target, readonly, recursive):
     is_dir = os.path.isdir(source)
     enter(pid)
     target = "/" + target.lstrip("/")
+    if owner is not None:
+        os.setegid(owner[1])
+        os.seteuid(owner[0])
     if is_dir:
         os.makedirs(target, exist_ok=True)
     elif not os.path.exists(target):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         open(target, "a").close()
+    if owner is not None:
+        os.seteuid(0)
+        os.setegid(0)
     check(libc.syscall(SYS["move_mount"], tree, b"", AT_FDCWD, target.encode(), MOVE_MOUNT_F_EMPTY_PATH),
           f"mount on {target}")
 
@@ -71,7 +79,9 @@ def enter(pid):
 def main(argv):
     if argv[0] == "mount":
         pid, source, target = int(argv[1]), argv[2], argv[3]
-        mount(pid, source, target, "ro" in argv[4:], "rec" in argv[4:])
+        owners = [a[len("owner="):].split(":") for a in argv[4:] if a.startswith("owner=")]
+        owner = (int(owners[0][0]), int(owners[0][1])) if owners else None
+        mount(pid, source, target, "ro" in argv[4:], "rec" in argv[4:], owner)
     elif argv[0] == "umount":
         umount(int(argv[1]), argv[2])
     else:

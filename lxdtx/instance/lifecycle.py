@@ -458,10 +458,11 @@ class Instances:
         os.makedirs(log_dir, mode=0o700, exist_ok=True)
         os.makedirs(lxc_dir, mode=0o700, exist_ok=True)
         hook = f"{sys.executable} -I -S {_STOPHOOK} {self.daemon.dir}"
+        devlxd = self.daemon.devlxd.mount_line(config)
         seccomp_path = os.path.join(lxc_dir, "seccomp")
         rendered = lxcconf.render(
             name, rootfs=os.path.join(path, "rootfs"), log_dir=log_dir, config=config, idmap=idmap,
-            device_lines=device_lines + [
+            device_lines=([devlxd] if devlxd else []) + device_lines + [
                 ("lxc.hook.post-stop", hook),
                 # Cgroups named per daemon: two daemons' containers never share one.
                 ("lxc.cgroup.dir.monitor", self.monitor_prefix + name),
@@ -724,6 +725,7 @@ class Instances:
                 DELETE_VOLUME()
                 await settle.container(self, name, pool)  # the paths and backups
             self.runtime.forget(name)
+            self.daemon.devlxd.forget(name)
         self.events.lifecycle("container-deleted", f"/1.0/containers/{name}")
 
     async def rename(self, name, new_name):
@@ -765,6 +767,7 @@ class Instances:
                     revert.success()
                     RENAME_COMMITTED()
                 await self.backups.rename_all(name, new_name)
+                self.daemon.devlxd.forget(name)
         finally:
             self.release(new_name)
         self.events.lifecycle("container-renamed", f"/1.0/containers/{name}", {"new_name": new_name})
@@ -830,8 +833,11 @@ class Instances:
                     await devices_rt.hot_add_disk(self.daemon.pools, pid, added)
                 elif added.get("type") == "proxy":
                     await proxies.start(self.log_dir(name), pid, dev_name, added)
+        await self.daemon.devlxd.apply_live(pid, old_config, new_config)
         # Nics plugged in or out; returns the volatile keys (MAC, name) of new ones.
-        return await self.daemon.networks.nics.apply_live(name, pid, old_devices, new_devices, new_config)
+        volatile = await self.daemon.networks.nics.apply_live(name, pid, old_devices, new_devices, new_config)
+        self.daemon.devlxd.changed(name, before, after)
+        return volatile
 
     def _write_cgroups(self, name, writes):
         for filename, value in writes:

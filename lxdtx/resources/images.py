@@ -168,8 +168,12 @@ def _open_parts(parts):
 
 
 async def export_image(req):
-    images = req.daemon.images
     doc = await _visible(req, req.params["fingerprint"])
+    return await export_response(req.daemon.images, doc)
+
+
+async def export_response(images, doc):
+    """The download of image Document `doc` (also what a guest gets over /dev/lxd)."""
     fp, value = doc.name, doc.value
     image_ext = FORMATS[value["format"]].extension
     rootfs_format = value.get("rootfs_format")

@@ -86,7 +86,7 @@ class GuestRequest(server.Request):
 class GuestSite(server.Site):
     """The site of the guest socket; no access log."""
 
-    protocol = GuestChannel
+    protocol = GuestChannel  # type: ignore[assignment]  # Twisted types it as a callable
     requestFactory = GuestRequest
     noisy = False
 

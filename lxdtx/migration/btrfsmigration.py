@@ -85,6 +85,7 @@ async def send(daemon, driver, pool, volume, snapshots, running, fs):
     """Source side: the streams of container volume `volume` (a snapshot's `c/s`, when one goes
     as a container of its own) and of `snapshots` (documents, oldest first)."""
     reactor = daemon.reactor
+    log.info("Sending container {name} as btrfs send streams", name=volume)
     async with daemon.journal.begin("container.migrate.send", volume) as intent:
         staging = await _staging(intent, driver, pool)
         try:

@@ -38,7 +38,7 @@ test-deps: .test-deps-stamp
 SEED = lxdtx/helpers/execseed
 
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: requirements.txt requirements-test.txt setup.py $(SEED).c
+$(VENV)/.stamp: requirements.txt requirements-test.txt setup.py $(SEED).c lxdtx/helpers/predump.c
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements-test.txt
 	$(VENV)/bin/pip install -q --no-deps -e . --config-settings editable_mode=compat

@@ -8,14 +8,17 @@ from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 SEED = os.path.join("lxdtx", "helpers", "execseed")
+# The helpers compiled against the host's liblxc: the exec seed, and the pre-copy dumps of
+# a live migration (each source says why it exists).
+HELPERS = (SEED, os.path.join("lxdtx", "helpers", "predump"))
 
 
-def build_seed(target):
-    """Compile the exec seed against the host's liblxc (see execseed.c for why it exists)."""
+def build_seed(target, source=SEED):
+    """Compile one helper against the host's liblxc."""
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "lxc"], check=True,
                            capture_output=True, text=True).stdout
     cc = os.environ.get("CC", "cc")
-    subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-o", target, SEED + ".c", *shlex.split(flags)],
+    subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-o", target, source + ".c", *shlex.split(flags)],
                    check=True)
 
 
@@ -26,10 +29,11 @@ class BuildPyWithSeed(build_py):
         super().run()
         if os.environ.get("LXDTX_NO_EXECSEED"):
             return
-        # An editable install runs the package from the source tree, so the seed goes there.
-        target = SEED if getattr(self, "editable_mode", False) else os.path.join(self.build_lib, SEED)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        build_seed(target)
+        # An editable install runs the package from the source tree, so the helpers go there.
+        for helper in HELPERS:
+            target = helper if getattr(self, "editable_mode", False) else os.path.join(self.build_lib, helper)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            build_seed(target, helper)
 
 
 def _requirements():
@@ -42,7 +46,7 @@ setup(
     version="0.1.0",
     description="A container daemon speaking the LXD REST API, on Twisted and liblxc",
     packages=find_packages(include=["lxdtx", "lxdtx.*"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/lxdtx_plugin.py"], "lxdtx.helpers": ["execseed.c"]},
+    package_data={"twisted": ["plugins/lxdtx_plugin.py"], "lxdtx.helpers": ["execseed.c", "predump.c"]},
     cmdclass={"build_py": BuildPyWithSeed},
     install_requires=_requirements(),
     python_requires=">=3.11",

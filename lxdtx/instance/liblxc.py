@@ -12,6 +12,9 @@ from twisted.internet import threads
 from lxdtx import errors
 from lxdtx.asyncutil import ProcessError, run, run_to_file
 
+# The pre-copy dumps through liblxc's migrate API (helpers/predump.c, built by setup.py).
+PREDUMP = os.path.join(os.path.dirname(os.path.dirname(__file__)), "helpers", "predump")
+
 
 class LiblxcError(errors.InternalError):
     """A liblxc tool failed; the message carries its complaint and the log tail."""
@@ -63,15 +66,36 @@ class Liblxc:
     async def unfreeze(self, name):
         await self._tool("lxc-unfreeze", name)
 
-    async def checkpoint(self, name, directory, env, stop=True):
+    async def checkpoint(self, name, directory, env, stop=True, parent=None):
         """CRIU-dump the running container into `directory` (a fresh one); `stop`: it stops
-        once dumped, else it runs on. `env`: `checkpoint.Criu.env("dump")`."""
-        args = ["-D", directory] + (["-s"] if stop else [])
+        once dumped, else it runs on. `env`: `checkpoint.Criu.env("dump")`. `parent`: the
+        last pre-dump (relative to `directory`), for the final dump of a pre-copy (it stops)."""
         try:
-            await self._tool("lxc-checkpoint", name, *args, env=env)
+            if parent is not None:
+                await self._predump(name, "dump", directory, parent, env)
+            else:
+                await self._tool("lxc-checkpoint", name, "-D", directory, *(["-s"] if stop else []), env=env)
         except LiblxcError as e:
             log = await threads.deferToThread(_criu_log, directory, "dump")
             raise LiblxcError(f"Failed to checkpoint container {name}: {e.message}{log}")
+
+    async def predump(self, name, directory, env, parent=None):
+        """A pre-dump of the running container's memory into `directory` (it runs on), only
+        the pages dirtied since `parent` (the previous one, relative to `directory`)."""
+        try:
+            await self._predump(name, "pre-dump", directory, parent, env)
+        except LiblxcError as e:
+            log = await threads.deferToThread(_criu_log, directory, "pre-dump")
+            raise LiblxcError(f"Failed to pre-dump container {name}: {e.message}{log}")
+
+    async def _predump(self, name, action, directory, parent, env):
+        argv = [PREDUMP, name, self.lxcpath, action, directory, *([parent] if parent else [])]
+        try:
+            await run(argv, env=env)
+        except ProcessError as e:
+            raise LiblxcError(e.stderr.decode("utf-8", "replace").strip() or f"exit {e.code}")
+        except FileNotFoundError:
+            raise LiblxcError("the pre-copy helper is not built (setup.py's build step makes it)")
 
     async def restore(self, name, directory, env):
         """Restore the container from the CRIU dump in `directory` (its monitor daemonizes)."""

@@ -507,16 +507,17 @@ class Instances:
             return "The container can't be checkpointed: it was started before migration.stateful was set; restart it"
         return None
 
-    async def dump(self, name, directory, stop=True):
+    async def dump(self, name, directory, stop=True, parent=None):
         """CRIU-dump the running container into a fresh `directory` (root's alone); with
-        `stop` it is stopped once dumped and the daemon forgets its runtime state."""
+        `stop` it is stopped once dumped and the daemon forgets its runtime state. `parent`:
+        a pre-copy's last pre-dump, relative to `directory`."""
         await threads.deferToThread(_fresh_dir, directory)
         if self.status(name) == FROZEN:
             await self.liblxc.unfreeze(name)
         if stop:
             self.seeds.forget(name)
             self.file_agents.forget(name)
-        await self.liblxc.checkpoint(name, directory, self.criu.env("dump"), stop=stop)
+        await self.liblxc.checkpoint(name, directory, self.criu.env("dump"), stop=stop, parent=parent)
         if stop:
             await self.seeds.stopped(name)
             await self.file_agents.stopped(name)

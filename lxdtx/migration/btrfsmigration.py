@@ -14,7 +14,8 @@ leaves nothing of it: the source keeps its read-only views there; the sink recei
 and puts a snapshot of each subvolume in place only once its stream is complete (read-only
 for a snapshot, writable for the container). The received subvolumes stay in staging to the
 end: a read-only subvolume cannot move to another directory, and each incremental stream
-finds its parent by the received UUID, which only they carry.
+finds its parent by the received UUID. The sink receives them all into one directory of
+staging (`r`), to which `btrfs receive` is confined, so each finds its parent there.
 """
 
 import os
@@ -26,6 +27,7 @@ from twisted.logger import Logger
 from lxdtx import faults
 from lxdtx.migration import btrfsstream
 from lxdtx.migration import messages as m
+from lxdtx.storage import btrfs_stream
 
 # A sink killed with a snapshot in its place and the container's stream in staging.
 RECEIVED_ONE = faults.point("btrfs.migrate.received-one")
@@ -83,6 +85,7 @@ async def send(daemon, driver, pool, volume, snapshots, running, fs):
     """Source side: the streams of container volume `volume` (a snapshot's `c/s`, when one goes
     as a container of its own) and of `snapshots` (documents, oldest first)."""
     reactor = daemon.reactor
+    log.info("Sending container {name} as btrfs send streams", name=volume)
     async with daemon.journal.begin("container.migrate.send", volume) as intent:
         staging = await _staging(intent, driver, pool)
         try:
@@ -102,40 +105,52 @@ async def send(daemon, driver, pool, volume, snapshots, running, fs):
             await driver.delete_subvolume(staging)
 
 
-def _only_entry(directory):
-    names = os.listdir(directory)
-    if len(names) != 1:
-        raise btrfsstream.BtrfsFailed(f"btrfs receive left {len(names)} subvolumes where one was sent")
-    return os.path.join(directory, names[0])
+class _Chain:
+    """What the next stream of one migration must be: relative to the one before it (none for
+    the first), cloning only from the streams so far, under a name not used before; and where
+    each arrived."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.parent, self.uuids, self.names = None, [], set()
+
+    def checker(self):
+        return btrfs_stream.Checker(parent=self.parent, chain=self.uuids, taken=self.names)
+
+    async def receive(self, reactor, fs, what):
+        stream = await btrfsstream.receive(reactor, fs, self.directory, what, self.checker())
+        self.parent = stream.uuid
+        self.uuids.append(stream.uuid)
+        self.names.add(stream.name)
+        got = os.path.join(self.directory, stream.name)
+        if not await threads.deferToThread(os.path.isdir, got):
+            raise btrfsstream.BtrfsFailed(f"btrfs receive of {what} left no subvolume")
+        return got
 
 
 async def receive(daemon, driver, pool, name, snapshots, sessions, fs, intent, size=""):
     """Sink side, inside the intent that made the container's (`container` step): receive the
-    snapshots (Snapshot messages) and `sessions` streams of the container into staging, and
-    move them to their places in the pool."""
+    snapshots (Snapshot messages) and `sessions` streams of the container into staging, each
+    checked before `btrfs receive` reads it (btrfs_stream: their parents and clone sources are
+    the streams before them in this migration), and move them to their places in the pool."""
     reactor = daemon.reactor
     log.info("Receiving container {name} as btrfs send streams", name=name)
     staging = await _staging(intent, driver, pool)
-    for index, snapshot in enumerate(snapshots):
+    chain = _Chain(os.path.join(staging, "r"))
+    await threads.deferToThread(os.mkdir, chain.directory, 0o700)
+    for snapshot in snapshots:
         full = f"{name}/{snapshot.name}"
-        slot = os.path.join(staging, f"s{index}")
-        await threads.deferToThread(os.mkdir, slot, 0o700)
-        await btrfsstream.receive(reactor, fs, slot, f"snapshot {full}")
-        got = await threads.deferToThread(_only_entry, slot)
+        got = await chain.receive(reactor, fs, f"snapshot {full}")
         target = driver.mount_path("container", full)
         await threads.deferToThread(os.makedirs, os.path.dirname(target), 0o711, True)
         await driver.snapshot_subvolume(got, target, readonly=True)
         RECEIVED_ONE()
     got = None
-    for index in range(sessions):
-        slot = os.path.join(staging, f"c{index}")
-        await threads.deferToThread(os.mkdir, slot, 0o700)
-        await btrfsstream.receive(reactor, fs, slot, name)
-        got = await threads.deferToThread(_only_entry, slot)
+    for _ in range(sessions):
+        got = await chain.receive(reactor, fs, name)
     path = driver.mount_path("container", name)
     await driver.snapshot_subvolume(got, path, readonly=False)
     await threads.deferToThread(os.chmod, path, 0o711)
     if size:
         await driver.set_quota("container", name, size)
     await driver.delete_subvolume(staging)
-

@@ -3,9 +3,11 @@
 
 The sender runs `btrfs send [-p PARENT] SUBVOLUME` and sends what it writes as binary
 frames, then (only once it exited well) the barrier, an empty text frame. The receiver
-pipes the frames into `btrfs receive DIRECTORY` and closes its stdin at the barrier; the
-subvolume appears in DIRECTORY under the sent one's base name, read-only. Nothing comes
-back on the socket. Both ends hold back: the sender's pipe while the websocket's buffers
+checks each frame (`lxdtx.storage.btrfs_stream.Checker`) before it pipes it into
+`btrfs receive -C DIRECTORY` (confined there: its parent and clone sources must be found
+below it), and closes its stdin at the barrier; the subvolume appears in DIRECTORY under
+the sent one's base name, read-only. A frame the check refuses kills `btrfs receive` before
+it reads it, and the transfer fails saying why. Nothing comes back on the socket. Both ends hold back: the sender's pipe while the websocket's buffers
 are full, the receiver's websocket while `btrfs receive` has not taken what it got.
 """
 
@@ -14,6 +16,7 @@ import os
 from twisted.internet import defer, protocol
 
 from lxdtx.migration.channel import ChannelLost
+from lxdtx.storage import btrfs_stream
 
 _STDERR_KEPT = 4096
 
@@ -27,7 +30,7 @@ def send_argv(path, parent=None):
 
 
 def receive_argv(directory):
-    return ["btrfs", "receive", directory]
+    return ["btrfs", "receive", "-C", directory]
 
 
 def _env():
@@ -79,9 +82,14 @@ class _Sender(_Stream):
             self.done.callback(None)
 
 
+class StreamRefused(BtrfsFailed):
+    """The stream is not one a sink receives (btrfs_stream's check); the text says why."""
+
+
 class _Receiver(_Stream):
-    def __init__(self, channel, what):
+    def __init__(self, channel, what, checker):
         super().__init__(channel, what)
+        self.checker = checker
         self.code = None
         self.barrier = False
 
@@ -90,8 +98,20 @@ class _Receiver(_Stream):
         self.channel.read(self._data, self._barrier)
 
     def _data(self, data):
+        if self.done.called:
+            return  # refused or failed: the rest is dropped
+        try:
+            self.checker.feed(data)
+        except btrfs_stream.StreamError as e:
+            self._refuse(e)
+            return
         if 0 in self.transport.pipes:
             self.transport.write(data)
+
+    def _refuse(self, error):
+        self.transport.signalProcess("KILL")
+        self.channel.stop_throttling(self.transport.pipes.get(0))
+        self._fail(StreamRefused(f"The btrfs send stream of {self.what} was refused: {error}"))
 
     def _barrier(self, lost=False):
         self.barrier = True
@@ -99,6 +119,13 @@ class _Receiver(_Stream):
         if lost:
             self.transport.signalProcess("KILL")
             self._fail(ChannelLost(f"the fs websocket closed during the transfer of {self.what}"))
+            return
+        if self.done.called:
+            return
+        try:
+            self.checker.finish()
+        except btrfs_stream.StreamError as e:
+            self._refuse(e)
             return
         self.transport.closeStdin()
         self._check()
@@ -116,7 +143,7 @@ class _Receiver(_Stream):
             self.channel.stop_throttling(None)
             self._tool_failed("receive", self.code)
         elif self.barrier:
-            self.done.callback(None)
+            self.done.callback(self.checker.stream)
 
 
 async def send(reactor, channel, path, what, parent=None):
@@ -127,9 +154,10 @@ async def send(reactor, channel, path, what, parent=None):
     await stream.done
 
 
-async def receive(reactor, channel, directory, what):
-    """Receive one stream into `directory`, which must exist on the pool's filesystem."""
-    stream = _Receiver(channel, what)
+async def receive(reactor, channel, directory, what, checker):
+    """Receive one stream into `directory`, which must exist on the pool's filesystem, as
+    `checker` (a btrfs_stream.Checker) allows; the stream's btrfs_stream.Stream."""
+    stream = _Receiver(channel, what, checker)
     argv = receive_argv(directory)
     reactor.spawnProcess(stream, argv[0], argv, env=_env())
-    await stream.done
+    return await stream.done

@@ -85,6 +85,8 @@ async def _receive(daemon, name, params, channels, op):
                                   btrfsmigration.answer(header, daemon.pools.driver(params["pool"])))
         if header.HasField("criu"):
             reply.criu = m.CRIU_RSYNC if going_live else m.CRIU_NONE
+        if going_live:
+            live.answer_pre_copy(header, reply)
         features = protocol.answer_features(header, reply)
         control.send(reply.SerializeToString())
         with Progress(daemon.reactor, op, name, lambda: fs.bytes_received):
@@ -150,7 +152,8 @@ async def _make(daemon, name, params, header, channels, features, going_live=Fal
                 await _receive_rsync(daemon, driver, name, snapshots, sessions, fs, features, size)
             images = None
             if going_live:
-                images = await live.receive(daemon, name, driver.mount_path("container", name), channels, features)
+                images = await live.receive(daemon, name, driver.mount_path("container", name), channels, features,
+                                            header.HasField("predump") and header.predump)
             RECEIVED()
             await _make_links(instances, name, driver)
             if images is not None:

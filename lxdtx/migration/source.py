@@ -77,12 +77,15 @@ async def _send(daemon, name, snapshot_name, channels, container_only, op, going
             header.snapshots.append(snapshot_message(short, snapshot.value))
         if running:
             header.criu = m.CRIU_RSYNC if going_live else m.CRIU_NONE
+        pre_copy = await live.pre_copy(instances, name) if going_live else None
+        live.offer_pre_copy(header, pre_copy)
         control.send(header.SerializeToString())
         reply = m.decode(m.MigrationHeader, await control.next_message())
         features = m.features_of(reply)
         if going_live:
             live.check_answer(reply)
-            await _send_live(daemon, name, driver, volume, snapshots, channels, socket_dir, features, op)
+            await _send_live(daemon, name, driver, volume, snapshots, channels, socket_dir, features, op,
+                             live.agreed_pre_copy(pre_copy, reply))
             return
         if header.fs == m.BTRFS and reply.fs == m.BTRFS:
             transfer = btrfsmigration.send(daemon, driver, doc.value["pool"], volume, snapshots, running, fs)
@@ -92,7 +95,7 @@ async def _send(daemon, name, snapshot_name, channels, container_only, op, going
             await protocol.send(reactor, control, transfer, "container")
 
 
-async def _send_live(daemon, name, driver, volume, snapshots, channels, socket_dir, features, op):
+async def _send_live(daemon, name, driver, volume, snapshots, channels, socket_dir, features, op, rounds=None):
     """The transfer of a live migration (`lxdtx.migration.live`): the container keeps
     running here unless the target reports its restore done."""
     reactor, control, fs = daemon.reactor, channels["control"], channels["fs"]
@@ -101,7 +104,7 @@ async def _send_live(daemon, name, driver, volume, snapshots, channels, socket_d
     async def transfer():
         await _transfer(reactor, driver, volume, snapshots, False, fs, socket_dir, features)
         await live.send(daemon, name, driver.mount_path("container", volume), channels, socket_dir, features,
-                        driver.bwlimit(), dumped)
+                        driver.bwlimit(), dumped, rounds)
 
     try:
         with Progress(reactor, op, name, lambda: fs.bytes_sent + channels["criu"].bytes_sent):

@@ -4,21 +4,29 @@
 target says so in its log): every file of the
 container and of each snapshot arrives with the same checksum, the snapshots are read-only
 subvolumes and restore; a running container copied with `--stateless`; a copy to a dir pool
-falls back to rsync; a target killed half-way leaves nothing, staging included.
+falls back to rsync; a target killed half-way leaves nothing, staging included; a fake source
+pushing crafted streams (a snapshot of another container, clones out of it, a device node)
+over the real migration websockets is refused before `btrfs receive` reads them.
 """
 
 import hashlib
 import os
 import signal
+import struct
 import subprocess
+import uuid
 
 import pytest
 
 from lxdtx.migration import btrfsmigration
+from lxdtx.migration import messages as m
+from lxdtx.storage import btrfs_stream as bs
 from lxdtx.storage.btrfs import BtrfsDriver
 from tests.daemonproc import Daemon
 from tests.integration.test_migration import PASSWORD, _exec, _https, _names
 from tests.integration.test_storage import _release
+from tests.integration.wsclient import RawWebsocket
+from tests.unit.test_btrfs_stream import command, snapshot, stream, subvol, tlv, write
 
 pytestmark = pytest.mark.timeout(900)
 POOL = "bt"
@@ -190,6 +198,68 @@ def test_btrfs_to_dir_falls_back_to_rsync(pair):
     finally:
         one.lxc("delete", "--force", "todir", check=False)
         two.lxc("delete", "--force", "indir", check=False)
+
+
+def _subvolume_ids(d):
+    r = subprocess.run(["btrfs", "subvolume", "list", _pool_path(d)], capture_output=True, text=True, check=True)
+    return {line.split()[1] for line in r.stdout.splitlines()}
+
+
+def _hostile(victim):
+    """name -> (crafted stream, what the refusal says), each aimed at the container `victim`."""
+    own = uuid.uuid4()
+    clone = command(bs.CLONE, tlv(bs.A_PATH, b"f"), tlv(bs.A_CLONE_UUID, victim.bytes),
+                    tlv(bs.A_CLONE_PATH, b"root/data"))
+    mknod = command(bs.MKNOD, tlv(bs.A_PATH, b"mem"), tlv(bs.A_MODE, struct.pack("<Q", 0o020666)),
+                    tlv(8, struct.pack("<Q", (1 << 8) | 1)))
+    return {
+        "snapshot-of-another": (stream(snapshot("x", own, victim), write("f")), "not the snapshot before it"),
+        "clone-from-another": (stream(subvol("x", own), clone), "clones data from a subvolume outside"),
+        "device-node": (stream(subvol("x", own), mknod), "device node"),
+    }
+
+
+@pytest.mark.parametrize("case", ["snapshot-of-another", "clone-from-another", "device-node"])
+def test_hostile_stream_from_a_fake_source_is_refused(pair, case):
+    """A source in push mode (this test, on the real websockets) sends a crafted stream: the
+    sink refuses it, names why, and keeps nothing; the other container is as it was."""
+    _, two = pair
+    two.lxc("init", "busybox", "victim", "-s", POOL)
+    try:
+        victim = uuid.UUID(_subvolume(_pool_path(two, "containers", "victim"))["UUID"])
+        data, said = _hostile(victim)[case]
+        before = _subvolume_ids(two)
+        r = two.request("POST", "/1.0/containers", {
+            "name": "hostile", "source": {"type": "migration", "mode": "push"},
+            "devices": {"root": {"type": "disk", "path": "/", "pool": POOL}}})
+        assert r.status == 202, r
+        op = r.json["operation"]
+        secrets = r.json["metadata"]["metadata"]
+        control = RawWebsocket(two.socket_path, f"{op}/websocket?secret={secrets['control']}", timeout=30)
+        fs = RawWebsocket(two.socket_path, f"{op}/websocket?secret={secrets['fs']}", timeout=30)
+        try:
+            control.send(m.MigrationHeader(fs=m.BTRFS).SerializeToString())
+            opcode, payload = control.recv()
+            assert m.decode(m.MigrationHeader, payload).fs == m.BTRFS
+            for start in range(0, len(data), 64):
+                fs.send(data[start:start + 64])
+            fs.send(b"", binary=False)
+            opcode, payload = control.recv()
+            outcome = m.decode(m.MigrationControl, payload)
+        finally:
+            control.abort()
+            fs.abort()
+        assert not outcome.success and said in outcome.message and "refused" in outcome.message
+        final = two.wait_operation(r)
+        assert final["status"] == "Failure" and said in final["err"]
+        assert two.request("GET", "/1.0/containers/hostile").status == 404
+        assert not os.path.exists(_pool_path(two, "containers", "hostile"))
+        assert _staging_empty(two)
+        assert _subvolume_ids(two) == before
+        assert not _readonly(_pool_path(two, "containers", "victim"))
+    finally:
+        two.lxc("delete", "--force", "victim", check=False)
+        two.lxc("delete", "--force", "hostile", check=False)
 
 
 def test_every_btrfs_step_has_a_crash_point():

@@ -1,5 +1,6 @@
 """Interop with the reference daemon: `lxc copy` and `lxc move` between lxdtx and LXD 5.0.2
-(Debian's `lxd`), both ways, stateless, in pull and push mode, with snapshots.
+(Debian's `lxd`), both ways, stateless, in pull and push mode, with snapshots; between btrfs pools as
+btrfs send streams both ways.
 
 Both daemons and the `lxc` client run in a network namespace of the test's own, so
 LXD's look-ups of image servers and the HTTPS between the daemons stay inside it.
@@ -118,3 +119,57 @@ def test_custom_volume_both_ways(peers):
         for name in ("shared", "back"):
             _lxc(ns, ours_env, "storage", "volume", "delete", "default", name, check=False)
         _lxc(ns, ref_env, "storage", "volume", "delete", "default", "shared", check=False)
+
+
+BTRFS_POOL = "bt"
+
+
+@pytest.fixture()
+def btrfs_pools(peers):
+    """A btrfs pool (a loop file) named alike on both daemons, removed after the test."""
+    from lxdtx.storage.btrfs import BtrfsDriver
+
+    missing = BtrfsDriver.missing()
+    if missing:
+        pytest.skip(f"btrfs: {missing}")
+    ns, ours, ours_env, ref_env = peers
+    made = []
+    try:
+        for env in (ours_env, ref_env):
+            _lxc(ns, env, "storage", "create", BTRFS_POOL, "btrfs", "size=2GB")
+            made.append(env)
+        yield peers
+    finally:
+        for env in made:
+            for name in ("btref", "btours", "btback"):
+                _lxc(ns, env, "delete", "--force", name, check=False)
+            _lxc(ns, env, "storage", "delete", BTRFS_POOL, check=False)
+
+
+def test_btrfs_both_ways(btrfs_pools):
+    """Between two btrfs pools `lxc copy` goes as btrfs send streams both ways (our log says
+    so on our side, and we check LXD's streams as any), snapshots included."""
+    ns, ours, ours_env, ref_env = btrfs_pools
+    _lxc(ns, ours_env, "launch", "busybox", "btours", "-s", BTRFS_POOL)
+    _lxc(ns, ours_env, "exec", "btours", "--", "sh", "-c", "echo ours > /root/data")
+    _lxc(ns, ours_env, "snapshot", "btours", "s1")
+    _lxc(ns, ours_env, "exec", "btours", "--", "sh", "-c", "echo ours-later > /root/data")
+    _lxc(ns, ours_env, "stop", "--force", "btours")
+    _lxc(ns, ours_env, "copy", "btours", "ref:btref", "--storage", BTRFS_POOL)
+    with open(ours.log_path, errors="replace") as f:
+        assert "Sending container btours as btrfs send streams" in f.read()
+    assert "s1" in _lxc(ns, ref_env, "info", "btref").stdout
+    _lxc(ns, ref_env, "start", "btref")
+    assert _cat(ns, ref_env, "btref", "/root/data") == "ours-later\n"
+    _lxc(ns, ref_env, "exec", "btref", "--", "sh", "-c", "echo back > /root/data")
+    _lxc(ns, ref_env, "stop", "--force", "btref")
+    _lxc(ns, ref_env, "snapshot", "btref", "s2")
+    _lxc(ns, ref_env, "copy", "btref", "ours:btback", "--storage", BTRFS_POOL)
+    with open(ours.log_path, errors="replace") as f:
+        assert "Receiving container btback as btrfs send streams" in f.read()
+    snapshots = ours.request("GET", "/1.0/containers/btback/snapshots").metadata
+    assert sorted(s.rsplit("/", 1)[-1] for s in snapshots) == ["s1", "s2"]
+    _lxc(ns, ours_env, "start", "btback")
+    assert _cat(ns, ours_env, "btback", "/root/data") == "back\n"
+    _lxc(ns, ours_env, "restore", "btback", "s1")
+    assert _cat(ns, ours_env, "btback", "/root/data") == "ours\n"

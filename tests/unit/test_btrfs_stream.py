@@ -116,3 +116,68 @@ class StreamCheckTests(unittest.TestCase):
         """In version 2 a write's data runs to the end of its command."""
         data = command(bs.WRITE, tlv(bs.A_PATH, b"f"), tlv(18, b"\0" * 8), struct.pack("<HH", bs.A_DATA, 0) + b"z" * 9)
         self.check(stream(subvol("s0", A), data, version=2))
+
+
+class IncrementalCheckTests(unittest.TestCase):
+    """The same check fed a stream in pieces, as a migration's websocket brings it."""
+
+    def feed(self, data, size, **kwargs):
+        checker = bs.Checker(**kwargs)
+        for start in range(0, len(data), size):
+            checker.feed(data[start:start + size])
+        return checker.finish()
+
+    def test_any_split_gives_the_same_answer(self):
+        """Byte by byte or in odd pieces, a good stream passes and a bad one is refused."""
+        good = stream(snapshot("s1", B, A), write("f", b"x" * 50000), write("g"))
+        bad = stream(snapshot("s1", B, A), write("f", b"x" * 50000), write("../g"))
+        for size in (1, 7, 10, 4096, len(good)):
+            self.assertEqual(self.feed(good, size, name="s1", parent=A, chain=[A]).uuid, B)
+            with self.assertRaises(bs.StreamError):
+                self.feed(bad, size, name="s1", parent=A, chain=[A])
+
+    def test_refused_in_the_piece_that_holds_it(self):
+        """A hostile parent is refused as soon as its command has come, before the rest."""
+        checker = bs.Checker(parent=A)
+        data = stream(snapshot("s1", B, OTHER), write("f", b"x" * 60000))
+        with self.assertRaises(bs.StreamError) as caught:
+            checker.feed(data[:200])
+        self.assertIn("not the snapshot before it", str(caught.exception))
+
+    def test_write_data_is_not_kept(self):
+        """The data of a write goes by: what the checker holds stays small."""
+        checker = bs.Checker()
+        checker.feed(stream(subvol("s0", A), end=False))
+        big = write("f", b"y" * 60000)
+        checker.feed(big[:30000])
+        self.assertLessEqual(len(checker._buffer), 8192)
+        self.assertGreater(checker.skip, 0)
+        checker.feed(big[30000:] + command(bs.END))
+        self.assertEqual(checker.finish().name, "s0")
+
+    def test_any_name_once(self):
+        """Without an expected name, the subvolume's is one path component not taken before."""
+        self.assertEqual(self.feed(stream(subvol(".migration-send", A)), 64).name, ".migration-send")
+        with self.assertRaises(bs.StreamError) as caught:
+            self.feed(stream(subvol("s1", A)), 64, taken={"s1"})
+        self.assertIn("came before", str(caught.exception))
+        for name in ("a/b", "..", ""):
+            with self.assertRaises(bs.StreamError) as caught:
+                self.feed(stream(subvol(name, A)), 64)
+            self.assertIn("not one path component", str(caught.exception))
+
+    def test_bounds(self):
+        """A command other than a write longer than btrfs send makes one is refused at its header;
+        a stream cut inside a write is cut short; data after the end is refused."""
+        checker = bs.Checker()
+        checker.feed(stream(subvol("s0", A), end=False))
+        with self.assertRaises(bs.StreamError) as caught:
+            checker.feed(struct.pack("<IHI", 1 << 20, bs.RENAME, 0))
+        self.assertIn("longer than btrfs send makes it", str(caught.exception))
+        cut = stream(subvol("s0", A), write("f", b"x" * 9000), end=False)[:-10]
+        with self.assertRaises(bs.StreamError) as caught:
+            self.feed(cut, 100)
+        self.assertIn("cut short", str(caught.exception))
+        with self.assertRaises(bs.StreamError) as caught:
+            self.feed(stream(subvol("s0", A)) + b"\0", 1000)
+        self.assertIn("data after the end", str(caught.exception))

@@ -150,10 +150,26 @@ def _receive(body, boundary, tmpdir):
     return sha.hexdigest(), image_path, rootfs_path, sum(sizes), rootfs_filename
 
 
-def _inspect(image_path, rootfs_path, check_members=True):
-    """(ImageMetadata, image Format, rootfs Format or None) of staged files."""
+@dataclasses.dataclass(frozen=True)
+class Room:
+    """Bytes and inodes free where an image would be unpacked (None: not bounded)."""
+
+    space: int = None
+    inodes: int = None
+
+
+UNBOUNDED = Room()
+
+
+def _inspect(image_path, rootfs_path, check_members=True, room=UNBOUNDED):
+    """(ImageMetadata, image Format, rootfs Format or None) of staged files.
+
+    With `room`, the tarballs' members must fit in it together: an archive that
+    unpacks to more than any pool holds is refused when it arrives, not at launch.
+    """
     image_format = formats.detect_file(image_path)
-    meta, info = formats.read_metadata(image_path, image_format, check_members=check_members)
+    meta, info = formats.read_metadata(image_path, image_format, check_members=check_members,
+                                       free_space=room.space, free_inodes=room.inodes)
     rootfs_format = None
     if rootfs_path is None:
         if check_members and not info.has_rootfs:
@@ -161,11 +177,14 @@ def _inspect(image_path, rootfs_path, check_members=True):
     else:
         rootfs_format = formats.detect_file(rootfs_path)
         if rootfs_format.is_tarball:
-            formats.check_tarball(rootfs_path, rootfs_format, formats.ROOTFS)
+            left = Room(None if room.space is None else max(0, room.space - info.size),
+                        None if room.inodes is None else max(0, room.inodes - info.members))
+            formats.check_tarball(rootfs_path, rootfs_format, formats.ROOTFS, free_space=left.space,
+                                  free_inodes=left.inodes)
     return meta, image_format, rootfs_format
 
 
-def _stage_upload(spool, body, boundary, expected_fingerprint):
+def _stage_upload(spool, body, boundary, expected_fingerprint, room=UNBOUNDED):
     os.makedirs(spool, mode=0o700, exist_ok=True)
     tmpdir = tempfile.mkdtemp(prefix="image-upload-", dir=spool)
     try:
@@ -173,7 +192,7 @@ def _stage_upload(spool, body, boundary, expected_fingerprint):
         if expected_fingerprint and expected_fingerprint != fingerprint:
             raise ImageFormatError(
                 f"fingerprints don't match, got {fingerprint} expected {expected_fingerprint}")
-        meta, image_format, rootfs_format = _inspect(image_path, rootfs_path)
+        meta, image_format, rootfs_format = _inspect(image_path, rootfs_path, room=room)
     except BaseException:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise
@@ -367,6 +386,26 @@ class ImageStore:
 
     # -- adding --------------------------------------------------------------
 
+    async def room(self):
+        """The Room of the storage pool with the most free space (of the state directory
+        when there is no pool yet): what an image must fit in to be usable here at all."""
+        best = None
+        pools = self.daemon.pools
+        for name in pools.names():
+            try:
+                usage = await pools.usage(name)
+            except Exception as e:  # an unmounted or broken pool holds nothing
+                self.log.warn("Pool {pool} gave no usage: {e}", pool=name, e=errors.describe(e))
+                continue
+            space = usage["space"]["total"] - usage["space"]["used"]
+            inodes = usage["inodes"]["total"] - usage["inodes"]["used"] if usage["inodes"]["total"] else None
+            if best is None or space > best.space:
+                best = Room(space, inodes)
+        if best is None:
+            st = await threads.deferToThread(os.statvfs, self.daemon.path())
+            best = Room(st.f_bavail * st.f_frsize, st.f_favail or None)
+        return best
+
     async def stage_upload(self, body, *, multipart_boundary=None, expected_fingerprint=None):
         """Copy, hash and check an uploaded body (a file); a Staged image, or BadRequest.
 
@@ -375,7 +414,9 @@ class ImageStore:
         expected = (expected_fingerprint or "").strip().lower() or None
         body = _detached(body)
         try:
-            staged = await threads.deferToThread(_stage_upload, self.spool, body, multipart_boundary, expected)
+            room = await self.room()
+            staged = await threads.deferToThread(_stage_upload, self.spool, body, multipart_boundary, expected,
+                                                 room)
         except ImageFormatError as e:
             raise errors.BadRequest(str(e))
         finally:

@@ -296,3 +296,29 @@ def test_crash_while_fetching_leaves_nothing(streams, ca):
         assert not os.path.isdir(images_dir) or os.listdir(images_dir) == []
     finally:
         d.cleanup()
+
+
+def test_cached_image_expires(pair, streams, ca):
+    """An image fetched for `lxc launch` is cached; once unused for `images.remote_cache_expiry`
+    days (here 0) it is removed, while an imported image stays."""
+    local, _ = pair
+    env = _env(ca)
+    local.lxc("remote", "add", "ss-cache", streams.url, "--protocol", "simplestreams", env=env)
+    cached = []
+    try:
+        local.lxc("launch", "ss-cache:busybox/edge", "cache-me", env=env, timeout=180)
+        cached = [fp for fp, image in _images(local).items() if image["cached"]]
+        assert len(cached) == 1
+        assert _images(local)[cached[0]]["last_used_at"] != "0001-01-01T00:00:00Z"
+        local.lxc("delete", "-f", "cache-me")
+        imported = [fp for fp, image in _images(local).items() if not image["cached"]]
+        local.lxc("config", "set", "images.remote_cache_expiry", "0")
+        assert wait_until(lambda: cached[0] not in _images(local), timeout=30)
+        assert not os.path.exists(os.path.join(local.dir, "images", cached[0]))
+        assert sorted(fp for fp in _images(local)) == sorted(imported)
+    finally:
+        local.lxc("config", "unset", "images.remote_cache_expiry", check=False)
+        local.lxc("delete", "-f", "cache-me", check=False)
+        for fp in cached:
+            _delete_image(local, fp)
+        local.lxc("remote", "remove", "ss-cache", check=False)

@@ -79,9 +79,10 @@ class _Sink(Protocol):
     nothing arrives for IDLE_TIMEOUT seconds. `done` fires with the byte count once the body
     ended and the last write returned (or with the first failure, then too)."""
 
-    def __init__(self, reactor, write, limit, progress=None, what="download"):
+    def __init__(self, reactor, write, limit, progress=None, what="download", defer_to_thread=threads.deferToThread):
         self.done = defer.Deferred()
         self._reactor = reactor
+        self._defer_to_thread = defer_to_thread
         self._write = write
         self._limit = limit
         self._progress = progress
@@ -128,7 +129,7 @@ class _Sink(Protocol):
             self._paused = False
             self.transport.resumeProducing()
         self._writing = True
-        threads.deferToThread(self._write, batch).addCallbacks(
+        self._defer_to_thread(self._write, batch).addCallbacks(
             self._written, self._write_failed, callbackArgs=(len(batch),))
 
     def _written(self, _, size):

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_simplestreams -*-
+# -*- test-case-name: tests.unit.test_image_download -*-
 """Simplestreams image indexes as LXD reads them: `streams/v1/index.json`, then the
 products files it names, turned into images with fingerprints, aliases and files.
 

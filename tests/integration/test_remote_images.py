@@ -11,10 +11,14 @@ fetching leaves nothing.
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
 import tempfile
+import time
 
 import pytest
+import yaml
 
 from lxdtx.image import busybox
 from tests import pki
@@ -322,3 +326,64 @@ def test_cached_image_expires(pair, streams, ca):
         for fp in cached:
             _delete_image(local, fp)
         local.lxc("remote", "remove", "ss-cache", check=False)
+
+
+def test_download_progress_in_operation(pair, ca, pki_dir):
+    """While the files arrive, the operation's metadata carries `download_progress` as LXD
+    words it (`metadata: 100% (...)`, `rootfs: ...% (...MB/s)`), seen on the events stream."""
+    local, _ = pair
+    tree = StreamTree(os.path.join(pki_dir, "tree-progress"))
+    fingerprint = tree.publish("20260101_00:00", 1767225900)
+    cert, key = pki.server_cert("127.0.0.1", issuer=ca).write(pki_dir, "progress")
+    url = tree.serve(cert, key)
+    monitor = subprocess.Popen(["lxc", "monitor", "--type=operation"], env=local.env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(1)  # the monitor subscribes
+        op = local.wait_operation(_pull(local, url, "bb"))
+        assert op["status"] == "Success", op
+        time.sleep(1)
+        monitor.terminate()
+        seen, _ = monitor.communicate(timeout=10)
+        progress = re.findall(r"download_progress: (.+)", seen)
+        assert any(p.strip("'\"").startswith("metadata: 100% (") for p in progress), progress
+        assert any(re.match(r"rootfs: \d+% \([\d.]+MB/s\)", p.strip("'\"")) for p in progress), progress
+    finally:
+        if monitor.poll() is None:
+            monitor.kill()
+            monitor.wait(10)
+        tree.stop()
+        _delete_image(local, fingerprint)
+
+
+def test_refresh_follows_lxd_remote_alias(pair, workdir):
+    """A public image copied by alias with `--auto-update` from an LXD remote follows that alias:
+    once it names a newer image there, `lxc image refresh` fetches it and the old one goes."""
+    local, other = pair
+    first = _remote_image(other, workdir, "bb-pub", 1767226000)
+    second = None
+    try:
+        other.lxc("image", "edit", first, input=yaml_public(other, first))
+        local.lxc("image", "copy", "other:bb-pub", "local:", "--alias", "pub-local", "--auto-update", timeout=180)
+        image = _images(local)[first]
+        assert image["auto_update"] is True and image["update_source"]["alias"] == "bb-pub"
+        second = _remote_image(other, workdir, "bb-next", 1767226100)
+        other.lxc("image", "edit", second, input=yaml_public(other, second))
+        other.lxc("image", "alias", "delete", "bb-pub")
+        other.lxc("image", "alias", "create", "bb-pub", second)
+        out = local.lxc("image", "refresh", "pub-local", timeout=180).stdout
+        assert "refreshed" in out.lower(), out
+        assert _alias_target(local, "pub-local") == second
+        assert first not in _images(local)
+    finally:
+        for fp in (first, second):
+            if fp:
+                _delete_image(local, fp)
+                _delete_image(other, fp)
+
+
+def yaml_public(d, fingerprint):
+    """The image's editable fields with `public: true`, as `lxc image edit` reads them."""
+    current = d.request("GET", f"/1.0/images/{fingerprint}").metadata
+    return yaml.safe_dump({"auto_update": current["auto_update"], "properties": current["properties"],
+                           "public": True})

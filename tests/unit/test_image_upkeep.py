@@ -125,7 +125,7 @@ class UpkeepTests(SynchronousTestCase):
 
     def test_rounds_do_not_overlap(self):
         """A round still running is not started twice."""
-        clock, daemon, service = self.make([], images_auto_update_interval="0")
+        _, _, service = self.make([], images_auto_update_interval="0")
         gate = defer.Deferred()
         started = []
 

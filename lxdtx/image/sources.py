@@ -159,6 +159,15 @@ def _split_export(export_path, boundary, tmpdir):
     return result
 
 
+# A split image's export is a multipart body: its parts plus their headers and boundaries.
+_MULTIPART_SLACK = 64 * 1024
+
+
+def _export_bound(size):
+    """The most bytes an export of an image of `size` bytes can take (0: unknown)."""
+    return size + _MULTIPART_SLACK if size else 0
+
+
 class LXDSource:
     """Another LXD-protocol server, as a public client (with the secret it was given)."""
 
@@ -209,7 +218,8 @@ class LXDSource:
         progress = _Progress(self.reactor, report, "rootfs", resolved.size)
         written = await download.download(
             self.reactor, self._url(f"/1.0/images/{resolved.fingerprint}/export"), export,
-            peer_pem=self.spec.certificate, limit=min(limit, resolved.size or limit), progress=progress,
+            peer_pem=self.spec.certificate, limit=min(limit, _export_bound(resolved.size) or limit),
+            progress=progress,
             what="image download")
         try:
             boundary = upload.multipart_boundary(written.header("Content-Type"))

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from lxdtx.image import busybox
-from tests import pki
+from tests import imagefiles, pki
 from tests.daemonproc import Daemon, wait_until
 from tests.integration.net import free_port
 from tests.integration.streamtree import StreamTree
@@ -387,3 +387,25 @@ def yaml_public(d, fingerprint):
     current = d.request("GET", f"/1.0/images/{fingerprint}").metadata
     return yaml.safe_dump({"auto_update": current["auto_update"], "properties": current["properties"],
                            "public": True})
+
+
+def test_copy_split_image_from_lxd_remote(pair, workdir):
+    """A split image (metadata tarball + squashfs rootfs) comes over as the multipart export and
+    is stored split, with the same fingerprint."""
+    local, other = pair
+    meta, rootfs = imagefiles.split("xz", rootfs="squashfs")
+    fp = hashlib.sha256(meta + rootfs).hexdigest()
+    paths = []
+    for name, data in (("meta.tar.xz", meta), ("rootfs.squashfs", rootfs)):
+        paths.append(os.path.join(workdir, name))
+        with open(paths[-1], "wb") as f:
+            f.write(data)
+    other.lxc("image", "import", *paths, "--alias", "split-remote")
+    try:
+        local.lxc("image", "copy", "other:split-remote", "local:", "--alias", "split-local", timeout=180)
+        assert _alias_target(local, "split-local") == fp
+        assert os.path.exists(os.path.join(local.dir, "images", fp + ".rootfs"))
+        assert _images(local)[fp]["size"] == len(meta) + len(rootfs)
+    finally:
+        _delete_image(local, fp)
+        _delete_image(other, fp)

@@ -11,6 +11,7 @@ memory. Sizes are bounded, and a server that stops sending times out.
 
 import hashlib
 import json
+from urllib.parse import urljoin, urlsplit
 
 from twisted.internet import defer, threads
 from twisted.internet.protocol import Protocol
@@ -27,6 +28,8 @@ MAX_JSON = 32 * 1024 * 1024
 # Bytes queued for the writer thread before the connection is paused.
 _HIGH_WATER = 4 * 1024 * 1024
 USER_AGENT = "lxdtx"
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class RemoteError(errors.BadRequest):
@@ -57,13 +60,24 @@ async def _get(reactor, url, peer_pem, headers=None):
     all_headers = {b"User-Agent": [USER_AGENT.encode()]}
     for key, value in (headers or {}).items():
         all_headers[key.encode()] = [value.encode()]
-    try:
-        return await treq.get(url, headers=all_headers, agent=_agent(reactor, peer_pem), unbuffered=True,
-                              timeout=IDLE_TIMEOUT, reactor=reactor)
-    except defer.CancelledError:
-        raise RemoteError(f"Failed to reach {url}: no answer within {IDLE_TIMEOUT} seconds") from None
-    except Exception as e:
-        raise RemoteError(_describe(url, e)) from None
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            response = await treq.get(url, headers=all_headers, agent=_agent(reactor, peer_pem), unbuffered=True,
+                                      timeout=IDLE_TIMEOUT, reactor=reactor, allow_redirects=False)
+        except defer.CancelledError:
+            raise RemoteError(f"Failed to reach {url}: no answer within {IDLE_TIMEOUT} seconds") from None
+        except Exception as e:
+            raise RemoteError(_describe(url, e)) from None
+        location = response.headers.getRawHeaders("Location")
+        if response.code not in _REDIRECTS or not location:
+            return response
+        response.deliverBody(_Drop())
+        target = urljoin(url, location[0])
+        # A redirect never leaves TLS: the certificate checks are the point.
+        if urlsplit(target).scheme != "https":
+            raise RemoteError(f"{url} redirects to {target[:200]!r}, which is not https")
+        url = target
+    raise RemoteError(f"{url}: more than {MAX_REDIRECTS} redirects")
 
 
 class _Drop(Protocol):

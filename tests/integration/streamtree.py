@@ -53,6 +53,29 @@ def split_unified(path):
     return _xz_tar(meta), _xz_tar(root)
 
 
+_SITE = """
+from twisted.web.resource import Resource
+from twisted.web.static import File
+
+
+class _Redirect(Resource):
+    isLeaf = True
+
+    def __init__(self, prefix):
+        super().__init__()
+        self.prefix = prefix
+
+    def render_GET(self, request):
+        request.redirect(self.prefix + b"/".join(request.postpath))
+        return b""
+
+
+resource = File({tree!r})
+resource.putChild(b"moved", _Redirect(b"/"))
+resource.putChild(b"insecure", _Redirect(b"http://127.0.0.1:9/"))
+"""
+
+
 class StreamTree:
     """A simplestreams tree in `directory`; `serve(cert, key)` starts the TLS server."""
 
@@ -100,11 +123,19 @@ class StreamTree:
             os.rename(tmp, os.path.join(streams, name))
 
     def serve(self, cert_path, key_path):
-        """Serve the tree at https://127.0.0.1:PORT (Twisted's static file server); the URL."""
+        """Serve the tree at https://127.0.0.1:PORT (Twisted's static file server); the URL.
+
+        Below `/moved/` every path redirects to the same path at the top; below
+        `/insecure/` to plain http.
+        """
         self.port = free_port()
         listen = f"ssl:{self.port}:interface=127.0.0.1:privateKey={key_path}:certKey={cert_path}"
+        script = self.dir.rstrip("/") + "-site.rpy"
+        with open(script, "w") as f:
+            f.write(_SITE.format(tree=self.dir))
         log = open(os.path.join(os.path.dirname(self.dir), "streams-server.log"), "ab")
-        self.proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", "web", "--listen", listen, "--path", self.dir],
+        self.proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", "web", "--listen", listen,
+                                      "--resource-script", script],
                                      stdout=log, stderr=subprocess.STDOUT, cwd=os.path.dirname(self.dir))
         log.close()
         deadline = time.monotonic() + 30

@@ -409,3 +409,21 @@ def test_copy_split_image_from_lxd_remote(pair, workdir):
     finally:
         _delete_image(local, fp)
         _delete_image(other, fp)
+
+
+def test_redirects_stay_on_https(pair, ca, pki_dir):
+    """A server that redirects is followed to https URLs only."""
+    local, _ = pair
+    tree = StreamTree(os.path.join(pki_dir, "tree-redirects"))
+    fingerprint = tree.publish("20260101_00:00", 1767226200)
+    cert, key = pki.server_cert("127.0.0.1", issuer=ca).write(pki_dir, "redirects")
+    url = tree.serve(cert, key)
+    try:
+        op = local.wait_operation(_pull(local, url + "/insecure", "bb"))
+        assert op["status"] == "Failure" and "which is not https" in op["err"], op
+        op = local.wait_operation(_pull(local, url + "/moved", "bb"))
+        assert op["status"] == "Success", op
+        assert op["metadata"]["fingerprint"] == fingerprint
+    finally:
+        tree.stop()
+        _delete_image(local, fingerprint)

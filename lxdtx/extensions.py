@@ -42,6 +42,8 @@ IMPLEMENTED = {
     "auth_pki", "etag", "patch", "https_allowed_credentials", "profile_usedby",
     "certificate_update", "entity_description", "resources", "operation_description",
     "event_lifecycle", "image_create_aliases", "image_compression_algorithm", "api_filtering",
+    # images from other servers and simplestreams indexes, refreshed on demand and in the background
+    "image_force_refresh",
     # managed networks and nics; vlan, sriov and infiniband are unit-tested and need kernel
     # features or hardware this host lacks (802.1Q, SR-IOV NICs, InfiniBand HCAs, a MAAS server).
     "network", "network_leases", "network_firewall_filtering", "network_routes", "network_dhcp_expiry",

@@ -14,6 +14,7 @@ from lxdtx.asyncutil import run
 from lxdtx.daemon import Daemon
 from lxdtx.events import LogForwarder
 from lxdtx.exec.recording import RecordExpiry
+from lxdtx.image.upkeep import ImageUpkeep
 from lxdtx.instance import boot
 from lxdtx.listeners import Listeners
 from lxdtx.router import Router
@@ -99,6 +100,7 @@ class LxdtxService(service.MultiService):
             from lxdtx.init import auto_init
 
             await auto_init(daemon)
+        ImageUpkeep(daemon, self.reactor).setServiceParent(self)
         self._forwarder = LogForwarder(daemon.events)
         globalLogPublisher.addObserver(self._forwarder)
         daemon.ready = True

@@ -25,6 +25,7 @@ from twisted.internet.interfaces import (
     IOpenSSLContextFactory,
     IOpenSSLServerConnectionCreator,
 )
+from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 _PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
@@ -208,6 +209,19 @@ def client_creator(hostname, peer_pem=None, cert_path=None, key_path=None):
         with open(cert_path) as c, open(key_path) as k:
             client_cert = ssl.PrivateCertificate.loadPEM(c.read() + k.read())
     return ssl.optionsForClientTLS(hostname, clientCertificate=client_cert)
+
+
+@implementer(IPolicyForHTTPS)
+class RemotePolicy:
+    """How an HTTPS agent (treq) checks the servers it talks to: as `client_creator` does,
+    with `peer_pem` pinned when given."""
+
+    def __init__(self, peer_pem=None):
+        self.peer_pem = peer_pem or None
+
+    def creatorForNetloc(self, hostname, port):
+        host = hostname.decode("ascii") if isinstance(hostname, bytes) else hostname
+        return client_creator(host.strip("[]"), self.peer_pem)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ class Daemon:
         # How the daemon is started: twistd with the plugin (or `lxdtx daemon`).
         self.command = [TWISTD, "-n", "--pidfile=", "lxdtx"]
         self.log_path = os.path.join(self.dir, "daemon.log")
+        # More environment for the daemon process (e.g. SSL_CERT_FILE: the CAs it trusts).
+        self.extra_env = {}
 
     # -- process ---------------------------------------------------------
     def start(self, timeout=30, crash_at=None):
@@ -71,6 +73,7 @@ class Daemon:
         if self.auto_init:
             argv.append("--auto-init")
         env = {k: v for k, v in os.environ.items() if k != "LXDTX_CRASH_AT"}
+        env.update(self.extra_env)
         if crash_at:
             env["LXDTX_CRASH_AT"] = crash_at
         log = open(self.log_path, "ab")

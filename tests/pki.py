@@ -88,6 +88,25 @@ def client_cert(common_name="test-client", issuer=None):
     return KeyPair(cert, key)
 
 
+def server_cert(address="127.0.0.1", issuer=None, common_name=None):
+    """A TLS server certificate for the IP `address` (subjectAltName), signed by `issuer`
+    (a CA KeyPair) or self-signed."""
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = _name(common_name or address)
+    builder = _builder(subject, issuer.cert.subject if issuer else subject, key.public_key())
+    builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    builder = builder.add_extension(
+        x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), critical=False)
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
+    cert = builder.sign(issuer.key if issuer else key, hashes.SHA256())
+    return KeyPair(cert, key)
+
+
 def certificate_authority(common_name="test-ca"):
     """A self-signed CA able to sign certificates and CRLs."""
     key = ec.generate_private_key(ec.SECP256R1())

@@ -198,7 +198,7 @@ class _Members:
         self.free_space = free_space
         self.free_inodes = free_inodes
         self.size = 0
-        self.inodes = 0
+        self.count = 0
         self._symlinks = set()
         self._regular = set()  # regular files (and hard links to them), as extracted so far
 
@@ -274,11 +274,12 @@ class _Members:
             raise self.layout.refuse(
                 f"its members need more than {self.size} bytes, but only {self.free_space} "
                 "are free where it is extracted")
-        if not member.islnk():
-            self.inodes += 1
-        if self.free_inodes is not None and self.inodes > self.free_inodes:
+        # Every member but a hard link takes an inode of its own.
+        self.count += 0 if member.islnk() else 1
+        if self.free_inodes is not None and self.count > self.free_inodes:
             raise self.layout.refuse(
-                f"it has more than {self.free_inodes} members, the inodes free where it is extracted")
+                f"it has more than {self.count} members, but only {self.free_inodes} inodes "
+                "are free where it is extracted")
 
 
 # -- reading ---------------------------------------------------------------------
@@ -454,9 +455,10 @@ class TarballInfo:
 def check_tarball(path, fmt, layout=IMAGE, *, free_space=None, free_inodes=None):
     """Check every member of the tarball at `path` against the rules for `layout`.
 
-    `free_space`, `free_inodes`: bytes and inodes free where it will be extracted (None:
-    not checked). Returns a TarballInfo; ImageFormatError names the first member or
-    problem found.
+    `free_space`, `free_inodes`: bytes and inodes free where it will be extracted
+    (None: not checked); the pass stops at the member that no longer fits, so a
+    small archive declaring huge members is not decompressed to its end.
+    Returns a TarballInfo; ImageFormatError names the first member or problem found.
     """
     return _read(path, fmt, layout, _Members(layout, free_space, free_inodes))
 
@@ -501,17 +503,20 @@ def _read(path, fmt, layout, members):
     return info
 
 
-def inspect_tarball(path, fmt, *, check_members=True):
-    """An image tarball's metadata.yaml and rootfs presence; with `check_members`, every rule.
+def inspect_tarball(path, fmt, *, check_members=True, free_space=None, free_inodes=None):
+    """An image tarball's metadata.yaml and rootfs presence; with `check_members`, every rule
+    (and the room it needs, as `check_tarball`).
 
     Without it (an image this daemon just packed) only metadata.yaml is looked for.
     """
-    return _read(path, fmt, IMAGE, _Members(IMAGE) if check_members else None)
+    members = _Members(IMAGE, free_space, free_inodes) if check_members else None
+    return _read(path, fmt, IMAGE, members)
 
 
-def read_metadata(path, fmt, *, check_members=True):
+def read_metadata(path, fmt, *, check_members=True, free_space=None, free_inodes=None):
     """(ImageMetadata, TarballInfo) of a unified or metadata tarball."""
-    info = inspect_tarball(path, fmt, check_members=check_members)
+    info = inspect_tarball(path, fmt, check_members=check_members, free_space=free_space,
+                           free_inodes=free_inodes)
     if info.metadata is None:
         raise ImageFormatError(
             "Could not extract image metadata.yaml from tar: metadata.yaml not found in the archive")

@@ -43,7 +43,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from lxdtx import errors, faults, timeutil
-from lxdtx.image import formats, metadata, pack, upload
+from lxdtx.image import formats, metadata, pack, sources, upload
 from lxdtx.image import unpack as unpacking
 from lxdtx.image.invalid import ImageFormatError
 from lxdtx.operations import CANCELLED, RUNNING, TOKEN, new_secret
@@ -52,10 +52,10 @@ from lxdtx.state import ABSENT, Delete, Put, RevisionMismatch
 KIND = "image"
 
 ADD_PLACED = faults.point("image.add.placed")
+PULL_FETCHED = faults.point("image.pull.fetched")
 DELETE_COMMITTED = faults.point("image.delete.committed")
 ALIAS_KIND = "alias"
 
-_COPY_CHUNK = 1024 * 1024
 _INTERNAL_KEYS = ("format", "rootfs_format")
 _PUBLISH_TOP = (("metadata.yaml", "file", False), ("templates", "dir", False))
 
@@ -97,63 +97,26 @@ class Staged:
 
 # -- blocking helpers (run in threads) --------------------------------------
 
-def _hash_chunks(src, sha, dst=None):
-    """Feed `src` to `sha` chunk by chunk (writing each to `dst` too, if given); the size read."""
-    size = 0
-    while True:
-        chunk = src.read(_COPY_CHUNK)
-        if not chunk:
-            return size
-        sha.update(chunk)
-        if dst is not None:
-            dst.write(chunk)
-        size += len(chunk)
+@dataclasses.dataclass(frozen=True)
+class Room:
+    """Bytes and inodes free where an image would be unpacked (None: not bounded)."""
+
+    space: int = None
+    inodes: int = None
 
 
-def _copy_hashing(src, dst_path, sha):
-    with open(dst_path, "wb") as dst:
-        return _hash_chunks(src, sha, dst)
+UNBOUNDED = Room()
 
 
-def _receive(body, boundary, tmpdir):
-    """Spooled body -> files in tmpdir; (sha256 hex, image path, rootfs path, size, rootfs filename)."""
-    sha = hashlib.sha256()
-    body.seek(0)
-    image_path = os.path.join(tmpdir, "image")
-    if boundary is None:
-        size = _copy_hashing(body, image_path, sha)
-        if size == 0:
-            raise ImageFormatError("Invalid image: empty body")
-        return sha.hexdigest(), image_path, None, size, ""
-    rootfs_path = os.path.join(tmpdir, "rootfs")
-    reader = upload.MultipartReader(body, boundary)
-    sizes = []
-    rootfs_filename = ""
-    for expected, path in (("metadata", image_path), ("rootfs", rootfs_path)):
-        part = reader.next_part()
-        if part is None or part.name != expected:
-            found = "nothing" if part is None else repr(part.name)
-            if part is not None and part.name == "rootfs.img":
-                raise ImageFormatError("Invalid multipart image: virtual machine images are not supported")
-            raise ImageFormatError(f"Invalid multipart image: expected part {expected!r}, found {found}")
-        with open(path, "wb") as dst:
-            def write(data, dst=dst):
-                sha.update(data)
-                dst.write(data)
-            sizes.append(reader.copy_part(write))
-        if expected == "rootfs":
-            rootfs_filename = part.filename
-    if reader.next_part() is not None:
-        raise ImageFormatError("Invalid multipart image: more than two parts")
-    if not all(sizes):
-        raise ImageFormatError("Invalid multipart image: empty part")
-    return sha.hexdigest(), image_path, rootfs_path, sum(sizes), rootfs_filename
+def _inspect(image_path, rootfs_path, check_members=True, room=UNBOUNDED):
+    """(ImageMetadata, image Format, rootfs Format or None) of staged files.
 
-
-def _inspect(image_path, rootfs_path, check_members=True):
-    """(ImageMetadata, image Format, rootfs Format or None) of staged files."""
+    With `room`, the tarballs' members must fit in it together: an archive that
+    unpacks to more than any pool holds is refused when it arrives, not at launch.
+    """
     image_format = formats.detect_file(image_path)
-    meta, info = formats.read_metadata(image_path, image_format, check_members=check_members)
+    meta, info = formats.read_metadata(image_path, image_format, check_members=check_members,
+                                       free_space=room.space, free_inodes=room.inodes)
     rootfs_format = None
     if rootfs_path is None:
         if check_members and not info.has_rootfs:
@@ -161,19 +124,22 @@ def _inspect(image_path, rootfs_path, check_members=True):
     else:
         rootfs_format = formats.detect_file(rootfs_path)
         if rootfs_format.is_tarball:
-            formats.check_tarball(rootfs_path, rootfs_format, formats.ROOTFS)
+            left = Room(None if room.space is None else max(0, room.space - info.size),
+                        None if room.inodes is None else max(0, room.inodes - info.members))
+            formats.check_tarball(rootfs_path, rootfs_format, formats.ROOTFS, free_space=left.space,
+                                  free_inodes=left.inodes)
     return meta, image_format, rootfs_format
 
 
-def _stage_upload(spool, body, boundary, expected_fingerprint):
+def _stage_upload(spool, body, boundary, expected_fingerprint, room=UNBOUNDED):
     os.makedirs(spool, mode=0o700, exist_ok=True)
     tmpdir = tempfile.mkdtemp(prefix="image-upload-", dir=spool)
     try:
-        fingerprint, image_path, rootfs_path, size, rootfs_filename = _receive(body, boundary, tmpdir)
+        fingerprint, image_path, rootfs_path, size, rootfs_filename = upload.receive(body, boundary, tmpdir)
         if expected_fingerprint and expected_fingerprint != fingerprint:
             raise ImageFormatError(
                 f"fingerprints don't match, got {fingerprint} expected {expected_fingerprint}")
-        meta, image_format, rootfs_format = _inspect(image_path, rootfs_path)
+        meta, image_format, rootfs_format = _inspect(image_path, rootfs_path, room=room)
     except BaseException:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise
@@ -239,10 +205,15 @@ def _prepare_publish(spool, directory, properties, now):
     return tmpdir, meta_dir, include_templates
 
 
+def _new_spool_dir(spool, prefix):
+    os.makedirs(spool, mode=0o700, exist_ok=True)
+    return tempfile.mkdtemp(prefix=prefix, dir=spool)
+
+
 def _hash_file(path):
     sha = hashlib.sha256()
     with open(path, "rb") as f:
-        size = _hash_chunks(f, sha)
+        size = upload.hash_chunks(f, sha)
     return sha.hexdigest(), size
 
 
@@ -266,6 +237,7 @@ class ImageStore:
         self.delete_hooks = []
         self._adding = set()  # fingerprints being moved into place right now
         self._publishing = defer.DeferredLock()  # one publish at a time, as the reference does
+        self._catalogs = {}  # simplestreams server -> (time read, Catalog)
         daemon.journal.handle("image", self._settle)
 
     async def _settle(self, fingerprint):
@@ -367,6 +339,26 @@ class ImageStore:
 
     # -- adding --------------------------------------------------------------
 
+    async def room(self):
+        """The Room of the storage pool with the most free space (of the state directory
+        when there is no pool yet): what an image must fit in to be usable here at all."""
+        best = None
+        pools = self.daemon.pools
+        for name in pools.names():
+            try:
+                usage = await pools.usage(name)
+            except Exception as e:  # an unmounted or broken pool holds nothing
+                self.log.warn("Pool {pool} gave no usage: {e}", pool=name, e=errors.describe(e))
+                continue
+            space = usage["space"]["total"] - usage["space"]["used"]
+            inodes = usage["inodes"]["total"] - usage["inodes"]["used"] if usage["inodes"]["total"] else None
+            if best is None or space > best.space:
+                best = Room(space, inodes)
+        if best is None:
+            st = await threads.deferToThread(os.statvfs, self.daemon.path())
+            best = Room(st.f_bavail * st.f_frsize, st.f_favail or None)
+        return best
+
     async def stage_upload(self, body, *, multipart_boundary=None, expected_fingerprint=None):
         """Copy, hash and check an uploaded body (a file); a Staged image, or BadRequest.
 
@@ -375,7 +367,9 @@ class ImageStore:
         expected = (expected_fingerprint or "").strip().lower() or None
         body = _detached(body)
         try:
-            staged = await threads.deferToThread(_stage_upload, self.spool, body, multipart_boundary, expected)
+            room = await self.room()
+            staged = await threads.deferToThread(_stage_upload, self.spool, body, multipart_boundary, expected,
+                                                 room)
         except ImageFormatError as e:
             raise errors.BadRequest(str(e))
         finally:
@@ -404,10 +398,11 @@ class ImageStore:
             names.append((name, description or ""))
         return names
 
-    async def add(self, staged, *, public=False, filename=None, properties=None, aliases=()):
+    async def add(self, staged, *, public=False, filename=None, properties=None, aliases=(), extra=None):
         """Move a staged image into the store and record it (with its aliases) at once.
 
-        Returns the fingerprint; on any failure the staged files are removed.
+        `extra`: more record fields (`cached`, `auto_update`, `update_source` of a pulled
+        image). Returns the fingerprint; on any failure the staged files are removed.
         """
         fp = staged.fingerprint
         try:
@@ -437,6 +432,7 @@ class ImageStore:
                 "uploaded_at": now,
                 "format": staged.image_format.name,
                 "rootfs_format": staged.rootfs_format.name if staged.rootfs_format else None,
+                **(extra or {}),
             }
             await threads.deferToThread(os.makedirs, self.dir, 0o700, True)
             os.rename(staged.image_path, self.path(fp))
@@ -517,6 +513,99 @@ class ImageStore:
             await threads.deferToThread(shutil.rmtree, tmpdir, True)
             raise
         return await self.add(staged, public=public, aliases=aliases)
+
+    # -- remote images -------------------------------------------------------
+
+    def source(self, spec):
+        return sources.open_source(self.daemon.reactor, spec, self._catalogs)
+
+    async def pull(self, spec, *, operation=None, public=False, auto_update=False, cached=False,
+                   properties=None, aliases=(), force=False):
+        """Make the remote image `spec` names a local one; (fingerprint, whether it was fetched).
+
+        An image already here is not fetched again. The files land in a private
+        spool directory (removed at start-up after a crash), are checked against the
+        fingerprint and the image rules there, and only then become an image.
+        """
+        source = self.source(spec)
+        resolved = await source.resolve(spec.name, force=force)
+        fp = resolved.fingerprint
+        if self._store.exists(KIND, fp):
+            if aliases:
+                for name, description in self.check_aliases(aliases):
+                    await self.create_alias(name, fp, description)
+            return fp, False
+        self.check_aliases(aliases)
+
+        def report(text):
+            if operation is not None:
+                operation.update_metadata({**(operation.metadata or {}), "download_progress": text})
+
+        tmpdir = await threads.deferToThread(_new_spool_dir, self.spool, "image-pull-")
+        try:
+            room = await self.room()
+            spool_free = await threads.deferToThread(unpacking.free_bytes, tmpdir)
+            fetched = await source.fetch(resolved, tmpdir, min(sources.MAX_IMAGE, spool_free), report)
+            PULL_FETCHED()
+            if fetched.sha256 != fp:
+                raise sources.RemoteError(f"Image fingerprint doesn't match: got {fetched.sha256}, expected {fp}")
+            try:
+                meta, image_format, rootfs_format = await threads.deferToThread(
+                    _inspect, fetched.image_path, fetched.rootfs_path, True, room)
+            except ImageFormatError as e:
+                raise errors.BadRequest(f"The remote image is not usable here: {e}") from None
+        except BaseException:
+            # A simplestreams index may have changed under its cached copy: read it again next time.
+            self._catalogs.pop(spec.server, None)
+            await threads.deferToThread(shutil.rmtree, tmpdir, True)
+            raise
+        staged = Staged(tmpdir, fetched.image_path, fetched.rootfs_path, fp, fetched.size, meta, image_format,
+                        rootfs_format, filename=fetched.filename,
+                        properties={**meta.properties, **resolved.properties, **(properties or {})})
+        extra = {"cached": bool(cached), "auto_update": bool(auto_update), "update_source": spec.update_source()}
+        try:
+            await self.add(staged, public=public, aliases=aliases, extra=extra)
+        except errors.Conflict:
+            if not self._store.exists(KIND, fp):  # not a pull of the same image just before
+                raise
+            return fp, False
+        return fp, True
+
+    async def refresh(self, fingerprint, *, operation=None):
+        """Look for a newer image where this one came from (`update_source`); if there is one,
+        fetch it, move this image's aliases to it and delete this one. Whether it did."""
+        doc = self.document(fingerprint)
+        fingerprint, value = doc.name, doc.value
+        origin = value.get("update_source")
+        if not origin:
+            return False
+        spec = sources.Spec(origin["server"], origin["protocol"], origin.get("certificate", ""), origin["alias"])
+        resolved = await self.source(spec).resolve(spec.name, force=True)
+        if resolved.fingerprint == fingerprint:
+            return False
+        new_fp, _ = await self.pull(spec, operation=operation, public=value.get("public", False),
+                                    auto_update=value.get("auto_update", False),
+                                    cached=value.get("cached", False))
+        if new_fp == fingerprint:
+            return False
+        await self._move_aliases(fingerprint, new_fp)
+        self.log.info("Image {old} refreshed to {new}", old=fingerprint, new=new_fp)
+        try:
+            await self.delete(fingerprint)
+        except errors.NotFound:
+            pass
+        return True
+
+    async def _move_aliases(self, old, new):
+        for _ in range(5):
+            docs = [doc for doc in self._store.list(ALIAS_KIND) if doc.value["target"] == old]
+            changes = [Put(ALIAS_KIND, doc.name, dict(doc.value, target=new), expect=doc.revision) for doc in docs]
+            try:
+                if changes:
+                    await self._store.commit(changes)
+                return
+            except RevisionMismatch:
+                continue
 
     # -- changing ------------------------------------------------------------
 

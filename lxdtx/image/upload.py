@@ -9,6 +9,8 @@ buffer, so it runs in a thread over the spooled body.
 
 import dataclasses
 import email.message
+import hashlib
+import os
 from urllib.parse import parse_qsl
 
 from lxdtx.image.invalid import ImageFormatError
@@ -179,3 +181,58 @@ class MultipartReader:
         size = self._pass_through(write)
         self._state = "headers"
         return size
+
+
+# -- spooled body -> image files (blocking: run in a thread) ---------------------
+
+def hash_chunks(src, sha, dst=None):
+    """Feed `src` to `sha` chunk by chunk (writing each to `dst` too, if given); the size read."""
+    size = 0
+    while True:
+        chunk = src.read(CHUNK_SIZE)
+        if not chunk:
+            return size
+        sha.update(chunk)
+        if dst is not None:
+            dst.write(chunk)
+        size += len(chunk)
+
+
+def _copy_hashing(src, dst_path, sha):
+    with open(dst_path, "wb") as dst:
+        return hash_chunks(src, sha, dst)
+
+
+def receive(body, boundary, tmpdir):
+    """Spooled body -> files in tmpdir; (sha256 hex, image path, rootfs path, size, rootfs filename)."""
+    sha = hashlib.sha256()
+    body.seek(0)
+    image_path = os.path.join(tmpdir, "image")
+    if boundary is None:
+        size = _copy_hashing(body, image_path, sha)
+        if size == 0:
+            raise ImageFormatError("Invalid image: empty body")
+        return sha.hexdigest(), image_path, None, size, ""
+    rootfs_path = os.path.join(tmpdir, "rootfs")
+    reader = MultipartReader(body, boundary)
+    sizes = []
+    rootfs_filename = ""
+    for expected, path in (("metadata", image_path), ("rootfs", rootfs_path)):
+        part = reader.next_part()
+        if part is None or part.name != expected:
+            found = "nothing" if part is None else repr(part.name)
+            if part is not None and part.name == "rootfs.img":
+                raise ImageFormatError("Invalid multipart image: virtual machine images are not supported")
+            raise ImageFormatError(f"Invalid multipart image: expected part {expected!r}, found {found}")
+        with open(path, "wb") as dst:
+            def write(data, dst=dst):
+                sha.update(data)
+                dst.write(data)
+            sizes.append(reader.copy_part(write))
+        if expected == "rootfs":
+            rootfs_filename = part.filename
+    if reader.next_part() is not None:
+        raise ImageFormatError("Invalid multipart image: more than two parts")
+    if not all(sizes):
+        raise ImageFormatError("Invalid multipart image: empty part")
+    return sha.hexdigest(), image_path, rootfs_path, sum(sizes), rootfs_filename

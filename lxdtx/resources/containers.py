@@ -101,8 +101,12 @@ async def create_container(req):
         model.check_architecture(architecture)
     if not req.daemon.pools.names():
         raise errors.BadRequest("No storage pool found. Please create a new storage pool.")
-    image = None
-    if kind == "image":
+    image = remote = None
+    if kind == "image" and source.get("server"):
+        from lxdtx.image.sources import check_spec
+
+        remote = check_spec(source)
+    elif kind == "image":
         image = req.daemon.images.resolve(source)
     elif kind == "copy":
         from lxdtx.instance.copy import create_from_copy
@@ -120,10 +124,27 @@ async def create_container(req):
     instances.reserve(name)
 
     async def run(op):
-        await instances.create(name, image=image, op=op, **params)
+        fingerprint = image
+        if remote is not None:
+            try:
+                fingerprint = await _pull_for_container(req.daemon, remote, op)
+            except BaseException:
+                instances.release(name)
+                raise
+        await instances.create(name, image=fingerprint, op=op, **params)
 
     op = req.daemon.operations.start("Creating container", resources=container_resources(name), run=run)
     return AsyncResponse(op)
+
+
+async def _pull_for_container(daemon, spec, op):
+    """The fingerprint of the remote image `spec` names, fetched first if it is not here:
+    cached, and auto-updated when `images.auto_update_cached` says so."""
+    from lxdtx.config.types import is_true
+
+    auto_update = is_true(daemon.config.get("images.auto_update_cached") or "true")
+    fingerprint, _ = await daemon.images.pull(spec, operation=op, cached=True, auto_update=auto_update)
+    return fingerprint
 
 
 # -- one container -----------------------------------------------------------

@@ -14,6 +14,7 @@ from lxdtx.image import export, upload
 from lxdtx.image.formats import FORMATS
 from lxdtx.image.invalid import ImageFormatError
 from lxdtx.image.pack import compressor_argv
+from lxdtx.image.sources import check_spec
 from lxdtx.image.store import alias_writable, writable
 from lxdtx.resources.common import string
 from lxdtx.response import AsyncResponse, FileResponse, ProducerResponse, SyncResponse, created, empty, etag_of
@@ -211,8 +212,8 @@ async def refresh_image(req):
     fingerprint = req.daemon.images.lookup(req.params["fingerprint"])
 
     async def run(op):
-        # Local images have no source to refresh from.
-        return {"refreshed": False}
+        # An image with no update_source (imported, published) has nowhere to refresh from.
+        return {"refreshed": await req.daemon.images.refresh(fingerprint, operation=op)}
 
     op = req.daemon.operations.start("Refreshing image", resources={"images": [fingerprint]}, run=run)
     return AsyncResponse(op)
@@ -282,9 +283,31 @@ async def _create_from_json(req, body):
         raise errors.BadRequest(
             f"Invalid images JSON: source.type must be one of {', '.join(_SOURCE_TYPES)}")
     kind = source["type"]
-    if kind in ("image", "url"):
-        raise errors.NotImplementedYet(f"Creating images from a source of type {kind!r} is not implemented")
+    if kind == "url":
+        raise errors.NotImplementedYet("Creating images from a source of type 'url' is not implemented")
+    if kind == "image":
+        return await _pull(req, body, source)
     return await _publish(req, body, source, kind)
+
+
+async def _pull(req, body, source):
+    """`lxc image copy remote:x local:`: the image from another server or a simplestreams index."""
+    if not source.get("server"):
+        raise errors.BadRequest("source.server is required to copy an image from another server")
+    spec = check_spec(source)
+    public, auto_update = _bool(body, "public"), _bool(body, "auto_update")
+    properties = _properties(body)
+    aliases = _aliases(body)
+    images = req.daemon.images
+    images.check_aliases(aliases)
+
+    async def run(op):
+        fingerprint, _ = await images.pull(spec, operation=op, public=public, auto_update=auto_update,
+                                           properties=properties, aliases=aliases)
+        return {"fingerprint": fingerprint, "size": str(images.get(fingerprint)["size"])}
+
+    op = req.daemon.operations.start("Downloading image", run=run)
+    return AsyncResponse(op)
 
 
 async def _publish(req, body, source, kind):

@@ -329,13 +329,14 @@ CASES = {
 }
 
 
-# Points whose cases need a second daemon: tests.integration.test_migration walks them (and
-# tests.integration.test_migration_btrfs the btrfs ones).
-ELSEWHERE = ("container.migrate.", "volume.migrate.", "btrfs.migrate.")
+# Points whose cases need a second daemon or an image server: their own modules test them
+# (test_migration*, test_migration_btrfs, test_remote_images.test_crash_while_fetching_leaves_nothing).
+ELSEWHERE = ("container.migrate.", "volume.migrate.", "btrfs.migrate.", "image.pull.")
 
 
 def test_every_crash_point_has_a_case():
-    import lxdtx.migration.sink  # noqa: F401 (declare their points whichever test module ran first)
+    import lxdtx.image.store  # noqa: F401 (declare their points whichever test module ran first)
+    import lxdtx.migration.sink  # noqa: F401
     import lxdtx.migration.volumes  # noqa: F401
 
     assert sorted(p.name for p in faults.POINTS if not p.name.startswith(ELSEWHERE)) == sorted(CASES)

@@ -9,6 +9,7 @@ never at `/`: should a check regress, the damage stays in the scratch directory.
 import io
 import json
 import os
+import subprocess
 import tarfile
 
 import pytest
@@ -318,3 +319,35 @@ def test_fifo_hostname_does_not_hang(busybox_daemon):
             d.lxc("delete", "-f", name, check=False, timeout=_STEP)
     left = json.dumps(d.request("GET", "/1.0/containers").metadata)
     assert "fifo" not in left
+
+
+@pytest.fixture
+def tiny_pool(daemon, workdir):
+    """The daemon's only storage pool: a dir pool on a 4 MiB tmpfs with 300 inodes."""
+    source = os.path.join(workdir, "tiny")
+    os.mkdir(source)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=300", "tmpfs", source], check=True)
+    try:
+        daemon.lxc("storage", "create", "tiny", "dir", f"source={source}", timeout=_STEP)
+        try:
+            yield daemon
+        finally:
+            daemon.lxc("storage", "delete", "tiny", check=False, timeout=_STEP)
+    finally:
+        subprocess.run(["umount", "-l", source], check=False)
+
+
+def test_image_bomb_refused_at_import(tiny_pool, workdir):
+    """An image that unpacks to more bytes, or more inodes, than any pool has free is refused
+    by `lxc image import` (not first at launch), and leaves nothing behind; one that fits imports."""
+    d = tiny_pool
+    before = _leftovers(d)
+    zeros = imagefiles.tarball([("metadata.yaml", imagefiles.metadata_yaml()), ("rootfs", None),
+                                ("rootfs/zeros", bytes(16 << 20))], "xz")
+    assert len(zeros) < 64 * 1024
+    _refused(d, ["image", "import", _write(workdir, "bomb.tar.xz", zeros)], "need more than")
+    many = imagefiles.tarball([("metadata.yaml", imagefiles.metadata_yaml()), ("rootfs", None)]
+                              + [(f"rootfs/f{i}", b"x") for i in range(400)], "gzip")
+    _refused(d, ["image", "import", _write(workdir, "many.tar.gz", many)], "inodes are free")
+    assert _leftovers(d) == before
+    d.lxc("image", "import", _write(workdir, "fits.tar.xz", imagefiles.unified("xz")), timeout=_STEP)

@@ -433,11 +433,41 @@ class StagingTests(SynchronousTestCase):
     def setUp(self):
         self.spool = os.path.join(temp_dir(self), "tmp")
 
-    def stage(self, body, boundary=None):
+    def stage(self, body, boundary=None, room=store.UNBOUNDED):
         with self.assertRaises(ImageFormatError) as cm:
-            store._stage_upload(self.spool, io.BytesIO(body), boundary, None)
+            store._stage_upload(self.spool, io.BytesIO(body), boundary, None, room)
         self.assertEqual(os.listdir(self.spool), [])
         return str(cm.exception)
+
+    def test_bomb_larger_than_room(self):
+        """A small upload whose members unpack to more than the room left is refused at
+        upload, at the member that no longer fits."""
+        zeros = imagefiles.tarball([("metadata.yaml", imagefiles.metadata_yaml()), ("rootfs", None),
+                                    ("rootfs/zeros", bytes(4 << 20))], "xz")
+        self.assertLess(len(zeros), 64 * 1024)
+        message = self.stage(zeros, room=store.Room(space=1 << 20))
+        self.assertIn("need more than", message)
+        self.assertIn(f"only {1 << 20} are free", message)
+        staged = store._stage_upload(self.spool, io.BytesIO(zeros), None, None, store.Room(space=8 << 20))
+        shutil.rmtree(staged.tmpdir)
+
+    def test_too_many_members_for_the_inodes_left(self):
+        """More members than free inodes is refused; hard links take none of their own."""
+        entries = [("metadata.yaml", imagefiles.metadata_yaml()), ("rootfs", None), ("rootfs/f", b"x")]
+        links = [(f"rootfs/l{i}", ("hardlink", "rootfs/f")) for i in range(50)]
+        many = imagefiles.tarball(entries + [(f"rootfs/f{i}", b"x") for i in range(50)])
+        self.assertIn("inodes are free", self.stage(many, room=store.Room(inodes=20)))
+        staged = store._stage_upload(self.spool, io.BytesIO(imagefiles.tarball(entries + links)), None, None,
+                                     store.Room(inodes=20))
+        shutil.rmtree(staged.tmpdir)
+
+    def test_split_rootfs_counts_after_the_metadata(self):
+        """A split image's two tarballs share the room."""
+        meta, rootfs = imagefiles.split("none")
+        body = (b"--B\r\nContent-Disposition: form-data; name=\"metadata\"; filename=\"m\"\r\n\r\n" + meta
+                + b"\r\n--B\r\nContent-Disposition: form-data; name=\"rootfs\"; filename=\"r\"\r\n\r\n"
+                + rootfs + b"\r\n--B--\r\n")
+        self.assertIn("inodes are free", self.stage(body, "B", room=store.Room(inodes=4)))
 
     def test_unified(self):
         """A unified image with `rootfs -> /` is refused at upload."""

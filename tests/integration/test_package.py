@@ -127,8 +127,7 @@ def test_installed_daemon_serves_lxc(package, workdir):
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(notify_path)
     notify.settimeout(60)
-    d = Daemon(state_dir=os.path.join(workdir, "state"))
-    os.makedirs(d.dir)
+    d = Daemon()  # its own state directory: containers must be able to traverse it
     d.wrapper = ["env", "-u", "PYTHONPATH", "-u", "PYTHONHOME", "-u", "VIRTUAL_ENV", f"NOTIFY_SOCKET={notify_path}"]
     d.command = ["/usr/bin/lxdtx", "daemon"]
     try:
@@ -139,6 +138,17 @@ def test_installed_daemon_serves_lxc(package, workdir):
         assert f"exec seed {VENV}/" in d.log()
         with open(f"/proc/{d.proc.pid}/cmdline", "rb") as f:
             assert f.read().split(b"\0")[0].startswith(f"{VENV}/bin/python".encode())
+        # The packaged init, image builder, liblxc binding and exec seed, end to end.
+        preseed = ("storage_pools:\n- {name: pkgpool, driver: dir}\nprofiles:\n- name: default\n"
+                   "  devices:\n    root: {path: /, pool: pkgpool, type: disk}\n")
+        out = subprocess.run(["/usr/bin/lxdtx", "init", "--preseed", "--dir", d.dir], input=preseed, env=CLEAN_ENV,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        image = _run(["/usr/bin/lxdtx", "image", "busybox", workdir, "--compression", "gzip"], 300).stdout.split()[0]
+        d.lxc("image", "import", image, "--alias", "busybox")
+        d.lxc("launch", "busybox", "pkg")
+        assert d.lxc("exec", "pkg", "--", "echo", "from-the-package").stdout.strip() == "from-the-package"
+        d.lxc("delete", "-f", "pkg")
         _run(["/usr/bin/lxdtx", "shutdown", "--dir", d.dir, "--timeout", "60"], 90)
         assert d.proc.wait(30) == 0
     finally:

@@ -11,8 +11,9 @@ SYSTEM_PACKAGES = \
 	lvm2 thin-provisioning-tools xfsprogs e2fsprogs kmod \
 	lxd-client
 
-# Only for the tests: the reference daemon (LXD 5.0.2) that migration interop runs against.
-TEST_PACKAGES = lxd
+# Only for the tests: the reference daemon (LXD 5.0.2) that migration interop runs against,
+# and what building the .deb (tests/integration/test_package.py) and checking it take.
+TEST_PACKAGES = lxd dpkg-dev build-essential debhelper dh-virtualenv logrotate
 
 .PHONY: deps test-deps venv run test unit check soak bench clean
 

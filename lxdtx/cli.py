@@ -82,10 +82,66 @@ def cmd_shutdown(args):
     return 1
 
 
+def _apply_preseed(state_dir, document):
+    from lxdtx import preseed
+
+    def call(method, path, body):
+        return request(state_dir, method, path, body, timeout=600)
+
+    try:
+        checked = preseed.check(document)
+        preseed.Applier(call).apply(checked)
+    except preseed.PreseedError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"Error: cannot reach the daemon in {state_dir}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_init_preseed(args):
+    from lxdtx import preseed
+
+    try:
+        document = preseed.load(sys.stdin.read())
+    except preseed.PreseedError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    return _apply_preseed(args.dir, document)
+
+
+def cmd_init_interactive(args):
+    from lxdtx import initquestions
+
+    def exists(kind, name):
+        status, _ = request(args.dir, "GET", f"/1.0/{kind}/{name}")
+        return status != 404
+
+    try:
+        request(args.dir, "GET", "/1.0")
+        asker = initquestions.Asker()
+        answers = initquestions.ask(asker, exists)
+        show = asker.boolean('Would you like a YAML "lxd init" preseed to be printed?', False)
+    except OSError as e:
+        print(f"Error: cannot reach the daemon in {args.dir}: {e}", file=sys.stderr)
+        return 1
+    except (EOFError, KeyboardInterrupt):
+        print("\nAborted: nothing was changed", file=sys.stderr)
+        return 1
+    if show:
+        print(initquestions.dump(answers))
+    return _apply_preseed(args.dir, answers)
+
+
 def cmd_init(args):
-    if not args.auto:
-        print("lxdtx: only `lxdtx init --auto` is supported", file=sys.stderr)
+    if args.preseed and args.auto:
+        print("Error: --auto and --preseed can't be used together", file=sys.stderr)
         return 2
+    if args.preseed:
+        return cmd_init_preseed(args)
+    if not args.auto:
+        return cmd_init_interactive(args)
     try:
         status, body = request(args.dir, "POST", "/internal/init", timeout=600)
     except OSError as e:
@@ -127,8 +183,11 @@ def build_parser():
     p.add_argument("--timeout", type=float, default=600)
     p.set_defaults(func=cmd_shutdown)
 
-    p = commands.add_parser("init", help="create the default pool, profile root disk and busybox image")
-    p.add_argument("--auto", action="store_true", help="non-interactive, with the defaults")
+    p = commands.add_parser("init", help="configure the daemon: asks lxd init's questions, or --auto, or --preseed")
+    p.add_argument("--auto", action="store_true",
+                   help="non-interactive: the default pool, profile root disk and nic, busybox image")
+    p.add_argument("--preseed", action="store_true",
+                   help="apply the YAML preseed on stdin (lxd init --preseed's schema); all or nothing")
     p.add_argument("--dir", default=DEFAULT_DIR)
     p.set_defaults(func=cmd_init)
 

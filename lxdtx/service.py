@@ -7,9 +7,9 @@ import shutil
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
 
-from lxdtx import recovery, resources, singleton, statedir
+from lxdtx import recovery, resources, sdnotify, singleton, statedir
 from lxdtx.asyncutil import run
 from lxdtx.daemon import Daemon
 from lxdtx.events import LogForwarder
@@ -26,8 +26,9 @@ class LxdtxService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, state_dir, reactor, https=None, auto_init=False):
+    def __init__(self, state_dir, reactor, https=None, auto_init=False, log_observer=None):
         super().__init__()
+        self.log_observer = log_observer
         self.auto_init = auto_init
         self.state_dir = os.path.abspath(state_dir)
         self.reactor = reactor
@@ -37,6 +38,12 @@ class LxdtxService(service.MultiService):
         self._listeners = None
         self._forwarder = None
         self._lock = None
+
+    def setServiceParent(self, parent):
+        # twistd logs through the application's ILogObserver component when it has one.
+        if self.log_observer is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     def startService(self):
         super().startService()
@@ -107,9 +114,11 @@ class LxdtxService(service.MultiService):
         _trim_heap()
         self.log.info("lxdtx ready on {dir}; exec runs through {path}", dir=self.state_dir,
                       path=daemon.instances.seeds.exec_path())
+        sdnotify.notify("READY=1\nSTATUS=ready")
         await boot.on_daemon_start(daemon.instances)
 
     async def _stop(self):
+        sdnotify.notify("STOPPING=1")
         if self.daemon is not None:
             # SIGTERM leaves networks up: dnsmasq keeps serving the running containers.
             await self.daemon.networks.stop_supervising()

@@ -13,7 +13,18 @@ class Options(usage.Options):
     optParameters = [
         ["dir", "d", "/var/lib/lxdtx", "Directory holding all of the daemon's state"],
         ["https", None, None, "Listen for HTTPS on ADDR:PORT (stored as core.https_address)"],
+        ["logformat", None, None, "Log as `text` (twistd's lines) or `json` (one object a line)"],
+        ["loglevel", None, None, "Lowest level logged: debug, info (the default), warn or error"],
+        ["logfile", None, None, "Append the log to this file instead of stdout"],
     ]
+
+    def postOptions(self):
+        from lxdtx import logsetup
+
+        try:
+            logsetup.check(self["logformat"] or "text", self["loglevel"] or "info")
+        except logsetup.LogOptionError as e:
+            raise usage.UsageError(str(e)) from None
 
 
 def makeService(config):
@@ -21,4 +32,11 @@ def makeService(config):
 
     from lxdtx.service import LxdtxService
 
-    return LxdtxService(config["dir"], reactor, https=config["https"], auto_init=bool(config["auto-init"]))
+    log_observer = None
+    if config["logformat"] or config["loglevel"] or config["logfile"]:
+        from lxdtx import logsetup
+
+        log_observer = logsetup.observer(config["logformat"] or "text", config["loglevel"] or "info",
+                                         config["logfile"])
+    return LxdtxService(config["dir"], reactor, https=config["https"], auto_init=bool(config["auto-init"]),
+                        log_observer=log_observer)

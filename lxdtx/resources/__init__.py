@@ -10,6 +10,7 @@ from lxdtx.resources import (
     host,
     images,
     networks,
+    openapi,
     operations,
     profiles,
     root,
@@ -20,7 +21,7 @@ from lxdtx.resources import (
 from lxdtx.resources import exec as exec_
 
 MODULES = [root, certificates, operations, events, profiles, host, containers, storage_pools, storage_volumes,
-           snapshots, images, backups, exec_, console, files, networks]
+           snapshots, images, backups, exec_, console, files, networks, openapi]
 
 
 def endpoints(extra_modules=()):

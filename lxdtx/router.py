@@ -48,11 +48,18 @@ class Action:
 
     `max_body` bounds the body of a trusted caller; `untrusted_max_body` that of an
     untrusted one where `untrusted` lets it in (never more than `max_body`).
+
+    `body` is what the request body holds, in the words of lxdtx.bodies (None: no
+    body is read); `answers` what a success is: "sync" or "async" envelopes (None:
+    either, by method), "raw" bytes (a download), or a "websocket" upgrade. Both
+    are for the API's description (lxdtx.openapi), not checked here.
     """
 
     def __init__(self, handler, *, untrusted=False, local_only=False, max_body=MAX_JSON_BODY,
-                 untrusted_max_body=UNTRUSTED_MAX_BODY, cancel_on_disconnect=False):
+                 untrusted_max_body=UNTRUSTED_MAX_BODY, cancel_on_disconnect=False, body=None, answers=None):
         self.handler = handler
+        self.body = body
+        self.answers = answers
         self.untrusted = untrusted
         self.local_only = local_only
         self.max_body = max_body

@@ -11,6 +11,7 @@ from lxdtx.resources import (
     images,
     metadata,
     networks,
+    openapi,
     operations,
     profiles,
     root,
@@ -21,7 +22,7 @@ from lxdtx.resources import (
 from lxdtx.resources import exec as exec_
 
 MODULES = [root, certificates, operations, events, profiles, host, containers, storage_pools, storage_volumes,
-           snapshots, images, backups, exec_, console, files, metadata, networks]
+           snapshots, images, backups, exec_, console, files, metadata, networks, openapi]
 
 
 def endpoints(extra_modules=()):

@@ -2,11 +2,13 @@
 """`/1.0/containers/<c>/backups` (`container_backup`) and backup import on `POST /1.0/containers`."""
 
 from lxdtx import errors, timeutil
+from lxdtx.bodies import BOOLEAN, RENAME, STRING, fields
 from lxdtx.image.pack import compressor_argv
 from lxdtx.operations import container_resources
 from lxdtx.resources import names
 from lxdtx.resources.common import container_endpoint, string
 from lxdtx.response import AsyncResponse, FileResponse, SyncResponse
+from lxdtx.router import Action
 
 # Backups made before the choice existed were xz.
 _SUFFIXES = {"gzip": ".gz", "xz": ".xz", "bzip2": ".bz2", "lzma": ".lzma", "zstd": ".zst", "none": ""}
@@ -115,8 +117,10 @@ async def import_backup(req):
 
 
 ENDPOINTS = [
-    container_endpoint("/1.0/containers/{name}/backups", get=list_backups, post=create_backup),
-    container_endpoint("/1.0/containers/{name}/backups/{backup}", get=get_backup, post=rename_backup,
-                       delete=delete_backup),
-    container_endpoint("/1.0/containers/{name}/backups/{backup}/export", get=export_backup),
+    container_endpoint("/1.0/containers/{name}/backups", get=list_backups, post=Action(create_backup, body=fields(
+        name=STRING, expiry=STRING, container_only=BOOLEAN, instance_only=BOOLEAN, optimized_storage=BOOLEAN,
+        compression_algorithm=STRING))),
+    container_endpoint("/1.0/containers/{name}/backups/{backup}", get=get_backup,
+                       post=Action(rename_backup, body=RENAME), delete=delete_backup),
+    container_endpoint("/1.0/containers/{name}/backups/{backup}/export", get=Action(export_backup, answers="raw")),
 ]

@@ -16,6 +16,7 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from lxdtx import errors, tls
+from lxdtx.bodies import STRING, fields, one_of_strings
 from lxdtx.resources.common import string
 from lxdtx.response import SyncResponse, created, empty, etag_of
 from lxdtx.router import Action, Endpoint
@@ -166,14 +167,18 @@ async def delete_certificate(req):
     return empty()
 
 
+CERTIFICATE = fields(type=one_of_strings("client"), name=STRING)
+
 ENDPOINTS = [
     Endpoint(
         "/1.0/certificates",
         get=list_certificates,
-        post=Action(add_certificate, untrusted=True, max_body=64 * 1024, untrusted_max_body=64 * 1024),
+        post=Action(add_certificate, untrusted=True, max_body=64 * 1024, untrusted_max_body=64 * 1024,
+                    body=fields(type=one_of_strings("client"), certificate=STRING, name=STRING, password=STRING)),
     ),
     Endpoint(
         "/1.0/certificates/{fingerprint}",
-        get=get_certificate, put=put_certificate, patch=patch_certificate, delete=delete_certificate,
+        get=get_certificate, put=Action(put_certificate, body=CERTIFICATE),
+        patch=Action(patch_certificate, body=CERTIFICATE), delete=delete_certificate,
     ),
 ]

@@ -7,12 +7,14 @@ import re
 from twisted.internet import threads
 
 from lxdtx import errors
+from lxdtx.bodies import INTEGER, fields, one_of_strings
 from lxdtx.exec import console
 from lxdtx.exec.streams import SessionSocket
 from lxdtx.operations import WEBSOCKET, container_resources
 from lxdtx.resources.common import container_endpoint
 from lxdtx.resources.exec import require_running
 from lxdtx.response import AsyncResponse, FileResponse, RawResponse, empty
+from lxdtx.router import Action
 from lxdtx.websocket.server import Handshake
 
 
@@ -118,6 +120,8 @@ async def delete_console_log(req):
 
 
 ENDPOINTS = [
-    container_endpoint("/1.0/containers/{name}/console", get=get_console_log, post=post_console,
+    container_endpoint("/1.0/containers/{name}/console", get=Action(get_console_log, answers="raw"),
+                       post=Action(post_console, body=fields(width=INTEGER, height=INTEGER, type=one_of_strings(
+                           "console", "vga"))),
                        delete=delete_console_log),
 ]

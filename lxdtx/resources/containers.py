@@ -8,6 +8,7 @@ import stat
 from twisted.internet import defer
 
 from lxdtx import errors
+from lxdtx.bodies import BOOLEAN, DEVICES, INTEGER, MAP_OF_STRINGS, STRING, STRINGS, config, fields, one_of_strings
 from lxdtx.filter import compile_filter
 from lxdtx.instance import model
 from lxdtx.operations import container_resources
@@ -65,6 +66,18 @@ async def list_containers(req):
     if req.recursion:
         return SyncResponse(objects)
     return SyncResponse([f"/1.0/containers/{o['name']}" for o in objects])
+
+
+# What a container's PUT and PATCH take (and its creation, with `name` and `source`).
+WRITABLE = dict(architecture=STRING, config=config("container"), devices=DEVICES, profiles=STRINGS,
+                ephemeral=BOOLEAN, description=STRING)
+_PEER = dict(operation=STRING, certificate=STRING, secrets=MAP_OF_STRINGS)
+CREATE = fields(name=STRING, instance_type=STRING, source=fields(
+    type=one_of_strings("image", "none", "copy", "migration"), fingerprint=STRING, alias=STRING,
+    properties=fields(), server=STRING, protocol=STRING, secret=STRING, source=STRING, mode=one_of_strings(
+        "pull", "push"), live=BOOLEAN, container_only=BOOLEAN, instance_only=BOOLEAN, **_PEER), **WRITABLE)
+MOVE = fields(name=STRING, migration=BOOLEAN, live=BOOLEAN, pool=STRING, container_only=BOOLEAN,
+              instance_only=BOOLEAN, target=fields(**_PEER))
 
 
 async def _embed_full(instances, obj):
@@ -422,11 +435,15 @@ async def on_stop(req):
 
 ENDPOINTS = [
     container_endpoint("/1.0/containers", get=list_containers,
-                       post=Action(create_container, max_body=1 << 40)),
-    container_endpoint("/1.0/containers/{name}", get=get_container, put=put_container, patch=patch_container,
-                       post=post_container, delete=delete_container),
-    container_endpoint("/1.0/containers/{name}/state", get=get_state, put=put_state),
+                       post=Action(create_container, max_body=1 << 40, body=CREATE, answers="async")),
+    container_endpoint("/1.0/containers/{name}", get=get_container,
+                       put=Action(put_container, body=fields(restore=STRING, stateful=BOOLEAN, **WRITABLE)),
+                       patch=Action(patch_container, body=fields(**WRITABLE)),
+                       post=Action(post_container, body=MOVE, answers="async"), delete=delete_container),
+    container_endpoint("/1.0/containers/{name}/state", get=get_state, put=Action(put_state, body=fields(
+        action=one_of_strings("start", "stop", "restart", "freeze", "unfreeze"), timeout=INTEGER, force=BOOLEAN,
+        stateful=BOOLEAN), answers="async")),
     container_endpoint("/1.0/containers/{name}/logs", get=list_logs),
-    container_endpoint("/1.0/containers/{name}/logs/{file}", get=get_log, delete=delete_log),
+    container_endpoint("/1.0/containers/{name}/logs/{file}", get=Action(get_log, answers="raw"), delete=delete_log),
     Endpoint("/internal/containers/{name}/onstop", post=Action(on_stop, local_only=True)),
 ]

@@ -4,7 +4,7 @@
 from twisted.logger import Logger
 
 from lxdtx.events import DEFAULT_TYPES
-from lxdtx.router import Endpoint
+from lxdtx.router import Action, Endpoint
 from lxdtx.websocket.server import Handshake, StreamSocket
 
 # Events queued for a listener that stopped reading; past this it is dropped (as LXD
@@ -50,4 +50,4 @@ async def get_events(req):
     return Handshake(req.daemon.websockets, EventsSocket(req.daemon.events, types))
 
 
-ENDPOINTS = [Endpoint("/1.0/events", get=get_events)]
+ENDPOINTS = [Endpoint("/1.0/events", get=Action(get_events, answers="websocket"))]

@@ -6,6 +6,7 @@ import os
 from twisted.logger import Logger
 
 from lxdtx import errors
+from lxdtx.bodies import BOOLEAN, INTEGER, MAP_OF_STRINGS, STRINGS
 from lxdtx.exec import attach
 from lxdtx.exec.recording import record_names, run_detached
 from lxdtx.exec.session import ExecSession
@@ -13,6 +14,7 @@ from lxdtx.exec.streams import SessionSocket, spawn_command
 from lxdtx.operations import WEBSOCKET, container_resources
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse
+from lxdtx.router import Action
 from lxdtx.websocket.server import Handshake
 
 log = Logger()
@@ -180,5 +182,8 @@ async def post_exec(req):
 
 
 ENDPOINTS = [
-    container_endpoint("/1.0/containers/{name}/exec", post=post_exec),
+    container_endpoint("/1.0/containers/{name}/exec", post=Action(post_exec, answers="async", body={
+        "type": "object", "properties": {
+            "command": STRINGS, "environment": MAP_OF_STRINGS, "interactive": BOOLEAN, "wait-for-websocket": BOOLEAN,
+            "record-output": BOOLEAN, "width": INTEGER, "height": INTEGER}})),
 ]

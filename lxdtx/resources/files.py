@@ -12,6 +12,7 @@ import json
 import os
 
 from lxdtx import errors
+from lxdtx.bodies import BYTES
 from lxdtx.instance import files
 from lxdtx.instance.fileagents import OPEN_TIMEOUT
 from lxdtx.resources.common import container_endpoint
@@ -160,6 +161,6 @@ async def delete_file(req):
 
 
 ENDPOINTS = [
-    container_endpoint("/1.0/containers/{name}/files", get=Action(get_file, cancel_on_disconnect=True),
-                       post=Action(post_file, max_body=MAX_UPLOAD), delete=delete_file),
+    container_endpoint("/1.0/containers/{name}/files", get=Action(get_file, cancel_on_disconnect=True, answers="raw"),
+                       post=Action(post_file, max_body=MAX_UPLOAD, body=BYTES), delete=delete_file),
 ]

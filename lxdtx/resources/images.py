@@ -10,6 +10,7 @@ import os
 from twisted.internet import threads
 
 from lxdtx import errors
+from lxdtx.bodies import BOOLEAN, MAP_OF_STRINGS, RENAME, STRING, fields, one_of_strings
 from lxdtx.image import export, upload
 from lxdtx.image.formats import FORMATS
 from lxdtx.image.invalid import ImageFormatError
@@ -420,15 +421,25 @@ async def delete_alias(req):
 
 
 # Alias paths come first: `/1.0/images/aliases/export` is an alias, not an image.
+ALIAS = fields(target=STRING, description=STRING)
+IMAGE = fields(public=BOOLEAN, auto_update=BOOLEAN, properties=MAP_OF_STRINGS)
+
 ENDPOINTS = [
-    Endpoint("/1.0/images/aliases", get=list_aliases, post=create_alias),
-    Endpoint("/1.0/images/aliases/{name}", get=Action(get_alias, untrusted=True), put=put_alias,
-             patch=patch_alias, post=rename_alias, delete=delete_alias),
+    Endpoint("/1.0/images/aliases", get=list_aliases,
+             post=Action(create_alias, body=fields(name=STRING, target=STRING, description=STRING))),
+    Endpoint("/1.0/images/aliases/{name}", get=Action(get_alias, untrusted=True),
+             put=Action(put_alias, body=ALIAS), patch=Action(patch_alias, body=ALIAS),
+             post=Action(rename_alias, body=RENAME), delete=delete_alias),
     Endpoint("/1.0/images", get=Action(list_images, untrusted=True),
-             post=Action(create_image, max_body=MAX_IMAGE_BODY)),
-    Endpoint("/1.0/images/{fingerprint}", get=Action(get_image, untrusted=True), put=put_image,
-             patch=patch_image, delete=delete_image),
-    Endpoint("/1.0/images/{fingerprint}/export", get=Action(export_image, untrusted=True)),
+             post=Action(create_image, max_body=MAX_IMAGE_BODY, answers="async", body=fields(
+                 source=fields(type=one_of_strings(*_SOURCE_TYPES), name=STRING, fingerprint=STRING, alias=STRING,
+                               url=STRING, server=STRING, protocol=STRING, secret=STRING, certificate=STRING),
+                 public=BOOLEAN, auto_update=BOOLEAN, properties=MAP_OF_STRINGS, filename=STRING,
+                 compression_algorithm=STRING, aliases={"type": "array", "items": fields(
+                     name=STRING, description=STRING)}))),
+    Endpoint("/1.0/images/{fingerprint}", get=Action(get_image, untrusted=True), put=Action(put_image, body=IMAGE),
+             patch=Action(patch_image, body=IMAGE), delete=delete_image),
+    Endpoint("/1.0/images/{fingerprint}/export", get=Action(export_image, untrusted=True, answers="raw")),
     Endpoint("/1.0/images/{fingerprint}/secret", post=create_secret),
     Endpoint("/1.0/images/{fingerprint}/refresh", post=refresh_image),
 ]

@@ -2,10 +2,13 @@
 """`/1.0/networks`: managed networks and host interfaces, and `/leases` (`network`, `network_leases`)."""
 
 from lxdtx import errors
+from lxdtx.bodies import RENAME, STRING, config, fields, one_of_strings
 from lxdtx.network.networks import writable
 from lxdtx.resources.common import mapping, string
 from lxdtx.response import SyncResponse, created, empty, etag_of
-from lxdtx.router import Endpoint
+from lxdtx.router import Action, Endpoint
+
+NETWORK = dict(description=STRING, config=config("network"))
 
 
 async def list_networks(req):
@@ -78,8 +81,10 @@ async def get_leases(req):
 
 
 ENDPOINTS = [
-    Endpoint("/1.0/networks", get=list_networks, post=create_network),
-    Endpoint("/1.0/networks/{name}", get=get_network, put=put_network, patch=patch_network,
-             post=rename_network, delete=delete_network),
+    Endpoint("/1.0/networks", get=list_networks,
+             post=Action(create_network, body=fields(name=STRING, type=one_of_strings("bridge"), **NETWORK))),
+    Endpoint("/1.0/networks/{name}", get=get_network, put=Action(put_network, body=fields(**NETWORK)),
+             patch=Action(patch_network, body=fields(**NETWORK)), post=Action(rename_network, body=RENAME),
+             delete=delete_network),
     Endpoint("/1.0/networks/{name}/leases", get=get_leases),
 ]

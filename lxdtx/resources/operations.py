@@ -47,5 +47,5 @@ ENDPOINTS = [
     Endpoint("/1.0/operations", get=list_operations),
     Endpoint("/1.0/operations/{id}", get=get_operation, delete=cancel_operation),
     Endpoint("/1.0/operations/{id}/wait", get=Action(wait_operation, cancel_on_disconnect=True)),
-    Endpoint("/1.0/operations/{id}/websocket", get=Action(connect_operation, untrusted=True)),
+    Endpoint("/1.0/operations/{id}/websocket", get=Action(connect_operation, untrusted=True, answers="websocket")),
 ]

@@ -2,9 +2,12 @@
 """`/1.0/profiles`."""
 
 from lxdtx import profiles
+from lxdtx.bodies import DEVICES, RENAME, STRING, config, fields
 from lxdtx.resources.common import mapping, string
 from lxdtx.response import SyncResponse, created, empty, etag_of
-from lxdtx.router import Endpoint
+from lxdtx.router import Action, Endpoint
+
+PROFILE = dict(description=STRING, config=config("profile"), devices=DEVICES)
 
 
 async def list_profiles(req):
@@ -69,7 +72,8 @@ async def delete_profile(req):
 
 
 ENDPOINTS = [
-    Endpoint("/1.0/profiles", get=list_profiles, post=create_profile),
-    Endpoint("/1.0/profiles/{name}", get=get_profile, put=put_profile, patch=patch_profile,
-             post=rename_profile, delete=delete_profile),
+    Endpoint("/1.0/profiles", get=list_profiles, post=Action(create_profile, body=fields(name=STRING, **PROFILE))),
+    Endpoint("/1.0/profiles/{name}", get=get_profile, put=Action(put_profile, body=fields(**PROFILE)),
+             patch=Action(patch_profile, body=fields(**PROFILE)), post=Action(rename_profile, body=RENAME),
+             delete=delete_profile),
 ]

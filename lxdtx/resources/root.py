@@ -6,10 +6,12 @@ import time
 import weakref
 
 from lxdtx import API_VERSION, SERVER_VERSION, architectures, errors, extensions
+from lxdtx.bodies import config, fields
 from lxdtx.response import CachedSyncResponse, SyncResponse, dumps, empty, etag_of
 from lxdtx.router import Action, Endpoint
 
 _CACHE_SECONDS = 5.0
+SERVER = fields(config=config("server"))
 
 
 def _untrusted_info():
@@ -141,7 +143,8 @@ async def put_shutdown(req):
 
 ENDPOINTS = [
     Endpoint("/", get=Action(get_root, untrusted=True)),
-    Endpoint("/1.0", get=Action(get_server, untrusted=True), put=put_server, patch=patch_server),
+    Endpoint("/1.0", get=Action(get_server, untrusted=True), put=Action(put_server, body=SERVER),
+             patch=Action(patch_server, body=SERVER)),
     Endpoint("/internal/ready", get=Action(get_ready, local_only=True)),
     Endpoint("/internal/shutdown", put=Action(put_shutdown, local_only=True)),
     Endpoint("/internal/init", post=Action(post_init, local_only=True)),

@@ -2,11 +2,13 @@
 """`/1.0/containers/<c>/snapshots[/<s>]` (and the same under `/1.0/instances`)."""
 
 from lxdtx import errors
+from lxdtx.bodies import BOOLEAN, STRING, fields
 from lxdtx.instance import model
 from lxdtx.operations import container_resources
 from lxdtx.resources import names
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse, SyncResponse
+from lxdtx.router import Action
 
 
 def _snapshots(req):
@@ -82,7 +84,9 @@ async def delete_snapshot(req):
 
 
 ENDPOINTS = [
-    container_endpoint("/1.0/containers/{name}/snapshots", get=list_snapshots, post=create_snapshot),
-    container_endpoint("/1.0/containers/{name}/snapshots/{snapshot}", get=get_snapshot, post=post_snapshot,
+    container_endpoint("/1.0/containers/{name}/snapshots", get=list_snapshots,
+                       post=Action(create_snapshot, body=fields(name=STRING, stateful=BOOLEAN))),
+    container_endpoint("/1.0/containers/{name}/snapshots/{snapshot}", get=get_snapshot,
+                       post=Action(post_snapshot, body=fields(name=STRING, migration=BOOLEAN, live=BOOLEAN)),
                        delete=delete_snapshot),
 ]

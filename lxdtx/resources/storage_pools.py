@@ -6,9 +6,11 @@ single server every pool lives on the one member, `none`.
 """
 
 from lxdtx import errors
+from lxdtx.bodies import STRING, config, fields, one_of_strings
 from lxdtx.resources.common import string
 from lxdtx.response import SyncResponse, created, empty, etag_of
-from lxdtx.router import Endpoint
+from lxdtx.router import Action, Endpoint
+from lxdtx.storage.load import DRIVERS
 from lxdtx.storage.pools import POOL
 
 # A pool's name is a directory name (of its default source) and a path segment of its URL.
@@ -17,6 +19,8 @@ MAX_NAME = 255
 
 def _etag(doc):
     return [doc.name, doc.value["driver"], doc.value["config"]]
+
+POOL_BODY = dict(description=STRING, config=config("storage-pool"))
 
 
 async def render_pool(daemon, name, value):
@@ -103,7 +107,9 @@ async def get_resources(req):
 
 
 ENDPOINTS = [
-    Endpoint("/1.0/storage-pools", get=list_pools, post=create_pool),
-    Endpoint("/1.0/storage-pools/{name}", get=get_pool, put=put_pool, patch=patch_pool, delete=delete_pool),
+    Endpoint("/1.0/storage-pools", get=list_pools,
+             post=Action(create_pool, body=fields(name=STRING, driver=one_of_strings(*DRIVERS), **POOL_BODY))),
+    Endpoint("/1.0/storage-pools/{name}", get=get_pool, put=Action(put_pool, body=fields(**POOL_BODY)),
+             patch=Action(patch_pool, body=fields(**POOL_BODY)), delete=delete_pool),
     Endpoint("/1.0/storage-pools/{name}/resources", get=get_resources),
 ]

@@ -9,10 +9,11 @@ Only custom volumes are created, renamed, copied and moved here.
 import unicodedata
 
 from lxdtx import errors
+from lxdtx.bodies import BOOLEAN, STRING, config, fields, one_of_strings
 from lxdtx.resources import names
 from lxdtx.resources.common import mapping, string
 from lxdtx.response import AsyncResponse, SyncResponse, created, empty, etag_of
-from lxdtx.router import Endpoint
+from lxdtx.router import Action, Endpoint
 from lxdtx.storage import volumes as custom_volumes
 
 _TYPES = {"containers": "container", "container": "container", "images": "image", "image": "image",
@@ -49,6 +50,8 @@ def _used_by(daemon, pool, vol_type, name):
         container, snapshot = name.split("/", 1)
         return [f"/1.0/containers/{container}/snapshots/{snapshot}"]
     return [f"/1.0/containers/{name}"]
+
+VOLUME = dict(description=STRING, config=config("storage-volume"))
 
 
 async def _all(daemon, pool, only=None):
@@ -222,7 +225,11 @@ async def delete_volume(req):
 
 ENDPOINTS = [
     Endpoint("/1.0/storage-pools/{pool}/volumes", get=list_volumes),
-    Endpoint("/1.0/storage-pools/{pool}/volumes/{type}", get=list_volumes_of_type, post=create_volume),
-    Endpoint("/1.0/storage-pools/{pool}/volumes/{type}/{vname:*}", get=get_volume, put=put_volume,
-             patch=patch_volume, post=post_volume, delete=delete_volume),
+    Endpoint("/1.0/storage-pools/{pool}/volumes/{type}", get=list_volumes_of_type,
+             post=Action(create_volume, body=fields(name=STRING, source=fields(
+                 type=one_of_strings("copy"), pool=STRING, name=STRING), **VOLUME))),
+    Endpoint("/1.0/storage-pools/{pool}/volumes/{type}/{vname:*}", get=get_volume,
+             put=Action(put_volume, body=fields(**VOLUME)),
+             patch=Action(patch_volume, body=fields(**VOLUME)),
+             post=Action(post_volume, body=fields(name=STRING, pool=STRING, migration=BOOLEAN)), delete=delete_volume),
 ]

@@ -11,13 +11,13 @@ from twisted.logger import Logger, globalLogPublisher
 
 from lxdtx import recovery, resources, singleton, statedir
 from lxdtx.asyncutil import run
+from lxdtx.cluster.backend import open_store
 from lxdtx.daemon import Daemon
 from lxdtx.events import LogForwarder
 from lxdtx.exec.recording import RecordExpiry
 from lxdtx.instance import boot
 from lxdtx.listeners import Listeners
 from lxdtx.router import Router
-from lxdtx.state.sqlite import SQLiteStore
 
 
 class LxdtxService(service.MultiService):
@@ -25,8 +25,10 @@ class LxdtxService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, state_dir, reactor, https=None, auto_init=False):
+    def __init__(self, state_dir, reactor, https=None, auto_init=False, etcd=()):
         super().__init__()
+        self.etcd = list(etcd)
+        self._store = None
         self.auto_init = auto_init
         self.state_dir = os.path.abspath(state_dir)
         self.reactor = reactor
@@ -59,6 +61,11 @@ class LxdtxService(service.MultiService):
                 await self.daemon.networks.stop_all_dnsmasq()
             except Exception:
                 self.log.failure("Stopping dnsmasq after a failed start failed")
+        if self._store is not None:
+            try:
+                await self._store.close()  # and its etcd, if it runs one
+            except Exception:
+                self.log.failure("Closing the store after a failed start failed")
 
     async def _start(self):
         os.makedirs(self.state_dir, mode=statedir.MODES[""], exist_ok=True)
@@ -67,9 +74,10 @@ class LxdtxService(service.MultiService):
         spool = os.path.join(self.state_dir, "tmp")
         shutil.rmtree(spool, ignore_errors=True)
         os.makedirs(spool, mode=0o700)
-        store = SQLiteStore(os.path.join(self.state_dir, "lxdtx.db"), reactor=self.reactor)
-        await store.open()
+        self._store = await open_store(self.state_dir, self.reactor, self.etcd)
+        store = self._store.store
         daemon = self.daemon = Daemon(self.state_dir, store, self.reactor)
+        daemon.store_choice = self._store  # the cluster parts: etcd supervisor, heartbeat, liveness
         daemon.request_shutdown = self.request_shutdown
         await daemon.load_certificate()
         daemon.liblxc_version = await _liblxc_version()
@@ -115,7 +123,8 @@ class LxdtxService(service.MultiService):
             await self._listeners.stop()
         if self.daemon is not None:
             self.daemon.password_hashing.stop()
-            await self.daemon.store.close()
+        if self._store is not None:
+            await self._store.close()
         if self._lock is not None:
             singleton.release(self._lock)
             self._lock = None

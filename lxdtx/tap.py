@@ -13,7 +13,16 @@ class Options(usage.Options):
     optParameters = [
         ["dir", "d", "/var/lib/lxdtx", "Directory holding all of the daemon's state"],
         ["https", None, None, "Listen for HTTPS on ADDR:PORT (stored as core.https_address)"],
+        ["etcd", None, None, "Keep the state in the etcd cluster at these client URLs (comma-separated) "
+                             "instead of the embedded SQLite database"],
     ]
+
+    def postOptions(self):
+        urls = [u.strip() for u in (self["etcd"] or "").split(",") if u.strip()]
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise usage.UsageError(f"--etcd: {url!r} is not an http:// or https:// URL")
+        self["etcd"] = urls
 
 
 def makeService(config):
@@ -21,4 +30,5 @@ def makeService(config):
 
     from lxdtx.service import LxdtxService
 
-    return LxdtxService(config["dir"], reactor, https=config["https"], auto_init=bool(config["auto-init"]))
+    return LxdtxService(config["dir"], reactor, https=config["https"], auto_init=bool(config["auto-init"]),
+                         etcd=config["etcd"])

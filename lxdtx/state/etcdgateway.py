@@ -126,6 +126,21 @@ class EtcdGateway:
             raise EtcdRefused(_reason(answer, response.code))
         return answer
 
+    async def answers(self, endpoint):
+        """Whether the member at `endpoint` answers at all (healthy or not) on its client port."""
+        try:
+            response = await self._http.get(endpoint.url + "/health", timeout=2)
+            await response.content()
+        except Exception:
+            return False
+        return True
+
+    async def put(self, key, value, lease=None):
+        body = {"key": b64(key), "value": b64(value)}
+        if lease is not None:
+            body["lease"] = lease
+        return await self.call("/v3/kv/put", body)
+
     # -- key/value ------------------------------------------------------------------------
     async def range_prefix(self, prefix):
         """(revision, [kv, ...]) of every key under `prefix` (bytes)."""

@@ -11,6 +11,7 @@ from twisted.logger import Logger, globalLogPublisher
 
 from lxdtx import recovery, resources, singleton, statedir
 from lxdtx.asyncutil import run
+from lxdtx.cluster import membership
 from lxdtx.cluster.backend import open_store
 from lxdtx.daemon import Daemon
 from lxdtx.events import LogForwarder
@@ -18,6 +19,7 @@ from lxdtx.exec.recording import RecordExpiry
 from lxdtx.instance import boot
 from lxdtx.listeners import Listeners
 from lxdtx.router import Router
+from lxdtx.state.switch import SwitchableStore
 
 
 class LxdtxService(service.MultiService):
@@ -61,9 +63,10 @@ class LxdtxService(service.MultiService):
                 await self.daemon.networks.stop_all_dnsmasq()
             except Exception:
                 self.log.failure("Stopping dnsmasq after a failed start failed")
-        if self._store is not None:
+        choice = self.daemon.store_choice if self.daemon is not None else self._store
+        if choice is not None:
             try:
-                await self._store.close()  # and its etcd, if it runs one
+                await choice.close()  # and its etcd, if it runs one
             except Exception:
                 self.log.failure("Closing the store after a failed start failed")
 
@@ -75,9 +78,11 @@ class LxdtxService(service.MultiService):
         shutil.rmtree(spool, ignore_errors=True)
         os.makedirs(spool, mode=0o700)
         self._store = await open_store(self.state_dir, self.reactor, self.etcd)
-        store = self._store.store
+        # Switchable: becoming a cluster's first member moves the state into etcd at run time.
+        store = SwitchableStore(self._store.store)
         daemon = self.daemon = Daemon(self.state_dir, store, self.reactor)
         daemon.store_choice = self._store  # the cluster parts: etcd supervisor, heartbeat, liveness
+        membership.register(daemon)
         daemon.request_shutdown = self.request_shutdown
         await daemon.load_certificate()
         daemon.liblxc_version = await _liblxc_version()
@@ -123,8 +128,9 @@ class LxdtxService(service.MultiService):
             await self._listeners.stop()
         if self.daemon is not None:
             self.daemon.password_hashing.stop()
-        if self._store is not None:
-            await self._store.close()
+        choice = self.daemon.store_choice if self.daemon is not None else self._store
+        if choice is not None:
+            await choice.close()
         if self._lock is not None:
             singleton.release(self._lock)
             self._lock = None

@@ -50,6 +50,12 @@ async def open_store(state_dir, reactor, etcd_urls=()):
         store = SQLiteStore(os.path.join(state_dir, "lxdtx.db"), reactor=reactor)
         await store.open()
         return StoreChoice(store)
+    return await start_member(state_dir, reactor, spec)
+
+
+async def start_member(state_dir, reactor, spec):
+    """Start this member's etcd (per `spec`), open the store on it, start its heartbeat."""
+    files = EtcdFiles(state_dir)
     policy = _policy(files)
     probe_gateway = EtcdGateway([Endpoint(spec.name, spec.local_client_url)], reactor, policy, timeout=5)
     supervisor = EtcdSupervisor(spec, files, reactor, lambda: probe_gateway.answers(probe_gateway.endpoints[0]))
@@ -62,7 +68,7 @@ async def open_store(state_dir, reactor, etcd_urls=()):
     choice = StoreChoice(store, supervisor, spec)
     try:
         await store.open()
-        choice.heartbeat = Heartbeat(store.gateway, reactor, spec.name, {"address": spec.address})
+        choice.heartbeat = Heartbeat(store.gateway, reactor, spec.member_id, {"name": spec.name})
         await choice.heartbeat.start()
         choice.liveness = Liveness(EtcdGateway(endpoints, reactor, policy), reactor)
         await choice.liveness.open()

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import uuid
 
 from twisted.internet import defer, error, protocol
 from twisted.logger import Logger
@@ -54,8 +55,10 @@ def _url(address, port):
 class EtcdMemberSpec:
     """How this member's etcd is reached and which cluster it starts into (first start only)."""
 
-    def __init__(self, name, address, peer_port, client_port, initial_cluster=None, state="new"):
+    def __init__(self, name, address, peer_port, client_port, initial_cluster=None, state="new", member_id=None):
         self.name, self.address = name, address
+        # Stable across renames: the heartbeat key and the member document's `id`.
+        self.member_id = member_id or uuid.uuid4().hex
         self.peer_port, self.client_port = int(peer_port), int(client_port)
         self.initial_cluster = initial_cluster or {name: self.peer_url}
         self.state = state
@@ -96,12 +99,13 @@ class EtcdMemberSpec:
 
     def to_json(self):
         return {"name": self.name, "address": self.address, "peer_port": self.peer_port,
-                "client_port": self.client_port, "initial_cluster": self.initial_cluster, "state": self.state}
+                "client_port": self.client_port, "initial_cluster": self.initial_cluster, "state": self.state,
+                "member_id": self.member_id}
 
     @classmethod
     def from_json(cls, data):
         return cls(data["name"], data["address"], data["peer_port"], data["client_port"],
-                   data.get("initial_cluster"), data.get("state", "new"))
+                   data.get("initial_cluster"), data.get("state", "new"), data.get("member_id"))
 
 
 def _is_our_etcd(pid, files):

@@ -106,7 +106,7 @@ def test_supervised_member():
         spec = EtcdMemberSpec("node1", "127.0.0.1", free_port(), free_port())
         save_spec(files, spec)
         d.start(timeout=120)
-        assert _etcd_keys(spec.client_url, b"lxdtx/alive/", files) == ["lxdtx/alive/member/node1"]
+        assert _etcd_keys(spec.client_url, b"lxdtx/alive/", files) == [f"lxdtx/alive/member/{spec.member_id}"]
         assert os.path.isdir(os.path.join(files.data, "member"))
         pid = _etcd_pid(files)
         with open(f"/proc/{pid}/status") as f:

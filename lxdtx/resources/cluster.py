@@ -2,6 +2,7 @@
 """`/1.0/cluster` and `/1.0/cluster/members` (see lxdtx.cluster.membership)."""
 
 from lxdtx import errors
+from lxdtx.cluster import join
 from lxdtx.resources.common import string
 from lxdtx.response import AsyncResponse, SyncResponse, empty, etag_of
 from lxdtx.router import Endpoint
@@ -42,7 +43,13 @@ async def put_cluster(req):
             raise errors.BadRequest("Leaving a cluster is not supported: remove this member from another one")
         return empty()
     if address:
-        raise errors.NotImplementedYet("Joining a cluster is not implemented yet")
+        certificate = string(body, "cluster_certificate")
+        join.check_join(req.daemon, name, address, certificate)
+
+        async def run_join(op):
+            await join.join(req.daemon, name, address, certificate)
+
+        return AsyncResponse(req.daemon.operations.start("Joining cluster", resources={"cluster": []}, run=run_join))
     cluster.check_bootstrap(name)
 
     async def run(op):
@@ -50,6 +57,13 @@ async def put_cluster(req):
 
     return AsyncResponse(req.daemon.operations.start("Creating bootstrap node", resources={"cluster": []},
                                                      run=run))
+
+
+async def accept_member(req):
+    body = req.json()
+    if not isinstance(body, dict):
+        raise errors.BadRequest("The request body must be a JSON object")
+    return SyncResponse(await join.accept(req.daemon, string(body, "name"), string(body, "address")))
 
 
 async def list_members(req):
@@ -85,4 +99,6 @@ ENDPOINTS = [
     Endpoint("/1.0/cluster", get=get_cluster, put=put_cluster),
     Endpoint("/1.0/cluster/members", get=list_members),
     Endpoint("/1.0/cluster/members/{name}", get=get_member, post=rename_member, delete=delete_member),
+    # A joining server, whose certificate the cluster trusts, asks a member to add it.
+    Endpoint("/internal/cluster/accept", post=accept_member),
 ]

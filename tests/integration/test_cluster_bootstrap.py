@@ -85,7 +85,10 @@ def test_refusals_change_nothing(lone):
     _error(lone.request("PUT", "/1.0/cluster", {"server_name": "a", "enabled": "yes"}), 400, '"enabled"')
     _error(lone.request("PUT", "/1.0/cluster", {"server_name": "a/b", "enabled": True}), 400, "Invalid member name")
     _error(lone.request("PUT", "/1.0/cluster", {"server_name": "a", "enabled": True,
-                                                "cluster_address": "10.0.0.1:8443"}), 501, "Joining")
+                                                "cluster_address": "10.0.0.1:8443"}), 400,
+           "No target cluster node certificate provided")
+    _error(lone.request("PUT", "/1.0/cluster", {"server_name": "a", "enabled": True, "cluster_address": "10.0.0.1:8443",
+                                                "cluster_certificate": "junk"}), 400, "not a PEM certificate")
     assert lone.request("PUT", "/1.0/cluster", {"enabled": False}).status == 200
     _error(lone.request("GET", "/1.0/cluster/members"), 400, "not clustered")
     https = lone.request("GET", "/1.0").metadata["config"]["core.https_address"]

@@ -83,6 +83,8 @@ class LxdtxService(service.MultiService):
         daemon = self.daemon = Daemon(self.state_dir, store, self.reactor)
         daemon.store_choice = self._store  # the cluster parts: etcd supervisor, heartbeat, liveness
         membership.register(daemon)
+        if self._store.spec is not None:
+            daemon.config.use_document(membership.config_document(self._store.spec.member_id))
         daemon.request_shutdown = self.request_shutdown
         await daemon.load_certificate()
         daemon.liblxc_version = await _liblxc_version()

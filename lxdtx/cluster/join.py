@@ -28,7 +28,6 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from lxdtx import errors, faults, tls
-from lxdtx.asyncutil import sleep
 from lxdtx.cluster import pki
 from lxdtx.cluster.backend import start_member
 from lxdtx.cluster.etcdprocess import EtcdMemberSpec, save_spec
@@ -41,7 +40,6 @@ JOIN_ETCD_STARTED = faults.point("cluster.join.etcd_started")
 # What a joiner must not hold: its host state (volumes, bridges, files) could not follow it.
 FRESH_KINDS = {"container": "containers", "image": "images", "pool": "storage pools", "network": "managed networks"}
 
-ADD_ATTEMPTS = 20
 log = Logger()
 
 
@@ -100,7 +98,7 @@ def check_join(daemon, name, address, certificate):
 
 
 async def join(daemon, name, address, certificate):
-    from lxdtx.cluster.membership import ETCD_CLIENT_OFFSET, ETCD_PEER_OFFSET, KIND, _https_url
+    from lxdtx.cluster.membership import ETCD_CLIENT_OFFSET, ETCD_PEER_OFFSET, KIND, _https_url, config_document
 
     check_join(daemon, name, address, certificate)
     cluster, files = daemon.cluster, daemon.cluster.files
@@ -122,8 +120,11 @@ async def join(daemon, name, address, certificate):
                                       "etcd_peer_url": spec.peer_url, "etcd_client_url": spec.client_url},
                          expect=ABSENT)
 
+            # Its server config (its own address, its trust password) stays its own.
+            config = Put(daemon.config.KIND, config_document(spec.member_id), daemon.config.values)
+
             async def take_effect():
-                await choice.store.commit([member])
+                await choice.store.commit([member, config])
                 await threads.deferToThread(save_spec, files, spec)
 
             try:
@@ -134,6 +135,7 @@ async def join(daemon, name, address, certificate):
                 raise
             joined = True
             daemon.store_choice = choice
+            daemon.config.use_document(config_document(spec.member_id))
             await old_choice.store.commit([intent.done()])
     finally:
         if not joined:
@@ -166,7 +168,7 @@ async def _withdraw(daemon, answer, files):
 
 async def accept(daemon, name, address):
     """On a member: add the joiner's etcd to the cluster; what the joiner needs to start it."""
-    from lxdtx.cluster.membership import ETCD_PEER_OFFSET, KIND, _check_name
+    from lxdtx.cluster.membership import ETCD_PEER_OFFSET, KIND, _check_name, reconfigure
 
     cluster = daemon.cluster
     if not cluster.enabled:
@@ -181,18 +183,10 @@ async def accept(daemon, name, address):
     peer_url = (f"https://[{host}]:{port + ETCD_PEER_OFFSET}" if ":" in host
                 else f"https://{host}:{port + ETCD_PEER_OFFSET}")
     gateway = daemon.store.backend.gateway
-    # etcd refuses a new member until every member it has was connected for 5 s
-    # ("unhealthy cluster"): a second join right after the first waits for that.
-    for attempt in range(ADD_ATTEMPTS):
-        try:
-            added = await gateway.member_add([peer_url])
-            break
-        except EtcdRefused as e:
-            raise errors.BadRequest(f"etcd refused the new member: {e}") from None
-        except EtcdUnavailable as e:
-            if "unhealthy cluster" not in e.reason or attempt == ADD_ATTEMPTS - 1:
-                raise
-            await sleep(1, daemon.reactor)
+    try:
+        added = await reconfigure(lambda: gateway.member_add([peer_url]), daemon.reactor)
+    except EtcdRefused as e:
+        raise errors.BadRequest(f"etcd refused the new member: {e}") from None
     initial = {}
     for member in await gateway.member_list():
         urls = member.get("peerURLs") or []

@@ -23,17 +23,39 @@ from twisted.internet import threads
 from twisted.logger import Logger
 
 from lxdtx import errors, faults
+from lxdtx.asyncutil import sleep
 from lxdtx.cluster import pki
 from lxdtx.cluster.backend import start_member
 from lxdtx.cluster.etcdprocess import EtcdFiles, EtcdMemberSpec, _is_our_etcd, load_spec, save_spec
 from lxdtx.config.types import parse_host_port
 from lxdtx.state import ABSENT, Delete, Put
+from lxdtx.state.etcdgateway import EtcdUnavailable
 
 KIND = "cluster_member"
 ETCD_PEER_OFFSET, ETCD_CLIENT_OFFSET = 1, 2  # etcd's ports: core.https_address's port + these
 ENABLE_ETCD_STARTED = faults.point("cluster.enable.etcd_started")
 ENABLE_COPIED = faults.point("cluster.enable.copied")
 ENABLE_TOOK_EFFECT = faults.point("cluster.enable.took_effect")
+
+
+RECONFIG_ATTEMPTS = 20
+
+
+async def reconfigure(call, reactor):
+    """Run an etcd membership change; etcd refuses one ("unhealthy cluster") until every
+    member it has was connected for 5 s, as right after a join or a member's return."""
+    for attempt in range(RECONFIG_ATTEMPTS):
+        try:
+            return await call()
+        except EtcdUnavailable as e:
+            if "unhealthy cluster" not in e.reason or attempt == RECONFIG_ATTEMPTS - 1:
+                raise
+            await sleep(1, reactor)
+
+
+def config_document(member_id):
+    """The name of a member's own server config document (kind `config`)."""
+    return f"member-{member_id}"
 
 
 def _check_name(name):
@@ -114,7 +136,7 @@ class Membership:
         gateway = self.daemon.store.backend.gateway
         for member in await gateway.member_list():
             if doc.value["etcd_peer_url"] in member.get("peerURLs", ()):
-                await gateway.member_remove(member["ID"])
+                await reconfigure(lambda member=member: gateway.member_remove(member["ID"]), self.daemon.reactor)
         await self.daemon.store.commit([Delete(KIND, name, expect=doc.revision)])
 
     # -- becoming the first member ---------------------------------------------------------
@@ -159,8 +181,10 @@ class Membership:
             member = Put(KIND, name, {"id": spec.member_id, "url": _https_url(host, port),
                                       "etcd_peer_url": spec.peer_url, "etcd_client_url": spec.client_url})
 
+            config = Put(daemon.config.KIND, config_document(spec.member_id), daemon.config.values)
+
             async def take_effect():
-                await choice.store.commit([member])
+                await choice.store.commit([member, config])
                 ENABLE_COPIED()
                 await threads.deferToThread(save_spec, files, spec)  # from here on the daemon is clustered
                 ENABLE_TOOK_EFFECT()
@@ -172,6 +196,7 @@ class Membership:
                 await choice.close()
                 raise
             daemon.store_choice = choice
+            daemon.config.use_document(config_document(spec.member_id))
             # The intent lives in SQLite, which the daemon no longer uses: end it there.
             await old_choice.store.commit([intent.done()])
         await old_choice.close()

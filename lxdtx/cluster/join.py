@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from lxdtx import errors, faults, tls
+from lxdtx import errors, tls
 from lxdtx.cluster import pki
 from lxdtx.cluster.backend import start_member
 from lxdtx.cluster.etcdprocess import EtcdMemberSpec, save_spec
@@ -36,7 +36,6 @@ from lxdtx.config.types import parse_host_port
 from lxdtx.state import ABSENT, Put
 from lxdtx.state.etcdgateway import Endpoint, EtcdGateway, EtcdRefused, EtcdUnavailable
 
-JOIN_ETCD_STARTED = faults.point("cluster.join.etcd_started")
 # What a joiner must not hold: its host state (volumes, bridges, files) could not follow it.
 FRESH_KINDS = {"container": "containers", "image": "images", "pool": "storage pools", "network": "managed networks"}
 
@@ -115,7 +114,6 @@ async def join(daemon, name, address, certificate):
             await threads.deferToThread(_write_ca, files, answer)
             await pki.ensure_member_cert(files.ca_cert, files.ca_key, files.cert, files.key, name, [host])
             choice = await start_member(daemon.dir, daemon.reactor, spec)
-            JOIN_ETCD_STARTED()
             member = Put(KIND, name, {"id": spec.member_id, "url": _https_url(host, port),
                                       "etcd_peer_url": spec.peer_url, "etcd_client_url": spec.client_url},
                          expect=ABSENT)

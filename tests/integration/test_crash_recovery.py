@@ -330,8 +330,9 @@ CASES = {
 
 
 # Points whose cases need a second daemon: tests.integration.test_migration walks them (and
-# tests.integration.test_migration_btrfs the btrfs ones).
-ELSEWHERE = ("container.migrate.", "volume.migrate.", "btrfs.migrate.")
+# tests.integration.test_migration_btrfs the btrfs ones); tests.integration.test_cluster_bootstrap
+# walks the cluster ones (they need a daemon with an HTTPS address and etcd).
+ELSEWHERE = ("container.migrate.", "volume.migrate.", "btrfs.migrate.", "cluster.")
 
 
 def test_every_crash_point_has_a_case():

@@ -9,7 +9,7 @@ SYSTEM_PACKAGES = \
 	iproute2 uidmap xz-utils bzip2 lzma gzip acl attr squashfs-tools \
 	python3 python3-venv python3-dev gcc pkg-config \
 	lvm2 thin-provisioning-tools xfsprogs e2fsprogs kmod \
-	lxd-client
+	lxd-client etcd-server
 
 # Only for the tests: the reference daemon (LXD 5.0.2) that migration interop runs against,
 # and what building the .deb (tests/integration/test_package.py) and checking it take.

@@ -11,6 +11,8 @@ from twisted.logger import ILogObserver, Logger, globalLogPublisher
 
 from lxdtx import recovery, resources, sdnotify, singleton, statedir
 from lxdtx.asyncutil import run
+from lxdtx.cluster import membership
+from lxdtx.cluster.backend import open_store
 from lxdtx.daemon import Daemon
 from lxdtx.events import LogForwarder
 from lxdtx.exec.recording import RecordExpiry
@@ -18,7 +20,7 @@ from lxdtx.image.upkeep import ImageUpkeep
 from lxdtx.instance import boot
 from lxdtx.listeners import Listeners
 from lxdtx.router import Router
-from lxdtx.state.sqlite import SQLiteStore
+from lxdtx.state.switch import SwitchableStore
 
 
 class LxdtxService(service.MultiService):
@@ -26,9 +28,11 @@ class LxdtxService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, state_dir, reactor, https=None, auto_init=False, log_observer=None):
+    def __init__(self, state_dir, reactor, https=None, auto_init=False, log_observer=None, etcd=()):
         super().__init__()
         self.log_observer = log_observer
+        self.etcd = list(etcd)
+        self._store = None
         self.auto_init = auto_init
         self.state_dir = os.path.abspath(state_dir)
         self.reactor = reactor
@@ -67,6 +71,12 @@ class LxdtxService(service.MultiService):
                 await self.daemon.networks.stop_all_dnsmasq()
             except Exception:
                 self.log.failure("Stopping dnsmasq after a failed start failed")
+        choice = self.daemon.store_choice if self.daemon is not None else self._store
+        if choice is not None:
+            try:
+                await choice.close()  # and its etcd, if it runs one
+            except Exception:
+                self.log.failure("Closing the store after a failed start failed")
 
     async def _start(self):
         os.makedirs(self.state_dir, mode=statedir.MODES[""], exist_ok=True)
@@ -75,9 +85,14 @@ class LxdtxService(service.MultiService):
         spool = os.path.join(self.state_dir, "tmp")
         shutil.rmtree(spool, ignore_errors=True)
         os.makedirs(spool, mode=0o700)
-        store = SQLiteStore(os.path.join(self.state_dir, "lxdtx.db"), reactor=self.reactor)
-        await store.open()
+        self._store = await open_store(self.state_dir, self.reactor, self.etcd)
+        # Switchable: becoming a cluster's first member moves the state into etcd at run time.
+        store = SwitchableStore(self._store.store)
         daemon = self.daemon = Daemon(self.state_dir, store, self.reactor)
+        daemon.store_choice = self._store  # the cluster parts: etcd supervisor, heartbeat, liveness
+        membership.register(daemon)
+        if self._store.spec is not None:
+            daemon.config.use_document(membership.config_document(self._store.spec.member_id))
         daemon.request_shutdown = self.request_shutdown
         await daemon.load_certificate()
         daemon.liblxc_version = await _liblxc_version()
@@ -130,7 +145,9 @@ class LxdtxService(service.MultiService):
             await self.daemon.devlxd.stop()
         if self.daemon is not None:
             self.daemon.password_hashing.stop()
-            await self.daemon.store.close()
+        choice = self.daemon.store_choice if self.daemon is not None else self._store
+        if choice is not None:
+            await choice.close()
         if self._lock is not None:
             singleton.release(self._lock)
             self._lock = None

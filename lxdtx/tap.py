@@ -16,6 +16,8 @@ class Options(usage.Options):
         ["logformat", None, None, "Log as `text` (twistd's lines) or `json` (one object a line)"],
         ["loglevel", None, None, "Lowest level logged: debug, info (the default), warn or error"],
         ["logfile", None, None, "Append the log to this file instead of stdout"],
+        ["etcd", None, None, "Keep the state in the etcd cluster at these client URLs (comma-separated) "
+                             "instead of the embedded SQLite database"],
     ]
 
     def postOptions(self):
@@ -25,6 +27,11 @@ class Options(usage.Options):
             logsetup.check(self["logformat"] or "text", self["loglevel"] or "info")
         except logsetup.LogOptionError as e:
             raise usage.UsageError(str(e)) from None
+        urls = [u.strip() for u in (self["etcd"] or "").split(",") if u.strip()]
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise usage.UsageError(f"--etcd: {url!r} is not an http:// or https:// URL")
+        self["etcd"] = urls
 
 
 def makeService(config):
@@ -39,4 +46,4 @@ def makeService(config):
         log_observer = logsetup.observer(config["logformat"] or "text", config["loglevel"] or "info",
                                          config["logfile"])
     return LxdtxService(config["dir"], reactor, https=config["https"], auto_init=bool(config["auto-init"]),
-                        log_observer=log_observer)
+                        log_observer=log_observer, etcd=config["etcd"])

@@ -156,6 +156,12 @@ class ServerConfig:
     def on_apply(self, name, hook):
         self._hooks[name] = hook
 
+    def use_document(self, name):
+        """Read and write the config document `name` from now on: a cluster member keeps its
+        own (its core.https_address is its own address), see lxdtx.cluster.membership."""
+        self.NAME = name
+        self._values = None
+
     def on_change(self, callback):
         """`callback(changed_keys)` after every committed change."""
         self._listeners.append(callback)

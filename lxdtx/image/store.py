@@ -101,8 +101,8 @@ class Staged:
 class Room:
     """Bytes and inodes free where an image would be unpacked (None: not bounded)."""
 
-    space: int = None
-    inodes: int = None
+    space: int | None = None
+    inodes: int | None = None
 
 
 UNBOUNDED = Room()

@@ -3,6 +3,7 @@
 from lxdtx.resources import (
     backups,
     certificates,
+    cluster,
     console,
     containers,
     events,
@@ -22,7 +23,7 @@ from lxdtx.resources import (
 from lxdtx.resources import exec as exec_
 
 MODULES = [root, certificates, operations, events, profiles, host, containers, storage_pools, storage_volumes,
-           snapshots, images, backups, exec_, console, files, metadata, networks, openapi]
+           snapshots, images, backups, exec_, console, files, metadata, networks, openapi, cluster]
 
 
 def endpoints(extra_modules=()):

@@ -6,7 +6,7 @@ import json
 from lxdtx.response import RawResponse
 from lxdtx.router import Action, Endpoint
 
-_BODY = []
+_BODY: list = []
 
 
 async def get_document(req):

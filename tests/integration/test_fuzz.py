@@ -129,7 +129,9 @@ class World:
             for prefix, names in (("/1.0/containers", [CONTAINER]), ("/internal/containers", [CONTAINER]),
                                   ("/1.0/profiles", [PROFILE, "default"]),
                                   ("/1.0/networks", [NETWORK, "lxdbr0", "lo"]),
-                                  ("/1.0/storage-pools", [POOL]), ("/1.0/images/aliases", ["busybox"])):
+                                  ("/1.0/storage-pools", [POOL]), ("/1.0/images/aliases", ["busybox"]),
+                                  # The fuzzed daemon is no cluster member: "none" is LXD's name for it.
+                                  ("/1.0/cluster/members", ["none"])):
                 if pattern.startswith(prefix):
                     return names
         if param == "fingerprint":

@@ -1,10 +1,11 @@
-"""The state store: documents, revisions, compare-and-swap commits; the SQLite backend on a temp file."""
+"""The state store: documents, revisions, compare-and-swap commits, against every backend
+(memory, SQLite on a temp file, a real etcd on loopback)."""
 
 import os
 import sqlite3
 
-from twisted.internet import defer
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import defer, reactor, threads
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from lxdtx.state import ABSENT, Delete, Put, RevisionMismatch
 from lxdtx.state import sqlite as sqlite_backend
@@ -30,25 +31,36 @@ class GatedStore(MemoryStore):
         await gate
 
 
-class MemoryStoreTests(SynchronousTestCase):
-    """The commit discipline every backend shares."""
+class StoreContract:
+    """The commit discipline every backend shares (a subclass supplies `make_store`).
+
+    Revisions are counted from the store's revision when the test starts: etcd's first
+    change is its revision 2.
+    """
+
+    async def asyncSetUp(self):
+        self.store = await self.make_store()
+        self.base = self.store.revision
 
     def setUp(self):
-        self.store = MemoryStore()
-        _run(self, self.store.open())
+        return defer.Deferred.fromCoroutine(self.asyncSetUp())
 
-    def commit(self, *changes):
-        return _run(self, self.store.commit(changes))
+    async def commit(self, *changes):
+        return await self.store.commit(changes)
 
-    def refused(self, *changes):
-        return self.failureResultOf(defer.Deferred.fromCoroutine(self.store.commit(changes)), RevisionMismatch).value
+    async def refused(self, *changes):
+        try:
+            await self.store.commit(changes)
+        except RevisionMismatch as e:
+            return e
+        self.fail(f"commit of {changes!r} was not refused")
 
-    def test_put_and_read(self):
+    async def test_put_and_read(self):
         """A put document is readable by get, value, names, list and exists."""
-        revision = self.commit(Put("profile", "b", {"x": 1}), Put("profile", "a", {"y": 2}))
-        self.assertEqual(revision, 1)
+        revision = await self.commit(Put("profile", "b", {"x": 1}), Put("profile", "a", {"y": 2}))
+        self.assertEqual(revision, self.base + 1)
         doc = self.store.get("profile", "a")
-        self.assertEqual((doc.kind, doc.name, doc.value, doc.revision), ("profile", "a", {"y": 2}, 1))
+        self.assertEqual((doc.kind, doc.name, doc.value, doc.revision), ("profile", "a", {"y": 2}, revision))
         self.assertEqual(self.store.value("profile", "b"), {"x": 1})
         self.assertEqual(self.store.names("profile"), ["a", "b"])
         self.assertEqual([d.name for d in self.store.list("profile")], ["a", "b"])
@@ -58,67 +70,121 @@ class MemoryStoreTests(SynchronousTestCase):
         self.assertEqual(self.store.value("profile", "c", "dflt"), "dflt")
         self.assertEqual(self.store.names("nothing"), [])
 
-    def test_values_are_copies(self):
+    async def test_values_are_copies(self):
         """Changing a value read from the store changes nothing stored."""
-        self.commit(Put("k", "n", {"list": [1]}))
+        await self.commit(Put("k", "n", {"list": [1]}))
         self.store.get("k", "n").value["list"].append(2)
         self.store.value("k", "n")["new"] = True
         self.assertEqual(self.store.value("k", "n"), {"list": [1]})
 
-    def test_revisions(self):
+    async def test_revisions(self):
         """One global counter; each changed document carries the revision that changed it."""
-        self.commit(Put("k", "a", {}))
-        self.commit(Put("k", "b", {}))
-        self.assertEqual(self.store.revision, 2)
-        self.assertEqual(self.store.get("k", "a").revision, 1)
-        self.assertEqual(self.store.get("k", "b").revision, 2)
+        await self.commit(Put("k", "a", {}))
+        await self.commit(Put("k", "b", {}))
+        self.assertEqual(self.store.revision, self.base + 2)
+        self.assertEqual(self.store.get("k", "a").revision, self.base + 1)
+        self.assertEqual(self.store.get("k", "b").revision, self.base + 2)
 
-    def test_expect_absent(self):
+    async def test_expect_absent(self):
         """expect=ABSENT creates only; on an existing document nothing of the commit is written."""
-        self.commit(Put("k", "a", {"v": 1}))
-        error = self.refused(Put("k", "new", {}), Put("k", "a", {"v": 2}, expect=ABSENT))
-        self.assertEqual((error.kind, error.name, error.expected, error.actual), ("k", "a", ABSENT, 1))
+        first = await self.commit(Put("k", "a", {"v": 1}))
+        error = await self.refused(Put("k", "new", {}), Put("k", "a", {"v": 2}, expect=ABSENT))
+        self.assertEqual((error.kind, error.name, error.expected, error.actual), ("k", "a", ABSENT, first))
         self.assertEqual(error.code, 412)
+        self.assertIn("'a' changed concurrently", error.message)
         self.assertFalse(self.store.exists("k", "new"))
         self.assertEqual(self.store.value("k", "a"), {"v": 1})
-        self.assertEqual(self.store.revision, 1)
+        self.assertEqual(self.store.revision, first)
 
-    def test_expect_revision(self):
+    async def test_expect_revision(self):
         """A stale revision is refused; the current one succeeds."""
-        self.commit(Put("k", "a", {"v": 1}))
-        self.commit(Put("k", "a", {"v": 2}))
-        self.refused(Put("k", "a", {"v": 3}, expect=1))
-        self.refused(Put("k", "missing", {"v": 3}, expect=1))
-        self.commit(Put("k", "a", {"v": 3}, expect=2))
+        first = await self.commit(Put("k", "a", {"v": 1}))
+        second = await self.commit(Put("k", "a", {"v": 2}))
+        error = await self.refused(Put("k", "a", {"v": 3}, expect=first))
+        self.assertEqual((error.expected, error.actual), (first, second))
+        await self.refused(Put("k", "missing", {"v": 3}, expect=first))
+        await self.commit(Put("k", "a", {"v": 3}, expect=second))
         self.assertEqual(self.store.value("k", "a"), {"v": 3})
 
-    def test_delete(self):
+    async def test_delete(self):
         """Delete removes; with a stale expectation it is refused; a missing document is a no-op."""
-        self.commit(Put("k", "a", {}))
-        self.refused(Delete("k", "a", expect=5))
+        first = await self.commit(Put("k", "a", {}))
+        await self.refused(Delete("k", "a", expect=first + 5))
         self.assertTrue(self.store.exists("k", "a"))
-        self.commit(Delete("k", "a", expect=1))
+        await self.commit(Delete("k", "a", expect=first))
         self.assertFalse(self.store.exists("k", "a"))
-        self.commit(Delete("k", "a"))
-        self.refused(Delete("k", "a", expect=1))
+        await self.commit(Delete("k", "a"))
+        await self.refused(Delete("k", "a", expect=first))
 
-    def test_rename_is_atomic(self):
+    async def test_rename_is_atomic(self):
         """Delete + Put in one commit: both or neither."""
-        self.commit(Put("k", "old", {"v": 1}), Put("k", "taken", {}))
-        self.refused(Delete("k", "old", expect=1), Put("k", "taken", {"v": 1}, expect=ABSENT))
+        first = await self.commit(Put("k", "old", {"v": 1}), Put("k", "taken", {}))
+        await self.refused(Delete("k", "old", expect=first), Put("k", "taken", {"v": 1}, expect=ABSENT))
         self.assertEqual(self.store.names("k"), ["old", "taken"])
+        await self.commit(Delete("k", "old", expect=first), Put("k", "new", {"v": 1}, expect=ABSENT))
+        self.assertEqual(self.store.names("k"), ["new", "taken"])
 
-    def test_empty_commit(self):
+    async def test_empty_commit(self):
         """Nothing to commit: the current revision, nothing written."""
-        self.assertEqual(self.commit(), 0)
+        self.assertEqual(await self.commit(), self.base)
 
-    def test_watchers(self):
+    async def test_odd_names(self):
+        """Names with slashes, spaces and non-ASCII round-trip and stay apart from other kinds."""
+        await self.commit(Put("k", "a/b c", {"v": "é"}), Put("k/x", "y", {}), Put("kk", "a/b c", {}))
+        self.assertEqual(self.store.value("k", "a/b c"), {"v": "é"})
+        self.assertEqual(self.store.names("k"), ["a/b c"])
+
+    async def test_watchers(self):
         """Watchers hear each committed change, never a refused one."""
         heard = []
+        await self.commit(Put("k", "b", {}))
         self.store.watch(lambda kind, name, value: heard.append((kind, name, value)))
-        self.commit(Put("k", "a", {"v": 1}), Delete("k", "b"))
-        self.refused(Put("k", "a", {}, expect=ABSENT))
+        await self.commit(Put("k", "a", {"v": 1}), Delete("k", "b"))
+        await self.refused(Put("k", "a", {}, expect=ABSENT))
         self.assertEqual(heard, [("k", "a", {"v": 1}), ("k", "b", None)])
+
+
+class MemoryStoreContractTests(StoreContract, TestCase):
+    """The contract on the memory store."""
+
+    async def make_store(self):
+        store = MemoryStore()
+        await store.open()
+        return store
+
+
+class SQLiteStoreContractTests(StoreContract, TestCase):
+    """The contract on the SQLite backend (its thread replaced by an inline one)."""
+
+    async def make_store(self):
+        store = SQLiteStore(os.path.join(temp_dir(self), "lxdtx.db"), reactor=InlineReactor(), pool=InlineThreadPool())
+        await store.open()
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(store.close()))
+        return store
+
+
+class EtcdStoreContractTests(StoreContract, TestCase):
+    """The contract on the etcd backend, against a real etcd on loopback."""
+
+    timeout = 60
+
+    async def make_store(self):
+        from lxdtx.state.etcd import EtcdStore
+        from lxdtx.state.etcdgateway import EtcdGateway
+        from tests.etcdproc import ETCD, EtcdMember
+
+        if not os.path.exists(ETCD):
+            self.skipTest("etcd is not installed (Debian package etcd-server)")
+        member = await threads.deferToThread(EtcdMember().start)
+        self.addCleanup(threads.deferToThread, member.cleanup)
+        store = EtcdStore(EtcdGateway([member.client_url], reactor), reactor)
+        await store.open()
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(store.close()))
+        return store
+
+
+class MemoryStoreTests(SynchronousTestCase):
+    """What the base class does about its backend's writes (gated by the test)."""
 
     def test_commits_one_at_a_time(self):
         """A second commit waits for the first; its check sees the first one's result."""

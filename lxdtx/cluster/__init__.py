@@ -1,0 +1,1 @@
+"""Clustering: this member's etcd, the cluster certificate, member heartbeats."""

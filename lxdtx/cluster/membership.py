@@ -1,0 +1,224 @@
+# -*- test-case-name: tests.integration.test_cluster_bootstrap -*-
+"""This daemon as a cluster member: becoming the first one, the member list, renames
+and removals.
+
+A member is a document of kind `cluster_member` (name -> {id, url, etcd_peer_url,
+etcd_client_url}) in the cluster's store; `id` is stable across renames and keys the
+member's heartbeat. Being clustered is a local fact, `cluster/member.json` (see
+lxdtx.cluster.etcdprocess): its atomic creation is the moment a bootstrap takes effect.
+
+Bootstrap: the cluster certificate and this member's etcd certificate are made, its etcd
+starts as a new one-member cluster, every SQLite document is copied into etcd with
+commits held back (lxdtx.state.switch), member.json is written, and the daemon carries
+on on etcd. The journal records the intent in SQLite first: a daemon killed before
+member.json exists starts on SQLite again and the recovery undoes the rest (ends the
+etcd left running, removes cluster/). The SQLite file is left as it was, unused.
+"""
+
+import os
+import shutil
+import signal
+
+from twisted.internet import threads
+from twisted.logger import Logger
+
+from lxdtx import errors, faults
+from lxdtx.asyncutil import sleep
+from lxdtx.cluster import pki
+from lxdtx.cluster.backend import start_member
+from lxdtx.cluster.etcdprocess import EtcdFiles, EtcdMemberSpec, _is_our_etcd, load_spec, save_spec
+from lxdtx.config.types import parse_host_port
+from lxdtx.state import ABSENT, Delete, Put
+from lxdtx.state.etcdgateway import EtcdUnavailable
+
+KIND = "cluster_member"
+ETCD_PEER_OFFSET, ETCD_CLIENT_OFFSET = 1, 2  # etcd's ports: core.https_address's port + these
+ENABLE_ETCD_STARTED = faults.point("cluster.enable.etcd_started")
+ENABLE_COPIED = faults.point("cluster.enable.copied")
+ENABLE_TOOK_EFFECT = faults.point("cluster.enable.took_effect")
+
+
+RECONFIG_ATTEMPTS = 20
+
+
+async def reconfigure(call, reactor):
+    """Run an etcd membership change; etcd refuses one ("unhealthy cluster") until every
+    member it has was connected for 5 s, as right after a join or a member's return."""
+    for attempt in range(RECONFIG_ATTEMPTS):
+        try:
+            return await call()
+        except EtcdUnavailable as e:
+            if "unhealthy cluster" not in e.reason or attempt == RECONFIG_ATTEMPTS - 1:
+                raise
+            await sleep(1, reactor)
+
+
+def config_document(member_id):
+    """The name of a member's own server config document (kind `config`)."""
+    return f"member-{member_id}"
+
+
+def _check_name(name):
+    if not name or len(name) > 63 or name.startswith("-") or not all(c.isalnum() or c in "-_." for c in name):
+        raise errors.BadRequest(f"Invalid member name {name!r}: letters, digits, '-', '_' and '.' only")
+
+
+def _https_url(host, port):
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+class Membership:
+    """What the API asks about the cluster, answered from this daemon's store and etcd."""
+
+    log = Logger()
+
+    def __init__(self, daemon):
+        self.daemon = daemon
+        self.files = EtcdFiles(daemon.dir)
+        self._busy = False
+
+    @property
+    def spec(self):
+        choice = getattr(self.daemon, "store_choice", None)
+        return choice.spec if choice is not None else None
+
+    @property
+    def enabled(self):
+        return self.spec is not None
+
+    @property
+    def name(self):
+        return self.spec.name if self.spec is not None else ""
+
+    def environment(self):
+        if not self.enabled:
+            return {}
+        return {"server_clustered": True, "server_name": self.name}
+
+    # -- members ------------------------------------------------------------------------
+    def _require_enabled(self):
+        if not self.enabled:
+            raise errors.BadRequest("This server is not clustered")
+
+    def names(self):
+        self._require_enabled()
+        return self.daemon.store.names(KIND)
+
+    def get(self, name):
+        self._require_enabled()
+        doc = self.daemon.store.get(KIND, name)
+        if doc is None:
+            raise errors.NotFound(f"Cluster member '{name}' not found")
+        return doc
+
+    def render(self, name, value):
+        status, message = self.daemon.store_choice.liveness.status(value["id"])
+        return {"server_name": name, "url": value["url"], "database": True, "status": status, "message": message}
+
+    async def rename(self, name, new_name):
+        doc = self.get(name)
+        _check_name(new_name)
+        if self.daemon.store.exists(KIND, new_name):
+            raise errors.BadRequest(f"The cluster already has a member named '{new_name}'")
+        await self.daemon.store.commit([Delete(KIND, name, expect=doc.revision),
+                                        Put(KIND, new_name, doc.value, expect=ABSENT)])
+        if doc.value["id"] == self.spec.member_id:
+            spec = self.spec
+            spec.name = new_name
+            await threads.deferToThread(save_spec, self.files, spec)
+
+    async def delete(self, name, force=False):
+        doc = self.get(name)
+        if doc.value["id"] == self.spec.member_id:
+            raise errors.BadRequest("A member can't remove itself from the cluster: remove it from another member")
+        if not force and self.daemon.store_choice.liveness.online(doc.value["id"]):
+            raise errors.BadRequest(f"Cluster member '{name}' is online: stop it first, or remove it with force")
+        gateway = self.daemon.store.backend.gateway
+        for member in await gateway.member_list():
+            if doc.value["etcd_peer_url"] in member.get("peerURLs", ()):
+                await reconfigure(lambda member=member: gateway.member_remove(member["ID"]), self.daemon.reactor)
+        await self.daemon.store.commit([Delete(KIND, name, expect=doc.revision)])
+
+    # -- becoming the first member ---------------------------------------------------------
+    def https_address(self):
+        address = self.daemon.config.get("core.https_address")
+        if not address:
+            raise errors.BadRequest("No core.https_address config key is set on this node")
+        host, port = parse_host_port(address, 8443)
+        if host in ("", "0.0.0.0", "::", "[::]"):
+            raise errors.BadRequest("core.https_address must name one address of this server to cluster it, "
+                                    f"not {address!r}")
+        return host, port
+
+    def check_bootstrap(self, name):
+        if self.enabled:
+            raise errors.BadRequest("This server is already clustered")
+        _check_name(name)
+        self.https_address()
+        if self._busy:
+            raise errors.BadRequest("This server is already being clustered")
+
+    async def bootstrap(self, name):
+        self.check_bootstrap(name)
+        self._busy = True
+        try:
+            await self._bootstrap(name)
+        finally:
+            self._busy = False
+
+    async def _bootstrap(self, name):
+        host, port = self.https_address()
+        daemon, files = self.daemon, self.files
+        old_choice = daemon.store_choice
+        async with daemon.journal.begin("cluster.enable", name) as intent:
+            await intent.will("cluster-files")
+            os.makedirs(files.dir, mode=0o700, exist_ok=True)
+            await pki.ensure_cluster_ca(files.ca_cert, files.ca_key)
+            await pki.ensure_member_cert(files.ca_cert, files.ca_key, files.cert, files.key, name, [host])
+            spec = EtcdMemberSpec(name, host, port + ETCD_PEER_OFFSET, port + ETCD_CLIENT_OFFSET)
+            choice = await start_member(daemon.dir, daemon.reactor, spec)
+            ENABLE_ETCD_STARTED()
+            member = Put(KIND, name, {"id": spec.member_id, "url": _https_url(host, port),
+                                      "etcd_peer_url": spec.peer_url, "etcd_client_url": spec.client_url})
+
+            config = Put(daemon.config.KIND, config_document(spec.member_id), daemon.config.values)
+
+            async def take_effect():
+                await choice.store.commit([member, config])
+                ENABLE_COPIED()
+                await threads.deferToThread(save_spec, files, spec)  # from here on the daemon is clustered
+                ENABLE_TOOK_EFFECT()
+
+            try:
+                await daemon.store.move_to(choice.store, skip=lambda kind, _name: kind == "intent",
+                                           before_switch=take_effect)
+            except BaseException:
+                await choice.close()
+                raise
+            daemon.store_choice = choice
+            daemon.config.use_document(config_document(spec.member_id))
+            # The intent lives in SQLite, which the daemon no longer uses: end it there.
+            await old_choice.store.commit([intent.done()])
+        await old_choice.close()
+        self.log.info("This server is now the first member, {name}, of a cluster", name=name)
+
+
+async def _remove_cluster_files(daemon):
+    """Undo a bootstrap that did not take effect: the etcd it left, then cluster/."""
+    files = EtcdFiles(daemon.dir)
+    if load_spec(files) is not None:
+        return  # it did take effect
+    try:
+        with open(files.pid) as f:
+            pid = int(f.read().strip())
+        if _is_our_etcd(pid, files):
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+    await threads.deferToThread(shutil.rmtree, files.dir, True)
+
+
+def register(daemon):
+    daemon.cluster = Membership(daemon)
+    daemon.journal.handle("cluster-files", lambda: _remove_cluster_files(daemon))
+    daemon.environment_sources.append(daemon.cluster.environment)

@@ -1,11 +1,11 @@
 # -*- test-case-name: tests.integration.test_cluster_bootstrap -*-
 """`/1.0/cluster` and `/1.0/cluster/members` (see lxdtx.cluster.membership)."""
 
-from lxdtx import errors
+from lxdtx import bodies, errors
 from lxdtx.cluster import join
 from lxdtx.resources.common import string
 from lxdtx.response import AsyncResponse, SyncResponse, empty, etag_of
-from lxdtx.router import Endpoint
+from lxdtx.router import Action, Endpoint
 
 
 def _cluster(daemon):
@@ -96,9 +96,12 @@ async def delete_member(req):
 
 
 ENDPOINTS = [
-    Endpoint("/1.0/cluster", get=get_cluster, put=put_cluster),
+    Endpoint("/1.0/cluster", get=get_cluster,
+             put=Action(put_cluster, body=bodies.fields(server_name=bodies.STRING, enabled=bodies.BOOLEAN,
+                                                        cluster_address=bodies.STRING,
+                                                        cluster_certificate=bodies.STRING))),
     Endpoint("/1.0/cluster/members", get=list_members),
-    Endpoint("/1.0/cluster/members/{name}", get=get_member, post=rename_member, delete=delete_member),
+    Endpoint("/1.0/cluster/members/{name}", get=get_member, post=Action(rename_member, body=bodies.fields(server_name=bodies.STRING)), delete=delete_member),
     # A joining server, whose certificate the cluster trusts, asks a member to add it.
     Endpoint("/internal/cluster/accept", post=accept_member),
 ]

@@ -9,7 +9,7 @@ operation lock, so they do not interleave with a publish, a rename or a start.
 
 from twisted.internet import threads
 
-from lxdtx import errors
+from lxdtx import bodies, errors
 from lxdtx.instance import metadata
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import RawResponse, SyncResponse, empty, etag_of
@@ -92,9 +92,15 @@ async def delete_template(req):
 
 
 _TEMPLATE_BODY = metadata.MAX_TEMPLATE_SIZE + 64 * 1024
+_TEMPLATE_ENTRY = bodies.fields(when=bodies.STRINGS, create_only=bodies.BOOLEAN, template=bodies.STRING,
+                                properties=bodies.MAP_OF_STRINGS)
+_METADATA = bodies.fields(architecture=bodies.STRING, creation_date=bodies.INTEGER, expiry_date=bodies.INTEGER,
+                          properties=bodies.MAP_OF_STRINGS,
+                          templates={"type": "object", "additionalProperties": _TEMPLATE_ENTRY})
 
 ENDPOINTS = [
-    container_endpoint("/1.0/containers/{name}/metadata", get=get_metadata, put=put_metadata),
+    container_endpoint("/1.0/containers/{name}/metadata", get=get_metadata,
+                       put=Action(put_metadata, body=_METADATA)),
     container_endpoint("/1.0/containers/{name}/metadata/templates", get=get_templates,
                        post=Action(write_template, max_body=_TEMPLATE_BODY),
                        put=Action(write_template, max_body=_TEMPLATE_BODY),

@@ -341,7 +341,7 @@ class ArchiveEndTests(_Checking):
         """An archive of more members than the target has free inodes is refused; hard links
         take no inode of their own."""
         data = image(*[member(f"rootfs/f{i}") for i in range(5)])  # 6 members of its own, and these 5
-        self.assertIn("the inodes free where it is extracted", self.refused(data, free_inodes=10))
+        self.assertIn("inodes are free where it is extracted", self.refused(data, free_inodes=10))
         self.check(data, free_inodes=11)
         linked = image(member("rootfs/a"), *[member(f"rootfs/l{i}", "hardlink", link="rootfs/a") for i in range(9)])
         self.check(linked, free_inodes=7)

@@ -75,6 +75,8 @@ IMPLEMENTED = {
     # migration between daemons: pull, push and relay, stateless, rsync over the fs websocket
     "container_stateless_copy", "container_only_migration", "container_push", "container_push_target",
     "migration_progress", "storage_api_remote_volume_handling",
+    # live migration with CRIU; stateful snapshots go along with their dumps (test_migration_live)
+    "container_snapshot_stateful_migration",
     # pre-copy rounds of a live migration: the rounds' logic and messages are unit-tested, and a
     # live move asking for it works here as one final dump; the pre-dumps need a kernel that
     # tracks dirty pages (soft-dirty), which this host's lacks, so their integration test skips.

@@ -1,16 +1,20 @@
 """Mount into or unmount from a running container's mount namespace.
 
     python3 -I -S mountns.py mount PID SOURCE TARGET [ro] [rec]
-    python3 -I -S mountns.py umount PID TARGET
+    python3 -I -S mountns.py umount PID TARGET [placeholder]
 
 A separate process because joining a mount namespace needs a single-threaded
 caller. The source is opened on the host first (open_tree clone), then the
 process joins the container's mount namespace, where TARGET resolves inside
-the container's root, and moves the clone there.
+the container's root, and moves the clone there. A file source gets an empty
+file to be mounted on where TARGET is missing; `placeholder` removes such a
+file after the unmount (never anything else: the mount may have covered a
+node of the container's own).
 """
 
 import ctypes
 import os
+import stat
 import sys
 
 OPEN_TREE_CLONE = 1
@@ -47,18 +51,47 @@ def mount(pid, source, target, readonly, recursive):
     is_dir = os.path.isdir(source)
     enter(pid)
     target = "/" + target.lstrip("/")
-    if is_dir:
-        os.makedirs(target, exist_ok=True)
-    elif not os.path.exists(target):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        open(target, "a").close()
+    try:
+        make_target(target, is_dir)
+    except OSError as e:
+        sys.stderr.write(f"create {target}: {e.strerror}\n")
+        sys.exit(1)
     check(libc.syscall(SYS["move_mount"], tree, b"", AT_FDCWD, target.encode(), MOVE_MOUNT_F_EMPTY_PATH),
           f"mount on {target}")
 
 
-def umount(pid, target):
+def make_target(target, is_dir):
+    """Create the missing parts of `target`, each owned like the directory it is made in:
+    in a tmpfs of the container's user namespace (its /dev) a file of an unmapped owner,
+    such as the host's root, cannot be created at all."""
+    if os.path.lexists(target):
+        return
+    parent = os.path.dirname(target)
+    make_target(parent, True)
+    owner = os.stat(parent)
+    libc.setfsgid(owner.st_gid)
+    libc.setfsuid(owner.st_uid)
+    try:
+        if is_dir:
+            os.mkdir(target, 0o755)
+        else:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
+    finally:
+        libc.setfsuid(0)
+        libc.setfsgid(0)
+
+
+def umount(pid, target, placeholder):
     enter(pid)
-    check(libc.umount2(("/" + target.lstrip("/")).encode(), MNT_DETACH), f"unmount {target}")
+    target = "/" + target.lstrip("/")
+    check(libc.umount2(target.encode(), MNT_DETACH), f"unmount {target}")
+    if placeholder:
+        try:
+            st = os.lstat(target)
+            if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                os.unlink(target)
+        except OSError:
+            pass
 
 
 def enter(pid):
@@ -73,7 +106,7 @@ def main(argv):
         pid, source, target = int(argv[1]), argv[2], argv[3]
         mount(pid, source, target, "ro" in argv[4:], "rec" in argv[4:])
     elif argv[0] == "umount":
-        umount(int(argv[1]), argv[2])
+        umount(int(argv[1]), argv[2], "placeholder" in argv[3:])
     else:
         sys.stderr.write("usage: mountns.py mount|umount ...\n")
         sys.exit(2)

@@ -30,6 +30,7 @@ from lxdtx.instance.runtime import (
     FROZEN, RUNNING, STATUS_CODES, STOPPED, Runtime, cgroup_prefixes, scope_of,
 )
 from lxdtx.instance.snapshots import Snapshots
+from lxdtx.instance.unixdevices import UnixDevices
 from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
 
@@ -74,6 +75,7 @@ class Instances:
         from lxdtx.instance.backups import Backups
 
         self.backups = Backups(self)
+        self.unix_devices = UnixDevices(self)
         settle.register(self, daemon.journal)
         daemon.profiles.users = self.profile_users
         daemon.profiles.rename_changes = self._profile_rename_changes
@@ -293,6 +295,7 @@ class Instances:
         def remove():
             shutil.rmtree(os.path.join(self.lxcpath, name), ignore_errors=True)
             shutil.rmtree(self.log_dir(name), ignore_errors=True)
+            shutil.rmtree(self.unix_devices.node_dir(name), ignore_errors=True)
             link = os.path.join(self.daemon.path("containers"), name)
             if os.path.lexists(link):
                 os.unlink(link)
@@ -311,6 +314,11 @@ class Instances:
                 if text:
                     maps.append(idmaps.IdMap.from_json(text))
         return maps
+
+    @staticmethod
+    def current_idmap(config):
+        """The id map a running container runs with (None: privileged)."""
+        return idmaps.IdMap.from_json(config.get("volatile.last_state.idmap") or "")
 
     def _next_idmap(self, name, value, expanded_config):
         """The id map the container should run with (None: privileged)."""
@@ -367,6 +375,7 @@ class Instances:
         own.update(nic_volatile)
         config.update(nic_volatile)
         lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs)
+        lines += await self.unix_devices.start_lines(name, devs, idmap)
         own.update(volatile)
         trigger = own.pop("volatile.apply_template", None)
         uid = idmap.host_uid(0) if idmap else 0
@@ -384,6 +393,7 @@ class Instances:
             await self.liblxc.start(name)
         except BaseException:
             await threads.deferToThread(self._remove_stale_cgroups, name)
+            await self.unix_devices.stopped(name)
             raise
         try:
             await self.daemon.networks.nics.started(name, {**config, **own}, devs)
@@ -391,7 +401,9 @@ class Instances:
         except Exception:
             await self.liblxc.stop(name, force=True)
             await proxies.stop_all(self.log_dir(name), devs)
+            await self.unix_devices.stopped(name)
             raise
+        self.unix_devices.watch(name, devs)
         own["volatile.last_state.power"] = "RUNNING"
         value["last_used_at"] = timeutil.now()
         await self._save(name, value, doc.revision)
@@ -499,6 +511,7 @@ class Instances:
         await self.file_agents.stopped(name)
         self.runtime.forget(name)
         self._remove_stale_cgroups(name)  # should liblxc have found the seed still in them
+        await self.unix_devices.stopped(name)
 
     async def _after_stop(self, name, deliberate):
         """Bookkeeping once a container stopped: last state, ephemeral removal, event."""
@@ -522,6 +535,7 @@ class Instances:
             config, devices = self.expanded(doc.value)
             await self.daemon.networks.nics.stopped(name, config, devices)
             await proxies.stop_all(self.log_dir(name), devices)
+        await self.unix_devices.stopped(name)
         if self.locks.action(name) is not None or not self.store.exists(KIND, name):
             return  # an operation of ours is stopping or deleting it and does the bookkeeping
         self.daemon.reactor.callLater(0.1, lambda: defer.Deferred.fromCoroutine(self._stopped_itself(name)))
@@ -682,16 +696,20 @@ class Instances:
             for gone in [old] if old else []:
                 if gone.get("type") == "disk" and gone.get("path") != "/":
                     await devices_rt.hot_remove_disk(pid, gone)
+                elif gone.get("type") in device.unix.KINDS:
+                    await self.unix_devices.hot_remove(name, pid, dev_name, gone, new_devices)
                 elif gone.get("type") == "proxy":
                     await proxies.stop(self.log_dir(name), dev_name)
             for added in [new] if new else []:
                 if added.get("type") == "disk" and added.get("path") != "/":
-                    text = new_config.get("volatile.last_state.idmap")
                     await devices_rt.prepare_volumes(self.daemon.pools, {dev_name: added},
-                                                     idmaps.IdMap.from_json(text) if text else None)
+                                                     self.current_idmap(new_config))
                     await devices_rt.hot_add_disk(self.daemon.pools, pid, added)
                 elif added.get("type") == "proxy":
                     await proxies.start(self.log_dir(name), pid, dev_name, added)
+                elif added.get("type") in device.unix.KINDS:
+                    await self.unix_devices.hot_add(name, pid, dev_name, added, self.current_idmap(new_config))
+        self.unix_devices.watch(name, new_devices)
         # Nics plugged in or out; returns the volatile keys (MAC, name) of new ones.
         return await self.daemon.networks.nics.apply_live(name, pid, old_devices, new_devices, new_config)
 

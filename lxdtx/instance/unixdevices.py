@@ -1,0 +1,243 @@
+# -*- test-case-name: tests.integration.test_unix_devices -*-
+"""`unix-char` / `unix-block` devices of running containers.
+
+Each device's node is made on the host, in `devices/<container>/` of the state
+directory (with the device's numbers, its uid/gid shifted by the container's id
+map, its mode), and bind-mounted at its path inside. A node made in an
+unprivileged container's own /dev could not be opened: that tmpfs belongs to
+the container's user namespace, which may not own devices. The container's
+device cgroup allows the node's numbers. At start both are liblxc lines; live,
+a helper that joins the container's mount namespace moves the mount in
+(lxdtx/helpers/mountns.py) and lxc-cgroup sets the rule.
+
+A device is plugged while its node exists in that directory, so what is
+plugged survives a daemon restart. Devices with `required=false` are watched
+with inotify on the host directory of their source: plugged when the source
+appears, unplugged when it goes (`unix_device_hotplug`).
+"""
+
+import os
+import shutil
+import stat
+import sys
+
+from twisted.internet import defer, inotify, threads
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+
+from lxdtx import errors
+from lxdtx.asyncutil import ProcessError, run
+from lxdtx.device import disk, unix
+from lxdtx.instance import lxcconf, model
+
+_MOUNTNS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers", "mountns.py")
+# Creations and removals in a watched directory (never IN_DELETE_SELF: with it
+# Twisted closes the whole notifier when one watched directory goes).
+_MASK = inotify.IN_CREATE | inotify.IN_DELETE | inotify.IN_MOVED_TO | inotify.IN_MOVED_FROM | inotify.IN_ATTRIB
+_DEFAULT_RULES = frozenset(lxcconf.DEVICE_RULES)
+
+
+def is_unix(config):
+    return bool(config) and config.get("type") in unix.KINDS
+
+
+class UnixDevices:
+    """The unix devices of one daemon's containers."""
+
+    log = Logger()
+
+    def __init__(self, instances):
+        self.instances = instances
+        self.root = instances.daemon.path("devices")
+        self._wanted = {}  # container -> {device name: host source} of devices with required=false
+        self._dirs = set()
+        self._notifier = None
+
+    # -- host nodes ---------------------------------------------------------
+    def node_dir(self, name):
+        return os.path.join(self.root, name)
+
+    def host_node(self, name, dev_name):
+        # Hex: a device name may hold characters a file name should not.
+        return os.path.join(self.node_dir(name), f"unix.{dev_name.encode().hex()}")
+
+    def _make(self, name, dev_name, config, idmap):
+        """Blocking: make the host node of a device; (Node, host path), or None when it is
+        not required and its source is missing. A required one missing is an error."""
+        source = unix.source_path(config)
+        try:
+            found = os.stat(source)
+        except (OSError, ValueError):
+            found = None
+        try:
+            node = unix.node_of(config, found)
+        except unix.MissingSource:
+            if not unix.is_required(config):
+                return None
+            kind = "character" if config["type"] == "unix-char" else "block"
+            raise errors.BadRequest(f"Missing source '{source}' of device '{dev_name}': "
+                                    f"no {kind} device there, and no \"major\" and \"minor\" given")
+        uid = idmap.host_uid(node.uid) if idmap else node.uid
+        gid = idmap.host_gid(node.gid) if idmap else node.gid
+        if uid is None or gid is None:
+            raise errors.BadRequest(f"The uid/gid of device '{dev_name}' is not mapped in the container")
+        root_uid = (idmap.host_uid(0) if idmap else 0) or 0
+        directory = self.node_dir(name)
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        # Only root and the container's root (liblxc mounts as it) pass: the node's mode
+        # is the container's choice and must not open it to host users.
+        os.chown(directory, root_uid, 0)
+        os.chmod(directory, 0o100)
+        path = self.host_node(name, dev_name)
+        if os.path.lexists(path):
+            os.unlink(path)
+        kind = stat.S_IFCHR if node.kind == "c" else stat.S_IFBLK
+        os.mknod(path, kind | 0o600, os.makedev(node.major, node.minor))
+        os.chown(path, uid, gid)
+        os.chmod(path, node.mode)
+        return node, path
+
+    def _plugged_rule(self, name, dev_name):
+        """Blocking: the cgroup rule of a plugged device's host node, or None if not plugged."""
+        try:
+            st = os.lstat(self.host_node(name, dev_name))
+        except OSError:
+            return None
+        kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
+        return f"{kind} {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} rwm"
+
+    def _clear(self, name):
+        shutil.rmtree(self.node_dir(name), ignore_errors=True)
+
+    # -- start and stop -------------------------------------------------------
+    async def start_lines(self, name, devices, idmap):
+        """liblxc lines (bind mounts, device rules) of the unix devices of a container about to start."""
+        await threads.deferToThread(self._clear, name)
+        layout = self.instances.layout
+        lines = []
+        for dev_name in sorted(devices):
+            config = devices[dev_name]
+            if not is_unix(config):
+                continue
+            made = await threads.deferToThread(self._make, name, dev_name, config, idmap)
+            if made is None:
+                continue
+            node, host_path = made
+            if layout.has("devices"):
+                lines.append((layout.config_key("devices.allow"), node.cgroup_rule()))
+            target = unix.container_path(config).lstrip("/")
+            lines.append(("lxc.mount.entry",
+                          f"{disk._escape(host_path)} {disk._escape(target)} none bind,create=file 0 0"))
+        return lines
+
+    async def stopped(self, name):
+        """The container stopped (or goes away): forget its nodes and watches."""
+        self.unwatch(name)
+        await threads.deferToThread(self._clear, name)
+
+    # -- live ----------------------------------------------------------------
+    async def hot_add(self, name, pid, dev_name, config, idmap):
+        """Plug one device into a running container (nothing when optional and missing)."""
+        made = await threads.deferToThread(self._make, name, dev_name, config, idmap)
+        if made is None:
+            return
+        node, host_path = made
+        try:
+            if self.instances.layout.has("devices"):
+                await self.instances.liblxc.set_cgroup(name, "devices.allow", node.cgroup_rule())
+            await run([sys.executable, "-I", "-S", _MOUNTNS, "mount", str(pid), host_path,
+                       unix.container_path(config)])
+        except (ProcessError, errors.ApiError) as e:
+            await threads.deferToThread(_unlink, host_path)
+            detail = e.stderr.decode("utf-8", "replace").strip() if isinstance(e, ProcessError) else e.message
+            raise errors.InternalError(f"Failed to add device \"{dev_name}\": {detail}")
+
+    async def hot_remove(self, name, pid, dev_name, config, remaining):
+        """Unplug one device from a running container; `remaining`: the devices it keeps."""
+        rule = await threads.deferToThread(self._plugged_rule, name, dev_name)
+        if rule is None:
+            return
+        try:
+            await run([sys.executable, "-I", "-S", _MOUNTNS, "umount", str(pid),
+                       unix.container_path(config), "placeholder"])
+        except ProcessError as e:
+            self.log.warn("Unmounting device {dev} of {name}: {error}", dev=dev_name, name=name,
+                          error=e.stderr.decode("utf-8", "replace").strip())
+        await threads.deferToThread(_unlink, self.host_node(name, dev_name))
+        still = {await threads.deferToThread(self._plugged_rule, name, other)
+                 for other in remaining if other != dev_name and is_unix(remaining[other])}
+        # The numbers every container may use, or another device's, stay allowed.
+        if rule in _DEFAULT_RULES or rule in still or not self.instances.layout.has("devices"):
+            return
+        try:
+            await self.instances.liblxc.set_cgroup(name, "devices.deny", rule)
+        except errors.ApiError as e:
+            self.log.warn("Revoking {rule} of {name}: {error}", rule=rule, name=name, error=e.message)
+
+    # -- hotplug ---------------------------------------------------------------
+    def watch(self, name, devices):
+        """Watch the sources of the running container's devices that are not required."""
+        wanted = {dev: unix.source_path(c) for dev, c in devices.items()
+                  if is_unix(c) and not unix.is_required(c)}
+        if wanted:
+            self._wanted[name] = wanted
+        else:
+            self._wanted.pop(name, None)
+        self._rewatch()
+
+    def unwatch(self, name):
+        if self._wanted.pop(name, None) is not None:
+            self._rewatch()
+
+    def _rewatch(self):
+        dirs = {os.path.dirname(os.path.normpath(source)) for wanted in self._wanted.values()
+                for source in wanted.values()}
+        if dirs and self._notifier is None:
+            self._notifier = inotify.INotify(self.instances.daemon.reactor)
+            self._notifier.startReading()
+        for directory in sorted(dirs - self._dirs):
+            try:
+                self._notifier.watch(FilePath(directory), mask=_MASK, callbacks=[self._event])
+            except inotify.INotifyError as e:
+                self.log.warn("Cannot watch {dir} for hotplug devices: {error}", dir=directory, error=e)
+                continue
+            self._dirs.add(directory)
+        for directory in sorted(self._dirs - dirs):
+            self._notifier.ignore(FilePath(directory))
+            self._dirs.discard(directory)
+
+    def _event(self, _watch, filepath, mask):
+        path = os.fsdecode(filepath.path)
+        for name, wanted in list(self._wanted.items()):
+            for dev_name, source in wanted.items():
+                if os.path.normpath(source) == path:
+                    d = defer.Deferred.fromCoroutine(self._hotplug(name, dev_name))
+                    d.addErrback(lambda f, n=name, dv=dev_name: self.log.failure(
+                        "Hotplug of device {dev} of {name}", f, dev=dv, name=n))
+
+    async def _hotplug(self, name, dev_name):
+        """Bring one watched device in line with its host source: plugged while it exists."""
+        instances = self.instances
+        async with instances.locks.hold(name, "hotplug"):
+            doc = instances.store.get(model.KIND, name)
+            pid = instances.runtime.init_pid(name)
+            if doc is None or pid is None:
+                return
+            config, devices = instances.expanded(doc.value)
+            device = devices.get(dev_name)
+            if not is_unix(device) or unix.is_required(device):
+                return
+            present = await threads.deferToThread(os.path.exists, unix.source_path(device))
+            plugged = await threads.deferToThread(self._plugged_rule, name, dev_name) is not None
+            if present and not plugged:
+                await self.hot_add(name, pid, dev_name, device, instances.current_idmap(config))
+            elif not present and plugged:
+                await self.hot_remove(name, pid, dev_name, device, devices)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -52,6 +52,8 @@ IMPLEMENTED = {
     "proxy", "proxy_unix",
     # unix-char/unix-block: source and path apart, live add/remove, hotplug of devices not required
     "unix_device_rename", "unix_device_hotplug",
+    # disk: host paths live and at start, with mount propagation modes
+    "container_mount_propagation",
     # containers: lifecycle, limits, security, id maps, shutdown order
     "container_host_shutdown_timeout", "container_stop_priority", "container_syscall_filtering",
     "container_last_used_at", "container_cpu_time", "container_image_properties", "id_map",

@@ -1,6 +1,6 @@
 """Mount into or unmount from a running container's mount namespace.
 
-    python3 -I -S mountns.py mount PID SOURCE TARGET [ro] [rec]
+    python3 -I -S mountns.py mount PID SOURCE TARGET [ro] [rec] [propagation=MODE]
     python3 -I -S mountns.py umount PID TARGET [placeholder]
 
 A separate process because joining a mount namespace needs a single-threaded
@@ -9,7 +9,9 @@ process joins the container's mount namespace, where TARGET resolves inside
 the container's root, and moves the clone there. A file source gets an empty
 file to be mounted on where TARGET is missing; `placeholder` removes such a
 file after the unmount (never anything else: the mount may have covered a
-node of the container's own).
+node of the container's own). MODE (private, shared, slave, unbindable or an r-
+form) is set on the new mount: the clone of a shared host mount would otherwise
+stay its peer, and mounts made in the container would show on the host.
 """
 
 import ctypes
@@ -26,6 +28,8 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_RDONLY = 0x1
 CLONE_NEWNS = 0x20000
 MNT_DETACH = 2
+MS_REC = 0x4000
+PROPAGATION = {"unbindable": 1 << 17, "private": 1 << 18, "slave": 1 << 19, "shared": 1 << 20}
 
 SYS = {"open_tree": 428, "move_mount": 429, "mount_setattr": 442}
 
@@ -41,7 +45,7 @@ def check(result, what):
     return result
 
 
-def mount(pid, source, target, readonly, recursive):
+def mount(pid, source, target, readonly, recursive, propagation=None):
     flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
     tree = check(libc.syscall(SYS["open_tree"], AT_FDCWD, source.encode(), flags), f"open {source}")
     if readonly:
@@ -58,6 +62,9 @@ def mount(pid, source, target, readonly, recursive):
         sys.exit(1)
     check(libc.syscall(SYS["move_mount"], tree, b"", AT_FDCWD, target.encode(), MOVE_MOUNT_F_EMPTY_PATH),
           f"mount on {target}")
+    if propagation:
+        flags = PROPAGATION[propagation.removeprefix("r")] | (MS_REC if propagation.startswith("r") else 0)
+        check(libc.mount(None, target.encode(), None, ctypes.c_ulong(flags), None), f"propagation of {target}")
 
 
 def make_target(target, is_dir):
@@ -104,7 +111,12 @@ def enter(pid):
 def main(argv):
     if argv[0] == "mount":
         pid, source, target = int(argv[1]), argv[2], argv[3]
-        mount(pid, source, target, "ro" in argv[4:], "rec" in argv[4:])
+        options = argv[4:]
+        propagation = next((o.partition("=")[2] for o in options if o.startswith("propagation=")), None)
+        if propagation is not None and propagation.removeprefix("r") not in PROPAGATION:
+            sys.stderr.write(f"unknown propagation: {propagation}\n")
+            sys.exit(2)
+        mount(pid, source, target, "ro" in options, "rec" in options, propagation)
     elif argv[0] == "umount":
         umount(int(argv[1]), argv[2], "placeholder" in argv[3:])
     else:

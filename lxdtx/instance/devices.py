@@ -118,8 +118,12 @@ async def hot_add_disk(pools, pid, device):
     argv = [sys.executable, "-I", "-S", _MOUNTNS, "mount", str(pid), found[0], device["path"]]
     if is_true(device.get("readonly", "")):
         argv.append("ro")
-    if is_true(device.get("recursive", "")):
+    recursive = is_true(device.get("recursive", ""))
+    if recursive:
         argv.append("rec")
+    # A slave by default: the clone of a shared host mount would stay its peer, and the
+    # container's mounts under it would show on the host.
+    argv.append("propagation=" + (device.get("propagation") or ("rslave" if recursive else "slave")))
     try:
         await run(argv)
     except ProcessError as e:

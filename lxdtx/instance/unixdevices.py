@@ -147,7 +147,7 @@ class UnixDevices:
             if self.instances.layout.has("devices"):
                 await self.instances.liblxc.set_cgroup(name, "devices.allow", node.cgroup_rule())
             await run([sys.executable, "-I", "-S", _MOUNTNS, "mount", str(pid), host_path,
-                       unix.container_path(config)])
+                       unix.container_path(config), "propagation=private"])
         except (ProcessError, errors.ApiError) as e:
             await threads.deferToThread(_unlink, host_path)
             detail = e.stderr.decode("utf-8", "replace").strip() if isinstance(e, ProcessError) else e.message

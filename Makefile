@@ -14,7 +14,7 @@ SYSTEM_PACKAGES = \
 # Only for the tests: the reference daemon (LXD 5.0.2) that migration interop runs against.
 TEST_PACKAGES = lxd
 
-.PHONY: deps test-deps venv run test unit soak bench clean
+.PHONY: deps test-deps venv run test unit check soak bench clean
 
 deps: .deps-stamp
 .deps-stamp:
@@ -27,10 +27,12 @@ test-deps: .test-deps-stamp
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(TEST_PACKAGES)
 	touch $@
 
+# The exec seed (see its source) is compiled against the host's liblxc by setup.py's build
+# step, so `pip install .` ships it too; the editable install puts it in the source tree.
 SEED = lxdtx/helpers/execseed
 
-venv: $(VENV)/.stamp $(SEED)
-$(VENV)/.stamp: requirements.txt requirements-test.txt setup.py
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: requirements.txt requirements-test.txt setup.py $(SEED).c
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements-test.txt
 	$(VENV)/bin/pip install -q --no-deps -e . --config-settings editable_mode=compat
@@ -40,18 +42,18 @@ $(VENV)/.stamp: requirements.txt requirements-test.txt setup.py
 		"$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" > /dev/null
 	touch $@
 
-# The exec seed (see its source): built against the host's liblxc.
-$(SEED): $(SEED).c
-	$(CC) -O2 -Wall -Wextra -o $@ $< $$(pkg-config --cflags --libs lxc)
-
 # Run the daemon in the foreground with all state under $(DIR) (`lxdtx daemon` is twistd
 # with TLS loaded only once HTTPS is used; -OO keeps docstrings out of memory).
 run: deps venv
 	$(VENV)/bin/python -OO $(VENV)/bin/lxdtx daemon --dir $(DIR) --auto-init
 
-# Every test: unit tests, then integration tests on real containers with the real lxc client.
-test: deps test-deps venv
+# Every test: the lint, unit tests, then integration tests on real containers with the real lxc client.
+test: deps test-deps venv check
 	$(VENV)/bin/python -m pytest -q tests
+
+# ruff's lint (settings in ruff.toml) over the daemon's code.
+check: venv
+	$(VENV)/bin/ruff check lxdtx
 
 unit: venv
 	$(VENV)/bin/python -m pytest -q tests/unit

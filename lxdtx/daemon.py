@@ -12,10 +12,10 @@ from lxdtx.config.server import HashingPool, ServerConfig
 from lxdtx.cors import Cors
 from lxdtx.events import EventHub
 from lxdtx.image.store import ImageStore
-from lxdtx.operations import Operations
 from lxdtx.instance.lifecycle import Instances
 from lxdtx.journal import Journal
 from lxdtx.network.networks import Networks
+from lxdtx.operations import Operations
 from lxdtx.profiles import Profiles
 from lxdtx.storage.pools import Pools
 from lxdtx.trust import PasswordAttempts, Trust, UntrustedConnections

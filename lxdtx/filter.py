@@ -47,6 +47,14 @@ def _match(actual, pattern):
         return str(actual).lower() == pattern.lower()
 
 
+def _either(left, right):
+    return lambda obj: left(obj) or right(obj)
+
+
+def _both(left, right):
+    return lambda obj: left(obj) and right(obj)
+
+
 class _Parser:
     def __init__(self, tokens):
         self.tokens = tokens
@@ -66,16 +74,14 @@ class _Parser:
         node = self.conjunction()
         while self.peek() and self.peek().lower() == "or":
             self.take()
-            left, right = node, self.conjunction()
-            node = lambda obj, l=left, r=right: l(obj) or r(obj)
+            node = _either(node, self.conjunction())
         return node
 
     def conjunction(self):
         node = self.unary()
         while self.peek() and self.peek().lower() == "and":
             self.take()
-            left, right = node, self.unary()
-            node = lambda obj, l=left, r=right: l(obj) and r(obj)
+            node = _both(node, self.unary())
         return node
 
     def unary(self):

@@ -12,9 +12,9 @@ from twisted.logger import Logger, globalLogPublisher
 from lxdtx import recovery, resources, singleton, statedir
 from lxdtx.asyncutil import run
 from lxdtx.daemon import Daemon
-from lxdtx.instance import boot
 from lxdtx.events import LogForwarder
 from lxdtx.exec.recording import RecordExpiry
+from lxdtx.instance import boot
 from lxdtx.listeners import Listeners
 from lxdtx.router import Router
 from lxdtx.state.sqlite import SQLiteStore
@@ -101,7 +101,8 @@ class LxdtxService(service.MultiService):
         globalLogPublisher.addObserver(self._forwarder)
         daemon.ready = True
         _trim_heap()
-        self.log.info("lxdtx ready on {dir}", dir=self.state_dir)
+        self.log.info("lxdtx ready on {dir}; exec runs through {path}", dir=self.state_dir,
+                      path=daemon.instances.seeds.exec_path())
         await boot.on_daemon_start(daemon.instances)
 
     async def _stop(self):

@@ -1,6 +1,6 @@
 """Timestamps as the LXD API writes them: RFC 3339, always with a zone."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 EPOCH = "1970-01-01T00:00:00Z"
@@ -8,12 +8,12 @@ EPOCH = "1970-01-01T00:00:00Z"
 
 def now():
     """The current time, UTC, as an RFC 3339 string."""
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def from_timestamp(seconds):
     """A POSIX timestamp as an RFC 3339 string."""
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat()
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
 def parse(text):

@@ -20,8 +20,11 @@ import re
 import socket
 import sys
 
-from twisted.internet.interfaces import (IOpenSSLClientConnectionCreator, IOpenSSLContextFactory,
-                                         IOpenSSLServerConnectionCreator)
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLContextFactory,
+    IOpenSSLServerConnectionCreator,
+)
 from zope.interface import implementer
 
 _PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
@@ -59,7 +62,7 @@ def generate_keypair(cert_path, key_path, common_name=None, client=False):
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "lxdtx"),
         x509.NameAttribute(NameOID.COMMON_NAME, common_name or f"root@{hostname}"),
     ])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
     builder = (
         x509.CertificateBuilder()

@@ -22,7 +22,7 @@ KIND = "certificate"
 class PeerCertificate:
     """What the trust check needs of a TLS peer's certificate, computed once per connection."""
 
-    __slots__ = ("der", "fingerprint", "not_before", "not_after", "x509", "chains")
+    __slots__ = ("chains", "der", "fingerprint", "not_after", "not_before", "x509")
 
     def __init__(self, x509):
         from OpenSSL import crypto
@@ -36,7 +36,7 @@ class PeerCertificate:
         self.chains = None
 
     def in_validity_period(self):
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         return self.not_before <= now <= self.not_after
 
 

@@ -6,7 +6,13 @@ import re
 
 from lxdtx.config.schema import ConfigError, Key, Schema
 from lxdtx.config.types import (
-    is_bool, is_int64, is_percent_or_size, is_priority, is_true, is_uint32, one_of,
+    is_bool,
+    is_int64,
+    is_percent_or_size,
+    is_priority,
+    is_true,
+    is_uint32,
+    one_of,
 )
 
 # lxc.* keys raw.lxc may not set: the daemon owns logging, ephemerality, limits and networking.

@@ -14,7 +14,7 @@ class Key:
     as `true` when set); `apply`: name of the live-update hook the owner runs.
     """
 
-    __slots__ = ("validate", "default", "live", "hidden", "apply", "doc")
+    __slots__ = ("apply", "default", "doc", "hidden", "live", "validate")
 
     def __init__(self, validate=is_any, default="", *, live=True, hidden=False, apply=None, doc=""):
         self.validate = validate
@@ -33,7 +33,7 @@ class ConfigError(BadRequest, ValueError):
 
     def __init__(self, problems):
         self.problems = problems
-        key, message = problems[0]
+        _key, message = problems[0]
         text = message
         if len(problems) > 1:
             text += f" (and {len(problems) - 1} more errors)"

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.integration.test_exec_seed -*-
 """One resident exec helper per running container: commands without `lxc-attach`'s cost.
 
-`helpers/execseed.c` (built by `make venv`) says how the seed and its zygote
+`helpers/execseed.c` (compiled by setup.py's build step) says how the seed and its zygote
 work. Here the daemon starts them at a container's first exec, talks to the
 zygote over a SOCK_SEQPACKET socket (one datagram per message, the command's
 three standard fds passed with the request), and ends them when the container
@@ -240,6 +240,12 @@ class Seeds(Residents):
         self.binary = binary
         self._failed = set()  # containers whose seed could not start, until they stop
         self._warned = False
+
+    def exec_path(self):
+        """Which way commands enter containers, for the start-up log."""
+        if os.access(self.binary, os.X_OK):
+            return f"the exec seed {self.binary}"
+        return f"lxc-attach (no exec seed at {self.binary})"
 
     def available(self):
         if os.access(self.binary, os.X_OK):

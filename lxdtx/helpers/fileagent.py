@@ -50,11 +50,11 @@ if __name__ == "__main__":
     # namespace is joined (afterwards paths resolve in the container).
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from lxdtx import errors  # noqa: E402
-from lxdtx.exec import terminal  # noqa: E402
-from lxdtx.fsutil import Root  # noqa: E402
-from lxdtx.instance import files  # noqa: E402
-from lxdtx.instance.idmap import IdMap  # noqa: E402
+from lxdtx import errors
+from lxdtx.exec import terminal
+from lxdtx.fsutil import Root
+from lxdtx.instance import files
+from lxdtx.instance.idmap import IdMap
 
 DAEMON_FD = 3
 PIDFD = 4

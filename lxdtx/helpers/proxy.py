@@ -57,7 +57,7 @@ class Namespaces:
 
 
 def _setns(fds):
-    for fd, kind in zip(fds, (CLONE_NEWNET, CLONE_NEWNS)):
+    for fd, kind in zip(fds, (CLONE_NEWNET, CLONE_NEWNS), strict=False):
         if libc.setns(fd, kind) != 0:
             fail(f"Failed to join a namespace: {os.strerror(ctypes.get_errno())}")
 

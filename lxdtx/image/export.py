@@ -25,7 +25,7 @@ def _part_head(boundary, part, first):
         f"--{boundary}\r\n"
         f'Content-Disposition: form-data; name="{part.name}"; filename="{part.filename}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode("utf-8")
+    ).encode()
 
 
 def multipart_layout(parts, boundary=None):

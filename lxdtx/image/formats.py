@@ -27,7 +27,7 @@ import lzma
 import posixpath
 import tarfile
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 from lxdtx import errors
 from lxdtx.image import metadata as image_metadata

@@ -6,7 +6,6 @@ import dataclasses
 from lxdtx import architectures
 from lxdtx.image.invalid import ImageFormatError
 
-
 TRIGGERS = ("create", "copy", "start", "rename")
 
 

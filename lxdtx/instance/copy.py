@@ -12,8 +12,8 @@ import copy
 
 from lxdtx import errors, faults
 from lxdtx.device import disk
-from lxdtx.instance import model, settle
 from lxdtx.instance import devices as devices_rt
+from lxdtx.instance import model, settle
 from lxdtx.operations import container_resources
 from lxdtx.response import AsyncResponse
 from lxdtx.state import ABSENT, Delete, Put
@@ -131,7 +131,7 @@ async def copy_container(instances, name, parent, snapshot, params, container_on
             changes = [Put(model.KIND, name, value, expect=ABSENT),
                        pools.volume_changes(pool, "container", name, {"config": {}, "description": ""},
                                             expect=ABSENT)]
-            for doc, snap in zip(snapshot_docs, snapshot_names):
+            for doc, snap in zip(snapshot_docs, snapshot_names, strict=False):
                 full = f"{name}/{snap}"
                 changes += [Put(model.SNAPSHOT_KIND, full, copy.deepcopy(doc.value), expect=ABSENT),
                             pools.volume_changes(pool, "container", full, {"config": {}, "description": ""},
@@ -197,7 +197,6 @@ async def move_to_pool(instances, name, new_name, pool, container_only):
         kept = [] if container_only else snapshot_docs
         kept_names = [d.name.split("/", 1)[1] for d in kept]
         size = (root or {}).get("size") or ""
-        target = pools.driver(pool)
         journal = instances.daemon.journal
         # Until the commit the copy on the new pool is the one to drop; with it, the old pool's.
         await instances.check_volume_free(pool, new_name)

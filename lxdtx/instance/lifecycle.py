@@ -17,17 +17,22 @@ from twisted.logger import Logger
 from lxdtx import architectures, device, errors, faults, hostinfo, statedir, timeutil
 from lxdtx.config import container as container_config
 from lxdtx.config.types import is_true, parse_int64
-from lxdtx.instance import cgroups, lxcconf, model, settle, templates
-from lxdtx.instance import devices as devices_rt
-from lxdtx.instance import proxies
-from lxdtx.instance import idmap as idmaps
 from lxdtx.exec.seeds import Seeds
+from lxdtx.instance import cgroups, lxcconf, model, proxies, settle, templates
+from lxdtx.instance import devices as devices_rt
+from lxdtx.instance import idmap as idmaps
 from lxdtx.instance.fileagents import FileAgents
 from lxdtx.instance.liblxc import Liblxc
 from lxdtx.instance.oplock import OperationLocks
 from lxdtx.instance.publish import UNSHIFTED_MARKER, PublishSource
 from lxdtx.instance.runtime import (
-    FROZEN, RUNNING, STATUS_CODES, STOPPED, Runtime, cgroup_prefixes, scope_of,
+    FROZEN,
+    RUNNING,
+    STATUS_CODES,
+    STOPPED,
+    Runtime,
+    cgroup_prefixes,
+    scope_of,
 )
 from lxdtx.instance.snapshots import Snapshots
 from lxdtx.instance.unixdevices import UnixDevices

@@ -226,7 +226,7 @@ class Snapshots:
                 await settle.restore(instances, container, snapshot)
                 RESTORE_COPIED()
             value = instances.get(container).value
-            config, devices = instances.expanded(value)
+            _config, devices = instances.expanded(value)
             _, root = disk.root_device(devices)
             if root and root.get("size"):
                 await self.pools.apply_root_size(pool, container, root["size"])

@@ -7,6 +7,7 @@ from lxdtx.instance import netlink
 from lxdtx.instance.runtime import STATUS_CODES, STOPPED
 from lxdtx.storage.errors import NotSupported
 
+
 def _int(text, default=0):
     try:
         return int(text.split()[0]) if text else default
@@ -78,7 +79,7 @@ async def collect(instances, name, value):
     }
     if status == STOPPED:
         return state
-    config, devices = instances.expanded(value)
+    _config, devices = instances.expanded(value)
     host_names = {}
     for dev, cfg in devices.items():
         if cfg.get("type") == "nic":

@@ -13,7 +13,6 @@ import time
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
-
 from twisted.logger import Logger
 
 from lxdtx.fsutil import Root, kernel_filesystem, open_beneath, reopen

@@ -134,7 +134,6 @@ async def _make(daemon, name, params, header, fs, features):
         driver = pools.driver(pool)
         size = root.get("size") or ""
         direct = driver.info.name == "dir"
-        socket_dir = daemon.path("migration")
         await instances.check_volume_free(pool, name)
         async with daemon.journal.begin("container.migrate", name) as intent:
             await intent.will("container", name=name, pool=pool)

@@ -51,7 +51,7 @@ def network_chains(name, config, dnsmasq_running=True):
             continue
         families.append((version, family, net))
         if dnsmasq_running:
-            dhcp_server, dhcp_client = (67, 68) if version == 4 else (547, 546)
+            dhcp_server, _dhcp_client = (67, 68) if version == 4 else (547, 546)
             chains["input"] += [
                 f"iifname {dev} meta nfproto {family} udp dport {{ 53, {dhcp_server} }} accept",
                 f"iifname {dev} meta nfproto {family} tcp dport 53 accept",

@@ -60,7 +60,9 @@ def specs(network, config, default_interface=None):
 def needs_default_interface(config):
     """Whether some vxlan tunnel is multicast without an explicit interface."""
     for tunnel in schema.tunnels(config):
-        get = lambda key: config.get(f"tunnel.{tunnel}.{key}", "")  # noqa: E731
-        if get("protocol") == "vxlan" and not (get("local") and get("remote")) and not get("interface"):
+        prefix = f"tunnel.{tunnel}."
+        protocol, local, remote, interface = (config.get(prefix + key, "") for key in
+                                              ("protocol", "local", "remote", "interface"))
+        if protocol == "vxlan" and not (local and remote) and not interface:
             return True
     return False

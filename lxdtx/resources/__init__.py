@@ -1,12 +1,23 @@
 """REST resources: one module per endpoint family, each declaring ENDPOINTS."""
 
 from lxdtx.resources import (
-    backups, certificates, containers, events, host, images, operations, profiles, root, snapshots,
-    storage_pools, storage_volumes,
+    backups,
+    certificates,
+    console,
+    containers,
+    events,
+    files,
+    host,
+    images,
+    networks,
+    operations,
+    profiles,
+    root,
+    snapshots,
+    storage_pools,
+    storage_volumes,
 )
-from lxdtx.resources import console, files
 from lxdtx.resources import exec as exec_
-from lxdtx.resources import networks
 
 MODULES = [root, certificates, operations, events, profiles, host, containers, storage_pools, storage_volumes,
            snapshots, images, backups, exec_, console, files, networks]

@@ -8,7 +8,6 @@ from lxdtx.resources import names
 from lxdtx.resources.common import container_endpoint, string
 from lxdtx.response import AsyncResponse, FileResponse, SyncResponse
 
-
 # Backups made before the choice existed were xz.
 _SUFFIXES = {"gzip": ".gz", "xz": ".xz", "bzip2": ".bz2", "lzma": ".lzma", "zstd": ".zst", "none": ""}
 

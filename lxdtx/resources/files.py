@@ -13,8 +13,8 @@ import os
 
 from lxdtx import errors
 from lxdtx.instance import files
-from lxdtx.resources.common import container_endpoint
 from lxdtx.instance.fileagents import OPEN_TIMEOUT
+from lxdtx.resources.common import container_endpoint
 from lxdtx.response import ProducerResponse, RawResponse, SyncResponse, empty
 from lxdtx.router import Action
 from lxdtx.streaming import read_pipe, send_pipe

@@ -184,7 +184,7 @@ async def export_image(req):
 
     async def write(request):
         try:
-            opened = iter(zip(fds, parts))
+            opened = iter(zip(fds, parts, strict=False))
             for piece in pieces:
                 if isinstance(piece, bytes):
                     request.write(piece)

@@ -8,7 +8,6 @@ from lxdtx.resources import names
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse, SyncResponse
 
-
 _STATEFUL_UNSUPPORTED = "Stateful snapshots need checkpoint/restore support, which this server does not have yet"
 
 

@@ -11,7 +11,6 @@ from lxdtx.response import SyncResponse, created, empty, etag_of
 from lxdtx.router import Endpoint
 from lxdtx.storage.pools import POOL
 
-
 # A pool's name is a directory name (of its default source) and a path segment of its URL.
 MAX_NAME = 255
 

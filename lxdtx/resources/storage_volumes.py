@@ -176,7 +176,7 @@ async def patch_volume(req):
 async def post_volume(req):
     """Rename within the pool (sync 201), or move to another pool (async)."""
     daemon = req.daemon
-    pool, vol_type, name, doc = _volume_doc(req)
+    pool, vol_type, name, _doc = _volume_doc(req)
     if vol_type != "custom":
         raise errors.BadRequest("Only custom storage volumes can be renamed or moved")
     body = req.json()

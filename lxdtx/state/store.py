@@ -31,7 +31,7 @@ class RevisionMismatch(PreconditionFailed):
 class Document:
     """One stored object: `value` is a private copy the caller may change."""
 
-    __slots__ = ("kind", "name", "value", "revision")
+    __slots__ = ("kind", "name", "revision", "value")
 
     def __init__(self, kind, name, value, revision):
         self.kind, self.name, self.value, self.revision = kind, name, value, revision
@@ -40,7 +40,7 @@ class Document:
 class Put:
     """Create or replace a document; `expect` is None (no check), ABSENT or a revision."""
 
-    __slots__ = ("kind", "name", "value", "expect")
+    __slots__ = ("expect", "kind", "name", "value")
 
     def __init__(self, kind, name, value, expect=None):
         self.kind, self.name, self.value, self.expect = kind, name, value, expect
@@ -49,7 +49,7 @@ class Put:
 class Delete:
     """Remove a document (a no-op if it does not exist and `expect` is None)."""
 
-    __slots__ = ("kind", "name", "expect")
+    __slots__ = ("expect", "kind", "name")
 
     def __init__(self, kind, name, expect=None):
         self.kind, self.name, self.expect = kind, name, expect

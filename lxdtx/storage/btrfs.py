@@ -18,7 +18,7 @@ from lxdtx import errors
 from lxdtx.asyncutil import ProcessError
 from lxdtx.config.types import is_any, is_size, parse_size
 from lxdtx.storage import mounts
-from lxdtx.storage.driver import Driver, Info, VOLUME_DIRS, is_snapshot, tool_output
+from lxdtx.storage.driver import VOLUME_DIRS, Driver, Info, is_snapshot, tool_output
 
 DEFAULT_MOUNT_OPTIONS = "user_subvol_rm_allowed"
 

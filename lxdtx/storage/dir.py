@@ -5,8 +5,8 @@ import os
 import shutil
 
 from lxdtx import errors
-from lxdtx.storage.driver import VOLUME_DIRS, Driver, Info, is_snapshot
 from lxdtx.storage import mounts
+from lxdtx.storage.driver import VOLUME_DIRS, Driver, Info, is_snapshot
 
 
 class DirDriver(Driver):

@@ -15,7 +15,7 @@ turned into `-` (`containers_c1-snap0`), so they never collide.
 import os
 
 from lxdtx import errors
-from lxdtx.config.types import is_bool, is_any, is_size, is_true, parse_size
+from lxdtx.config.types import is_any, is_bool, is_size, is_true, parse_size
 from lxdtx.storage import block, mounts
 from lxdtx.storage.driver import Driver, Info, fill_source, is_snapshot, tool_output
 

@@ -7,9 +7,9 @@ map of the last container that used it (`volatile.idmap.last`); attaching it to
 a container with another map re-owns them first.
 """
 
-from twisted.internet import threads
-
 import os
+
+from twisted.internet import threads
 
 from lxdtx import errors, faults
 from lxdtx.instance import idmap as idmaps

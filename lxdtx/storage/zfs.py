@@ -17,13 +17,13 @@ renamed under `<pool>/deleted` and goes with its last clone.
 """
 
 import os
-import shlex
 import secrets
+import shlex
 
 from lxdtx import errors
-from lxdtx.config.types import is_bool, is_any, is_size, is_true, parse_size
+from lxdtx.config.types import is_any, is_bool, is_size, is_true, parse_size
 from lxdtx.storage import mounts
-from lxdtx.storage.driver import Driver, Info, VOLUME_DIRS, fill_source, is_snapshot
+from lxdtx.storage.driver import VOLUME_DIRS, Driver, Info, fill_source, is_snapshot
 from lxdtx.storage.errors import NotSupported
 
 _DATASET_DIRS = {"container": "containers", "image": "images", "custom": "custom"}
@@ -235,7 +235,7 @@ class ZfsDriver(Driver):
         dataset = self.dataset(vol_type, name)
         if await self._exists(dataset):
             if "@" in dataset:
-                code, _, err = await self.run(["zfs", "destroy", dataset], check=False)
+                code, _, _err = await self.run(["zfs", "destroy", dataset], check=False)
                 if code != 0:
                     # Clones (copies) depend on it: hide it under another name until they go.
                     await self.run(["zfs", "rename", dataset, dataset.replace("@snapshot-", "@deleted-")

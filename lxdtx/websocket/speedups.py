@@ -58,7 +58,7 @@ def _import_websocket_only():
         spec = importlib.util.find_spec("autobahn.twisted")
         autobahn.twisted = sys.modules["autobahn.twisted"] = importlib.util.module_from_spec(spec)
     if "OpenSSL" in sys.modules:  # already paid for: nothing to keep out
-        from autobahn.twisted import resource, websocket  # noqa: F401
+        from autobahn.twisted import resource, websocket
         return
     had_endpoints = "twisted.internet.endpoints" in sys.modules
     sys.modules["OpenSSL"] = None  # an import of it (or of OpenSSL.SSL) fails

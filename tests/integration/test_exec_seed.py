@@ -4,6 +4,7 @@ end of the seed and its zygote with the container (no process or cgroup left beh
 import os
 import signal
 import subprocess
+import sys
 
 import pexpect
 import pytest
@@ -13,7 +14,7 @@ from tests.daemonproc import wait_until
 
 pytestmark = [
     pytest.mark.timeout(300),
-    pytest.mark.skipif(not os.access(seeds.BINARY, os.X_OK), reason="execseed not built (make venv)"),
+    pytest.mark.skipif(not os.access(seeds.BINARY, os.X_OK), reason="execseed not built (make venv compiles it through setup.py)"),
 ]
 
 
@@ -350,3 +351,21 @@ def test_daemon_restart_replaces_the_seed(busybox_daemon, container):
     assert wait_until(lambda: old not in seed_processes(busybox_daemon, container), 10)
     assert busybox_daemon.lxc("exec", container, "--", "echo", "ok").stdout == "ok\n"
     assert _seed_pid(busybox_daemon, container) not in (None, old)
+
+
+def test_daemon_says_which_exec_path_it_uses(daemon):
+    assert f"exec runs through the exec seed {seeds.BINARY}" in daemon.log()
+
+
+def test_setup_build_ships_the_compiled_seed(workdir):
+    """`pip install .` runs setup.py's build: the seed lands beside the Python code it serves."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    build = os.path.join(workdir, "build")
+    subprocess.run([sys.executable, "setup.py", "-q", "build", "-b", build], cwd=root, check=True,
+                   capture_output=True, timeout=120)
+    helpers = os.path.join(build, "lib", "lxdtx", "helpers")
+    binary = os.path.join(helpers, "execseed")
+    assert os.access(binary, os.X_OK)
+    with open(binary, "rb") as f:
+        assert f.read(4) == b"\x7fELF"
+    assert os.path.exists(os.path.join(helpers, "execseed.c"))

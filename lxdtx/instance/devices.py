@@ -55,7 +55,18 @@ async def prepare_volumes(pools, devices, idmap):
             await pools.custom.prepare(config["pool"], config["source"], idmap)
 
 
-def start_lines(pools, config, devices):
+def _mounts_below(directory, mountinfo="/proc/self/mountinfo"):
+    """Whether some mount point lies strictly below `directory` on the host."""
+    prefix = os.path.realpath(directory).rstrip("/") + "/"
+    try:
+        with open(mountinfo) as f:
+            points = [line.split()[4] for line in f if len(line.split()) > 4]
+    except OSError:
+        return False
+    return any(p.replace("\\040", " ").startswith(prefix) for p in points)
+
+
+def start_lines(pools, config, devices, unprivileged=False):
     """(liblxc lines, volatile updates) for the devices of a container about to start."""
     lines = []
     volatile = {}
@@ -67,6 +78,12 @@ def start_lines(pools, config, devices):
         kind = device.get("type")
         if kind == "disk" and device.get("path") != "/":
             found = disk_source(pools, device)
+            if found and found[1] and unprivileged and not is_true(device.get("recursive", "")) \
+                    and _mounts_below(found[0]):
+                # liblxc mounts in the container's user namespace, where the kernel refuses a
+                # plain bind that would uncover what the mounts below hide (EINVAL).
+                raise errors.BadRequest(f"Disk device \"{name}\": its source has mounts below it, which an "
+                                        "unprivileged container can only take with recursive=true")
             if found:
                 lines.append(disk.mount_entry(found[0], device["path"], device, found[1]))
         elif kind in ("nic", "infiniband") and device.get("nictype") in nic.NICTYPES:

@@ -18,7 +18,8 @@ from lxdtx import architectures, device, errors, faults, hostinfo, statedir, tim
 from lxdtx.config import container as container_config
 from lxdtx.config.types import is_true, parse_int64
 from lxdtx.exec.seeds import Seeds
-from lxdtx.instance import cgroups, lxcconf, model, proxies, settle, templates
+from lxdtx.fsutil import read_text
+from lxdtx.instance import cgroups, disklimits, lxcconf, model, proxies, settle, templates
 from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import idmap as idmaps
 from lxdtx.instance.fileagents import FileAgents
@@ -379,8 +380,12 @@ class Instances:
         nic_volatile = await self.daemon.networks.nics.prepare(name, config, devs)
         own.update(nic_volatile)
         config.update(nic_volatile)
-        lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs)
+        lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs, unprivileged=idmap is not None)
         lines += await self.unix_devices.start_lines(name, devs, idmap)
+        version = disklimits.version_of(self.layout)
+        if version is not None:
+            limits = await threads.deferToThread(self._disk_limits, name, value, devs)
+            lines += [(self.layout.config_key(f), v) for f, v in disklimits.start_files(limits, version)]
         own.update(volatile)
         trigger = own.pop("volatile.apply_template", None)
         uid = idmap.host_uid(0) if idmap else 0
@@ -694,6 +699,12 @@ class Instances:
         writes = cgroups.live_updates(old_config, new_config, self.layout, os.cpu_count() or 1,
                                       hostinfo.memory()["total"])
         await threads.deferToThread(self._write_cgroups, name, writes)
+        disks_changed = _disks(old_devices) != _disks(new_devices)
+        version = disklimits.version_of(self.layout)
+        if disks_changed and version is not None:
+            # Worked out before anything is plugged: limits that cannot apply refuse the change.
+            doc = self.get(name)
+            limits = await threads.deferToThread(self._disk_limits, name, doc.value, new_devices)
         for dev_name in sorted(set(old_devices) | set(new_devices)):
             old, new = old_devices.get(dev_name), new_devices.get(dev_name)
             if old == new:
@@ -715,8 +726,31 @@ class Instances:
                 elif added.get("type") in device.unix.KINDS:
                     await self.unix_devices.hot_add(name, pid, dev_name, added, self.current_idmap(new_config))
         self.unix_devices.watch(name, new_devices)
+        if disks_changed and version is not None:
+            await threads.deferToThread(self._write_disk_limits, name, limits, version)
         # Nics plugged in or out; returns the volatile keys (MAC, name) of new ones.
         return await self.daemon.networks.nics.apply_live(name, pid, old_devices, new_devices, new_config)
+
+    def _disk_limits(self, name, value, devices):
+        """Blocking: the block io limits of a container's disk devices (disklimits)."""
+        def source_of(config):
+            try:
+                found = devices_rt.disk_source(self.daemon.pools, config)
+            except errors.ApiError:
+                return None
+            return found and found[0]
+
+        rootfs = os.path.join(self.container_dir(value, name), "rootfs")
+        return disklimits.block_limits(devices, rootfs, source_of)
+
+    def _write_disk_limits(self, name, limits, version):
+        """Blocking: bring a running container's block io throttles to `limits`."""
+        def read_file(filename):
+            path = self.layout.file_path(name, filename)
+            return read_text(path) if path else None
+
+        now = disklimits.current(read_file, version)
+        self._write_cgroups(name, disklimits.live_files(now, limits, version))
 
     def _write_cgroups(self, name, writes):
         for filename, value in writes:
@@ -784,6 +818,10 @@ class Instances:
         ids, not shifted host ids).
         """
         return PublishSource(self, name, snapshot)
+
+def _disks(devices):
+    return {n: c for n, c in devices.items() if c.get("type") == "disk"}
+
 
 def _int(value, default=0):
     try:

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -115,3 +116,162 @@ def test_bad_propagation(busybox_daemon, container, workdir):
                    "propagation=everywhere", check=False)
     assert result.returncode != 0 and "propagation" in result.stderr, result.stderr
     assert "s" not in d.request("GET", f"/1.0/containers/{container}").metadata["devices"]
+
+
+# -- limits.read / limits.write / limits.max ---------------------------------------
+
+_V1_FILES = {"rbps": "blkio.throttle.read_bps_device", "riops": "blkio.throttle.read_iops_device",
+             "wbps": "blkio.throttle.write_bps_device", "wiops": "blkio.throttle.write_iops_device"}
+
+
+def _pid(d, name):
+    return d.request("GET", f"/1.0/containers/{name}/state").metadata["pid"]
+
+
+def _throttles(d, name):
+    """{field: {block: value}} of the container's block io throttles (cgroup v1 or io.max)."""
+    with open(f"/proc/{_pid(d, name)}/cgroup") as f:
+        lines = [line.rstrip("\n").split(":", 2) for line in f]
+    result = {field: {} for field in _V1_FILES}
+    for _, controllers, path in lines:
+        if "blkio" in controllers.split(","):
+            for field, filename in _V1_FILES.items():
+                with open(f"/sys/fs/cgroup/blkio{path}/{filename}") as f:
+                    for line in f.read().split("\n"):
+                        if line.strip():
+                            block, value = line.split()
+                            result[field][block] = int(value)
+            return result
+    for _, controllers, path in lines:
+        if controllers == "":
+            with open(f"/sys/fs/cgroup{path}/io.max") as f:
+                for line in f.read().split("\n"):
+                    if line.strip():
+                        block, *pairs = line.split()
+                        for pair in pairs:
+                            field, _, value = pair.partition("=")
+                            if value != "max":
+                                result[field][block] = int(value)
+            return result
+    pytest.skip("no block io controller (blkio or io) for containers on this host")
+
+
+def _whole_disk(path):
+    """`major:minor` of the disk holding `path` (the disk of its partition), or skip."""
+    dev = os.stat(path).st_dev
+    block = f"{os.major(dev)}:{os.minor(dev)}"
+    sysdir = f"/sys/dev/block/{block}"
+    if os.major(dev) == 0 or not os.path.isdir(sysdir) or os.listdir(os.path.join(sysdir, "slaves")):
+        pytest.skip(f"{path} is not directly on a disk or partition here (btrfs, overlay or device mapper)")
+    if os.path.exists(os.path.join(sysdir, "partition")):
+        with open(os.path.join(os.path.realpath(sysdir), "..", "dev")) as f:
+            block = f.read().strip()
+    return block
+
+
+def _timed_direct_write(d, name, path, mib):
+    """Seconds an O_DIRECT write of `mib` MiB to `path` inside the container takes."""
+    started = time.monotonic()
+    _sh(d, name, f"dd if=/dev/zero of={path} bs=64k count={16 * mib} oflag=direct conv=fsync 2>/dev/null")
+    return time.monotonic() - started
+
+
+def test_io_limits_live(busybox_daemon, container, workdir):
+    """limits.read/limits.write on a host-path disk become throttles on its disk, live; a direct
+    write is held to the limit; unset or removed, the throttles go."""
+    d = busybox_daemon
+    os.chmod(workdir, 0o777)
+    block = _whole_disk(workdir)
+    d.lxc("config", "device", "add", container, "l", "disk", f"source={workdir}", "path=/mnt/l",
+          "limits.read=4MB", "limits.write=1MB")
+    throttles = _throttles(d, container)
+    assert throttles["rbps"].get(block) == 4 << 20 and throttles["wbps"].get(block) == 1 << 20, throttles
+    limited = _timed_direct_write(d, container, "/mnt/l/f", 3)
+    d.lxc("config", "device", "unset", container, "l", "limits.write")
+    throttles = _throttles(d, container)
+    assert block not in throttles["wbps"] and throttles["rbps"].get(block) == 4 << 20, throttles
+    free = _timed_direct_write(d, container, "/mnt/l/f", 3)
+    print(f"3 MiB O_DIRECT write: {limited:.2f}s at limits.write=1MB, {free:.2f}s without")
+    assert limited >= 1.5 and free < limited, (limited, free)
+    d.lxc("config", "device", "remove", container, "l")
+    assert all(block not in values for values in _throttles(d, container).values())
+
+
+def test_root_disk_limits_at_start(busybox_daemon, container):
+    """limits.max on the root disk, in iops: both directions throttled from the start."""
+    d = busybox_daemon
+    d.lxc("stop", "-f", container)
+    d.lxc("config", "device", "override", container, "root", "limits.max=200iops")
+    d.lxc("start", container)
+    block = _whole_disk(f"/proc/{_pid(d, container)}/root/")
+    throttles = _throttles(d, container)
+    assert throttles["riops"].get(block) == 200 and throttles["wiops"].get(block) == 200, throttles
+    assert block not in throttles["rbps"] and block not in throttles["wbps"]
+
+
+def test_io_limits_without_a_block_device(busybox_daemon, container, workdir):
+    """A source on tmpfs cannot be throttled: refused with the device named, nothing added."""
+    d = busybox_daemon
+    target = os.path.join(workdir, "t")
+    os.mkdir(target)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", target], check=True)
+    try:
+        result = d.lxc("config", "device", "add", container, "t", "disk", f"source={target}", "path=/mnt/t",
+                       "limits.read=1MB", check=False)
+        assert result.returncode != 0 and "block device" in result.stderr and '"t"' in result.stderr, result.stderr
+        assert "t" not in d.request("GET", f"/1.0/containers/{container}").metadata["devices"]
+        assert " /mnt/t " not in _sh(d, container, "cat /proc/mounts").stdout
+    finally:
+        subprocess.run(["umount", "-l", target], check=False)
+
+
+# -- optional, recursive ------------------------------------------------------------
+
+@pytest.mark.parametrize("live", [True, False], ids=["live", "at-start"])
+def test_optional_missing_source(busybox_daemon, container, workdir, live):
+    """optional=true: a missing source is no error (nothing mounted); without it the add is refused."""
+    d = busybox_daemon
+    missing = os.path.join(workdir, "not-there")
+    if not live:
+        d.lxc("stop", "-f", container)
+    result = d.lxc("config", "device", "add", container, "m", "disk", f"source={missing}", "path=/mnt/m",
+                   check=False)
+    if live:
+        assert result.returncode != 0 and "not-there" in result.stderr, result.stderr
+    else:  # stopped: kept, and the start says what is missing
+        result = d.lxc("start", container, check=False)
+        assert result.returncode != 0 and "not-there" in result.stderr, result.stderr
+        d.lxc("config", "device", "remove", container, "m")
+    d.lxc("config", "device", "add", container, "o", "disk", f"source={missing}", "path=/mnt/o", "optional=true")
+    if not live:
+        d.lxc("start", container)
+    assert " /mnt/o " not in _sh(d, container, "cat /proc/mounts").stdout
+
+
+def test_recursive_live(busybox_daemon, container, shared_source):
+    """recursive=true brings the mounts under the source along; without it only the source itself."""
+    d = busybox_daemon
+    source, mount_under = shared_source
+    mount_under("early")
+    d.lxc("config", "device", "add", container, "r", "disk", f"source={source}", "path=/mnt/r",
+          "recursive=true", "propagation=rprivate")
+    d.lxc("config", "device", "add", container, "f", "disk", f"source={source}", "path=/mnt/f",
+          "propagation=private")
+    assert _sh(d, container, "cat /mnt/r/early/marker-early").stdout == "early"
+    assert _sh(d, container, "test -e /mnt/f/early/marker-early", check=False).returncode != 0
+
+
+def test_recursive_at_start(busybox_daemon, container, shared_source):
+    """At start recursive=true brings the mounts under the source along; a plain bind of a source
+    with mounts below, which the kernel refuses in the container's user namespace, is refused clearly."""
+    d = busybox_daemon
+    source, mount_under = shared_source
+    mount_under("early")
+    d.lxc("stop", "-f", container)
+    d.lxc("config", "device", "add", container, "r", "disk", f"source={source}", "path=/mnt/r", "recursive=true")
+    d.lxc("config", "device", "add", container, "f", "disk", f"source={source}", "path=/mnt/f")
+    result = d.lxc("start", container, check=False)
+    assert result.returncode != 0 and '"f"' in result.stderr and "recursive=true" in result.stderr, result.stderr
+    d.lxc("config", "device", "remove", container, "f")
+    d.lxc("start", container)
+    assert _sh(d, container, "cat /mnt/r/early/marker-early").stdout == "early"

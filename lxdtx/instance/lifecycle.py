@@ -36,7 +36,7 @@ from lxdtx.instance.runtime import (
     scope_of,
 )
 from lxdtx.instance.snapshots import Snapshots
-from lxdtx.instance.unixdevices import UnixDevices
+from lxdtx.instance.unixdevices import UnixDevices, is_unix
 from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
 
@@ -81,7 +81,9 @@ class Instances:
         from lxdtx.instance.backups import Backups
 
         self.backups = Backups(self)
-        self.unix_devices = UnixDevices(self)
+        # Where host device information (USB, DRM) is read: sysfs, unless pointed at a tree
+        # describing devices this host does not have (the tests do so).
+        self.unix_devices = UnixDevices(self, sys_root=os.environ.get("LXDTX_HOST_SYSFS") or "/sys")
         settle.register(self, daemon.journal)
         daemon.profiles.users = self.profile_users
         daemon.profiles.rename_changes = self._profile_rename_changes
@@ -712,8 +714,8 @@ class Instances:
             for gone in [old] if old else []:
                 if gone.get("type") == "disk" and gone.get("path") != "/":
                     await devices_rt.hot_remove_disk(pid, gone)
-                elif gone.get("type") in device.unix.KINDS:
-                    await self.unix_devices.hot_remove(name, pid, dev_name, gone, new_devices)
+                elif is_unix(gone):
+                    await self.unix_devices.hot_remove(name, pid, dev_name, gone)
                 elif gone.get("type") == "proxy":
                     await proxies.stop(self.log_dir(name), dev_name)
             for added in [new] if new else []:
@@ -723,7 +725,7 @@ class Instances:
                     await devices_rt.hot_add_disk(self.daemon.pools, pid, added)
                 elif added.get("type") == "proxy":
                     await proxies.start(self.log_dir(name), pid, dev_name, added)
-                elif added.get("type") in device.unix.KINDS:
+                elif is_unix(added):
                     await self.unix_devices.hot_add(name, pid, dev_name, added, self.current_idmap(new_config))
         self.unix_devices.watch(name, new_devices)
         if disks_changed and version is not None:

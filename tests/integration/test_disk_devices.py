@@ -197,8 +197,8 @@ def test_io_limits_live(busybox_daemon, container, workdir):
     assert all(block not in values for values in _throttles(d, container).values())
 
 
-def test_root_disk_limits_at_start(busybox_daemon, container):
-    """limits.max on the root disk, in iops: both directions throttled from the start."""
+def test_root_disk_limits(busybox_daemon, container):
+    """limits.max on the root disk, in iops: both directions throttled from the start; changed live."""
     d = busybox_daemon
     d.lxc("stop", "-f", container)
     d.lxc("config", "device", "override", container, "root", "limits.max=200iops")
@@ -207,6 +207,10 @@ def test_root_disk_limits_at_start(busybox_daemon, container):
     throttles = _throttles(d, container)
     assert throttles["riops"].get(block) == 200 and throttles["wiops"].get(block) == 200, throttles
     assert block not in throttles["rbps"] and block not in throttles["wbps"]
+    d.lxc("config", "device", "set", container, "root", "limits.max", "")
+    d.lxc("config", "device", "set", container, "root", "limits.write", "300iops")  # live
+    throttles = _throttles(d, container)
+    assert throttles["wiops"].get(block) == 300 and block not in throttles["riops"], throttles
 
 
 def test_io_limits_without_a_block_device(busybox_daemon, container, workdir):

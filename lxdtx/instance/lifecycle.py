@@ -383,11 +383,11 @@ class Instances:
         own.update(nic_volatile)
         config.update(nic_volatile)
         lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs, unprivileged=idmap is not None)
-        lines += await self.unix_devices.start_lines(name, devs, idmap)
         version = disklimits.version_of(self.layout)
         if version is not None:
             limits = await threads.deferToThread(self._disk_limits, name, value, devs)
             lines += [(self.layout.config_key(f), v) for f, v in disklimits.start_files(limits, version)]
+        lines += await self.unix_devices.start_lines(name, devs, idmap)  # last: it makes host nodes
         own.update(volatile)
         trigger = own.pop("volatile.apply_template", None)
         uid = idmap.host_uid(0) if idmap else 0
@@ -726,7 +726,8 @@ class Instances:
                 elif added.get("type") == "proxy":
                     await proxies.start(self.log_dir(name), pid, dev_name, added)
                 elif is_unix(added):
-                    await self.unix_devices.hot_add(name, pid, dev_name, added, self.current_idmap(new_config))
+                    await self.unix_devices.hot_add(name, pid, dev_name, added, self.current_idmap(new_config),
+                                                    new_devices)
         self.unix_devices.watch(name, new_devices)
         if disks_changed and version is not None:
             await threads.deferToThread(self._write_disk_limits, name, limits, version)

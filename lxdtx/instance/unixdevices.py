@@ -194,13 +194,22 @@ class UnixDevices:
     async def start_lines(self, name, devices, idmap):
         """liblxc lines (bind mounts, device rules) of the unix devices of a container about to start."""
         await threads.deferToThread(self._clear, name)
+        try:
+            return await self._start_lines(name, devices, idmap)
+        except BaseException:
+            await threads.deferToThread(self._clear, name)  # no node left for a start that fails here
+            raise
+
+    async def _start_lines(self, name, devices, idmap):
         layout = self.instances.layout
         lines = []
+        taken = {}
         for dev_name in sorted(devices):
             config = devices[dev_name]
             if not is_unix(config):
                 continue
             for file, node_config in await threads.deferToThread(self._plan, dev_name, config):
+                _claim(taken, dev_name, unix.container_path(node_config))
                 made = await threads.deferToThread(self._make, name, file, dev_name, node_config, idmap)
                 if made is None:
                     continue
@@ -218,10 +227,24 @@ class UnixDevices:
         await threads.deferToThread(self._clear, name)
 
     # -- live ----------------------------------------------------------------
-    async def hot_add(self, name, pid, dev_name, config, idmap):
-        """Plug one device into a running container (nothing when optional and missing)."""
-        for file, node_config in await threads.deferToThread(self._plan, dev_name, config):
+    async def hot_add(self, name, pid, dev_name, config, idmap, devices):
+        """Plug one device into a running container (nothing when optional and missing);
+        `devices`: the container's devices, whose plugged nodes keep their paths."""
+        plan = await threads.deferToThread(self._plan, dev_name, config)
+        taken = await threads.deferToThread(self._taken, name, devices, dev_name)
+        for _, node_config in plan:
+            _claim(taken, dev_name, unix.container_path(node_config))
+        for file, node_config in plan:
             await self._plug(name, pid, file, dev_name, node_config, idmap)
+
+    def _taken(self, name, devices, but=None):
+        """Blocking: {path inside: device name} of the nodes plugged for devices other than `but`."""
+        taken = {}
+        for dev_name, config in devices.items():
+            if dev_name != but and is_unix(config):
+                for _, path in self._plugged(name, dev_name, config):
+                    taken[os.path.normpath(path)] = dev_name
+        return taken
 
     async def _plug(self, name, pid, file, dev_name, config, idmap):
         """Make one host node and move it in at its path; allow it in the device cgroup."""
@@ -332,7 +355,7 @@ class UnixDevices:
             present = await threads.deferToThread(os.path.exists, unix.source_path(device))
             plugged = await threads.deferToThread(self._plugged, name, dev_name, device)
             if present and not plugged:
-                await self.hot_add(name, pid, dev_name, device, instances.current_idmap(config))
+                await self.hot_add(name, pid, dev_name, device, instances.current_idmap(config), devices)
             elif not present and plugged:
                 await self._unplug(name, pid, dev_name, plugged)
 
@@ -358,11 +381,25 @@ class UnixDevices:
             file = self.node_file(dev_name, device, found.path)
             plugged = await threads.deferToThread(os.path.lexists, self.host_node(name, file))
             if action == "add" and usb.matches(device, found) and not plugged:
+                holder = (await threads.deferToThread(self._taken, name, devices, dev_name)).get(found.path)
+                if holder is not None:
+                    self.log.warn("USB device {path} not plugged as {dev} of {name}: device {holder} has "
+                                  "that path", path=found.path, dev=dev_name, name=name, holder=holder)
+                    return
                 node = gpu.Node(found.path, found.major, found.minor)
                 await self._plug(name, pid, file, dev_name, _node_config(device, node),
                                  instances.current_idmap(config))
             elif action == "remove" and plugged:
                 await self._unplug(name, pid, dev_name, [(file, found.path)])
+
+
+def _claim(taken, dev_name, path):
+    """Record that `dev_name` puts a node at `path`; two devices at one path are refused."""
+    path = os.path.normpath(path)
+    holder = taken.setdefault(path, dev_name)
+    if holder != dev_name:
+        raise errors.BadRequest(f"More than one device uses the same path: {path} (devices '{holder}' "
+                                f"and '{dev_name}')")
 
 
 def _unlink(path):

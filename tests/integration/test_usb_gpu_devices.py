@@ -229,3 +229,19 @@ def test_usb_hotplug_after_daemon_restart(d, ns, container):
     assert wait_until(lambda: _node(d, container, "/dev/bus/usb/004/003") is not None, 30)
     _uevent(ns, "remove", "f0e1", "2", 4, 3, 300)
     assert wait_until(lambda: _node(d, container, "/dev/bus/usb/004/003") is None, 30)
+
+
+def test_node_path_taken_by_another_device(d, container):
+    """A unix-char device at a path a gpu device's node has is refused, live and at start."""
+    d.lxc("config", "device", "add", container, "g", "gpu", "id=0")
+    result = d.lxc("config", "device", "add", container, "n", "unix-char", "source=/dev/null",
+                   "path=/dev/dri/card0", check=False)
+    assert result.returncode != 0 and "/dev/dri/card0" in result.stderr, result.stderr
+    assert "n" not in d.request("GET", f"/1.0/containers/{container}").metadata["devices"]
+    assert _node(d, container, "/dev/dri/card0")[3:] == (str(DRM_MAJOR), "0")  # still the card's
+    d.lxc("stop", "-f", container)
+    d.lxc("config", "device", "add", container, "n", "unix-char", "source=/dev/null", "path=/dev/dri/card0")
+    result = d.lxc("start", container, check=False)
+    assert result.returncode != 0 and "/dev/dri/card0" in result.stderr, result.stderr
+    d.lxc("config", "device", "remove", container, "n")
+    d.lxc("start", container)

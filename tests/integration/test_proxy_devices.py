@@ -265,6 +265,37 @@ def test_unix_to_unix_passes_descriptors_and_credentials(busybox_daemon, contain
         os.unlink(host_path)
 
 
+def test_abstract_on_host_to_unix_in_container(busybox_daemon, container):
+    """bind=host, an abstract socket on the host to a unix path inside the container (its mount
+    namespace), descriptors passed along; the listener is bound from the host through /proc/PID/root."""
+    d = busybox_daemon
+    inside = AncillaryListener(f"/proc/{_init_pid(d, container)}/root/tmp/in.sock")
+    abstract = f"lxdtx-proxy-{uuid.uuid4().hex[:8]}"
+    read_end, write_end = os.pipe()
+    try:
+        d.lxc("config", "device", "add", container, "a", "proxy", f"listen=unix:@{abstract}",
+              "connect=unix:/tmp/in.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect("\0" + abstract)
+            s.sendmsg([b"inwards"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [write_end]))])
+            s.shutdown(socket.SHUT_WR)
+            s.recv(10)
+        assert inside.result() == b"inwards"
+        assert len(inside.fds) == 1, inside.fds
+        os.write(inside.fds[0], b"back out")
+        os.close(inside.fds.pop())
+        os.close(write_end)
+        write_end = None
+        assert os.read(read_end, 100) == b"back out"
+    finally:
+        os.close(read_end)
+        if write_end is not None:
+            os.close(write_end)
+        for fd in inside.fds:
+            os.close(fd)
+
+
 def test_started_with_container_and_survives_daemon_restart(busybox_daemon, container):
     """A proxy in the config starts with the container, keeps forwarding while the daemon restarts."""
     d = busybox_daemon

@@ -66,8 +66,10 @@ def _mounts_below(directory, mountinfo="/proc/self/mountinfo"):
     return any(p.replace("\\040", " ").startswith(prefix) for p in points)
 
 
-def start_lines(pools, config, devices, unprivileged=False):
-    """(liblxc lines, volatile updates) for the devices of a container about to start."""
+def start_lines(pools, config, devices, unprivileged=False, staged=None):
+    """(liblxc lines, volatile updates) for the devices of a container about to start;
+    `staged`: {device name: directory} of the block device disks, mounted on the host."""
+    staged = staged or {}
     lines = []
     volatile = {}
     index = 0
@@ -77,8 +79,8 @@ def start_lines(pools, config, devices, unprivileged=False):
         device = devices[name]
         kind = device.get("type")
         if kind == "disk" and device.get("path") != "/":
-            found = disk_source(pools, device)
-            if found and found[1] and unprivileged and not is_true(device.get("recursive", "")) \
+            found = (staged[name], True) if name in staged else disk_source(pools, device)
+            if found and found[1] and name not in staged and unprivileged and not is_true(device.get("recursive", "")) \
                     and _mounts_below(found[0]):
                 # liblxc mounts in the container's user namespace, where the kernel refuses a
                 # plain bind that would uncover what the mounts below hide (EINVAL).
@@ -127,9 +129,10 @@ def _nic_lines(index, dev, device, config, used_names, volatile):
     return lines
 
 
-async def hot_add_disk(pools, pid, device):
-    """Bind-mount a disk device into a running container."""
-    found = disk_source(pools, device)
+async def hot_add_disk(pools, pid, device, staged=None):
+    """Bind-mount a disk device into a running container (`staged`: the directory a block
+    device's file system is mounted on)."""
+    found = (staged, True) if staged else disk_source(pools, device)
     if found is None:
         return
     argv = [sys.executable, "-I", "-S", _MOUNTNS, "mount", str(pid), found[0], device["path"]]

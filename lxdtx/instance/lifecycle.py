@@ -22,6 +22,7 @@ from lxdtx.fsutil import read_text
 from lxdtx.instance import cgroups, disklimits, lxcconf, model, proxies, settle, templates
 from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import idmap as idmaps
+from lxdtx.instance.blockdisks import BlockDisks, is_block_source
 from lxdtx.instance.fileagents import FileAgents
 from lxdtx.instance.liblxc import Liblxc
 from lxdtx.instance.oplock import OperationLocks
@@ -84,6 +85,7 @@ class Instances:
         # Where host device information (USB, DRM) is read: sysfs, unless pointed at a tree
         # describing devices this host does not have (the tests do so).
         self.unix_devices = UnixDevices(self, sys_root=os.environ.get("LXDTX_HOST_SYSFS") or "/sys")
+        self.block_disks = BlockDisks(daemon.path("disks"))
         settle.register(self, daemon.journal)
         daemon.profiles.users = self.profile_users
         daemon.profiles.rename_changes = self._profile_rename_changes
@@ -382,12 +384,19 @@ class Instances:
         nic_volatile = await self.daemon.networks.nics.prepare(name, config, devs)
         own.update(nic_volatile)
         config.update(nic_volatile)
-        lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs, unprivileged=idmap is not None)
         version = disklimits.version_of(self.layout)
         if version is not None:
             limits = await threads.deferToThread(self._disk_limits, name, value, devs)
-            lines += [(self.layout.config_key(f), v) for f, v in disklimits.start_files(limits, version)]
-        lines += await self.unix_devices.start_lines(name, devs, idmap)  # last: it makes host nodes
+        staged = await self.block_disks.mount_all(name, devs)
+        try:
+            lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs,
+                                                     unprivileged=idmap is not None, staged=staged)
+            if version is not None:
+                lines += [(self.layout.config_key(f), v) for f, v in disklimits.start_files(limits, version)]
+            lines += await self.unix_devices.start_lines(name, devs, idmap)  # last: it makes host nodes
+        except BaseException:
+            await self.block_disks.unmount_all(name)
+            raise
         own.update(volatile)
         trigger = own.pop("volatile.apply_template", None)
         uid = idmap.host_uid(0) if idmap else 0
@@ -406,6 +415,7 @@ class Instances:
         except BaseException:
             await threads.deferToThread(self._remove_stale_cgroups, name)
             await self.unix_devices.stopped(name)
+            await self.block_disks.unmount_all(name)
             raise
         try:
             await self.daemon.networks.nics.started(name, {**config, **own}, devs)
@@ -414,6 +424,7 @@ class Instances:
             await self.liblxc.stop(name, force=True)
             await proxies.stop_all(self.log_dir(name), devs)
             await self.unix_devices.stopped(name)
+            await self.block_disks.unmount_all(name)
             raise
         self.unix_devices.watch(name, devs)
         own["volatile.last_state.power"] = "RUNNING"
@@ -524,6 +535,7 @@ class Instances:
         self.runtime.forget(name)
         self._remove_stale_cgroups(name)  # should liblxc have found the seed still in them
         await self.unix_devices.stopped(name)
+        await self.block_disks.unmount_all(name)
 
     async def _after_stop(self, name, deliberate):
         """Bookkeeping once a container stopped: last state, ephemeral removal, event."""
@@ -548,6 +560,7 @@ class Instances:
             await self.daemon.networks.nics.stopped(name, config, devices)
             await proxies.stop_all(self.log_dir(name), devices)
         await self.unix_devices.stopped(name)
+        await self.block_disks.unmount_all(name)
         if self.locks.action(name) is not None or not self.store.exists(KIND, name):
             return  # an operation of ours is stopping or deleting it and does the bookkeeping
         self.daemon.reactor.callLater(0.1, lambda: defer.Deferred.fromCoroutine(self._stopped_itself(name)))
@@ -714,6 +727,7 @@ class Instances:
             for gone in [old] if old else []:
                 if gone.get("type") == "disk" and gone.get("path") != "/":
                     await devices_rt.hot_remove_disk(pid, gone)
+                    await self.block_disks.unmount(name, dev_name)
                 elif is_unix(gone):
                     await self.unix_devices.hot_remove(name, pid, dev_name, gone)
                 elif gone.get("type") == "proxy":
@@ -722,7 +736,15 @@ class Instances:
                 if added.get("type") == "disk" and added.get("path") != "/":
                     await devices_rt.prepare_volumes(self.daemon.pools, {dev_name: added},
                                                      self.current_idmap(new_config))
-                    await devices_rt.hot_add_disk(self.daemon.pools, pid, added)
+                    staged = None
+                    if await threads.deferToThread(is_block_source, added):
+                        staged = await self.block_disks.mount(name, dev_name, added)
+                    try:
+                        await devices_rt.hot_add_disk(self.daemon.pools, pid, added, staged)
+                    except Exception:
+                        if staged:
+                            await self.block_disks.unmount(name, dev_name)
+                        raise
                 elif added.get("type") == "proxy":
                     await proxies.start(self.log_dir(name), pid, dev_name, added)
                 elif is_unix(added):

@@ -279,3 +279,89 @@ def test_recursive_at_start(busybox_daemon, container, shared_source):
     d.lxc("config", "device", "remove", container, "f")
     d.lxc("start", container)
     assert _sh(d, container, "cat /mnt/r/early/marker-early").stdout == "early"
+
+
+# -- block device sources -----------------------------------------------------------
+
+@pytest.fixture
+def loop_fs(workdir):
+    """A loop device holding an ext4 file system with a file `hello` in it; detached afterwards."""
+    image = os.path.join(workdir, "fs.img")
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True, capture_output=True)
+    loop = subprocess.run(["losetup", "-f", "--show", image], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    mnt = os.path.join(workdir, "m")
+    os.mkdir(mnt)
+    try:
+        subprocess.run(["mount", loop, mnt], check=True)
+        try:
+            with open(os.path.join(mnt, "hello"), "w") as f:
+                f.write("on the block device\n")
+            os.chmod(os.path.join(mnt, "hello"), 0o644)
+            os.chmod(mnt, 0o777)
+        finally:
+            subprocess.run(["umount", mnt], check=True)
+        yield loop
+    finally:
+        for line in open("/proc/self/mountinfo").read().splitlines():
+            if f" {loop} " in line:  # what a failed test left mounted
+                subprocess.run(["umount", "-l", line.split()[4]], check=False)
+        subprocess.run(["losetup", "-d", loop], check=False)
+
+
+def _host_mounts_of(device):
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if f" {device} " in line]
+
+
+def test_block_device_source_live(busybox_daemon, container, loop_fs):
+    """A block device source is its file system, mounted on the host and bound in (read-only when
+    asked); removed, it is unmounted on the host as well."""
+    d = busybox_daemon
+    d.lxc("config", "device", "add", container, "b", "disk", f"source={loop_fs}", "path=/mnt/b")
+    assert _sh(d, container, "cat /mnt/b/hello").stdout == "on the block device\n"
+    _sh(d, container, "echo from inside > /mnt/b/written")
+    d.lxc("config", "device", "remove", container, "b")
+    assert " /mnt/b " not in _sh(d, container, "cat /proc/mounts").stdout
+    assert _host_mounts_of(loop_fs) == []
+    d.lxc("config", "device", "add", container, "r", "disk", f"source={loop_fs}", "path=/mnt/r", "readonly=true")
+    assert _sh(d, container, "cat /mnt/r/written").stdout == "from inside\n"
+    assert "Read-only" in _sh(d, container, "touch /mnt/r/x", check=False).stderr
+    d.lxc("config", "device", "remove", container, "r")
+    assert _host_mounts_of(loop_fs) == []
+
+
+def test_block_device_source_at_start(busybox_daemon, container, loop_fs):
+    """Configured while stopped: mounted at the start, unmounted on the host at the stop; its io limits
+    apply to the loop device itself."""
+    d = busybox_daemon
+    d.lxc("stop", "-f", container)
+    d.lxc("config", "device", "add", container, "b", "disk", f"source={loop_fs}", "path=/mnt/b",
+          "limits.read=2MB")
+    d.lxc("start", container)
+    assert _sh(d, container, "cat /mnt/b/hello").stdout == "on the block device\n"
+    rdev = os.stat(loop_fs).st_rdev
+    assert _throttles(d, container)["rbps"].get(f"{os.major(rdev)}:{os.minor(rdev)}") == 2 << 20
+    assert len(_host_mounts_of(loop_fs)) == 1
+    d.lxc("stop", "-f", container)
+    assert _host_mounts_of(loop_fs) == []
+
+
+def test_block_device_without_file_system(busybox_daemon, container, workdir):
+    """A block device with no file system on it is refused with the device named; nothing stays mounted."""
+    d = busybox_daemon
+    image = os.path.join(workdir, "empty.img")
+    with open(image, "wb") as f:
+        f.truncate(4 << 20)
+    loop = subprocess.run(["losetup", "-f", "--show", image], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    try:
+        result = d.lxc("config", "device", "add", container, "e", "disk", f"source={loop}", "path=/mnt/e",
+                       check=False)
+        assert result.returncode != 0 and '"e"' in result.stderr and loop in result.stderr, result.stderr
+        assert "e" not in d.request("GET", f"/1.0/containers/{container}").metadata["devices"]
+        assert _host_mounts_of(loop) == []
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)

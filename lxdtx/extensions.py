@@ -54,6 +54,13 @@ IMPLEMENTED = {
     "proxy", "proxy_unix",
     # /dev/lxd: the guest API, its events and image downloads
     "restrict_devlxd", "devlxd_events", "devlxd_images",
+    # unix-char/unix-block: source and path apart, live add/remove, hotplug of devices not required
+    "unix_device_rename", "unix_device_hotplug",
+    # disk: host paths live and at start, with mount propagation modes
+    "container_mount_propagation",
+    # usb and gpu: host nodes found in sysfs passed in, usb hotplug from uevents; tested against
+    # fake sysfs trees (this host has neither USB nor GPUs)
+    "usb_devices", "gpu_devices",
     # containers: lifecycle, limits, security, id maps, shutdown order
     "container_host_shutdown_timeout", "container_stop_priority", "container_syscall_filtering",
     "container_last_used_at", "container_cpu_time", "container_image_properties", "id_map",

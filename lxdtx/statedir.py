@@ -6,7 +6,9 @@ liblxc reaches an unprivileged container's rootfs and config as the container's 
 so the state directory, `lxc/`, `storage-pools/` and `containers/` stay traversable
 (0711, as LXD's are); each container's volume is the gate instead (see
 `guard_container_root`). `networks/` is traversable too: dnsmasq re-reads its hosts file
-there after dropping to its own user. Everything else is root's alone: logs may carry secrets a
+there after dropping to its own user. `devices/` is traversable too: liblxc binds a container's
+unix device nodes from there as the container's root (each container's directory in it
+is the gate, enterable by that root only). Everything else is root's alone: logs may carry secrets a
 container printed, images hold unshifted rootfs trees with setuid files, and the
 database holds the trust password's hash and every trusted certificate.
 """
@@ -22,6 +24,7 @@ MODES = {
     "images": 0o700,
     "networks": 0o711,
     "backups": 0o700,
+    "devices": 0o711,
 }
 # Container volumes: only their owner may enter, and the owner is root until the
 # container starts, then the container's own root (that liblxc runs as), as in LXD.

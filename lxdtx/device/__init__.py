@@ -50,6 +50,7 @@ def validate(devices, *, expanded=False):
             raise ConfigError([(name, f'Device validation failed for "{name}": {e.message}')]) from None
     if expanded:
         disk.validate_set(devices)
+        unix.validate_set(devices)
 
 
 def expand(profile_devices, local_devices):

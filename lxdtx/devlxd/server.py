@@ -126,9 +126,8 @@ class GuestSocket:
         if was == now:
             return
         if now:
-            uid, gid = callers.root_ids(new_config) or (0, 0)
-            argv = [sys.executable, "-I", "-S", _MOUNTNS, "mount", str(pid), self.directory, GUEST_PATH, "ro",
-                    f"owner={uid}:{gid}"]
+            # A missing /dev/lxd is made owned like the container's /dev (mountns).
+            argv = [sys.executable, "-I", "-S", _MOUNTNS, "mount", str(pid), self.directory, GUEST_PATH, "ro"]
         else:
             argv = [sys.executable, "-I", "-S", _MOUNTNS, "umount", str(pid), GUEST_PATH]
         try:

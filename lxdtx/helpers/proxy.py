@@ -9,12 +9,13 @@ and mount namespaces of that process (the container's init). The listener is
 bound before this process goes to the background, so a bad address fails the
 command; then it detaches, writes PIDFILE and forwards until it is told to stop
 (SIGTERM) or WATCH_PID (the container's init) exits; the pid file is the
-daemon's to remove. Single-threaded on purpose:
+daemon's to remove. Unix to unix, descriptors and credentials pass too (Pair). Single-threaded on purpose:
 setns into a mount namespace refuses a multi-threaded caller, and every outgoing
 socket is made inside the connect side's namespaces (a socket keeps the
 namespace it was created in).
 """
 
+import array
 import ctypes
 import errno
 import os
@@ -112,14 +113,58 @@ def connect(namespaces, value):
     return sock
 
 
+# Room for the ancillary data of one read: a full SCM_RIGHTS array and one SCM_CREDENTIALS.
+ANCILLARY = socket.CMSG_SPACE(253 * 4) + socket.CMSG_SPACE(12)
+
+
+class Segment:
+    """Bytes waiting to be written, and the ancillary data that goes with their first byte."""
+
+    def __init__(self, data, ancillary=(), fds=()):
+        self.data = data
+        self.ancillary = list(ancillary)
+        self.fds = list(fds)  # received descriptors, ours to close once passed on
+
+    def release(self):
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+        self.ancillary = []
+
+
+def _ancillary(ancdata):
+    """(ancillary to pass on, descriptors received) of what recvmsg gave: SCM_RIGHTS and
+    SCM_CREDENTIALS, the rest dropped."""
+    out, fds = [], []
+    for level, kind, data in ancdata:
+        if level != socket.SOL_SOCKET:
+            continue
+        if kind == socket.SCM_RIGHTS:
+            received = list(array.array("i", data[:len(data) - len(data) % 4]))
+            fds += received
+            out.append((level, kind, array.array("i", received).tobytes()))
+        elif kind == socket.SCM_CREDENTIALS:
+            out.append((level, kind, data[:12]))
+    return out, fds
+
+
 class Pair:
-    """Two joined sockets; each direction closes its half when its source ends."""
+    """Two joined sockets; each direction closes its half when its source ends.
+
+    Between two unix sockets the ancillary data goes along: descriptors passed
+    (SCM_RIGHTS) and the sender's credentials (SCM_CREDENTIALS, read with
+    SO_PASSCRED), so the far end sees who is really talking.
+    """
 
     def __init__(self, selector, a, b):
         self.selector = selector
         self.socks = (a, b)
-        self.pending = {a: b"", b: b""}  # bytes waiting to be written to that socket
+        self.pending = {a: [], b: []}  # Segments waiting to be written to that socket
         self.eof = {a: False, b: False}  # that socket has no more to read
+        self.unix = a.family == socket.AF_UNIX and b.family == socket.AF_UNIX
+        if self.unix:
+            for s in self.socks:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.registered = set(self.socks)
         for s in self.socks:
             selector.register(s, selectors.EVENT_READ, self)
@@ -127,15 +172,27 @@ class Pair:
     def peer(self, s):
         return self.socks[1] if s is self.socks[0] else self.socks[0]
 
+    def _read(self, s):
+        if not self.unix:
+            data = s.recv(CHUNK)
+            return Segment(data) if data else None
+        data, ancdata, _, _ = s.recvmsg(CHUNK, ANCILLARY, socket.MSG_CMSG_CLOEXEC)
+        ancillary, fds = _ancillary(ancdata)
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return None
+        return Segment(data, ancillary, fds)
+
     def ready(self, s, mask):
         try:
             if mask & selectors.EVENT_WRITE:
                 self._flush(s)
             if mask & selectors.EVENT_READ and not self.eof[s]:
-                data = s.recv(CHUNK)
+                segment = self._read(s)
                 other = self.peer(s)
-                if data:
-                    self.pending[other] += data
+                if segment is not None:
+                    self.pending[other].append(segment)
                     self._flush(other)
                 else:
                     self.eof[s] = True
@@ -151,17 +208,36 @@ class Pair:
             return
         self._update()
 
+    def _send(self, s, segment):
+        if not segment.ancillary:
+            return s.send(segment.data)
+        try:
+            sent = s.sendmsg([segment.data], segment.ancillary)
+        except (ProcessLookupError, PermissionError):
+            # The credentials name a process that has gone: pass the rest without them.
+            segment.ancillary = [a for a in segment.ancillary if a[1] != socket.SCM_CREDENTIALS]
+            sent = s.sendmsg([segment.data], segment.ancillary)
+        segment.release()  # the ancillary data went with the first byte
+        return sent
+
     def _flush(self, s):
-        data = self.pending[s]
-        if data:
-            sent = s.send(data)
-            self.pending[s] = data[sent:]
-        if not self.pending[s] and self.eof[self.peer(s)]:
+        queue = self.pending[s]
+        while queue:
+            segment = queue[0]
+            sent = self._send(s, segment)
+            segment.data = segment.data[sent:]
+            if segment.data:
+                break
+            queue.pop(0)
+        if not queue and self.eof[self.peer(s)]:
             s.shutdown(socket.SHUT_WR)
+
+    def _queued(self, s):
+        return sum(len(segment.data) for segment in self.pending[s])
 
     def _update(self):
         for s in self.socks:
-            events = 0 if self.eof[s] or len(self.pending[self.peer(s)]) > CHUNK * 4 else selectors.EVENT_READ
+            events = 0 if self.eof[s] or self._queued(self.peer(s)) > CHUNK * 4 else selectors.EVENT_READ
             if self.pending[s]:
                 events |= selectors.EVENT_WRITE
             if events and s in self.registered:
@@ -178,6 +254,9 @@ class Pair:
             if s in self.registered:
                 self.selector.unregister(s)
             s.close()
+            for segment in self.pending[s]:
+                segment.release()
+            self.pending[s] = []
         self.registered.clear()
 
 

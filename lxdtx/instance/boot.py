@@ -17,6 +17,7 @@ async def on_daemon_start(instances):
     candidates = []
     for doc in instances.store.list(KIND):
         if instances.status(doc.name) != STOPPED:
+            instances.unix_devices.watch(doc.name, instances.expanded(doc.value)[1])  # hotplug goes on
             continue
         if doc.value.get("ephemeral"):
             await instances.delete(doc.name)

@@ -55,8 +55,21 @@ async def prepare_volumes(pools, devices, idmap):
             await pools.custom.prepare(config["pool"], config["source"], idmap)
 
 
-def start_lines(pools, config, devices):
-    """(liblxc lines, volatile updates) for the devices of a container about to start."""
+def _mounts_below(directory, mountinfo="/proc/self/mountinfo"):
+    """Whether some mount point lies strictly below `directory` on the host."""
+    prefix = os.path.realpath(directory).rstrip("/") + "/"
+    try:
+        with open(mountinfo) as f:
+            points = [line.split()[4] for line in f if len(line.split()) > 4]
+    except OSError:
+        return False
+    return any(p.replace("\\040", " ").startswith(prefix) for p in points)
+
+
+def start_lines(pools, config, devices, unprivileged=False, staged=None):
+    """(liblxc lines, volatile updates) for the devices of a container about to start;
+    `staged`: {device name: directory} of the block device disks, mounted on the host."""
+    staged = staged or {}
     lines = []
     volatile = {}
     index = 0
@@ -66,7 +79,13 @@ def start_lines(pools, config, devices):
         device = devices[name]
         kind = device.get("type")
         if kind == "disk" and device.get("path") != "/":
-            found = disk_source(pools, device)
+            found = (staged[name], True) if name in staged else disk_source(pools, device)
+            if found and found[1] and name not in staged and unprivileged and not is_true(device.get("recursive", "")) \
+                    and _mounts_below(found[0]):
+                # liblxc mounts in the container's user namespace, where the kernel refuses a
+                # plain bind that would uncover what the mounts below hide (EINVAL).
+                raise errors.BadRequest(f"Disk device \"{name}\": its source has mounts below it, which an "
+                                        "unprivileged container can only take with recursive=true")
             if found:
                 lines.append(disk.mount_entry(found[0], device["path"], device, found[1]))
         elif kind in ("nic", "infiniband") and device.get("nictype") in nic.NICTYPES:
@@ -110,16 +129,21 @@ def _nic_lines(index, dev, device, config, used_names, volatile):
     return lines
 
 
-async def hot_add_disk(pools, pid, device):
-    """Bind-mount a disk device into a running container."""
-    found = disk_source(pools, device)
+async def hot_add_disk(pools, pid, device, staged=None):
+    """Bind-mount a disk device into a running container (`staged`: the directory a block
+    device's file system is mounted on)."""
+    found = (staged, True) if staged else disk_source(pools, device)
     if found is None:
         return
     argv = [sys.executable, "-I", "-S", _MOUNTNS, "mount", str(pid), found[0], device["path"]]
     if is_true(device.get("readonly", "")):
         argv.append("ro")
-    if is_true(device.get("recursive", "")):
+    recursive = is_true(device.get("recursive", ""))
+    if recursive:
         argv.append("rec")
+    # A slave by default: the clone of a shared host mount would stay its peer, and the
+    # container's mounts under it would show on the host.
+    argv.append("propagation=" + (device.get("propagation") or ("rslave" if recursive else "slave")))
     try:
         await run(argv)
     except ProcessError as e:

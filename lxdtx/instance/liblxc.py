@@ -66,6 +66,11 @@ class Liblxc:
     async def unfreeze(self, name):
         await self._tool("lxc-unfreeze", name)
 
+    async def set_cgroup(self, name, key, value):
+        """Set a cgroup item of a running container (`devices.allow` also on cgroup2, where
+        liblxc's monitor updates the container's device program)."""
+        await self._tool("lxc-cgroup", name, key, value)
+
     async def checkpoint(self, name, directory, env, stop=True, parent=None):
         """CRIU-dump the running container into `directory` (a fresh one); `stop`: it stops
         once dumped, else it runs on. `env`: `checkpoint.Criu.env("dump")`. `parent`: the

@@ -18,9 +18,11 @@ from lxdtx import architectures, device, errors, faults, hostinfo, statedir, tim
 from lxdtx.config import container as container_config
 from lxdtx.config.types import is_true, parse_int64
 from lxdtx.exec.seeds import Seeds
-from lxdtx.instance import cgroups, checkpoint, lxcconf, model, proxies, settle, templates
+from lxdtx.fsutil import read_text
+from lxdtx.instance import cgroups, checkpoint, disklimits, lxcconf, model, proxies, settle, templates
 from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import idmap as idmaps
+from lxdtx.instance.blockdisks import BlockDisks, is_block_source
 from lxdtx.instance.fileagents import FileAgents
 from lxdtx.instance.liblxc import Liblxc
 from lxdtx.instance.oplock import OperationLocks
@@ -36,6 +38,7 @@ from lxdtx.instance.runtime import (
 )
 from lxdtx.instance.settle import state as settle_state
 from lxdtx.instance.snapshots import Snapshots
+from lxdtx.instance.unixdevices import UnixDevices, is_unix
 from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
 
@@ -83,6 +86,10 @@ class Instances:
         from lxdtx.instance.backups import Backups
 
         self.backups = Backups(self)
+        # Where host device information (USB, DRM) is read: sysfs, unless pointed at a tree
+        # describing devices this host does not have (the tests do so).
+        self.unix_devices = UnixDevices(self, sys_root=os.environ.get("LXDTX_HOST_SYSFS") or "/sys")
+        self.block_disks = BlockDisks(daemon.path("disks"))
         settle.register(self, daemon.journal)
         daemon.profiles.users = self.profile_users
         daemon.profiles.rename_changes = self._profile_rename_changes
@@ -306,6 +313,7 @@ class Instances:
         def remove():
             shutil.rmtree(os.path.join(self.lxcpath, name), ignore_errors=True)
             shutil.rmtree(self.log_dir(name), ignore_errors=True)
+            shutil.rmtree(self.unix_devices.node_dir(name), ignore_errors=True)
             link = os.path.join(self.daemon.path("containers"), name)
             if os.path.lexists(link):
                 os.unlink(link)
@@ -324,6 +332,11 @@ class Instances:
                 if text:
                     maps.append(idmaps.IdMap.from_json(text))
         return maps
+
+    @staticmethod
+    def current_idmap(config):
+        """The id map a running container runs with (None: privileged)."""
+        return idmaps.IdMap.from_json(config.get("volatile.last_state.idmap") or "")
 
     def _next_idmap(self, name, value, expanded_config):
         """The id map the container should run with (None: privileged)."""
@@ -386,7 +399,19 @@ class Instances:
         nic_volatile = await self.daemon.networks.nics.prepare(name, config, devs)
         own.update(nic_volatile)
         config.update(nic_volatile)
-        lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs)
+        version = disklimits.version_of(self.layout)
+        if version is not None:
+            limits = await threads.deferToThread(self._disk_limits, name, value, devs)
+        staged = await self.block_disks.mount_all(name, devs)
+        try:
+            lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs,
+                                                     unprivileged=idmap is not None, staged=staged)
+            if version is not None:
+                lines += [(self.layout.config_key(f), v) for f, v in disklimits.start_files(limits, version)]
+            lines += await self.unix_devices.start_lines(name, devs, idmap)  # last: it makes host nodes
+        except BaseException:
+            await self.block_disks.unmount_all(name)
+            raise
         own.update(volatile)
         trigger = own.pop("volatile.apply_template", None)
         uid = idmap.host_uid(0) if idmap else 0
@@ -404,6 +429,8 @@ class Instances:
             await self.liblxc.start(name)
         except BaseException:
             await threads.deferToThread(self._remove_stale_cgroups, name)
+            await self.unix_devices.stopped(name)
+            await self.block_disks.unmount_all(name)
             raise
         try:
             await self.daemon.networks.nics.started(name, {**config, **own}, devs)
@@ -411,7 +438,10 @@ class Instances:
         except Exception:
             await self.liblxc.stop(name, force=True)
             await proxies.stop_all(self.log_dir(name), devs)
+            await self.unix_devices.stopped(name)
+            await self.block_disks.unmount_all(name)
             raise
+        self.unix_devices.watch(name, devs)
         own["volatile.last_state.power"] = "RUNNING"
         value["last_used_at"] = timeutil.now()
         await self._save(name, value, doc.revision)
@@ -502,7 +532,7 @@ class Instances:
         reason = checkpoint.problem_with(*self.expanded(value))
         if reason is not None:
             return reason
-        text = await threads.deferToThread(_read, self.liblxc.config_path(name))
+        text = await threads.deferToThread(read_text, self.liblxc.config_path(name)) or ""
         if "\nlxc.console.path = none\n" not in text:
             return "The container can't be checkpointed: it was started before migration.stateful was set; restart it"
         return None
@@ -639,6 +669,8 @@ class Instances:
         await self.file_agents.stopped(name)
         self.runtime.forget(name)
         self._remove_stale_cgroups(name)  # should liblxc have found the seed still in them
+        await self.unix_devices.stopped(name)
+        await self.block_disks.unmount_all(name)
 
     async def _after_stop(self, name, deliberate):
         """Bookkeeping once a container stopped: last state, ephemeral removal, event."""
@@ -662,6 +694,8 @@ class Instances:
             config, devices = self.expanded(doc.value)
             await self.daemon.networks.nics.stopped(name, config, devices)
             await proxies.stop_all(self.log_dir(name), devices)
+        await self.unix_devices.stopped(name)
+        await self.block_disks.unmount_all(name)
         if self.locks.action(name) is not None or not self.store.exists(KIND, name):
             return  # an operation of ours is stopping or deleting it and does the bookkeeping
         self.daemon.reactor.callLater(0.1, lambda: defer.Deferred.fromCoroutine(self._stopped_itself(name)))
@@ -817,6 +851,12 @@ class Instances:
         writes = cgroups.live_updates(old_config, new_config, self.layout, os.cpu_count() or 1,
                                       hostinfo.memory()["total"])
         await threads.deferToThread(self._write_cgroups, name, writes)
+        disks_changed = _disks(old_devices) != _disks(new_devices)
+        version = disklimits.version_of(self.layout)
+        if disks_changed and version is not None:
+            # Worked out before anything is plugged: limits that cannot apply refuse the change.
+            doc = self.get(name)
+            limits = await threads.deferToThread(self._disk_limits, name, doc.value, new_devices)
         for dev_name in sorted(set(old_devices) | set(new_devices)):
             old, new = old_devices.get(dev_name), new_devices.get(dev_name)
             if old == new:
@@ -824,21 +864,58 @@ class Instances:
             for gone in [old] if old else []:
                 if gone.get("type") == "disk" and gone.get("path") != "/":
                     await devices_rt.hot_remove_disk(pid, gone)
+                    await self.block_disks.unmount(name, dev_name)
+                elif is_unix(gone):
+                    await self.unix_devices.hot_remove(name, pid, dev_name, gone)
                 elif gone.get("type") == "proxy":
                     await proxies.stop(self.log_dir(name), dev_name)
             for added in [new] if new else []:
                 if added.get("type") == "disk" and added.get("path") != "/":
-                    text = new_config.get("volatile.last_state.idmap")
                     await devices_rt.prepare_volumes(self.daemon.pools, {dev_name: added},
-                                                     idmaps.IdMap.from_json(text) if text else None)
-                    await devices_rt.hot_add_disk(self.daemon.pools, pid, added)
+                                                     self.current_idmap(new_config))
+                    staged = None
+                    if await threads.deferToThread(is_block_source, added):
+                        staged = await self.block_disks.mount(name, dev_name, added)
+                    try:
+                        await devices_rt.hot_add_disk(self.daemon.pools, pid, added, staged)
+                    except Exception:
+                        if staged:
+                            await self.block_disks.unmount(name, dev_name)
+                        raise
                 elif added.get("type") == "proxy":
                     await proxies.start(self.log_dir(name), pid, dev_name, added)
+                elif is_unix(added):
+                    await self.unix_devices.hot_add(name, pid, dev_name, added, self.current_idmap(new_config),
+                                                    new_devices)
+        self.unix_devices.watch(name, new_devices)
+        if disks_changed and version is not None:
+            await threads.deferToThread(self._write_disk_limits, name, limits, version)
         await self.daemon.devlxd.apply_live(pid, old_config, new_config)
         # Nics plugged in or out; returns the volatile keys (MAC, name) of new ones.
         volatile = await self.daemon.networks.nics.apply_live(name, pid, old_devices, new_devices, new_config)
         self.daemon.devlxd.changed(name, before, after)
         return volatile
+
+    def _disk_limits(self, name, value, devices):
+        """Blocking: the block io limits of a container's disk devices (disklimits)."""
+        def source_of(config):
+            try:
+                found = devices_rt.disk_source(self.daemon.pools, config)
+            except errors.ApiError:
+                return None
+            return found and found[0]
+
+        rootfs = os.path.join(self.container_dir(value, name), "rootfs")
+        return disklimits.block_limits(devices, rootfs, source_of)
+
+    def _write_disk_limits(self, name, limits, version):
+        """Blocking: bring a running container's block io throttles to `limits`."""
+        def read_file(filename):
+            path = self.layout.file_path(name, filename)
+            return read_text(path) if path else None
+
+        now = disklimits.current(read_file, version)
+        self._write_cgroups(name, disklimits.live_files(now, limits, version))
 
     def _write_cgroups(self, name, writes):
         for filename, value in writes:
@@ -909,14 +986,6 @@ class Instances:
         """
         return PublishSource(self, name, snapshot)
 
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
 def _own_tree(path, uid, gid):
     """chown a dump directory and its files (no links are followed; CRIU writes none).
 
@@ -935,6 +1004,10 @@ def _own_tree(path, uid, gid):
 def _fresh_dir(path):
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path, mode=0o700)
+
+
+def _disks(devices):
+    return {n: c for n, c in devices.items() if c.get("type") == "disk"}
 
 
 def _int(value, default=0):

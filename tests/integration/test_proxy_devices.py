@@ -1,5 +1,6 @@
 """`proxy` devices on real busybox containers: tcp, unix and abstract sockets, both directions, live."""
 
+import array
 import os
 import socket
 import subprocess
@@ -177,6 +178,122 @@ def test_unix_in_container_to_unix_on_host(busybox_daemon, container):
                                         check=False).returncode != 0, 10)
     finally:
         os.unlink(host_path)
+
+
+def test_tcp_in_container_to_unix_on_host(busybox_daemon, container):
+    """bind=container: a tcp port inside the container reaches a unix socket on the host."""
+    d = busybox_daemon
+    host_path = f"/var/tmp/lxdtx-proxy-{uuid.uuid4().hex[:8]}.sock"
+    host = HostListener(socket.AF_UNIX, host_path)
+    try:
+        d.lxc("config", "device", "add", container, "t", "proxy", "bind=container",
+              "listen=tcp:127.0.0.1:5556", f"connect=unix:{host_path}")
+        d.lxc("exec", container, "--", "sh", "-c", "echo tcp to unix | nc 127.0.0.1 5556")
+        assert host.result() == b"tcp to unix\n"
+    finally:
+        os.unlink(host_path)
+
+
+class AncillaryListener:
+    """A one-connection unix listener on the host keeping the descriptors and credentials it gets."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.bind(path)
+        self.sock.listen(1)
+        self.sock.settimeout(30)
+        self.data, self.fds, self.creds = b"", [], []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(30)
+            while True:
+                data, ancdata, _, _ = conn.recvmsg(4096, socket.CMSG_SPACE(16) + socket.CMSG_SPACE(12))
+                for level, kind, payload in ancdata:
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                        self.fds += list(array.array("i", payload[:len(payload) - len(payload) % 4]))
+                    elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                        self.creds.append(tuple(array.array("i", payload[:12])))
+                if not data:
+                    return
+                self.data += data
+
+    def result(self):
+        self.thread.join(30)
+        self.sock.close()
+        return self.data
+
+
+def test_unix_to_unix_passes_descriptors_and_credentials(busybox_daemon, container):
+    """Unix to unix, a descriptor sent through the proxy arrives usable, and the far end sees
+    the credentials of the real sender, not the proxy's."""
+    d = busybox_daemon
+    host_path = f"/var/tmp/lxdtx-proxy-{uuid.uuid4().hex[:8]}.sock"
+    host = AncillaryListener(host_path)
+    read_end, write_end = os.pipe()
+    try:
+        d.lxc("config", "device", "add", container, "u", "proxy", "bind=container",
+              "listen=unix:/tmp/fd.sock", f"connect=unix:{host_path}")
+        inside = f"/proc/{_init_pid(d, container)}/root/tmp/fd.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(inside)
+            s.sendmsg([b"take this"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [read_end]))])
+            s.shutdown(socket.SHUT_WR)
+            s.recv(10)
+        assert host.result() == b"take this"
+        assert len(host.fds) == 1, host.fds
+        os.write(write_end, b"through the proxy")
+        os.close(write_end)
+        write_end = None
+        with os.fdopen(host.fds.pop(), "rb") as received:
+            assert received.read() == b"through the proxy"
+        assert host.creds and host.creds[0] == (os.getpid(), 0, 0), host.creds
+    finally:
+        os.close(read_end)
+        if write_end is not None:
+            os.close(write_end)
+        for fd in host.fds:
+            os.close(fd)
+        os.unlink(host_path)
+
+
+def test_abstract_on_host_to_unix_in_container(busybox_daemon, container):
+    """bind=host, an abstract socket on the host to a unix path inside the container (its mount
+    namespace), descriptors passed along; the listener is bound from the host through /proc/PID/root."""
+    d = busybox_daemon
+    inside = AncillaryListener(f"/proc/{_init_pid(d, container)}/root/tmp/in.sock")
+    abstract = f"lxdtx-proxy-{uuid.uuid4().hex[:8]}"
+    read_end, write_end = os.pipe()
+    try:
+        d.lxc("config", "device", "add", container, "a", "proxy", f"listen=unix:@{abstract}",
+              "connect=unix:/tmp/in.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect("\0" + abstract)
+            s.sendmsg([b"inwards"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [write_end]))])
+            s.shutdown(socket.SHUT_WR)
+            s.recv(10)
+        assert inside.result() == b"inwards"
+        assert len(inside.fds) == 1, inside.fds
+        os.write(inside.fds[0], b"back out")
+        os.close(inside.fds.pop())
+        os.close(write_end)
+        write_end = None
+        assert os.read(read_end, 100) == b"back out"
+    finally:
+        os.close(read_end)
+        if write_end is not None:
+            os.close(write_end)
+        for fd in inside.fds:
+            os.close(fd)
 
 
 def test_started_with_container_and_survives_daemon_restart(busybox_daemon, container):

@@ -1,12 +1,14 @@
 """Device schemas: one per type, the whole-set rules and profile expansion."""
 
+import os
+
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from lxdtx import device
 from lxdtx.config.schema import ConfigError
-from lxdtx.device import disk, proxy
+from lxdtx.device import disk, proxy, unix
 
 
 class DeviceTests(SynchronousTestCase):
@@ -173,3 +175,49 @@ class ProxyAddressTests(SynchronousTestCase):
         """udp, missing ports and bare addresses are refused."""
         for bad in ("udp:1.2.3.4:53", "tcp:1.2.3.4", "tcp:1.2.3.4:0", "1.2.3.4:80", "unix:", "tcp:[::1]"):
             self.assertRaises(ValueError, proxy.parse_address, bad)
+
+
+class UnixDeviceTests(SynchronousTestCase):
+    """`unix-char` / `unix-block`: the rename rules, device numbers and whole-set paths."""
+
+    def test_rename_rules(self):
+        """`source` is the host's node and `path` the one inside; either defaults to the other."""
+        both = {"type": "unix-char", "source": "/dev/ttyS0", "path": "/dev/serial"}
+        self.assertEqual((unix.source_path(both), unix.container_path(both)), ("/dev/ttyS0", "/dev/serial"))
+        only_source = {"type": "unix-char", "source": "/dev/ttyS0"}
+        self.assertEqual(unix.container_path(only_source), "/dev/ttyS0")
+        only_path = {"type": "unix-char", "path": "dev/kvm"}
+        self.assertEqual((unix.source_path(only_path), unix.container_path(only_path)), ("dev/kvm", "/dev/kvm"))
+
+    def test_node_numbers(self):
+        """Numbers from the host node unless both are given; owner and mode defaults as LXD's."""
+        null = os.stat("/dev/null")
+        node = unix.node_of({"type": "unix-char", "source": "/dev/null"}, null)
+        self.assertEqual(node, unix.Node("c", 1, 3, 0, 0, 0o660))
+        self.assertEqual(node.cgroup_rule(), "c 1:3 rwm")
+        explicit = unix.node_of({"type": "unix-block", "path": "/dev/sdz", "major": "8", "minor": "16",
+                                 "uid": "5", "gid": "6", "mode": "0600"})
+        self.assertEqual(explicit, unix.Node("b", 8, 16, 5, 6, 0o600))
+        with self.assertRaises(unix.MissingSource):
+            unix.node_of({"type": "unix-block", "source": "/dev/null"}, null)  # a char device
+        with self.assertRaises(unix.MissingSource):
+            unix.node_of({"type": "unix-char", "source": "/dev/none"}, None)
+
+    def test_paths_in_the_set(self):
+        """No unix device at another device's path inside, whether by `path` or by `source`."""
+        root = {"type": "disk", "path": "/", "pool": "default"}
+        with self.assertRaises(ConfigError) as raised:
+            device.validate({"root": root, "a": {"type": "unix-char", "source": "/dev/x"},
+                             "b": {"type": "unix-char", "source": "/dev/y", "path": "/dev/x"}}, expanded=True)
+        self.assertEqual(str(raised.exception), "More than one device uses the same path: /dev/x.")
+        with self.assertRaises(ConfigError):
+            device.validate({"root": root, "a": {"type": "unix-char", "source": "/dev/x", "path": "/mnt"},
+                             "b": {"type": "disk", "source": "/srv", "path": "/mnt/"}}, expanded=True)
+        device.validate({"root": root, "a": {"type": "unix-char", "source": "/dev/x"},
+                         "b": {"type": "unix-char", "source": "/dev/x", "path": "/dev/x2"}}, expanded=True)
+
+    def test_bad_keys(self):
+        for config in ({"source": "/dev/x", "major": "1"}, {"path": "/dev/../etc/x"},
+                       {"source": "/dev/x", "minor": "-1", "major": "1"}, {"source": "/dev/x", "uid": "x"}):
+            with self.assertRaises(ConfigError):
+                device.validate({"u": {"type": "unix-char", **config}})

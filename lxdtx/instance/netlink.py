@@ -8,17 +8,17 @@ host's, and then dumps links and addresses over that socket.
 """
 
 import ctypes
+import errno
 import os
 import socket
-import struct
+
+from pyroute2.netlink import NETLINK_ROUTE, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE
+from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 CLONE_NEWNET = 0x40000000
-NETLINK_ROUTE = 0
-RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_OPERSTATE, IFLA_STATS64 = 1, 3, 4, 16, 23
-IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFF_UP = 0x1
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -26,7 +26,6 @@ _HOST_NETNS = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
 _SCOPES = {0: "global", 200: "site", 253: "link", 254: "local"}
 _TYPES = {1: "broadcast", 772: "loopback", 65534: "point-to-point", 768: "point-to-point", 776: "point-to-point"}
-_OPERSTATES = {0: "unknown", 1: "notpresent", 2: "down", 3: "lowerlayerdown", 4: "testing", 5: "dormant", 6: "up"}
 
 
 def _setns(fd):
@@ -48,33 +47,29 @@ def _socket_in(pid):
         os.close(target)
 
 
-def _attributes(data, offset):
-    attrs = {}
-    while offset + 4 <= len(data):
-        length, kind = struct.unpack_from("HH", data, offset)
-        if length < 4:
-            break
-        attrs[kind & 0x3FFF] = data[offset + 4:offset + length]
-        offset += (length + 3) & ~3
-    return attrs
-
-
-def _dump(sock, msg_type, payload, seq):
-    header = struct.pack("IHHII", 16 + len(payload), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
-    sock.send(header + payload)
+def _dump(sock, request, msg_type, seq):
+    """Every answer to a dump `request` (a pyroute2 message) sent over `sock`."""
+    request["header"].update(type=msg_type, flags=NLM_F_REQUEST | NLM_F_DUMP, sequence_number=seq)
+    request.encode()
+    sock.send(request.data)
+    marshal = MarshalRtnl()
     messages = []
     while True:
-        data = sock.recv(1 << 20)
-        offset = 0
-        while offset + 16 <= len(data):
-            length, kind, _, _, _ = struct.unpack_from("IHHII", data, offset)
-            if kind == NLMSG_DONE:
+        for msg in marshal.parse(sock.recv(1 << 20)):
+            error = msg["header"].get("error")
+            if error is not None:
+                code = getattr(error, "code", 0) or errno.EIO
+                raise OSError(code, os.strerror(code))
+            if msg["header"]["type"] == NLMSG_DONE:
                 return messages
-            if kind == NLMSG_ERROR:
-                code = struct.unpack_from("i", data, offset + 16)[0]
-                raise OSError(-code, os.strerror(-code))
-            messages.append((kind, data[offset + 16:offset + length]))
-            offset += (length + 3) & ~3
+            messages.append(msg)
+
+
+def _payload(slot):
+    """An attribute's bytes as the kernel sent them (pyroute2's decoders would reshape or
+    reject them: link addresses of other lengths than 6, names that are not UTF-8)."""
+    cell = slot.cell[1]
+    return bytes(cell.data[cell.offset + 4:cell.offset + cell.length])
 
 
 def interface_name(raw):
@@ -88,47 +83,72 @@ def _mac(raw):
     return ":".join(f"{b:02x}" for b in raw)
 
 
+def _link(msg):
+    """(raw name, state entry) of one RTM_NEWLINK message: a single pass over its attributes,
+    decoding only the ones read (pyroute2 decodes an attribute when its value is asked for)."""
+    raw_name, hwaddr, mtu, operstate = b"", b"", 0, "unknown"
+    counters = {"bytes_received": 0, "bytes_sent": 0, "packets_received": 0, "packets_sent": 0}
+    for slot in msg["attrs"]:
+        name = slot.name
+        if name == "IFLA_IFNAME":
+            raw_name = _payload(slot)
+        elif name == "IFLA_ADDRESS":
+            hwaddr = _payload(slot)
+        elif name == "IFLA_MTU":
+            mtu = slot.value
+        elif name == "IFLA_OPERSTATE":
+            operstate = str(slot.value).lower()
+        elif name == "IFLA_STATS64":
+            stats = slot.value
+            if isinstance(stats, dict):
+                counters = {"bytes_received": stats["rx_bytes"], "bytes_sent": stats["tx_bytes"],
+                            "packets_received": stats["rx_packets"], "packets_sent": stats["tx_packets"]}
+    return raw_name, {
+        "addresses": [],
+        "counters": counters,
+        "hwaddr": _mac(hwaddr),
+        "host_name": "",
+        "mtu": mtu,
+        "state": "up" if msg["flags"] & IFF_UP and operstate in ("up", "unknown") else "down",
+        "type": _TYPES.get(msg["ifi_type"], "broadcast"),
+    }
+
+
+def _address(msg):
+    """The state entry of one RTM_NEWADDR message, or None for other families."""
+    family = msg["family"]
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    local = address = None
+    for slot in msg["attrs"]:
+        if slot.name == "IFA_LOCAL":
+            local = slot.value
+        elif slot.name == "IFA_ADDRESS":
+            address = slot.value
+    if not (local or address):
+        return None
+    return {
+        "family": "inet" if family == socket.AF_INET else "inet6",
+        "address": local or address,
+        "netmask": str(msg["prefixlen"]),
+        "scope": _SCOPES.get(msg["scope"], "global"),
+    }
+
+
 def interfaces(pid):
     """{ifname: {...}} as the `network` section of a container's state (blocking)."""
     sock = _socket_in(pid)
     try:
         links = {}
-        for kind, body in _dump(sock, RTM_GETLINK, struct.pack("BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0), 1):
-            if kind != RTM_NEWLINK:
+        for msg in _dump(sock, ifinfmsg(), RTM_GETLINK, 1):
+            if msg["header"]["type"] == RTM_NEWLINK:
+                links[msg["index"]] = _link(msg)
+        for msg in _dump(sock, ifaddrmsg(), RTM_GETADDR, 2):
+            if msg["header"]["type"] != RTM_NEWADDR or msg["index"] not in links:
                 continue
-            _, arp_type, index, flags, _ = struct.unpack_from("BxHiII", body)
-            attrs = _attributes(body, 16)
-            raw_name = attrs.get(IFLA_IFNAME, b"")
-            counters = {"bytes_received": 0, "bytes_sent": 0, "packets_received": 0, "packets_sent": 0}
-            stats = attrs.get(IFLA_STATS64)
-            if stats and len(stats) >= 32:
-                rx_packets, tx_packets, rx_bytes, tx_bytes = struct.unpack_from("QQQQ", stats)
-                counters = {"bytes_received": rx_bytes, "bytes_sent": tx_bytes,
-                            "packets_received": rx_packets, "packets_sent": tx_packets}
-            operstate = _OPERSTATES.get(attrs.get(IFLA_OPERSTATE, b"\0")[0], "unknown")
-            links[index] = (raw_name, {
-                "addresses": [],
-                "counters": counters,
-                "hwaddr": _mac(attrs.get(IFLA_ADDRESS, b"")),
-                "host_name": "",
-                "mtu": struct.unpack("I", attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0,
-                "state": "up" if flags & IFF_UP and operstate in ("up", "unknown") else "down",
-                "type": _TYPES.get(arp_type, "broadcast"),
-            })
-        for kind, body in _dump(sock, RTM_GETADDR, struct.pack("BBBBI", socket.AF_UNSPEC, 0, 0, 0, 0), 2):
-            if kind != RTM_NEWADDR:
-                continue
-            family, prefix, _, scope, index = struct.unpack_from("BBBBI", body)
-            attrs = _attributes(body, 8)
-            raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-            if index not in links or raw is None or family not in (socket.AF_INET, socket.AF_INET6):
-                continue
-            links[index][1]["addresses"].append({
-                "family": "inet" if family == socket.AF_INET else "inet6",
-                "address": socket.inet_ntop(family, raw),
-                "netmask": str(prefix),
-                "scope": _SCOPES.get(scope, "global"),
-            })
+            entry = _address(msg)
+            if entry is not None:
+                links[msg["index"]][1]["addresses"].append(entry)
         found = {}
         for raw_name, info in links.values():
             name = interface_name(raw_name)

@@ -66,9 +66,10 @@ def _mounts_below(directory, mountinfo="/proc/self/mountinfo"):
     return any(p.replace("\\040", " ").startswith(prefix) for p in points)
 
 
-def start_lines(pools, config, devices, unprivileged=False, staged=None):
+def start_lines(pools, config, devices, unprivileged=False, staged=None, devices_key="lxc.cgroup.devices.allow"):
     """(liblxc lines, volatile updates) for the devices of a container about to start;
-    `staged`: {device name: directory} of the block device disks, mounted on the host."""
+    `staged`: {device name: directory} of the block device disks, mounted on the host;
+    `devices_key`: the device cgroup's allow key on this host (cgroup v1 or v2)."""
     staged = staged or {}
     lines = []
     volatile = {}
@@ -89,7 +90,7 @@ def start_lines(pools, config, devices, unprivileged=False, staged=None):
             if found:
                 lines.append(disk.mount_entry(found[0], device["path"], device, found[1]))
         elif kind in ("nic", "infiniband") and device.get("nictype") in nic.NICTYPES:
-            lines += _nic_lines(index, name, device, config, used_names, volatile)
+            lines += _nic_lines(index, name, device, config, used_names, volatile, devices_key)
             index += 1
     return lines, volatile
 
@@ -103,7 +104,7 @@ def nic_name(dev, device, config, used_names):
     return ifname
 
 
-def _nic_lines(index, dev, device, config, used_names, volatile):
+def _nic_lines(index, dev, device, config, used_names, volatile, devices_key):
     """liblxc lines of one nic or infiniband device; records its volatile keys in `volatile`."""
     ifname = nic_name(dev, device, config, used_names)
     infiniband_device = device.get("type") == "infiniband"
@@ -120,7 +121,8 @@ def _nic_lines(index, dev, device, config, used_names, volatile):
         link = host_name = config.get(f"volatile.{dev}.host_name")
     lines = nic.lxc_lines(index, device, ifname, hwaddr, host_name, link)
     if infiniband_device:
-        lines += infiniband.device_lines(infiniband.char_devices(infiniband.hca_of(link or device["parent"])))
+        lines += infiniband.device_lines(infiniband.char_devices(infiniband.hca_of(link or device["parent"])),
+                                         devices_key)
     volatile[f"volatile.{dev}.name"] = ifname
     if not infiniband_device:
         volatile[f"volatile.{dev}.hwaddr"] = config.get(f"volatile.{dev}.hwaddr") or hwaddr

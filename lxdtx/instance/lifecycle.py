@@ -405,7 +405,8 @@ class Instances:
         staged = await self.block_disks.mount_all(name, devs)
         try:
             lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs,
-                                                     unprivileged=idmap is not None, staged=staged)
+                                                     unprivileged=idmap is not None, staged=staged,
+                                                     devices_key=self.layout.config_key("devices.allow"))
             if version is not None:
                 lines += [(self.layout.config_key(f), v) for f, v in disklimits.start_files(limits, version)]
             lines += await self.unix_devices.start_lines(name, devs, idmap)  # last: it makes host nodes
@@ -568,7 +569,8 @@ class Instances:
         text = value["config"].get("volatile.last_state.idmap") or "[]"
         idmap = idmaps.IdMap.from_json(text) if text != "[]" else None
         await devices_rt.prepare_volumes(self.daemon.pools, devs, idmap)
-        lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs)
+        lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs,
+                                                 devices_key=self.layout.config_key("devices.allow"))
         value["config"].update(volatile)
         uid = idmap.host_uid(0) if idmap else 0
         await threads.deferToThread(statedir.guard_container_root, path, uid)

@@ -11,8 +11,9 @@ SYSTEM_PACKAGES = \
 	lvm2 thin-provisioning-tools xfsprogs e2fsprogs kmod \
 	lxd-client
 
-# Only for the tests: the reference daemon (LXD 5.0.2) that migration interop runs against.
-TEST_PACKAGES = lxd
+# Only for the tests: the reference daemon (LXD 5.0.2) that migration interop runs against,
+# debootstrap for the Debian test image (lxdtx image debian, built once, cached).
+TEST_PACKAGES = lxd debootstrap
 
 .PHONY: deps test-deps venv run test unit check soak bench clean
 

@@ -10,6 +10,7 @@ the container's root, and moves the clone there.
 """
 
 import ctypes
+import errno
 import os
 import sys
 
@@ -45,15 +46,47 @@ def mount(pid, source, target, readonly, recursive):
         check(libc.syscall(SYS["mount_setattr"], tree, b"", AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0),
                            attr, ctypes.c_size_t(32)), "read-only")
     is_dir = os.path.isdir(source)
+    owner = container_root(pid)
     enter(pid)
     target = "/" + target.lstrip("/")
+    try:
+        make_target(target, is_dir)
+    except OSError as e:
+        if e.errno != errno.EOVERFLOW:
+            raise
+        # An idmapped rootfs has no id for host root: create as the container's root.
+        libc.setfsgid(owner[1])
+        libc.setfsuid(owner[0])
+        try:
+            make_target(target, is_dir)
+        finally:
+            libc.setfsuid(0)
+            libc.setfsgid(0)
+    check(libc.syscall(SYS["move_mount"], tree, b"", AT_FDCWD, target.encode(), MOVE_MOUNT_F_EMPTY_PATH),
+          f"mount on {target}")
+
+
+def make_target(target, is_dir):
     if is_dir:
         os.makedirs(target, exist_ok=True)
     elif not os.path.exists(target):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         open(target, "a").close()
-    check(libc.syscall(SYS["move_mount"], tree, b"", AT_FDCWD, target.encode(), MOVE_MOUNT_F_EMPTY_PATH),
-          f"mount on {target}")
+
+
+def container_root(pid):
+    """(host uid, host gid) of the container's root: the first lines of its id maps."""
+    ids = []
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}") as f:
+            for line in f:
+                inside, host, _ = line.split()
+                if inside == "0":
+                    ids.append(int(host))
+                    break
+            else:
+                ids.append(0)
+    return tuple(ids)
 
 
 def umount(pid, target):

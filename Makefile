@@ -12,8 +12,9 @@ SYSTEM_PACKAGES = \
 	lxd-client etcd-server
 
 # Only for the tests: the reference daemon (LXD 5.0.2) that migration interop runs against,
-# and what building the .deb (tests/integration/test_package.py) and checking it take.
-TEST_PACKAGES = lxd dpkg-dev build-essential debhelper dh-virtualenv logrotate
+# what building the .deb (tests/integration/test_package.py) and checking it take, and
+# debootstrap for the Debian test image (lxdtx image debian, built once, cached).
+TEST_PACKAGES = lxd dpkg-dev build-essential debhelper dh-virtualenv logrotate debootstrap
 
 .PHONY: deps test-deps venv run test unit check soak bench clean
 

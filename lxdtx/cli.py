@@ -165,6 +165,26 @@ def cmd_image_busybox(args):
     return 0
 
 
+def cmd_image_debian(args):
+    from lxdtx.image import busybox, debian
+
+    try:
+        if args.cached:
+            path = debian.cached_image(suite=args.suite, arch=args.arch, mirror=args.mirror,
+                                       cache_dir=args.out or debian.CACHE_DIR)
+            print(path)
+            return 0
+        if not args.out:
+            print("lxdtx: an output file or directory is needed (or --cached)", file=sys.stderr)
+            return 2
+        image = debian.build_image(args.out, suite=args.suite, mirror=args.mirror, arch=args.arch)
+    except busybox.ImageBuildError as e:
+        print(f"lxdtx: {e}", file=sys.stderr)
+        return 1
+    print(f"{image.path} {image.fingerprint}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="lxdtx", description="lxdtx daemon administration")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +218,14 @@ def build_parser():
     p.add_argument("--compression", choices=("xz", "gzip", "none"), default="xz")
     p.add_argument("--arch", help="architecture to record (default: this machine's)")
     p.set_defaults(func=cmd_image_busybox)
+    p = images.add_parser("debian", help="write a unified minimal Debian image (debootstrap minbase; root)")
+    p.add_argument("out", nargs="?", help="image file to write (or a directory; with --cached the cache directory)")
+    p.add_argument("--suite", default="bookworm")
+    p.add_argument("--mirror", help="Debian mirror (default: the one this host's apt uses)")
+    p.add_argument("--arch", help="architecture (default: this machine's)")
+    p.add_argument("--cached", action="store_true",
+                   help="print the path of the cached image (default cache /var/cache/lxdtx-test), built if missing")
+    p.set_defaults(func=cmd_image_debian)
     return parser
 
 

@@ -58,6 +58,8 @@ class Daemon:
         self.proc = None
         # A command prefix for the daemon and cleanup commands (e.g. nsenter into a network namespace).
         self.wrapper = []
+        # Environment the daemon gets besides the test's own (e.g. LXDTX_IDMAPPED_MOUNTS).
+        self.extra_env = {}
         # How the daemon is started: twistd with the plugin (or `lxdtx daemon`).
         self.command = [TWISTD, "-n", "--pidfile=", "lxdtx"]
         self.log_path = os.path.join(self.dir, "daemon.log")

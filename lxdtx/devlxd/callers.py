@@ -38,7 +38,7 @@ def root_ids(config):
     """(uid, gid) on the host of a container's root, from its config's id map ((0, 0)
     when privileged); None when the map is unreadable (then nobody is its root)."""
     try:
-        idmap = idmaps.IdMap.from_json(config.get("volatile.last_state.idmap", ""))
+        idmap = idmaps.running_map(config)
     except ValueError:
         return None
     return (idmap.host_uid(0), idmap.host_gid(0)) if idmap else (0, 0)

@@ -69,8 +69,8 @@ def mount(pid, source, target, readonly, recursive, propagation=None):
 
 def make_target(target, is_dir):
     """Create the missing parts of `target`, each owned like the directory it is made in:
-    in a tmpfs of the container's user namespace (its /dev) a file of an unmapped owner,
-    such as the host's root, cannot be created at all."""
+    in a tmpfs of the container's user namespace (its /dev), or on an idmapped rootfs, a
+    file of an unmapped owner, such as the host's root, cannot be created at all."""
     if os.path.lexists(target):
         return
     parent = os.path.dirname(target)

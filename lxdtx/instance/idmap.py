@@ -662,3 +662,10 @@ def _open_tree(path):
             os.close(fd)
     finally:
         os.close(parent_fd)
+
+
+def running_map(config):
+    """The id map a container runs with (None: privileged). With an idmapped rootfs its
+    files stay unshifted on disk (`volatile.last_state.idmap` is `[]`) and
+    `volatile.idmap.current` holds the map; otherwise the two are the same."""
+    return IdMap.from_json(config.get("volatile.idmap.current") or config.get("volatile.last_state.idmap") or "")

@@ -24,6 +24,7 @@ from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import idmap as idmaps
 from lxdtx.instance.blockdisks import BlockDisks, is_block_source
 from lxdtx.instance.fileagents import FileAgents
+from lxdtx.instance.idmapped import IdmappedMounts
 from lxdtx.instance.liblxc import Liblxc
 from lxdtx.instance.oplock import OperationLocks
 from lxdtx.instance.publish import UNSHIFTED_MARKER, PublishSource
@@ -75,6 +76,7 @@ class Instances:
         self.log_root = daemon.path("logs")
         self.liblxc = Liblxc(self.lxcpath, self.log_root)
         self.criu = checkpoint.Criu()
+        self.idmapped = IdmappedMounts()
         self.runtime = Runtime()
         self.seeds = Seeds(daemon.reactor, self.lxcpath)
         self.file_agents = FileAgents(daemon.reactor)
@@ -336,31 +338,44 @@ class Instances:
     @staticmethod
     def current_idmap(config):
         """The id map a running container runs with (None: privileged)."""
-        return idmaps.IdMap.from_json(config.get("volatile.last_state.idmap") or "")
+        return idmaps.running_map(config)
 
     def _next_idmap(self, name, value, expanded_config):
         """The id map the container should run with (None: privileged)."""
         return idmaps.compute(expanded_config, self.allocation, self._other_isolated_maps(name))
 
     async def _shift_rootfs(self, name, value, expanded_config, path):
-        """Make the on-disk ownership match the next id map, recording it in volatile keys."""
+        """Make the on-disk ownership fit the next id map, recording both in volatile keys;
+        returns (the map the container runs with, the map its files are shifted to).
+
+        Where the volume's filesystem takes an idmapped mount the files stay unshifted
+        (disk map None) and liblxc idmaps the rootfs: nothing is walked, however large
+        the image. CRIU-checkpointable containers keep shifted files (CRIU restores
+        no idmapped mount), as does every container where the kernel refuses.
+        """
         config = value["config"]
         try:
             new_map, base = self._next_idmap(name, value, expanded_config)
         except ValueError as e:
             raise errors.BadRequest(str(e))
+        disk_map = new_map
+        if new_map is not None and not checkpoint.stateful(expanded_config) and \
+                await self.idmapped.supported(path):
+            disk_map = None
         old_text = config.get("volatile.last_state.idmap")
         old_map = idmaps.IdMap.from_json(old_text) if old_text else None
         if config.pop(UNSHIFTED_MARKER, None) and old_map is not None:
             await threads.deferToThread(idmaps.shift_tree, os.path.join(path, "rootfs"), old_map, None)
             old_map = None
         new_text = new_map.to_json() if new_map else "[]"
-        if (old_map.to_json() if old_map else "[]") != new_text:
-            await threads.deferToThread(idmaps.shift_tree, os.path.join(path, "rootfs"), old_map, new_map)
+        disk_text = disk_map.to_json() if disk_map else "[]"
+        if (old_map.to_json() if old_map else "[]") != disk_text:
+            await threads.deferToThread(idmaps.shift_tree, os.path.join(path, "rootfs"), old_map, disk_map)
         config["volatile.idmap.next"] = new_text
+        config["volatile.idmap.current"] = new_text
         config["volatile.idmap.base"] = str(base or 0)
-        config["volatile.last_state.idmap"] = new_text
-        return new_map
+        config["volatile.last_state.idmap"] = disk_text
+        return new_map, disk_map
 
     # -- start -------------------------------------------------------------
     async def start(self, name, stateful=False):
@@ -393,7 +408,7 @@ class Instances:
         path = driver.mount_path("container", name)
         own = value["config"]
 
-        idmap = await self._shift_rootfs(name, value, config, path)
+        idmap, disk_map = await self._shift_rootfs(name, value, config, path)
         config, devs = self.expanded(value)
         await devices_rt.prepare_volumes(self.daemon.pools, devs, idmap)
         nic_volatile = await self.daemon.networks.nics.prepare(name, config, devs)
@@ -416,14 +431,17 @@ class Instances:
         own.update(volatile)
         trigger = own.pop("volatile.apply_template", None)
         uid = idmap.host_uid(0) if idmap else 0
-        gid = idmap.host_gid(0) if idmap else 0
         # liblxc reaches the rootfs as the container's root: let it (and only it) in.
         await threads.deferToThread(statedir.guard_container_root, path, uid)
         context = self._template_context(name, value, config)
+        # Rendered files belong to the container's root as the disk holds its ids.
+        disk_uid = disk_map.host_uid(0) if disk_map else 0
+        disk_gid = disk_map.host_gid(0) if disk_map else 0
         for when in ([trigger] if trigger else []) + ["start"]:
-            await threads.deferToThread(templates.apply, path, when, context, uid, gid)
+            await threads.deferToThread(templates.apply, path, when, context, disk_uid, disk_gid)
 
-        await threads.deferToThread(self._write_config, name, path, config, idmap, lines)
+        await threads.deferToThread(self._write_config, name, path, config, idmap, lines,
+                                    idmap is not None and disk_map is None)
         self.runtime.forget(name)
         await threads.deferToThread(self._remove_stale_cgroups, name)
         try:
@@ -483,7 +501,7 @@ class Instances:
         self._remove_stale_cgroups(name)
         return not (self._cgroup_dirs(self.cgroup_prefix, name) + self._cgroup_dirs(self.monitor_prefix, name))
 
-    def _write_config(self, name, path, config, idmap, device_lines):
+    def _write_config(self, name, path, config, idmap, device_lines, idmapped_rootfs=False):
         log_dir = self.log_dir(name)
         lxc_dir = os.path.join(self.lxcpath, name)
         os.makedirs(log_dir, mode=0o700, exist_ok=True)
@@ -501,7 +519,7 @@ class Instances:
             ], layout=self.layout,
             apparmor=hostinfo.apparmor_enabled(), host_cpus=os.cpu_count() or 1,
             host_memory=hostinfo.memory()["total"], seccomp_path=seccomp_path,
-            checkpointable=checkpoint.stateful(config),
+            checkpointable=checkpoint.stateful(config), idmapped_rootfs=idmapped_rootfs,
         )
         if rendered.seccomp:
             with open(seccomp_path, "w") as f:

@@ -132,7 +132,7 @@ def nvidia_runtime_missing(hook_dir=LXC_HOOK_DIR):
 def render(name, *, rootfs, log_dir, config, idmap, device_lines, layout, apparmor,
            host_cpus, host_memory, nesting=None, seccomp_path=None, architecture=None,
            log_level="warn", hook_dir=LXC_HOOK_DIR,
-           host_interfaces=None, checkpointable=False):
+           host_interfaces=None, checkpointable=False, idmapped_rootfs=False):
     """The liblxc config of container `name` (a Rendered).
 
     `config`: expanded config; `idmap`: IdMap or None (privileged);
@@ -142,7 +142,9 @@ def render(name, *, rootfs, log_dir, config, idmap, device_lines, layout, apparm
     `seccomp_path`: where the caller writes `Rendered.seccomp` (required when
     the config calls for a policy); `architecture`: the container's (kernel
     name, default the host's); `checkpointable`: a container CRIU can dump and
-    liblxc restore (no console, and no AppArmor key where AppArmor is off). Raises
+    liblxc restore (no console, and no AppArmor key where AppArmor is off);
+    `idmapped_rootfs`: the rootfs is unshifted on disk and mounted idmapped with
+    `idmap` (see idmapped.py). Raises
     ConfigError naming a key that cannot be rendered.
     """
     architecture = architecture or os.uname().machine
@@ -156,6 +158,8 @@ def render(name, *, rootfs, log_dir, config, idmap, device_lines, layout, apparm
     out.set("lxc.uts.name", name)
     out.set("lxc.arch", architecture)
     out.set("lxc.rootfs.path", f"dir:{_clean('rootfs', rootfs)}")
+    if idmapped_rootfs and not privileged:
+        out.set("lxc.rootfs.options", "idmap=container")
     out.set("lxc.autodev", "1")
     out.set("lxc.tty.max", "0")
     out.set("lxc.pty.max", "1024")

@@ -1,9 +1,22 @@
 # -*- test-case-name: tests.integration.test_storage -*-
-"""The `dir` driver: volumes are plain directories under the pool's source."""
+"""The `dir` driver: volumes are plain directories under the pool's source.
+
+An image is unpacked once per pool, into `images/<fingerprint>` (root's alone, as
+unpacked), and each container made from it is a `cp -a --reflink=auto` of that tree:
+where the filesystem shares extents (xfs, btrfs used as a dir pool) the copy costs
+next to nothing; elsewhere it is still a plain copy, cheaper than decompressing and
+checking the tarball again. Hard links into the image tree would be cheaper still
+but are no copy: a write through any container, or a chown, would change the image
+and every other container. These image trees are the pool's own cache, not image
+volumes (LXD lists none for dir pools): `forget_image` drops one with its image.
+"""
 
 import os
+import secrets
 import shutil
 from collections.abc import Callable
+
+from twisted.internet import defer
 
 from lxdtx import errors
 from lxdtx.storage import mounts
@@ -97,15 +110,62 @@ class DirDriver(Driver):
         await self.in_thread(os.makedirs, path, 0o711)
         return path
 
-    async def create_from_image(self, name, fingerprint, unpack, config):
-        path = self.mount_path("container", name)
-        await self.in_thread(os.makedirs, path, 0o711)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._image_locks = {}  # fingerprint -> DeferredLock: one unpack of an image at a time
+
+    def _image_lock(self, fingerprint):
+        return self._image_locks.setdefault(fingerprint, defer.DeferredLock())
+
+    async def ensure_image(self, fingerprint, unpack):
+        """The pool's unpacked tree of the image, made the first time it is needed."""
+        path = self.mount_path("image", fingerprint)
+        lock = self._image_lock(fingerprint)
+        await lock.acquire()
         try:
-            await unpack(path)
+            if await self.in_thread(os.path.isdir, path):
+                return path
+            # Unpacked under a temporary name and renamed when complete: a crash never
+            # leaves a half-unpacked tree looking usable (the next one removes it).
+            staging = f"{path}.unpacking-{secrets.token_hex(4)}"
+
+            def prepare():
+                os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+                for stale in os.listdir(os.path.dirname(path)):
+                    if stale.startswith(f"{fingerprint}.unpacking-"):
+                        shutil.rmtree(os.path.join(os.path.dirname(path), stale), ignore_errors=True)
+                os.mkdir(staging, 0o700)
+
+            await self.in_thread(prepare)
+            try:
+                await unpack(staging)
+                await self.in_thread(os.rename, staging, path)
+            except BaseException:
+                await self.in_thread(shutil.rmtree, staging, True)
+                raise
+            return path
+        finally:
+            lock.release()
+
+    async def create_from_image(self, name, fingerprint, unpack, config):
+        image = await self.ensure_image(fingerprint, unpack)
+        path = self.mount_path("container", name)
+        try:
+            # Owners, modes, links, xattrs (file capabilities, ACLs) and times as unpacked.
+            await self.run(["cp", "-a", "--reflink=auto", "--no-target-directory", image, path])
         except BaseException:
             await self.in_thread(shutil.rmtree, path, True)
             raise
         return path
+
+    async def forget_image(self, fingerprint):
+        """The image is gone: drop the pool's unpacked tree of it."""
+        lock = self._image_lock(fingerprint)
+        await lock.acquire()
+        try:
+            await self.in_thread(shutil.rmtree, self.mount_path("image", fingerprint), True)
+        finally:
+            lock.release()
 
     async def delete_volume(self, vol_type, name):
         path = self.mount_path(vol_type, name)

@@ -308,5 +308,10 @@ class Driver:
         """Fingerprints of the images unpacked in this pool."""
         return []
 
+    async def forget_image(self, fingerprint):
+        """The image itself was deleted: drop whatever the pool keeps of it."""
+        if fingerprint in await self.image_volumes():
+            await self.delete_image(fingerprint)
+
     async def delete_image(self, fingerprint):
         """Drop the pool's copy of an image (nothing to do where there is none)."""

@@ -259,9 +259,7 @@ class Pools:
     async def _image_deleted(self, fingerprint):
         for name in self.names():
             try:
-                driver = self.driver(name)
-                if fingerprint in await driver.image_volumes():
-                    await driver.delete_image(fingerprint)
+                await self.driver(name).forget_image(fingerprint)
             except Exception:
                 self.log.failure("Could not drop image {fp} from pool {pool}", fp=fingerprint, pool=name)
 

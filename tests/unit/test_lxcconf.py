@@ -203,3 +203,18 @@ class ValidateRawLxcTests(SynchronousTestCase):
         """A value liblxc rejects is an error too."""
         with self.assertRaises(ConfigError):
             lxcconf.validate_raw_lxc("lxc.autodev = maybe\n")
+
+
+class IdmappedRootfsTests(SynchronousTestCase):
+    """An unshifted rootfs is mounted idmapped by liblxc; never for a privileged container."""
+
+    def test_idmapped(self):
+        """`idmapped_rootfs` adds lxc.rootfs.options = idmap=container beside the id map."""
+        text = render(idmapped_rootfs=True).text
+        self.assertEqual(values(text, "lxc.rootfs.options"), ["idmap=container"])
+        self.assertTrue(values(text, "lxc.idmap"))
+
+    def test_default_and_privileged(self):
+        """Shifted on disk (the default) or privileged: no rootfs option."""
+        self.assertEqual(values(render().text, "lxc.rootfs.options"), [])
+        self.assertEqual(values(render(idmap=None, idmapped_rootfs=True).text, "lxc.rootfs.options"), [])

@@ -87,7 +87,7 @@ def make_listener(namespaces, value):
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(address)
+            _bind(sock, address, inside=bool(namespaces.fds))
             sock.listen(64)
         except OSError as e:
             fail(f"Failed to listen on {value}: {e.strerror}")
@@ -95,6 +95,23 @@ def make_listener(namespaces, value):
         namespaces.leave()
     sock.setblocking(False)
     return sock
+
+
+def _bind(sock, address, inside):
+    """Bind `sock`; a socket file inside a container is made owned like its directory: an
+    idmapped rootfs has no id for the host's root (EOVERFLOW), and elsewhere the socket
+    then belongs to the container's own root rather than to an id it has no name for."""
+    if not inside or not isinstance(address, str) or address.startswith("\0"):
+        sock.bind(address)
+        return
+    owner = os.stat(os.path.dirname(address) or ".")
+    libc.setfsgid(owner.st_gid)
+    libc.setfsuid(owner.st_uid)
+    try:
+        sock.bind(address)
+    finally:
+        libc.setfsuid(0)
+        libc.setfsgid(0)
 
 
 def connect(namespaces, value):

@@ -1,6 +1,7 @@
 """`proxy` devices on real busybox containers: tcp, unix and abstract sockets, both directions, live."""
 
 import array
+import ctypes
 import os
 import socket
 import subprocess
@@ -194,13 +195,29 @@ def test_tcp_in_container_to_unix_on_host(busybox_daemon, container):
         os.unlink(host_path)
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _bind_owned_like_directory(sock, path):
+    """Bind a unix socket at `path` as the owner of its directory: inside a container with an
+    idmapped rootfs the host's root has no id, and its files could not be made (EOVERFLOW)."""
+    owner = os.stat(os.path.dirname(path))
+    _libc.setfsgid(owner.st_gid)
+    _libc.setfsuid(owner.st_uid)
+    try:
+        sock.bind(path)
+    finally:
+        _libc.setfsuid(0)
+        _libc.setfsgid(0)
+
+
 class AncillaryListener:
     """A one-connection unix listener on the host keeping the descriptors and credentials it gets."""
 
     def __init__(self, path):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.sock.bind(path)
+        _bind_owned_like_directory(self.sock, path)
         self.sock.listen(1)
         self.sock.settimeout(30)
         self.data, self.fds, self.creds = b"", [], []

@@ -212,8 +212,10 @@ def snapshot(world):
         for key in ("config", "expanded_config"):
             container[key] = {k: v for k, v in container[key].items() if not _RUNTIME_KEYS.fullmatch(k)}
     state["config"] = d.request("GET", "/1.0").metadata["config"]
-    state["templates"] = {name: d.request("GET", f"{TEMPLATES}?path={quote(name, safe='')}").body
-                          for name in d.request("GET", TEMPLATES).metadata}
+    # None while the container is away (renamed by a success the undo puts back).
+    listed = d.request("GET", TEMPLATES).metadata
+    state["templates"] = None if listed is None else {
+        name: d.request("GET", f"{TEMPLATES}?path={quote(name, safe='')}").body for name in listed}
     pool = os.path.join(d.dir, "storage-pools", POOL)
     state["pool dirs"] = {sub: sorted(os.listdir(os.path.join(pool, sub))) for sub in sorted(os.listdir(pool))}
     state["links"] = links(world.ns)
@@ -368,6 +370,8 @@ def _undo_pass(world, now):
                 _url("/1.0/certificates/{}"), _fields("name", "type"))
     if now["config"] != base["config"]:
         _done(d, d.request("PUT", "/1.0", {"config": base["config"]}))
+    if now["templates"] is None:  # the container was away: its metadata is seen to next pass
+        return
     if now[METADATA] != base[METADATA]:
         _done(d, d.request("PUT", METADATA, base[METADATA]))
     for name in now["templates"]:

@@ -344,6 +344,39 @@ def test_crash_while_refreshing(ca, pki_dir, point):
         tree.stop()
 
 
+def test_refresh_to_an_image_already_here(ca, pki_dir):
+    """A refresh whose newer image was pulled before moves the alias to it and removes the old
+    image, and the newer image keeps its own flags (it is not the refresh's to change)."""
+    if os.geteuid() != 0:
+        pytest.skip("integration tests run as root")
+    tree = StreamTree(os.path.join(pki_dir, "tree-here"))
+    first = tree.publish("20260101_00:00", 1767228000)
+    cert, key = pki.server_cert("127.0.0.1", issuer=ca).write(pki_dir, "here")
+    url = tree.serve(cert, key)
+    d = Daemon()
+    d.extra_env = _env(ca)
+    source = {"type": "image", "mode": "pull", "server": url, "protocol": "simplestreams", "alias": "bb"}
+    try:
+        d.start(timeout=60)
+        op = d.wait_operation(d.request("POST", "/1.0/images", {"source": source, "auto_update": True,
+                                                                "aliases": [{"name": "kept"}]}))
+        assert op["status"] == "Success", op
+        second = tree.publish("20260102_00:00", 1767314000)
+        d.stop()  # a fresh start reads the index again (a plain pull uses the one it read)
+        d.start(timeout=60)
+        op = d.wait_operation(d.request("POST", "/1.0/images", {"source": source}))
+        assert op["status"] == "Success" and op["metadata"]["fingerprint"] == second, op
+        op = d.wait_operation(d.request("POST", f"/1.0/images/{first}/refresh", {}))
+        assert op["status"] == "Success" and op["metadata"] == {"refreshed": True}, op
+        found = _images(d)
+        assert sorted(found) == [second] and found[second]["auto_update"] is False
+        assert _alias_target(d, "kept") == second
+        assert sorted(os.listdir(os.path.join(d.dir, "images"))) == [second, second + ".rootfs"]
+    finally:
+        d.cleanup()
+        tree.stop()
+
+
 def test_cached_image_expires(pair, streams, ca):
     """An image fetched for `lxc launch` is cached; once unused for `images.remote_cache_expiry`
     days (here 0) it is removed, while an imported image stays."""

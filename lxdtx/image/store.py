@@ -54,6 +54,9 @@ KIND = "image"
 ADD_PLACED = faults.point("image.add.placed")
 PULL_FETCHED = faults.point("image.pull.fetched")
 DELETE_COMMITTED = faults.point("image.delete.committed")
+REFRESH_RECORDED = faults.point("image.refresh.recorded")
+REFRESH_PULLED = faults.point("image.refresh.pulled")
+REFRESH_COMMITTED = faults.point("image.refresh.committed")
 ALIAS_KIND = "alias"
 
 _INTERNAL_KEYS = ("format", "rootfs_format")
@@ -239,6 +242,7 @@ class ImageStore:
         self._publishing = defer.DeferredLock()  # one publish at a time, as the reference does
         self._catalogs = {}  # simplestreams server -> (time read, Catalog)
         daemon.journal.handle("image", self._settle)
+        daemon.journal.handle("image.refresh", self._settle_refresh)
 
     async def _settle(self, fingerprint):
         """A step of an interrupted add or delete: the files of an image without a row go."""
@@ -520,7 +524,7 @@ class ImageStore:
         return sources.open_source(self.daemon.reactor, spec, self._catalogs)
 
     async def pull(self, spec, *, operation=None, public=False, auto_update=False, cached=False,
-                   properties=None, aliases=(), force=False):
+                   properties=None, aliases=(), force=False, resolved=None):
         """Make the remote image `spec` names a local one; (fingerprint, whether it was fetched).
 
         An image already here is not fetched again. The files land in a private
@@ -528,7 +532,8 @@ class ImageStore:
         fingerprint and the image rules there, and only then become an image.
         """
         source = self.source(spec)
-        resolved = await source.resolve(spec.name, force=force)
+        if resolved is None:  # else what the caller resolved just before (a refresh)
+            resolved = await source.resolve(spec.name, force=force)
         fp = resolved.fingerprint
         if self._store.exists(KIND, fp):
             if aliases:
@@ -573,7 +578,13 @@ class ImageStore:
 
     async def refresh(self, fingerprint, *, operation=None):
         """Look for a newer image where this one came from (`update_source`); if there is one,
-        fetch it, move this image's aliases to it and delete this one. Whether it did."""
+        fetch it, move this image's aliases to it and delete this one. Whether it did.
+
+        One intent (`image.refresh`) covers it all, recorded before the fetch: the switch
+        (aliases moved, flags copied, the old row gone) is one transaction; a start-up
+        after a crash before it deletes the new image again, after it removes the old
+        image's files.
+        """
         doc = self.document(fingerprint)
         fingerprint, value = doc.name, doc.value
         origin = value.get("update_source")
@@ -581,31 +592,60 @@ class ImageStore:
             return False
         spec = sources.Spec(origin["server"], origin["protocol"], origin.get("certificate", ""), origin["alias"])
         resolved = await self.source(spec).resolve(spec.name, force=True)
-        if resolved.fingerprint == fingerprint:
-            return False
-        new_fp, _ = await self.pull(spec, operation=operation, public=value.get("public", False),
-                                    auto_update=value.get("auto_update", False),
-                                    cached=value.get("cached", False))
+        new_fp = resolved.fingerprint
         if new_fp == fingerprint:
             return False
-        await self._move_aliases(fingerprint, new_fp)
+        async with self.daemon.journal.begin("image.refresh", fingerprint) as intent:
+            # `fetched`: the new image is this refresh's own, so undoing it deletes it.
+            fetched = not self._store.exists(KIND, new_fp)
+            await intent.will("image.refresh", old=fingerprint, new=new_fp, fetched=fetched)
+            REFRESH_RECORDED()
+            await self.pull(spec, operation=operation, public=value.get("public", False),
+                            auto_update=value.get("auto_update", False), cached=value.get("cached", False),
+                            resolved=resolved)
+            REFRESH_PULLED()
+            for hook in self.delete_hooks:
+                await hook(fingerprint)
+            await self._switch(fingerprint, new_fp, intent, take_flags=fetched)
+            REFRESH_COMMITTED()
+            await self._settle(fingerprint)
         self.log.info("Image {old} refreshed to {new}", old=fingerprint, new=new_fp)
-        try:
-            await self.delete(fingerprint)
-        except errors.NotFound:
-            pass
         return True
 
-    async def _move_aliases(self, old, new):
+    async def _switch(self, old, new, intent, take_flags):
+        """In one transaction: the old image's aliases name the new one, which takes over its
+        public/auto_update/cached flags (if the refresh brought it: an image that was here
+        already keeps its own); the old row goes; the intent is marked decided.
+        An old image deleted meanwhile fails the refresh (and so undoes the new one)."""
         for _ in range(5):
-            docs = [doc for doc in self._store.list(ALIAS_KIND) if doc.value["target"] == old]
-            changes = [Put(ALIAS_KIND, doc.name, dict(doc.value, target=new), expect=doc.revision) for doc in docs]
+            old_doc, new_doc = self._store.get(KIND, old), self._store.get(KIND, new)
+            if old_doc is None:
+                raise errors.NotFound(f"Image '{old}' not found")
+            if new_doc is None:
+                raise errors.NotFound(f"Image '{new}' not found")
+            flags = {k: old_doc.value.get(k, False) for k in ("public", "auto_update", "cached") if take_flags}
+            intent.value["finish"] = True
+            changes = [Put(KIND, new, dict(new_doc.value, **flags), expect=new_doc.revision),
+                       Delete(KIND, old, expect=old_doc.revision), intent.record()]
+            changes += [Put(ALIAS_KIND, doc.name, dict(doc.value, target=new), expect=doc.revision)
+                        for doc in self._store.list(ALIAS_KIND) if doc.value["target"] == old]
             try:
-                if changes:
-                    await self._store.commit(changes)
+                await self._store.commit(changes)
                 return
             except RevisionMismatch:
+                intent.value["finish"] = False
                 continue
+        raise errors.Conflict(f"Image '{old}' kept changing during its refresh")
+
+    async def _settle_refresh(self, old, new, fetched):
+        """The step of an interrupted refresh: finished if the old row is gone (its files go),
+        undone otherwise (the new image goes, if the refresh brought it)."""
+        if not self._store.exists(KIND, old):
+            await self._settle(old)
+        elif fetched and self._store.exists(KIND, new):
+            await self.delete(new)
+        else:
+            await self._settle(new)
 
     # -- changing ------------------------------------------------------------
 

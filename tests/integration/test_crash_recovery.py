@@ -332,7 +332,7 @@ CASES = {
 # Points whose cases need a second daemon, an image server or etcd: their own modules test them
 # (test_migration*, test_migration_btrfs, test_remote_images.test_crash_while_fetching_leaves_nothing,
 # test_cluster_bootstrap: a daemon with an HTTPS address and etcd).
-ELSEWHERE = ("container.migrate.", "volume.migrate.", "btrfs.migrate.", "image.pull.", "cluster.")
+ELSEWHERE = ("container.migrate.", "volume.migrate.", "btrfs.migrate.", "image.pull.", "image.refresh.", "cluster.")
 
 
 def test_every_crash_point_has_a_case():

@@ -5,7 +5,7 @@ LXD-protocol remote, and a simplestreams tree served over TLS by Twisted's stati
 from both; `lxc image refresh` after a newer image is published (the alias moves, the old
 image goes); certificates checked (pinned, or the test CA through SSL_CERT_FILE and the
 server's name); files checked against their hashes; bad sources refused; a crash while
-fetching leaves nothing.
+fetching leaves nothing, and one at any step of a refresh leaves one image with the alias.
 """
 
 import hashlib
@@ -20,6 +20,8 @@ import time
 import pytest
 import yaml
 
+import lxdtx.image.store  # noqa: F401 (declares the refresh points)
+from lxdtx import faults
 from lxdtx.image import busybox
 from tests import imagefiles, pki
 from tests.daemonproc import Daemon, wait_until
@@ -300,6 +302,79 @@ def test_crash_while_fetching_leaves_nothing(streams, ca):
         assert not os.path.isdir(images_dir) or os.listdir(images_dir) == []
     finally:
         d.cleanup()
+
+
+REFRESH_POINTS = ("image.refresh.recorded", "image.refresh.pulled", "image.refresh.committed")
+
+
+@pytest.mark.parametrize("point", REFRESH_POINTS)
+def test_crash_while_refreshing(ca, pki_dir, point):
+    """A daemon killed at a step of a refresh has, once restarted, exactly one of the two
+    images, with the alias on it and no stray files: the old one before the switch was
+    committed, the new one (with the old one's flags) after."""
+    assert faults.points("image.refresh.") == list(REFRESH_POINTS)
+    if os.geteuid() != 0:
+        pytest.skip("integration tests run as root")
+    tree = StreamTree(os.path.join(pki_dir, f"tree-{point}"))
+    first = tree.publish("20260101_00:00", 1767227000 + REFRESH_POINTS.index(point))
+    cert, key = pki.server_cert("127.0.0.1", issuer=ca).write(pki_dir, point)
+    url = tree.serve(cert, key)
+    d = Daemon()
+    d.extra_env = _env(ca)
+    try:
+        d.start(timeout=60, crash_at=point)
+        op = d.wait_operation(d.request("POST", "/1.0/images", {
+            "source": {"type": "image", "mode": "pull", "server": url, "protocol": "simplestreams", "alias": "bb"},
+            "auto_update": True, "public": True, "aliases": [{"name": "kept"}]}))
+        assert op["status"] == "Success", op
+        second = tree.publish("20260102_00:00", 1767313000 + REFRESH_POINTS.index(point))
+        d.request("POST", f"/1.0/images/{first}/refresh", {})
+        assert wait_until(lambda: d.proc.poll() is not None, timeout=120), "never reached " + point
+        d.start(timeout=60)
+        survivor = second if point == "image.refresh.committed" else first
+        found = _images(d)
+        assert sorted(found) == [survivor]
+        assert found[survivor]["auto_update"] is True and found[survivor]["public"] is True
+        assert _alias_target(d, "kept") == survivor
+        assert sorted(os.listdir(os.path.join(d.dir, "images"))) == [survivor, survivor + ".rootfs"]
+        assert _spool(d) == []
+        assert d.request("GET", "/1.0/images/aliases").metadata == ["/1.0/images/aliases/kept"]
+    finally:
+        d.cleanup()
+        tree.stop()
+
+
+def test_refresh_to_an_image_already_here(ca, pki_dir):
+    """A refresh whose newer image was pulled before moves the alias to it and removes the old
+    image, and the newer image keeps its own flags (it is not the refresh's to change)."""
+    if os.geteuid() != 0:
+        pytest.skip("integration tests run as root")
+    tree = StreamTree(os.path.join(pki_dir, "tree-here"))
+    first = tree.publish("20260101_00:00", 1767228000)
+    cert, key = pki.server_cert("127.0.0.1", issuer=ca).write(pki_dir, "here")
+    url = tree.serve(cert, key)
+    d = Daemon()
+    d.extra_env = _env(ca)
+    source = {"type": "image", "mode": "pull", "server": url, "protocol": "simplestreams", "alias": "bb"}
+    try:
+        d.start(timeout=60)
+        op = d.wait_operation(d.request("POST", "/1.0/images", {"source": source, "auto_update": True,
+                                                                "aliases": [{"name": "kept"}]}))
+        assert op["status"] == "Success", op
+        second = tree.publish("20260102_00:00", 1767314000)
+        d.stop()  # a fresh start reads the index again (a plain pull uses the one it read)
+        d.start(timeout=60)
+        op = d.wait_operation(d.request("POST", "/1.0/images", {"source": source}))
+        assert op["status"] == "Success" and op["metadata"]["fingerprint"] == second, op
+        op = d.wait_operation(d.request("POST", f"/1.0/images/{first}/refresh", {}))
+        assert op["status"] == "Success" and op["metadata"] == {"refreshed": True}, op
+        found = _images(d)
+        assert sorted(found) == [second] and found[second]["auto_update"] is False
+        assert _alias_target(d, "kept") == second
+        assert sorted(os.listdir(os.path.join(d.dir, "images"))) == [second, second + ".rootfs"]
+    finally:
+        d.cleanup()
+        tree.stop()
 
 
 def test_cached_image_expires(pair, streams, ca):

@@ -15,7 +15,6 @@ from urllib.parse import urljoin, urlsplit
 
 from twisted.internet import defer, threads
 from twisted.internet.protocol import Protocol
-from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
 from lxdtx import errors, tls
@@ -163,6 +162,8 @@ class _Sink(Protocol):
                 self._idle.cancel()
             self._idle = None
         self._ended = True
+        from twisted.web.client import ResponseDone  # loaded with TLS only when a download runs
+
         if not reason.check(ResponseDone, PotentialDataLoss):
             self._fail(RemoteError(f"The {self._what} was cut short: {errors.describe(reason.value)}"))
         self._next()

@@ -96,7 +96,7 @@ def test_isolated_idmaps_do_not_overlap(busybox_daemon, make):
     maps = []
     for name in (a, b):
         config = d.request("GET", f"/1.0/containers/{name}").metadata["config"]
-        entry = json.loads(config["volatile.last_state.idmap"])[0]
+        entry = json.loads(config["volatile.idmap.current"])[0]
         maps.append((entry["Hostid"], entry["Hostid"] + entry["Maprange"]))
         assert entry["Maprange"] == 65536
         with open(f"/proc/{_pid(d, name)}/status") as f:
@@ -105,7 +105,7 @@ def test_isolated_idmaps_do_not_overlap(busybox_daemon, make):
     assert maps[0][1] <= maps[1][0] or maps[1][1] <= maps[0][0]
     c = make("iso3", "security.idmap.isolated=true", "security.idmap.base=1500000")
     config = d.request("GET", f"/1.0/containers/{c}").metadata["config"]
-    assert json.loads(config["volatile.last_state.idmap"])[0]["Hostid"] == 1500000
+    assert json.loads(config["volatile.idmap.current"])[0]["Hostid"] == 1500000
 
 
 def test_raw_lxc_validated_by_liblxc(busybox_daemon):

@@ -15,6 +15,7 @@ the body is never read (`ApiChannel.answer_early`). Untrusted bodies stay in
 memory; only trusted ones may be spooled to disk.
 """
 
+import functools
 import io
 import json
 import re
@@ -669,7 +670,12 @@ class Router(resource.Resource):
             return self._write(request, _too_large(action.max_body))
 
         api = ApiRequest(request, self.daemon, params, trusted)
-        d = defer.Deferred.fromCoroutine(self._call(action, api))
+        handler = action.handler
+        peers = getattr(getattr(self.daemon, "cluster", None), "peers", None)
+        member = peers.owner(request, raw_path) if peers is not None else None
+        if member is not None:  # its object lives on another cluster member (lxdtx.cluster.peers)
+            handler = functools.partial(peers.forward, member=member)
+        d = defer.Deferred.fromCoroutine(self._call(handler, api))
         if d.called:
             # The common case: the handler never waited, answer synchronously.
             result = []
@@ -682,9 +688,9 @@ class Router(resource.Resource):
         d.addErrback(lambda failure: failure.trap(defer.CancelledError) and None)
         return server.NOT_DONE_YET
 
-    async def _call(self, action, api):
+    async def _call(self, handler, api):
         try:
-            response = await action.handler(api)
+            response = await handler(api)
         except errors.ApiError as e:
             return ErrorResponse(e.code, e.message)
         except defer.CancelledError:

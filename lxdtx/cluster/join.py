@@ -97,7 +97,7 @@ def check_join(daemon, name, address, certificate):
 
 
 async def join(daemon, name, address, certificate):
-    from lxdtx.cluster.membership import ETCD_CLIENT_OFFSET, ETCD_PEER_OFFSET, KIND, _https_url, config_document
+    from lxdtx.cluster.membership import ETCD_CLIENT_OFFSET, ETCD_PEER_OFFSET, KIND, config_document, member_document
 
     check_join(daemon, name, address, certificate)
     cluster, files = daemon.cluster, daemon.cluster.files
@@ -114,9 +114,7 @@ async def join(daemon, name, address, certificate):
             await threads.deferToThread(_write_ca, files, answer)
             await pki.ensure_member_cert(files.ca_cert, files.ca_key, files.cert, files.key, name, [host])
             choice = await start_member(daemon.dir, daemon.reactor, spec)
-            member = Put(KIND, name, {"id": spec.member_id, "url": _https_url(host, port),
-                                      "etcd_peer_url": spec.peer_url, "etcd_client_url": spec.client_url},
-                         expect=ABSENT)
+            member = Put(KIND, name, member_document(daemon, spec, host, port), expect=ABSENT)
 
             # Its server config (its own address, its trust password) stays its own.
             config = Put(daemon.config.KIND, config_document(spec.member_id), daemon.config.values)

@@ -67,6 +67,27 @@ def _https_url(host, port):
     return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
+def member_document(daemon, spec, host, port):
+    """A member's document; its server certificate is what the others pin when calling it."""
+    with open(daemon.cert_path) as f:
+        certificate = f.read()
+    return {"id": spec.member_id, "url": _https_url(host, port), "etcd_peer_url": spec.peer_url,
+            "etcd_client_url": spec.client_url, "certificate": certificate}
+
+
+def own_trust(daemon, store, name):
+    """Our server certificate in the cluster's trust store (the other members call us showing
+    theirs, we call them showing ours), unless it is there already."""
+    from lxdtx import tls, trust
+
+    with open(daemon.cert_path) as f:
+        pem = f.read()
+    fingerprint = tls.fingerprint(tls.pem_to_der(pem))
+    if store.exists(trust.KIND, fingerprint):
+        return []
+    return [Put(trust.KIND, fingerprint, {"name": name, "type": "client", "certificate": pem}, expect=ABSENT)]
+
+
 class Membership:
     """What the API asks about the cluster, answered from this daemon's store and etcd."""
 
@@ -76,6 +97,9 @@ class Membership:
         self.daemon = daemon
         self.files = EtcdFiles(daemon.dir)
         self._busy = False
+        from lxdtx.cluster.peers import Peers
+
+        self.peers = Peers(daemon)
 
     @property
     def spec(self):
@@ -89,6 +113,11 @@ class Membership:
     @property
     def name(self):
         return self.spec.name if self.spec is not None else ""
+
+    @property
+    def member_id(self):
+        """This member's stable id ("" when not clustered): containers' `location`."""
+        return self.spec.member_id if self.spec is not None else ""
 
     def environment(self):
         if not self.enabled:
@@ -110,6 +139,38 @@ class Membership:
         if doc is None:
             raise errors.NotFound(f"Cluster member '{name}' not found")
         return doc
+
+    def member_or_none(self, name):
+        return self.daemon.store.get(KIND, name) if self.enabled else None
+
+    def member_by_id(self, member_id):
+        for doc in self.daemon.store.list(KIND):
+            if doc.value.get("id") == member_id:
+                return doc
+        return None
+
+    def location_name(self, member_id):
+        doc = self.member_by_id(member_id) if member_id else None
+        return doc.name if doc is not None else "none"
+
+    def online(self, doc):
+        return doc.value["id"] == self.member_id or self.daemon.store_choice.liveness.online(doc.value["id"])
+
+    def placement(self, target):
+        """The member document a new container goes to: `target`, else the online member
+        with the fewest containers (ties: by name)."""
+        self._require_enabled()
+        if target:
+            doc = self.get(target)
+            if not self.online(doc):
+                raise errors.BadRequest(f"Cluster member '{target}' is offline")
+            return doc
+        counts = {}
+        for container in self.daemon.store.list("container"):
+            location = container.value.get("location", "")
+            counts[location] = counts.get(location, 0) + 1
+        members = [doc for doc in self.daemon.store.list(KIND) if self.online(doc)]
+        return min(members, key=lambda doc: (counts.get(doc.value["id"], 0), doc.name))
 
     def render(self, name, value):
         status, message = self.daemon.store_choice.liveness.status(value["id"])
@@ -178,13 +239,12 @@ class Membership:
             spec = EtcdMemberSpec(name, host, port + ETCD_PEER_OFFSET, port + ETCD_CLIENT_OFFSET)
             choice = await start_member(daemon.dir, daemon.reactor, spec)
             ENABLE_ETCD_STARTED()
-            member = Put(KIND, name, {"id": spec.member_id, "url": _https_url(host, port),
-                                      "etcd_peer_url": spec.peer_url, "etcd_client_url": spec.client_url})
+            member = Put(KIND, name, member_document(daemon, spec, host, port))
 
             config = Put(daemon.config.KIND, config_document(spec.member_id), daemon.config.values)
 
             async def take_effect():
-                await choice.store.commit([member, config])
+                await choice.store.commit([member, config, *own_trust(daemon, choice.store, name)])
                 ENABLE_COPIED()
                 await threads.deferToThread(save_spec, files, spec)  # from here on the daemon is clustered
                 ENABLE_TOOK_EFFECT()

@@ -114,7 +114,8 @@ async def copy_container(instances, name, parent, snapshot, params, container_on
         config["volatile.apply_template"] = "copy"
         value = model.new_document(architecture=params["architecture"], config=config, devices=params["devices"],
                                    profiles=params["profiles"], ephemeral=params["ephemeral"],
-                                   description=params["description"], pool=pool)
+                                   description=params["description"], pool=pool,
+                                   location=model.here(instances.daemon))
         _, expanded_devices = instances.expanded(value)
         for key, item in devices_rt.fill_volatile(config, expanded_devices).items():
             config.setdefault(key, item)

@@ -124,10 +124,14 @@ class Instances:
     def status(self, name):
         return self.runtime.status(name)
 
-    def render(self, name, value):
+    def render(self, name, value, status=None):
         config, devices = self.expanded(value)
-        status = self.status(name)
-        return model.render(name, value, config, devices, status, STATUS_CODES[status])
+        status = status or self.status(name)
+        obj = model.render(name, value, config, devices, status, STATUS_CODES[status])
+        cluster = getattr(self.daemon, "cluster", None)
+        if cluster is not None and cluster.enabled:
+            obj["location"] = cluster.location_name(value.get("location", ""))
+        return obj
 
     def profile_users(self, profile):
         return [doc.name for doc in self.store.list(KIND) if profile in doc.value.get("profiles", [])]
@@ -272,7 +276,7 @@ class Instances:
 
             value = model.new_document(
                 architecture=architecture, config=config, devices=devices, profiles=profiles,
-                ephemeral=ephemeral, description=description, pool=pool)
+                ephemeral=ephemeral, description=description, pool=pool, location=model.here(self.daemon))
             expanded_config, expanded_devices = self.expanded(value)
             config.update(devices_rt.fill_volatile(config, expanded_devices))
             config["volatile.apply_template"] = "create"
@@ -978,7 +982,7 @@ class Instances:
                         architecture=source.get("architecture") or architectures.host(),
                         config=config, devices=devices, profiles=profiles,
                         ephemeral=bool(source.get("ephemeral")), description=source.get("description") or "",
-                        pool=pool)
+                        pool=pool, location=model.here(self.daemon))
                     value["created_at"] = source.get("created_at") or value["created_at"]
                     await threads.deferToThread(self._make_links, name, path)
                     changes = [Put(KIND, name, value, expect=ABSENT),

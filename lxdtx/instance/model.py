@@ -59,13 +59,21 @@ def check_architecture(name):
         raise errors.BadRequest(f"Unsupported architecture: {name}")
 
 
-def new_document(*, architecture, config, devices, profiles, ephemeral=False, description="", pool=""):
+def new_document(*, architecture, config, devices, profiles, ephemeral=False, description="", pool="",
+                 location=""):
+    """`location`: the id of the cluster member the container lives on ("" when not clustered)."""
     now = timeutil.now()
     return {
         "architecture": architecture, "config": config, "devices": devices, "profiles": profiles,
         "ephemeral": bool(ephemeral), "description": description or "", "stateful": False,
-        "created_at": now, "last_used_at": timeutil.EPOCH, "pool": pool,
+        "created_at": now, "last_used_at": timeutil.EPOCH, "pool": pool, "location": location,
     }
+
+
+def here(daemon):
+    """The `location` of a container made on this daemon."""
+    cluster = getattr(daemon, "cluster", None)
+    return cluster.member_id if cluster is not None else ""
 
 
 def writable(value):

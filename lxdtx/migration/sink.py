@@ -128,7 +128,8 @@ async def _make(daemon, name, params, header, channels, features, going_live=Fal
         config["volatile.apply_template"] = "copy"
         value = model.new_document(architecture=params["architecture"] or "x86_64", config=config,
                                    devices=params["devices"], profiles=params["profiles"],
-                                   ephemeral=params["ephemeral"], description=params["description"], pool=pool)
+                                   ephemeral=params["ephemeral"], description=params["description"], pool=pool,
+                                   location=model.here(daemon))
         _, expanded_devices = instances.expanded(value)
         for key, item in devices_rt.fill_volatile(config, expanded_devices).items():
             config.setdefault(key, item)

@@ -9,6 +9,7 @@ from twisted.internet import defer
 
 from lxdtx import errors
 from lxdtx.bodies import BOOLEAN, DEVICES, INTEGER, MAP_OF_STRINGS, STRING, STRINGS, config, fields, one_of_strings
+from lxdtx.cluster.peers import FORWARDED, MemberUnreachable
 from lxdtx.filter import compile_filter
 from lxdtx.instance import model
 from lxdtx.operations import container_resources
@@ -51,21 +52,57 @@ async def list_containers(req):
     if predicate is None and not req.recursion:
         return SyncResponse([f"/1.0/containers/{n}" for n in names])
     objects = []
+    elsewhere = {}  # member id -> documents of its containers (clustered: each member tells its own)
+    here = model.here(req.daemon)
+    forwarded = bool(req.header(FORWARDED))
     for name in names:
         doc = instances.store.get(model.KIND, name)
         if doc is None:
+            continue
+        location = doc.value.get("location", "")
+        if here and location and location != here:
+            if not forwarded:
+                elsewhere.setdefault(location, []).append(doc)
             continue
         try:
             objects.append(instances.render(name, doc.value))
         except Exception:
             objects.append({"name": name, "status": "Error", "status_code": 112})
+    if elsewhere:
+        level = min(max(req.recursion, 1), 2)
+        results = await defer.gatherResults([defer.Deferred.fromCoroutine(
+            _remote_objects(instances, member, docs, level)) for member, docs in elsewhere.items()])
+        remote = [obj for found in results for obj in found]
     if predicate is not None:
         objects = [o for o in objects if predicate(o)]
     if req.recursion >= 2:
         await defer.DeferredList([defer.Deferred.fromCoroutine(_embed_full(instances, o)) for o in objects])
+    if elsewhere:  # as their members rendered them (full ones at recursion=2)
+        objects = sorted(objects + [o for o in remote if predicate is None or predicate(o)],
+                         key=lambda o: o["name"])
     if req.recursion:
         return SyncResponse(objects)
     return SyncResponse([f"/1.0/containers/{o['name']}" for o in objects])
+
+
+async def _remote_objects(instances, member_id, docs, recursion):
+    """The containers `docs` of another member as it reports them; rendered from the shared
+    state with status "Error" when it can't be reached (the rest of the list still answers)."""
+    cluster = instances.daemon.cluster
+    member = cluster.member_by_id(member_id)
+    try:
+        if member is None or not cluster.online(member):
+            raise MemberUnreachable(cluster.location_name(member_id), "offline")
+        theirs = {o.get("name"): o for o in await cluster.peers.get_json(
+            member, f"/1.0/containers?recursion={recursion}")
+                  if isinstance(o, dict)}
+    except MemberUnreachable:
+        theirs = {}
+    objects = []
+    for doc in docs:
+        obj = theirs.get(doc.name)
+        objects.append(obj if obj is not None else instances.render(doc.name, doc.value, status="Error"))
+    return objects
 
 
 # What a container's PUT and PATCH take (and its creation, with `name` and `source`).
@@ -98,6 +135,14 @@ async def create_container(req):
 
         return await import_backup(req)
     instances = _instances(req)
+    target = req.query.get("target", "")
+    cluster = req.daemon.cluster
+    if cluster.enabled and not req.header(FORWARDED):
+        member = cluster.placement(target)
+        if member.value["id"] != cluster.member_id:
+            return await cluster.peers.forward(req, member)
+    elif target and not cluster.enabled:
+        raise errors.BadRequest("Target only allowed when clustered")
     body = req.json()
     source = mapping(body, "source")
     kind = string(source, "type")

@@ -1,0 +1,83 @@
+"""Containers in a three-member cluster (three network namespaces, as test_cluster_join):
+created on a `target` member from another, placed on the least busy member without one,
+listed with their `location` on every member, requests about them (get, file push and
+pull, delete) forwarded to the member that holds them, and an unreachable member's
+containers listed as "Error" while the list still answers.
+
+The storage pool is one `dir` pool whose source all three reach (they share this host's
+file system): per-member pools (`target` on storage pools) are not there yet."""
+
+import shutil
+import tempfile
+
+from tests.daemonproc import wait_until
+from tests.integration.test_cluster_join import PASSWORD, _join, _members, daemons, pytestmark  # noqa: F401
+
+ROOT = {"root": {"type": "disk", "path": "/", "pool": "default"}}
+
+
+def _create(d, name, target=None):
+    path = "/1.0/containers" + (f"?target={target}" if target else "")
+    op = d.request("POST", path, {"name": name, "source": {"type": "none"}, "devices": ROOT})
+    assert op.status == 202, op.json
+    done = d.wait_operation(op)
+    assert done["status"] == "Success", done
+
+
+def _listed(d):
+    return {c["name"]: c for c in d.request("GET", "/1.0/containers?recursion=1").metadata}
+
+
+def test_containers_across_members(daemons):  # noqa: F811
+    node1, node2, node3 = daemons
+    source = tempfile.mkdtemp(prefix="lxdtx-cluster-pool-", dir="/var/tmp")
+    shutil.rmtree(source)
+    try:
+        op = node1.request("PUT", "/1.0/cluster", {"server_name": "node1", "enabled": True})
+        assert node1.wait_operation(op)["status"] == "Success"
+        node1.lxc("config", "set", "core.trust_password", PASSWORD)
+        assert _join(node1, node2, "node2")["status"] == "Success"
+        assert _join(node1, node3, "node3")["status"] == "Success"
+        for d in daemons:
+            assert wait_until(lambda d=d: all(m["status"] == "Online" for m in _members(d).values())
+                              and len(_members(d)) == 3, timeout=30)
+        made = node1.request("POST", "/1.0/storage-pools", {"name": "default", "driver": "dir",
+                                                            "config": {"source": source}})
+        assert made.status in (200, 201), made.json
+
+        # From node1 onto node2; without a target onto the least busy (node1, by name on a tie).
+        _create(node1, "c2", target="node2")
+        _create(node1, "c1")
+        _create(node2, "c3", target="node3")
+        bad = node1.request("POST", "/1.0/containers?target=nosuch", {"name": "x", "source": {"type": "none"}})
+        assert bad.status == 404 and "nosuch" in bad.json["error"]
+        for d in daemons:
+            listed = _listed(d)
+            assert {n: c["location"] for n, c in listed.items()} == {"c1": "node1", "c2": "node2", "c3": "node3"}
+            assert all(c["status"] == "Stopped" for c in listed.values())
+
+        # Forwarded: get, a file pushed through node3 into c2 (on node2) and read back via node1.
+        assert node3.request("GET", "/1.0/containers/c2").metadata["location"] == "node2"
+        pushed = node3.request("POST", "/1.0/containers/c2/files?path=/hello", raw=b"from node3\n",
+                               headers={"X-LXD-type": "file", "X-LXD-mode": "0644",
+                                        "Content-Type": "application/octet-stream"})
+        assert pushed.status == 200, pushed.json
+        pulled = node1.request("GET", "/1.0/containers/c2/files?path=/hello")
+        assert pulled.status == 200 and pulled.body == b"from node3\n"
+        assert {k.lower(): v for k, v in pulled.headers.items()}.get("x-lxd-mode") == "0644"
+
+        # node3 goes: its container is listed as "Error" on the others, the rest as before.
+        node3.stop()
+        listed = _listed(node1)
+        assert listed["c3"]["status"] == "Error" and listed["c3"]["location"] == "node3"
+        assert listed["c2"]["status"] == "Stopped"
+
+        # A forwarded delete; the others see it gone.
+        deleted = node1.request("DELETE", "/1.0/containers/c2")
+        assert deleted.status == 202 and node1.wait_operation(deleted)["status"] == "Success"
+        assert wait_until(lambda: "c2" not in _listed(node2), timeout=10)
+        for name in ("c1",):
+            op = node1.request("DELETE", f"/1.0/containers/{name}")
+            assert node1.wait_operation(op)["status"] == "Success"
+    finally:
+        shutil.rmtree(source, ignore_errors=True)

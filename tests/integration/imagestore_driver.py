@@ -26,6 +26,13 @@ from tests import imagefiles
 COMPRESSIONS = ("gzip", "bzip2", "lzma", "xz", "none")
 
 
+class _NoPools:
+    """The pools of a daemon that has none yet: an image must fit its state directory."""
+
+    def names(self):
+        return []
+
+
 class StoreHost:
     """What an ImageStore uses of a daemon, built from the real parts."""
 
@@ -37,6 +44,7 @@ class StoreHost:
         self.events = EventHub()
         self.operations = Operations(self.events, reactor)
         self.config = ServerConfig(self.store)
+        self.pools = _NoPools()
 
     def path(self, *parts):
         return os.path.join(self.dir, *parts)

@@ -336,21 +336,35 @@ class UnixDevices:
         for name, wanted in list(self._wanted.items()):
             for dev_name, source in wanted.items():
                 if os.path.normpath(source) == path:
-                    d = defer.Deferred.fromCoroutine(self._hotplug(name, dev_name))
-                    d.addErrback(lambda f, n=name, dv=dev_name: self.log.failure(
-                        "Hotplug of device {dev} of {name}", f, dev=dv, name=n))
+                    self._in_background(self._hotplug(name, dev_name), "Hotplug", name, dev_name)
+
+    def _in_background(self, coroutine, what, name, dev_name):
+        """Run a hotplug step on its own; a failure is logged, naming the device."""
+        d = defer.Deferred.fromCoroutine(coroutine)
+        d.addErrback(lambda f: self.log.failure("{what} of device {dev} of {name}", f, what=what,
+                                                dev=dev_name, name=name))
+
+    def _running_device(self, name, dev_name):
+        """(init pid, expanded config, devices, the device) of the running container `name`;
+        None when the container is gone or stopped, or has no such device."""
+        instances = self.instances
+        doc = instances.store.get(model.KIND, name)
+        pid = instances.runtime.init_pid(name)
+        if doc is None or pid is None:
+            return None
+        config, devices = instances.expanded(doc.value)
+        device = devices.get(dev_name)
+        return (pid, config, devices, device) if device else None
 
     async def _hotplug(self, name, dev_name):
         """Bring one watched device in line with its host source: plugged while it exists."""
         instances = self.instances
         async with instances.locks.hold(name, "hotplug"):
-            doc = instances.store.get(model.KIND, name)
-            pid = instances.runtime.init_pid(name)
-            if doc is None or pid is None:
+            found = self._running_device(name, dev_name)
+            if found is None:
                 return
-            config, devices = instances.expanded(doc.value)
-            device = devices.get(dev_name)
-            if not device or device.get("type") not in unix.KINDS or unix.is_required(device):
+            pid, config, devices, device = found
+            if device.get("type") not in unix.KINDS or unix.is_required(device):
                 return
             present = await threads.deferToThread(os.path.exists, unix.source_path(device))
             plugged = await threads.deferToThread(self._plugged, name, dev_name, device)
@@ -363,20 +377,17 @@ class UnixDevices:
         """A host USB device came or went: plug or unplug it where a usb device selects it."""
         for name, dev_names in list(self._usb.items()):
             for dev_name in sorted(dev_names):
-                d = defer.Deferred.fromCoroutine(self._usb_changed(name, dev_name, action, found))
-                d.addErrback(lambda f, n=name, dv=dev_name: self.log.failure(
-                    "USB hotplug of device {dev} of {name}", f, dev=dv, name=n))
+                self._in_background(self._usb_changed(name, dev_name, action, found), "USB hotplug", name,
+                                    dev_name)
 
     async def _usb_changed(self, name, dev_name, action, found):
         instances = self.instances
         async with instances.locks.hold(name, "hotplug"):
-            doc = instances.store.get(model.KIND, name)
-            pid = instances.runtime.init_pid(name)
-            if doc is None or pid is None:
+            running = self._running_device(name, dev_name)
+            if running is None:
                 return
-            config, devices = instances.expanded(doc.value)
-            device = devices.get(dev_name)
-            if not device or device.get("type") != "usb":
+            pid, config, devices, device = running
+            if device.get("type") != "usb":
                 return
             file = self.node_file(dev_name, device, found.path)
             plugged = await threads.deferToThread(os.path.lexists, self.host_node(name, file))

@@ -193,9 +193,7 @@ class Applier:
         path = f"/1.0/networks/{item['name']}"
         current = self._get(path)
         if current is None:
-            body = {k: item[k] for k in ("name", "type", "description", "config")}
-            self._request("POST", "/1.0/networks", body, f"Failed to create network \"{item['name']}\"")
-            self._undo.append(("DELETE", path, None))
+            self._create("/1.0/networks", path, item, ("name", "type", "description", "config"), "network")
             return
         if not current.get("managed"):
             raise PreseedError(f"Network \"{item['name']}\" exists and is not managed by lxdtx")
@@ -208,9 +206,8 @@ class Applier:
         path = f"/1.0/storage-pools/{item['name']}"
         current = self._get(path)
         if current is None:
-            body = {k: item[k] for k in ("name", "driver", "description", "config")}
-            self._request("POST", "/1.0/storage-pools", body, f"Failed to create storage pool \"{item['name']}\"")
-            self._undo.append(("DELETE", path, None))
+            self._create("/1.0/storage-pools", path, item, ("name", "driver", "description", "config"),
+                         "storage pool")
             return
         if current.get("driver") != item["driver"]:
             raise PreseedError(f"Storage pool \"{item['name']}\" uses driver \"{current.get('driver')}\", "
@@ -221,11 +218,15 @@ class Applier:
         path = f"/1.0/profiles/{item['name']}"
         current = self._get(path)
         if current is None:
-            body = {k: item[k] for k in ("name", "description", "config", "devices")}
-            self._request("POST", "/1.0/profiles", body, f"Failed to create profile \"{item['name']}\"")
-            self._undo.append(("DELETE", path, None))
+            self._create("/1.0/profiles", path, item, ("name", "description", "config", "devices"), "profile")
             return
         self._update(path, current, item, "profile", ("config", "description", "devices"))
+
+    def _create(self, collection, path, item, keys, what):
+        """POST the preseed's `keys` of `item` to `collection`; the undo DELETEs `path`."""
+        body = {k: item[k] for k in keys}
+        self._request("POST", collection, body, f"Failed to create {what} \"{item['name']}\"")
+        self._undo.append(("DELETE", path, None))
 
     def _update(self, path, current, item, what, fields):
         """PUT the current state with the preseed's keys merged in; the undo PUTs it back."""

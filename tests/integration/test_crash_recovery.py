@@ -29,6 +29,8 @@ pytestmark = pytest.mark.timeout(900)
 POOLS = ("default", "second")
 # The pool the pool cases create and delete: btrfs on a loop file (a mount and a loop device
 # to leave behind) where the kernel has btrfs, dir otherwise.
+# Bridges are host-wide: a name of this run's own keeps two runs at once apart.
+CRASH_NET = f"crash{os.getpid():x}"[:15]
 CRASH_POOL = ("crashpool", "btrfs", "size=200MB") if BtrfsDriver.missing() is None else ("crashpool", "dir")
 
 
@@ -219,9 +221,9 @@ def _snapshot_check(container, present, absent):
 
 
 def _network_gone(d):
-    assert not _exists(d, "/1.0/networks/crashnet")
-    d.lxc("network", "create", "crashnet", "ipv6.address=none")
-    d.lxc("network", "delete", "crashnet")
+    assert not _exists(d, f"/1.0/networks/{CRASH_NET}")
+    d.lxc("network", "create", CRASH_NET, "ipv6.address=none")
+    d.lxc("network", "delete", CRASH_NET)
 
 
 def _create_crash_pool(d):
@@ -307,12 +309,12 @@ CASES = {
                               _snapshot_check("src", ["s0", "sr"], ["sr2"])),
     "snapshot.restore.recorded": (_restore_prepare, ("restore", "rs", "s"), _restored),
     "snapshot.restore.copied": (_restore_prepare, ("restore", "rs", "s"), _restored),
-    "network.create.recorded": (_prepare_none, ("network", "create", "crashnet", "ipv6.address=none"),
+    "network.create.recorded": (_prepare_none, ("network", "create", CRASH_NET, "ipv6.address=none"),
                                 _network_gone),
-    "network.create.applied": (_prepare_none, ("network", "create", "crashnet", "ipv6.address=none"),
+    "network.create.applied": (_prepare_none, ("network", "create", CRASH_NET, "ipv6.address=none"),
                                _network_gone),
-    "network.delete.committed": (lambda d: d.lxc("network", "create", "crashnet", "ipv6.address=none"),
-                                 ("network", "delete", "crashnet"), _network_gone),
+    "network.delete.committed": (lambda d: d.lxc("network", "create", CRASH_NET, "ipv6.address=none"),
+                                 ("network", "delete", CRASH_NET), _network_gone),
     "pool.create.recorded": (_prepare_none, ("storage", "create", *CRASH_POOL), _pool_gone),
     "pool.create.made": (_prepare_none, ("storage", "create", *CRASH_POOL), _pool_gone),
     "pool.delete.committed": (_create_crash_pool, ("storage", "delete", "crashpool"), _pool_gone),

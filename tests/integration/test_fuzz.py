@@ -97,7 +97,8 @@ DEVICE_KEYS = _device_keys()
 
 # -- the objects the fuzzer aims at ---------------------------------------------------------
 CONTAINER, SNAPSHOT, BACKUP = "fz", "fzs", "fzb"
-PROFILE, NETWORK, VOLUME, POOL = "fzp", "fznet", "fzvol", "default"
+# Bridges are host-wide: a name of this run's own keeps two runs at once apart.
+PROFILE, NETWORK, VOLUME, POOL = "fzp", f"fz{os.getpid():x}"[:15], "fzvol", "default"
 FINISHED_OP, RUNNING_OP = "<finished operation>", "<running operation>"
 # DELETE of these with every parameter real would remove a fixture object: one
 # parameter of such a request is always odd.
@@ -442,7 +443,7 @@ ODD_NAMES = [
 # Values a key might take, so validation goes past the type check.
 PLAUSIBLE = [
     "true", "false", "1", "0", "-1", "10MB", "1GB", "none", "auto", "", "bridged", "macvlan", "/", "/mnt",
-    "/dev/null", "eth0", "lxdbr0", "fznet", "default", "10.0.0.1/24", "fd00::1/64", "1.5", "100%", "0-1",
+    "/dev/null", "eth0", "lxdbr0", NETWORK, "default", "10.0.0.1/24", "fd00::1/64", "1.5", "100%", "0-1",
     "yes", "1000000:1000000", "lxc.aa_profile=unconfined", "both", "1500", "99999999999999999999",
 ]
 FIELDS = [

@@ -20,18 +20,43 @@ REQUEST = b"GET /1.0 HTTP/1.1\r\nHost: unix.socket\r\nUser-Agent: bench\r\n\r\n"
 
 
 def _read_response(sock, buf):
+    """Read one reply off `buf` + the socket; return what follows it.
+
+    lxdtx sends a Content-Length; LXD (Go's net/http) sends a reply this large chunked.
+    """
     while True:
         end = buf.find(b"\r\n\r\n")
         if end >= 0:
             head = buf[:end].lower()
             i = head.find(b"content-length:")
-            length = int(head[i + 15:].split(b"\r\n", 1)[0])
-            if len(buf) >= end + 4 + length:
-                return buf[end + 4 + length:]
+            if i >= 0:
+                length = int(head[i + 15:].split(b"\r\n", 1)[0])
+                if len(buf) >= end + 4 + length:
+                    return buf[end + 4 + length:]
+            else:
+                rest = _after_chunks(buf, end + 4)
+                if rest is not None:
+                    return rest
         chunk = sock.recv(262144)
         if not chunk:
             raise ConnectionError("daemon closed the connection")
         buf += chunk
+
+
+def _after_chunks(buf, at):
+    """The bytes after a complete chunked body starting at `at`, or None if it is not all here."""
+    while True:
+        line_end = buf.find(b"\r\n", at)
+        if line_end < 0:
+            return None
+        size = int(buf[at:line_end].split(b";", 1)[0], 16)
+        at = line_end + 2
+        if size == 0:
+            trailer_end = buf.find(b"\r\n", at)
+            return None if trailer_end < 0 else buf[trailer_end + 2:]
+        if len(buf) < at + size + 2:
+            return None
+        at += size + 2
 
 
 def _worker(path, count, start, results):

@@ -47,6 +47,8 @@ class Trust:
 
     def __init__(self, store, state_dir):
         self._store = store
+        # Candid logins (lxdtx.candid.Candid), set by the daemon.
+        self.candid = None
         self._ca_store = None
         ca_path = os.path.join(state_dir, "server.ca")
         if os.path.exists(ca_path):
@@ -111,6 +113,16 @@ class Trust:
         return peer is not None and peer.in_validity_period() and self.chains_to_ca(peer)
 
     def is_trusted(self, http):
+        """Whether this request is trusted: by its connection, or by its macaroons (lxdtx.candid).
+
+        With core.macaroon.endpoint set, a request that speaks the bakery protocol
+        is judged by its macaroons alone, as LXD does; other requests by their
+        connection's certificate.
+        """
+        if http.channel.site.local:
+            return True
+        if self.candid is not None and self.candid.applies(http):
+            return self.candid.authenticate(http)
         return self.channel_trusted(http.channel)
 
     def channel_trusted(self, channel):

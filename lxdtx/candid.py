@@ -66,8 +66,14 @@ class Candid:
         `http.discharge_required` to the bakery's DischargeRequiredError.
         """
         headers = {"Cookie": _header(http, b"cookie"), "Macaroons": _header(http, b"macaroons")}
-        path = http.path.decode("utf-8", "replace")
-        user, needed = self.login().check(headers, path, http.method.decode("ascii", "replace"))
+        # Before its body arrives (lxdtx.router.ApiHTTPRequest.gotLength) a request has only
+        # its channel's request line.
+        if http.path is not None:
+            raw, method = http.path, http.method
+        else:
+            raw, method = http.channel._path.partition(b"?")[0], http.channel._command
+        path = raw.decode("utf-8", "replace")
+        user, needed = self.login().check(headers, path, method.decode("ascii", "replace"))
         if user is None:
             http.discharge_required = needed
             return False

@@ -93,6 +93,19 @@ class Candid:
     def paths(self):
         return [path for _, path in self.requests]
 
+    def login_cookie(self, macaroon_json, user):
+        """The `macaroon-auth` cookie value of a client that logged in as `user`: the daemon's
+        macaroon `macaroon_json` (of a discharge-required answer) with this Candid's discharge."""
+        primary = bakery.Macaroon.from_dict(macaroon_json)
+
+        def get_discharge(caveat, payload):
+            payload = payload or primary.caveat_data.get(caveat.caveat_id_bytes)
+            return bakery.discharge(checkers.AuthContext(), caveat.caveat_id_bytes, payload, self.key,
+                                    _Checker(user, self.discharge_expiry), bakery.ThirdPartyStore())
+
+        bound = bakery.discharge_all(primary, get_discharge)
+        return base64.b64encode(json.dumps([bakery.macaroon_to_dict(m) for m in bound]).encode()).decode()
+
 
 class _Handler(BaseHTTPRequestHandler):
     server_state: Candid

@@ -25,6 +25,8 @@ def is_http_url(value):
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("not an http or https URL")
+    if parts.port == 0:  # reading it raises ValueError for a port that is no number
+        raise ValueError("port 0 is not a port")
 
 
 def _is_compressor(value):

@@ -1,5 +1,7 @@
 # -*- test-case-name: tests.unit.test_trust -*-
-"""Who is trusted: unix socket peers, and TLS peers whose certificate is in the trust store.
+"""Who is trusted: unix socket peers, TLS peers whose certificate is in the trust store,
+and, with core.macaroon.endpoint set, HTTPS requests whose macaroons prove a Candid login
+(lxdtx.candid).
 
 In PKI mode (`DIR/server.ca` exists) a client certificate must also chain to
 that CA and not be revoked by `DIR/ca.crl`.

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 
@@ -86,6 +87,7 @@ def _remote_add(daemon, conf, password=PASSWORD, user=USER):
     try:
         child.expect_exact("Press return to select a default value.")
         # The form's fields, in the order the client asks them (sorted by name).
+        # (lxc 5.0.2 reads it with the terminal's echo on, the field's `secret` notwithstanding.)
         child.expect_exact("password: ")
         child.sendline(password)
         child.expect_exact("username: ")
@@ -158,8 +160,18 @@ def test_login_with_remote_add(candid_daemon, candid, client_conf):
     assert server["auth"] == "trusted"
     assert server["auth_user_method"] == "candid"
     assert server["auth_user_name"] == USER
-    d.lxc("profile", "create", "r:over-candid", env=remote)
-    assert d.request("GET", "/1.0/profiles/over-candid").status == 200
+    # The events websocket too: the client sends its macaroons on the upgrade.
+    monitor = subprocess.Popen(["lxc", "monitor", "r:", "--type=lifecycle"], env=d.env(LXD_CONF=client_conf),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+        d.lxc("profile", "create", "r:over-candid", env=remote)
+        assert d.request("GET", "/1.0/profiles/over-candid").status == 200
+        time.sleep(1)
+    finally:
+        monitor.terminate()
+        events, errors = monitor.communicate(timeout=10)
+    assert "source: /1.0/profiles/over-candid" in events, errors
     # Nobody else logged in meanwhile: one login, one discharge.
     assert candid.paths().count("/form") == 2
 

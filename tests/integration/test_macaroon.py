@@ -110,11 +110,11 @@ def _jar_cookie(conf):
     return None
 
 
-def _bakery_request(daemon, cookie_value, path="/1.0", method="GET"):
+def _bakery_request(daemon, cookie_value, path="/1.0", method="GET", body=None):
     headers = {"Bakery-Protocol-Version": "3", "X-LXD-authenticated": "true"}
     if cookie_value is not None:
         headers["Cookie"] = f"macaroon-auth={cookie_value}"
-    return https_request(daemon.port, method, path, headers=headers)
+    return https_request(daemon.port, method, path, body, headers=headers)
 
 
 def _assert_discharge_required(answer, candid):
@@ -146,6 +146,8 @@ def test_login_with_remote_add(candid_daemon, candid, client_conf):
     status, transcript = _remote_add(d, client_conf)
     assert status == 0, transcript + d.log()[-3000:]
     assert "Error" not in transcript
+    # A candid login prints nothing after the form (no "Client certificate now trusted").
+    assert transcript.endswith(f"username: {USER}\r\n"), transcript
     # Candid was asked for its key, then the discharge, which wanted the form login first.
     assert candid.paths()[:5] == ["/discharge/info", "/discharge", "/form", "/form", "/discharge"]
     assert d.request("GET", "/1.0/certificates").metadata == []
@@ -217,9 +219,9 @@ def test_forged(candid_daemon, candid, client_conf):
     _assert_discharge_required(_bakery_request(d, alone), candid)
     _assert_discharge_required(_bakery_request(d, None), candid)
     _assert_discharge_required(_bakery_request(d, "bm90IGEgbWFjYXJvb24"), candid)
-    # Refused requests change nothing.
-    refused = _bakery_request(d, forged, "/1.0/profiles", "POST")
-    assert refused.status == 401
+    # Refused requests change nothing (this one is answered before its body is read).
+    refused = _bakery_request(d, forged, "/1.0/profiles", "POST", {"name": "forged"})
+    _assert_discharge_required(refused, candid)
     assert [p.rsplit("/", 1)[-1] for p in d.request("GET", "/1.0/profiles").metadata] == ["default"]
 
 
@@ -289,3 +291,7 @@ def test_candid_unreachable(candid_daemon, candid):
     answer = _bakery_request(d, None)
     assert answer.status == 500, answer
     assert gone in answer.json["error"]
+    # With a body too: it is read and dropped while the key is looked for.
+    answer = _bakery_request(d, None, "/1.0/profiles", "POST", {"name": "unreached"})
+    assert answer.status == 500 and gone in answer.json["error"], answer
+    assert d.request("GET", "/1.0/profiles/unreached").status == 404

@@ -55,7 +55,7 @@ class Candid:
         if self._login is None or self._login.endpoint != endpoint:
             from lxdtx import macaroons
 
-            keys = macaroons.RootKeys(self._daemon.store, expiry=self.expiry)
+            keys = macaroons.RootKeys(self._daemon.store, endpoint, expiry=self.expiry)
             self._login = macaroons.Login(endpoint, keys, expiry=self.expiry)
         return self._login
 

@@ -45,13 +45,16 @@ LOGIN_CONDITION = "is-authenticated-user"
 class RootKeys:
     """macaroonbakery's root key store (`get`, `root_key`) on state store documents.
 
-    A document is named by the key's id (hex) and holds the key (hex) and when it
-    was made. `ensure` (async: it commits) makes a new key when none mints any
-    more and drops those no macaroon can need; `root_key` only reads.
+    A document is named by the key's id (hex) and holds the key (hex), when it was
+    made and the Candid endpoint it is for: a daemon pointed at another Candid
+    takes no macaroon minted for the last one. `ensure` (async: it commits) makes
+    a new key when none mints any more and drops those no macaroon can need;
+    `root_key` only reads.
     """
 
-    def __init__(self, store, expiry=EXPIRY, clock=time.time):
+    def __init__(self, store, endpoint="", expiry=EXPIRY, clock=time.time):
         self._store = store
+        self._endpoint = endpoint
         self._expiry = expiry
         self._clock = clock
 
@@ -69,14 +72,16 @@ class RootKeys:
             return None
 
     def _usable(self, value, now):
-        """A key is good for checking until its last macaroon has expired."""
-        return now < value.get("created", 0) + ROTATE + self._expiry
+        """A key of this endpoint is good for checking until its last macaroon has expired."""
+        return value.get("endpoint", "") == self._endpoint and now < value.get("created", 0) + ROTATE + self._expiry
 
     def _minting(self, now):
         """(name, value) of the newest key still minting, or None."""
         newest = None
         for doc in self._store.list(ROOT_KEY_KIND):
-            created = doc.value.get("created", 0) if isinstance(doc.value, dict) else 0
+            if not isinstance(doc.value, dict) or doc.value.get("endpoint", "") != self._endpoint:
+                continue
+            created = doc.value.get("created", 0)
             if now - created < ROTATE and (newest is None or created > newest[1]["created"]):
                 newest = (doc.name, doc.value)
         return newest
@@ -97,7 +102,8 @@ class RootKeys:
                    if not isinstance(doc.value, dict) or not self._usable(doc.value, now)]
         if self._minting(now) is None:
             changes.append(Put(ROOT_KEY_KIND, os.urandom(16).hex(),
-                               {"key": os.urandom(24).hex(), "created": now}, expect=ABSENT))
+                               {"key": os.urandom(24).hex(), "created": now, "endpoint": self._endpoint},
+                               expect=ABSENT))
         if changes:
             await self._store.commit(changes)
 

@@ -87,7 +87,7 @@ class LoginTests(_StoreTestCase):
         self.login = self.make_login()
 
     def make_login(self, expiry=300):
-        keys = macaroons.RootKeys(self.store, expiry=expiry, clock=self.time)
+        keys = macaroons.RootKeys(self.store, ENDPOINT, expiry=expiry, clock=self.time)
         self.ensure(keys)
         login = macaroons.Login(ENDPOINT, keys, expiry=expiry, clock=self.time)
         login.add_info(bakery.ThirdPartyInfo(version=bakery.LATEST_VERSION, public_key=self.candid.key.public_key))
@@ -147,7 +147,7 @@ class LoginTests(_StoreTestCase):
             self.assertIsNotNone(needed)
         other = MemoryStore()
         self.successResultOf(defer.Deferred.fromCoroutine(other.open()))
-        keys = macaroons.RootKeys(other, clock=self.time)
+        keys = macaroons.RootKeys(other, ENDPOINT, clock=self.time)
         self.successResultOf(defer.Deferred.fromCoroutine(keys.ensure()))
         stranger = macaroons.Login(ENDPOINT, keys, clock=self.time)
         stranger.add_info(bakery.ThirdPartyInfo(version=bakery.LATEST_VERSION, public_key=self.candid.key.public_key))
@@ -162,10 +162,20 @@ class LoginTests(_StoreTestCase):
         self.time.now += 2
         self.assertIsNone(self.login.check(self.cookie_headers(cookie), "/1.0", "GET")[0])
 
+    def test_other_endpoint(self):
+        """Pointed at another Candid, the daemon takes no login minted for the last one; its keys go."""
+        cookie = self.candid.login_cookie(self.asked(), "alice")
+        keys = macaroons.RootKeys(self.store, "https://other.example", clock=self.time)
+        other = macaroons.Login("https://other.example", keys, clock=self.time)
+        self.assertIsNone(other.check(self.cookie_headers(cookie), "/1.0", "GET")[0])
+        self.ensure(keys)
+        self.assertEqual(len(self.store.names(macaroons.ROOT_KEY_KIND)), 1)
+        self.assertIsNone(self.login.check(self.cookie_headers(cookie), "/1.0", "GET")[0])
+
     def test_survives_restart(self):
         """A new Login on the same store (a restarted daemon) checks macaroons the old one minted."""
         cookie = self.candid.login_cookie(self.asked(), "alice")
-        again = macaroons.Login(ENDPOINT, macaroons.RootKeys(self.store, clock=self.time), clock=self.time)
+        again = macaroons.Login(ENDPOINT, macaroons.RootKeys(self.store, ENDPOINT, clock=self.time), clock=self.time)
         self.assertEqual(again.check(self.cookie_headers(cookie), "/1.0", "GET")[0], "alice")
 
 

@@ -76,12 +76,9 @@ def client_conf():
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _remote_add(daemon, conf, password=PASSWORD, user=USER):
-    """`lxc remote add r https://... --auth-type=candid`, answering the Candid form; (exit status, transcript)."""
-    child = pexpect.spawn(
-        "lxc", ["remote", "add", "r", f"https://127.0.0.1:{daemon.port}", "--auth-type=candid",
-                "--accept-certificate"],
-        env=daemon.env(LXD_CONF=conf), encoding="utf-8", timeout=60)
+def _lxc_with_login(daemon, conf, args, password=PASSWORD, user=USER):
+    """Run `lxc args` on a terminal, answering the Candid form it shows; (exit status, transcript)."""
+    child = pexpect.spawn("lxc", args, env=daemon.env(LXD_CONF=conf), encoding="utf-8", timeout=60)
     seen = io.StringIO()
     child.logfile_read = seen
     try:
@@ -98,6 +95,12 @@ def _remote_add(daemon, conf, password=PASSWORD, user=USER):
     finally:
         if child.isalive():
             child.terminate(force=True)
+
+
+def _remote_add(daemon, conf, password=PASSWORD, user=USER):
+    """`lxc remote add r https://... --auth-type=candid`, answering the Candid form; (exit status, transcript)."""
+    args = ["remote", "add", "r", f"https://127.0.0.1:{daemon.port}", "--auth-type=candid", "--accept-certificate"]
+    return _lxc_with_login(daemon, conf, args, password, user)
 
 
 def _jar_cookie(conf):
@@ -225,8 +228,9 @@ def test_forged(candid_daemon, candid, client_conf):
     assert [p.rsplit("/", 1)[-1] for p in d.request("GET", "/1.0/profiles").metadata] == ["default"]
 
 
-def test_expired(short_lived, candid):
-    """A login macaroon past its time-before gets 401 and a fresh discharge-required answer."""
+def test_expired(short_lived, candid, client_conf):
+    """A login macaroon past its time-before gets 401 and a fresh discharge-required answer;
+    the `lxc` client then logs in again."""
     d = short_lived
     asked = _assert_discharge_required(_bakery_request(d, None), candid)
     cookie = candid.login_cookie(asked, USER)
@@ -234,6 +238,11 @@ def test_expired(short_lived, candid):
     assert good.status == 200 and good.metadata["auth_user_name"] == USER, good
     time.sleep(EXPIRY + 1)
     _assert_discharge_required(_bakery_request(d, cookie), candid)
+
+    assert _remote_add(d, client_conf)[0] == 0
+    time.sleep(EXPIRY + 1)
+    status, transcript = _lxc_with_login(d, client_conf, ["list", "r:"])
+    assert status == 0 and "| NAME |" in transcript, transcript
 
 
 def test_login_survives_restart(candid_daemon, candid, client_conf):

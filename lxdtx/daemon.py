@@ -8,6 +8,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from lxdtx import hostinfo, tls
+from lxdtx.candid import Candid
 from lxdtx.config.server import HashingPool, ServerConfig
 from lxdtx.cors import Cors
 from lxdtx.devlxd.server import GuestSocket
@@ -43,6 +44,7 @@ class Daemon:
         self.config = ServerConfig(store, defer_to_thread=self.password_hashing.run)
         self.cors = Cors(self.config)
         self.trust = Trust(store, state_dir)
+        self.trust.candid = Candid(self)
         self.password_attempts = PasswordAttempts(reactor)
         self.untrusted_connections = UntrustedConnections()
         self.profiles = Profiles(store, self.events)

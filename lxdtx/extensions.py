@@ -82,6 +82,8 @@ IMPLEMENTED = {
     # migration between daemons: pull, push and relay, stateless, rsync over the fs websocket
     "container_stateless_copy", "container_only_migration", "container_push", "container_push_target",
     "migration_progress", "storage_api_remote_volume_handling",
+    # Candid logins over HTTPS (core.macaroon.endpoint), against a test Candid with the real lxc client
+    "macaroon_authentication",
     # live migration with CRIU; stateful snapshots go along with their dumps (test_migration_live)
     "container_snapshot_stateful_migration",
     # pre-copy rounds of a live migration: the rounds' logic and messages are unit-tested, and a

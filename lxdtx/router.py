@@ -294,6 +294,11 @@ class ApiRequest:
         return self.daemon.trust.is_unix(self.http)
 
     @property
+    def auth_user(self):
+        """(method, name) of a caller its request itself authenticated (a Candid login), or None."""
+        return getattr(self.http, "auth_user", None)
+
+    @property
     def remote_address(self):
         peer = self.http.getClientAddress()
         return getattr(peer, "host", "@")
@@ -396,6 +401,11 @@ class ApiHTTPRequest(server.Request):
         limit, trusted, refusal = channel.site.router.body_rule(self, channel._command, channel._path)
         self._limit = limit
         self._untrusted = not trusted
+        if refusal is not None and getattr(refusal, "settle", None) is not None and not refusal.ready:
+            # Its answer must wait (lxdtx.candid.DischargeRequired): the body is read and dropped.
+            self._too_large = True
+            self.content = _Discard()
+            return
         if refusal is None and length is not None and length > limit:
             if trusted:
                 # Trusted callers get their 413 once the body is in (and dropped).
@@ -648,7 +658,12 @@ class Router(resource.Resource):
                 request.setHeader(b"allow", ", ".join(sorted(endpoint.actions)).encode())
                 return ErrorResponse(501, "not implemented")
             return ErrorResponse(404, "not found")
-        if (not trusted and not action.untrusted) or (action.local_only and not request.channel.site.local):
+        if not trusted and (not action.untrusted or request.getHeader(b"x-lxd-authenticated") is not None):
+            # A client that says it expects to be authenticated gets no untrusted answer.
+            if getattr(request, "discharge_required", None) is not None:
+                return self.daemon.trust.candid.refusal(request)  # log in with Candid first
+            return ErrorResponse(403, "not authorized")
+        if action.local_only and not request.channel.site.local:
             return ErrorResponse(403, "not authorized")
         return None
 
@@ -664,6 +679,11 @@ class Router(resource.Resource):
         trusted = self.trusted(request)
         refusal = self._refusal(request, method, raw_path, endpoint, action, trusted)
         if refusal is not None:
+            if getattr(refusal, "settle", None) is not None and not refusal.ready:
+                # What the answer needs (a Candid key) is fetched first.
+                d = defer.Deferred.fromCoroutine(refusal.settle())
+                d.addCallback(self._finish_later, request)
+                return server.NOT_DONE_YET
             return self._write(request, refusal)
         if request._too_large:
             request.setHeader(b"connection", b"close")

@@ -1,5 +1,7 @@
 # -*- test-case-name: tests.unit.test_trust -*-
-"""Who is trusted: unix socket peers, and TLS peers whose certificate is in the trust store.
+"""Who is trusted: unix socket peers, TLS peers whose certificate is in the trust store,
+and, with core.macaroon.endpoint set, HTTPS requests whose macaroons prove a Candid login
+(lxdtx.candid).
 
 In PKI mode (`DIR/server.ca` exists) a client certificate must also chain to
 that CA and not be revoked by `DIR/ca.crl`.
@@ -47,6 +49,8 @@ class Trust:
 
     def __init__(self, store, state_dir):
         self._store = store
+        # Candid logins (lxdtx.candid.Candid), set by the daemon.
+        self.candid = None
         self._ca_store = None
         ca_path = os.path.join(state_dir, "server.ca")
         if os.path.exists(ca_path):
@@ -111,6 +115,16 @@ class Trust:
         return peer is not None and peer.in_validity_period() and self.chains_to_ca(peer)
 
     def is_trusted(self, http):
+        """Whether this request is trusted: by its connection, or by its macaroons (lxdtx.candid).
+
+        With core.macaroon.endpoint set, a request that speaks the bakery protocol
+        is judged by its macaroons alone, as LXD does; other requests by their
+        connection's certificate.
+        """
+        if http.channel.site.local:
+            return True
+        if self.candid is not None and self.candid.applies(http):
+            return self.candid.authenticate(http)
         return self.channel_trusted(http.channel)
 
     def channel_trusted(self, channel):

@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import os
 import shutil
+from urllib.parse import urlsplit
 
 from twisted.internet import defer, threads
 
@@ -17,6 +18,15 @@ _HASH_PARAMS = dict(n=16384, r=8, p=1, dklen=64, maxmem=64 * 1024 * 1024)
 # What a password is checked against when none is set: the check takes as long,
 # and nothing matches (the stored form of no password at all).
 _NO_PASSWORD = bytes(96).hex()
+
+
+def is_http_url(value):
+    """core.macaroon.endpoint: the http(s) URL of a Candid server."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http or https URL")
+    if parts.port == 0:  # reading it raises ValueError for a port that is no number
+        raise ValueError("port 0 is not a port")
 
 
 def _is_compressor(value):
@@ -50,7 +60,7 @@ SCHEMA = Schema(
         "core.https_allowed_headers": Key(),
         "core.https_allowed_methods": Key(),
         "core.https_allowed_origin": Key(),
-        "core.macaroon.endpoint": Key(),
+        "core.macaroon.endpoint": Key(is_http_url),
         "core.proxy_http": Key(),
         "core.proxy_https": Key(),
         "core.proxy_ignore_hosts": Key(),

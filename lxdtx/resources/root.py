@@ -14,14 +14,18 @@ _CACHE_SECONDS = 5.0
 SERVER = fields(config=config("server"))
 
 
-def _untrusted_info():
+# With core.macaroon.endpoint set: LXD 3.x says "macaroons", the `lxc` 5.0 client looks for "candid".
+_CANDID_METHODS = ["tls", "macaroons", "candid"]
+
+
+def _untrusted_info(candid=False):
     return {
         "api_extensions": extensions.advertised(),
         "api_status": "stable",
         "api_version": API_VERSION,
         "auth": "untrusted",
         "public": False,
-        "auth_methods": ["tls"],
+        "auth_methods": list(_CANDID_METHODS) if candid else ["tls"],
     }
 
 
@@ -48,7 +52,7 @@ def server_info(daemon):
     }
     for source in daemon.environment_sources:
         environment.update(source())
-    info = _untrusted_info()
+    info = _untrusted_info(candid=bool(daemon.config.get("core.macaroon.endpoint")))
     info.update({"auth": "trusted", "config": daemon.config.render(), "environment": environment})
     return info
 
@@ -95,9 +99,16 @@ async def get_root(req):
 async def get_server(req):
     global _UNTRUSTED
     if not req.trusted:
+        if req.daemon.config.get("core.macaroon.endpoint"):
+            return SyncResponse(_untrusted_info(candid=True))
         if _UNTRUSTED is None:
             _UNTRUSTED = SyncResponse(_untrusted_info())
         return _UNTRUSTED
+    if req.auth_user is not None:
+        # Who logged in is the caller's own: not the shared cached answer.
+        info = server_info(req.daemon)
+        info["auth_user_method"], info["auth_user_name"] = req.auth_user
+        return SyncResponse(info, etag=etag_of(info["config"]))
     return info_cache(req.daemon).get(req.daemon)
 
 

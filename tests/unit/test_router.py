@@ -190,6 +190,28 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual(self.ask("GET", "/1.0/public", daemon=daemon).status, 200)
         self.assertEqual(self.seen, [self.seen[0]])
 
+    def test_authenticated_header(self):
+        """A caller that says it expects to be authenticated (X-LXD-authenticated) gets no untrusted answer."""
+        daemon = FakeDaemon(trusted=False)
+        expects = [("X-LXD-authenticated", "true")]
+        self.assertError(self.ask("GET", "/1.0/public", headers=expects, daemon=daemon), 403, "not authorized")
+        self.assertEqual(self.seen, [])
+
+    def test_login_required(self):
+        """A caller whose macaroons did not do asks Candid's answer of the trust: at once when it is
+        ready, after `settle` otherwise; with a body or without, the handler never runs."""
+        for ready in (True, False):
+            daemon = FakeDaemon(trusted=False)
+            daemon.trust = _LoginTrust(ready)
+            answer = self.ask("GET", "/1.0/things", daemon=daemon)
+            self.assertEqual((answer.status, answer.body), (401, b"log in"))
+            self.assertEqual(self.ask("POST", "/1.0/things", b'{"a": 1}', daemon=daemon).status, 401)
+            self.assertEqual(self.ask("GET", "/1.0/public", daemon=daemon).status, 200)
+            self.assertEqual(self.ask("GET", "/1.0/public", headers=[("X-LXD-authenticated", "1")],
+                                      daemon=daemon).status, 401)
+            self.assertEqual(daemon.trust.settled, 0 if ready else 3)
+        self.assertEqual(len(self.seen), 2)  # the two untrusted GETs of /1.0/public
+
     def test_local_only(self):
         """Internal endpoints answer only on the unix socket."""
         self.assertEqual(self.ask("GET", "/internal/local").status, 200)
@@ -302,6 +324,36 @@ class RouterTests(SynchronousTestCase):
     def test_none_is_empty(self):
         """A handler returning None answers the empty sync envelope."""
         self.assertEqual(self.ask("GET", "/1.0/nothing").json()["metadata"], {})
+
+
+class _LoginTrust(FakeTrust):
+    """Trusts nobody; every request is one that must log in (as lxdtx.candid marks them)."""
+
+    def __init__(self, ready):
+        super().__init__(False)
+        self.ready = ready
+        self.settled = 0
+        self.candid = self
+
+    def is_trusted(self, request):
+        request.discharge_required = "login"
+        return False
+
+    def refusal(self, request):
+        trust = self
+
+        class LoginRequired(SyncResponse):
+            ready = trust.ready
+
+            async def settle(self):
+                trust.settled += 1
+                return self
+
+            def render(self, request):
+                request.setResponseCode(401)
+                return b"log in"
+
+        return LoginRequired({})
 
 
 class DeferredHandlerTests(SynchronousTestCase):

@@ -11,13 +11,16 @@ of incompressible files (one large, the rest in 1 MiB files). The floor is `rsyn
 of the container's directory to an rsync daemon on the same loopback. Not a timed test.
 
 With --live-mib (skipped when CRIU fails its check) a running checkpointable container
-holding that many MiB of random data in memory (tmpfs) moves live between the two lxdtx
-daemons, `--rounds` times; a process in it appends /proc/uptime every 10 ms, and the
-downtime is the largest gap between two ticks (frozen on the source to running on the
-target, as the container sees it).
+holding that many MiB of random data in memory moves live between the two lxdtx daemons,
+`--rounds` times; a process in it appends /proc/uptime every 10 ms, and the downtime is
+the largest gap between two ticks (frozen on the source to running on the target, as the
+container sees it). The memory is that process's own heap (`--live-memory process`, the
+default: pages CRIU dumps as they are), or a file in the container's /dev/shm
+(`--live-memory tmpfs`: CRIU dumps a tmpfs as a gzipped tar, which costs far more).
 """
 
 import argparse
+import itertools
 import os
 import shutil
 import statistics
@@ -96,19 +99,38 @@ def rsync_floor(ns, tree, rounds):
         shutil.rmtree(work, ignore_errors=True)
 
 
-TICKER = "#!/bin/sh\nwhile true; do cat /proc/uptime >> /root/ticks; usleep 10000; done\n"
+TICKS = "while true; do cat /proc/uptime >> /root/ticks; usleep 10000; done\n"
 
 
-def live_downtime(ns, env_one, env_two, mib, rounds):
+def ticker(mib, memory):
+    """The ticking process's script; with `memory` "process" it first holds `mib` MiB of
+    random text in a shell variable (base64 of 3/4 as many random bytes)."""
+    if memory != "process":
+        return "#!/bin/sh\n" + TICKS
+    return f"#!/bin/sh\nfill=$(head -c {mib * 786432} /dev/urandom | base64)\n" + TICKS
+
+
+def live_downtime(ns, env_one, env_two, mib, rounds, memory="process"):
     """Median and worst downtime (seconds) of live moves of a container with `mib` MiB in memory."""
     downs = []
     lxc(ns, env_one, "init", "busybox", "live", "--no-profiles", "--storage", "default")
     lxc(ns, env_one, "config", "set", "live", "migration.stateful", "true")
-    for env, path, text in ((env_one, "usr/local/bin/counter", TICKER), (env_one, "etc/inittab", counter.INITTAB)):
+    for env, path, text in ((env_one, "usr/local/bin/counter", ticker(mib, memory)),
+                            (env_one, "etc/inittab", counter.INITTAB)):
         subprocess.run(["ip", "netns", "exec", ns.name, "lxc", "file", "push", "-", f"live/{path}", "-p",
                         "--mode", "0755"], input=text, env=env, check=True, capture_output=True, text=True)
     lxc(ns, env_one, "start", "live")
-    lxc(ns, env_one, "exec", "live", "--", "sh", "-c", f"head -c {mib * 1048576} /dev/urandom > /dev/shm/fill")
+    if memory == "process":
+        deadline = time.monotonic() + 120
+        while lxc(ns, env_one, "exec", "live", "--", "sh", "-c", "test -s /root/ticks || echo no").stdout.strip():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the ticker never started ticking")
+            time.sleep(0.5)
+        held = lxc(ns, env_one, "exec", "live", "--", "sh", "-c",
+                   "grep -h VmRSS /proc/[0-9]*/status | sort -k2 -n | tail -n 1").stdout.split()
+        print(f"the ticking process holds {int(held[1]) // 1024} MiB resident")
+    else:
+        lxc(ns, env_one, "exec", "live", "--", "sh", "-c", f"head -c {mib * 1048576} /dev/urandom > /dev/shm/fill")
     envs = [env_one, env_two]
     remotes = ["one", "two"]
     for i in range(rounds):
@@ -119,7 +141,7 @@ def live_downtime(ns, env_one, env_two, mib, rounds):
         time.sleep(0.5)
         ticks = lxc(ns, envs[(i + 1) % 2], "exec", "live", "--", "cat", "/root/ticks").stdout.split("\n")
         times = [float(line.split()[0]) for line in ticks if line.strip()]
-        downs.append(max(b - a for a, b in zip(times, times[1:])))
+        downs.append(max(b - a for a, b in itertools.pairwise(times)))
     lxc(ns, envs[rounds % 2], "delete", "--force", "live")
     return statistics.median(downs), max(downs)
 
@@ -131,6 +153,8 @@ def main():
     parser.add_argument("--reference", action="store_true", help="also copy between two LXD 5.0.2 daemons")
     parser.add_argument("--live-mib", type=int, default=0, help="also time live moves of a container with "
                         "this many MiB in memory")
+    parser.add_argument("--live-memory", choices=("process", "tmpfs"), default="process",
+                        help="where that memory is: a process's heap, or a file in /dev/shm")
     args = parser.parse_args()
     ns = Netns("lxdtxb")
     ours, refs = [], []
@@ -145,8 +169,8 @@ def main():
             if reason:
                 print(f"live moves skipped: {reason}")
             else:
-                median, worst = live_downtime(ns, envs[0], envs[1], args.live_mib, args.rounds)
-                print(f"live move downtime, {args.live_mib} MiB in memory, {args.rounds} moves: "
+                median, worst = live_downtime(ns, envs[0], envs[1], args.live_mib, args.rounds, args.live_memory)
+                print(f"live move downtime, {args.live_mib} MiB in memory ({args.live_memory}), {args.rounds} moves: "
                       f"median {median * 1000:.0f} ms, worst {worst * 1000:.0f} ms")
         fill(ns, envs[0], "bench", args.mib)
         tree = os.path.join(ours[0].dir, "storage-pools", "default", "containers", "bench")

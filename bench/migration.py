@@ -8,7 +8,9 @@ daemons (Debian's `lxd`).
 Two throw-away lxdtx daemons (and, with --reference, two LXD daemons) run in a network
 namespace of the run's own, with HTTPS on its loopback. The container holds `--mib` MiB
 of incompressible files (one large, the rest in 1 MiB files). The floor is `rsync -a`
-of the container's directory to an rsync daemon on the same loopback. Not a timed test.
+of the container's directory to an rsync daemon on the same loopback. Next to the times,
+the CPU seconds each costs (the daemons and the processes they ran; rsync's client and
+daemon): on a shared machine those vary far less than the times. Not a timed test.
 
 With --live-mib (skipped when CRIU fails its check) a running checkpointable container
 holding that many MiB of random data in memory moves live between the two lxdtx daemons,
@@ -22,6 +24,7 @@ default: pages CRIU dumps as they are), or a file in the container's /dev/shm
 import argparse
 import itertools
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -62,14 +65,25 @@ def pair(ns, env_one, env_two, port_one, port_two):
         "--accept-certificate")
 
 
-def time_copies(ns, env_one, env_two, rounds):
-    times = []
+def cpu_seconds(pid):
+    """CPU time of process `pid` and of its children it reaped (user and system)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def time_copies(ns, env_one, env_two, rounds, pids=()):
+    """Median seconds of `rounds` copies; with `pids` (the two daemons) also the median CPU
+    seconds a copy costs them and the processes they ran (rsync, its remote shell)."""
+    times, cpus = [], []
     for i in range(rounds):
+        before = sum(cpu_seconds(pid) for pid in pids)
         started = time.perf_counter()
         lxc(ns, env_one, "copy", "bench", f"two:bench{i}")
         times.append(time.perf_counter() - started)
+        cpus.append(sum(cpu_seconds(pid) for pid in pids) - before)
         lxc(ns, env_two, "delete", f"bench{i}")
-    return statistics.median(times)
+    return statistics.median(times), statistics.median(cpus)
 
 
 def rsync_floor(ns, tree, rounds):
@@ -83,15 +97,20 @@ def rsync_floor(ns, tree, rounds):
                                  f"--config={conf}", "--port=8873", "--address=127.0.0.1"])
         try:
             time.sleep(0.5)
-            times = []
+            times, cpus = [], []
             for _ in range(rounds):
                 shutil.rmtree(os.path.join(work, "t"), ignore_errors=True)
                 os.makedirs(os.path.join(work, "t"))
+                usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+                before = usage.ru_utime + usage.ru_stime + cpu_seconds(proc.pid)
                 started = time.perf_counter()
                 subprocess.run(["ip", "netns", "exec", ns.name, "rsync", "-a", "--numeric-ids", "--sparse",
                                 tree.rstrip("/") + "/", "rsync://127.0.0.1:8873/t/"], check=True)
                 times.append(time.perf_counter() - started)
-            return statistics.median(times)
+                time.sleep(0.2)  # the daemon's session process reaped
+                usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpus.append(usage.ru_utime + usage.ru_stime + cpu_seconds(proc.pid) - before)
+            return statistics.median(times), statistics.median(cpus)
         finally:
             proc.terminate()
             proc.wait(10)
@@ -174,17 +193,18 @@ def main():
                       f"median {median * 1000:.0f} ms, worst {worst * 1000:.0f} ms")
         fill(ns, envs[0], "bench", args.mib)
         tree = os.path.join(ours[0].dir, "storage-pools", "default", "containers", "bench")
-        floor = rsync_floor(ns, tree, args.rounds)
-        copy = time_copies(ns, envs[0], envs[1], args.rounds)
-        print(f"{args.mib} MiB container, medians of {args.rounds}")
-        print(f"rsync -a to an rsync daemon on loopback  {floor * 1000:8.0f} ms")
-        print(f"lxc copy between two lxdtx daemons       {copy * 1000:8.0f} ms   ratio {copy / floor:.2f}")
+        floor, floor_cpu = rsync_floor(ns, tree, args.rounds)
+        copy, copy_cpu = time_copies(ns, envs[0], envs[1], args.rounds, [d.proc.pid for d in ours])
+        print(f"{args.mib} MiB container, medians of {args.rounds} (CPU: all processes of each side)")
+        print(f"rsync -a to an rsync daemon on loopback  {floor * 1000:8.0f} ms   {floor_cpu:5.2f} CPU-s")
+        print(f"lxc copy between two lxdtx daemons       {copy * 1000:8.0f} ms   {copy_cpu:5.2f} CPU-s   "
+              f"ratio {copy / floor:.2f} (CPU {copy_cpu / floor_cpu:.2f})")
         if args.reference:
             refs = [ReferenceLXD(netns=ns.name).start(envs[0]), ReferenceLXD(netns=ns.name).start(envs[0])]
             renvs = [r.env for r in refs]
             pair(ns, renvs[0], renvs[1], 8445, 8446)
             fill(ns, renvs[0], "bench", args.mib)
-            ref_copy = time_copies(ns, renvs[0], renvs[1], args.rounds)
+            ref_copy, _ = time_copies(ns, renvs[0], renvs[1], args.rounds)
             print(f"lxc copy between two LXD 5.0.2 daemons   {ref_copy * 1000:8.0f} ms   ratio {ref_copy / floor:.2f}")
     finally:
         for ref in refs:

@@ -81,6 +81,7 @@ def time_copies(ns, env_one, env_two, rounds, pids=()):
         started = time.perf_counter()
         lxc(ns, env_one, "copy", "bench", f"two:bench{i}")
         times.append(time.perf_counter() - started)
+        time.sleep(0.5)  # the source's rsync may still be exiting when the target is done
         cpus.append(sum(cpu_seconds(pid) for pid in pids) - before)
         lxc(ns, env_two, "delete", f"bench{i}")
     return statistics.median(times), statistics.median(cpus)

@@ -8,17 +8,23 @@ daemons (Debian's `lxd`).
 Two throw-away lxdtx daemons (and, with --reference, two LXD daemons) run in a network
 namespace of the run's own, with HTTPS on its loopback. The container holds `--mib` MiB
 of incompressible files (one large, the rest in 1 MiB files). The floor is `rsync -a`
-of the container's directory to an rsync daemon on the same loopback. Not a timed test.
+of the container's directory to an rsync daemon on the same loopback. Next to the times,
+the CPU seconds each costs (the daemons and the processes they ran; rsync's client and
+daemon): on a shared machine those vary far less than the times. Not a timed test.
 
 With --live-mib (skipped when CRIU fails its check) a running checkpointable container
-holding that many MiB of random data in memory (tmpfs) moves live between the two lxdtx
-daemons, `--rounds` times; a process in it appends /proc/uptime every 10 ms, and the
-downtime is the largest gap between two ticks (frozen on the source to running on the
-target, as the container sees it).
+holding that many MiB of random data in memory moves live between the two lxdtx daemons,
+`--rounds` times; a process in it appends /proc/uptime every 10 ms, and the downtime is
+the largest gap between two ticks (frozen on the source to running on the target, as the
+container sees it). The memory is that process's own heap (`--live-memory process`, the
+default: pages CRIU dumps as they are), or a file in the container's /dev/shm
+(`--live-memory tmpfs`: CRIU dumps a tmpfs as a gzipped tar, which costs far more).
 """
 
 import argparse
+import itertools
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -59,14 +65,26 @@ def pair(ns, env_one, env_two, port_one, port_two):
         "--accept-certificate")
 
 
-def time_copies(ns, env_one, env_two, rounds):
-    times = []
+def cpu_seconds(pid):
+    """CPU time of process `pid` and of its children it reaped (user and system)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def time_copies(ns, env_one, env_two, rounds, pids=()):
+    """Median seconds of `rounds` copies; with `pids` (the two daemons) also the median CPU
+    seconds a copy costs them and the processes they ran (rsync, its remote shell)."""
+    times, cpus = [], []
     for i in range(rounds):
+        before = sum(cpu_seconds(pid) for pid in pids)
         started = time.perf_counter()
         lxc(ns, env_one, "copy", "bench", f"two:bench{i}")
         times.append(time.perf_counter() - started)
+        time.sleep(0.5)  # the source's rsync may still be exiting when the target is done
+        cpus.append(sum(cpu_seconds(pid) for pid in pids) - before)
         lxc(ns, env_two, "delete", f"bench{i}")
-    return statistics.median(times)
+    return statistics.median(times), statistics.median(cpus)
 
 
 def rsync_floor(ns, tree, rounds):
@@ -80,15 +98,20 @@ def rsync_floor(ns, tree, rounds):
                                  f"--config={conf}", "--port=8873", "--address=127.0.0.1"])
         try:
             time.sleep(0.5)
-            times = []
+            times, cpus = [], []
             for _ in range(rounds):
                 shutil.rmtree(os.path.join(work, "t"), ignore_errors=True)
                 os.makedirs(os.path.join(work, "t"))
+                usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+                before = usage.ru_utime + usage.ru_stime + cpu_seconds(proc.pid)
                 started = time.perf_counter()
                 subprocess.run(["ip", "netns", "exec", ns.name, "rsync", "-a", "--numeric-ids", "--sparse",
                                 tree.rstrip("/") + "/", "rsync://127.0.0.1:8873/t/"], check=True)
                 times.append(time.perf_counter() - started)
-            return statistics.median(times)
+                time.sleep(0.2)  # the daemon's session process reaped
+                usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpus.append(usage.ru_utime + usage.ru_stime + cpu_seconds(proc.pid) - before)
+            return statistics.median(times), statistics.median(cpus)
         finally:
             proc.terminate()
             proc.wait(10)
@@ -96,19 +119,38 @@ def rsync_floor(ns, tree, rounds):
         shutil.rmtree(work, ignore_errors=True)
 
 
-TICKER = "#!/bin/sh\nwhile true; do cat /proc/uptime >> /root/ticks; usleep 10000; done\n"
+TICKS = "while true; do cat /proc/uptime >> /root/ticks; usleep 10000; done\n"
 
 
-def live_downtime(ns, env_one, env_two, mib, rounds):
+def ticker(mib, memory):
+    """The ticking process's script; with `memory` "process" it first holds `mib` MiB of
+    random text in a shell variable (base64 of 3/4 as many random bytes)."""
+    if memory != "process":
+        return "#!/bin/sh\n" + TICKS
+    return f"#!/bin/sh\nfill=$(head -c {mib * 786432} /dev/urandom | base64)\n" + TICKS
+
+
+def live_downtime(ns, env_one, env_two, mib, rounds, memory="process"):
     """Median and worst downtime (seconds) of live moves of a container with `mib` MiB in memory."""
     downs = []
     lxc(ns, env_one, "init", "busybox", "live", "--no-profiles", "--storage", "default")
     lxc(ns, env_one, "config", "set", "live", "migration.stateful", "true")
-    for env, path, text in ((env_one, "usr/local/bin/counter", TICKER), (env_one, "etc/inittab", counter.INITTAB)):
+    for env, path, text in ((env_one, "usr/local/bin/counter", ticker(mib, memory)),
+                            (env_one, "etc/inittab", counter.INITTAB)):
         subprocess.run(["ip", "netns", "exec", ns.name, "lxc", "file", "push", "-", f"live/{path}", "-p",
                         "--mode", "0755"], input=text, env=env, check=True, capture_output=True, text=True)
     lxc(ns, env_one, "start", "live")
-    lxc(ns, env_one, "exec", "live", "--", "sh", "-c", f"head -c {mib * 1048576} /dev/urandom > /dev/shm/fill")
+    if memory == "process":
+        deadline = time.monotonic() + 120
+        while lxc(ns, env_one, "exec", "live", "--", "sh", "-c", "test -s /root/ticks || echo no").stdout.strip():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the ticker never started ticking")
+            time.sleep(0.5)
+        held = lxc(ns, env_one, "exec", "live", "--", "sh", "-c",
+                   "grep -h VmRSS /proc/[0-9]*/status | sort -k2 -n | tail -n 1").stdout.split()
+        print(f"the ticking process holds {int(held[1]) // 1024} MiB resident")
+    else:
+        lxc(ns, env_one, "exec", "live", "--", "sh", "-c", f"head -c {mib * 1048576} /dev/urandom > /dev/shm/fill")
     envs = [env_one, env_two]
     remotes = ["one", "two"]
     for i in range(rounds):
@@ -119,7 +161,7 @@ def live_downtime(ns, env_one, env_two, mib, rounds):
         time.sleep(0.5)
         ticks = lxc(ns, envs[(i + 1) % 2], "exec", "live", "--", "cat", "/root/ticks").stdout.split("\n")
         times = [float(line.split()[0]) for line in ticks if line.strip()]
-        downs.append(max(b - a for a, b in zip(times, times[1:])))
+        downs.append(max(b - a for a, b in itertools.pairwise(times)))
     lxc(ns, envs[rounds % 2], "delete", "--force", "live")
     return statistics.median(downs), max(downs)
 
@@ -131,6 +173,8 @@ def main():
     parser.add_argument("--reference", action="store_true", help="also copy between two LXD 5.0.2 daemons")
     parser.add_argument("--live-mib", type=int, default=0, help="also time live moves of a container with "
                         "this many MiB in memory")
+    parser.add_argument("--live-memory", choices=("process", "tmpfs"), default="process",
+                        help="where that memory is: a process's heap, or a file in /dev/shm")
     args = parser.parse_args()
     ns = Netns("lxdtxb")
     ours, refs = [], []
@@ -145,22 +189,23 @@ def main():
             if reason:
                 print(f"live moves skipped: {reason}")
             else:
-                median, worst = live_downtime(ns, envs[0], envs[1], args.live_mib, args.rounds)
-                print(f"live move downtime, {args.live_mib} MiB in memory, {args.rounds} moves: "
+                median, worst = live_downtime(ns, envs[0], envs[1], args.live_mib, args.rounds, args.live_memory)
+                print(f"live move downtime, {args.live_mib} MiB in memory ({args.live_memory}), {args.rounds} moves: "
                       f"median {median * 1000:.0f} ms, worst {worst * 1000:.0f} ms")
         fill(ns, envs[0], "bench", args.mib)
         tree = os.path.join(ours[0].dir, "storage-pools", "default", "containers", "bench")
-        floor = rsync_floor(ns, tree, args.rounds)
-        copy = time_copies(ns, envs[0], envs[1], args.rounds)
-        print(f"{args.mib} MiB container, medians of {args.rounds}")
-        print(f"rsync -a to an rsync daemon on loopback  {floor * 1000:8.0f} ms")
-        print(f"lxc copy between two lxdtx daemons       {copy * 1000:8.0f} ms   ratio {copy / floor:.2f}")
+        floor, floor_cpu = rsync_floor(ns, tree, args.rounds)
+        copy, copy_cpu = time_copies(ns, envs[0], envs[1], args.rounds, [d.proc.pid for d in ours])
+        print(f"{args.mib} MiB container, medians of {args.rounds} (CPU: all processes of each side)")
+        print(f"rsync -a to an rsync daemon on loopback  {floor * 1000:8.0f} ms   {floor_cpu:5.2f} CPU-s")
+        print(f"lxc copy between two lxdtx daemons       {copy * 1000:8.0f} ms   {copy_cpu:5.2f} CPU-s   "
+              f"ratio {copy / floor:.2f} (CPU {copy_cpu / floor_cpu:.2f})")
         if args.reference:
             refs = [ReferenceLXD(netns=ns.name).start(envs[0]), ReferenceLXD(netns=ns.name).start(envs[0])]
             renvs = [r.env for r in refs]
             pair(ns, renvs[0], renvs[1], 8445, 8446)
             fill(ns, renvs[0], "bench", args.mib)
-            ref_copy = time_copies(ns, renvs[0], renvs[1], args.rounds)
+            ref_copy, _ = time_copies(ns, renvs[0], renvs[1], args.rounds)
             print(f"lxc copy between two LXD 5.0.2 daemons   {ref_copy * 1000:8.0f} ms   ratio {ref_copy / floor:.2f}")
     finally:
         for ref in refs:

@@ -4,8 +4,8 @@ rsync talks to its peer through this process's stdin and stdout; they are joined
 the daemon's unix socket SOCKET, which the daemon joins to the `fs` websocket. The
 remote command rsync passes is ignored: the peer runs its own `rsync --server`.
 Runs as `python -I -S`: nothing but the standard library. The bytes move with splice(2)
-(rsync's ends are pipes), never through this process's memory; where splice is refused,
-by read and write.
+through a pipe (rsync's ends and the daemon's socket are sockets), never through this
+process's memory; where splice is refused, by read and write.
 """
 
 import errno
@@ -21,18 +21,28 @@ SPLICED = PIPE_SIZE = 1 << 20
 
 def _splice_all(src, dst):
     """Move everything from fd `src` to fd `dst` until `src` ends; False if splice is refused
-    before any byte moved."""
+    before any byte moved. splice(2) needs a pipe on one side, and rsync's ends and the
+    daemon's socket are all sockets: the bytes go through a pipe of this process's own,
+    as page references, not copies into its memory."""
     moved = False
-    while True:
-        try:
-            count = os.splice(src, dst, SPLICED)
-        except OSError as e:
-            if not moved and e.errno in (errno.EINVAL, errno.ENOSYS):
-                return False
-            raise
-        if count == 0:
-            return True
-        moved = True
+    pipe_out, pipe_in = os.pipe()
+    _widen(pipe_in)
+    try:
+        while True:
+            try:
+                count = os.splice(src, pipe_in, SPLICED)
+            except OSError as e:
+                if not moved and e.errno in (errno.EINVAL, errno.ENOSYS):
+                    return False
+                raise
+            if count == 0:
+                return True
+            moved = True
+            while count:
+                count -= os.splice(pipe_out, dst, count)
+    finally:
+        os.close(pipe_out)
+        os.close(pipe_in)
 
 
 def _up(sock):

@@ -13,9 +13,9 @@ What a container needs to be checkpointed here, each checked before anything is 
   without AppArmor, without an AppArmor key, the two things liblxc 5.0's restore cannot
   bring back (it never makes a console for a restored container, and asks CRIU for the
   AppArmor profile it names);
-- no nic: CRIU cannot make the host side of a veth from inside the container's user
-  namespace (netlink answers EPERM), so a container with a network device would be
-  dumped and then fail to come back.
+- nics of the veth kinds only (bridged, p2p): their pairs are made before the restore
+  (`lxdtx.instance.checkpointnet`, as CRIU can't make them from inside the container's
+  user namespace); other kinds (macvlan, physical, sriov) and infiniband are not restored.
 
 Pre-copy (iterative dumps while the container runs) needs the kernel to track dirty
 pages (`criu check --feature mem_dirty_track`); `dirty_tracking()` says whether it does.
@@ -25,6 +25,7 @@ import os
 
 from lxdtx.asyncutil import ProcessError, run
 from lxdtx.config.types import is_true
+from lxdtx.instance import checkpointnet
 
 DEFAULT_PREFIX = "/opt/criu"
 STATEFUL_KEY = "migration.stateful"
@@ -32,8 +33,8 @@ STATEFUL_KEY = "migration.stateful"
 NO_CRIU = "CRIU isn't installed on the server"
 NOT_STATEFUL = ("The container can't be checkpointed: set migration.stateful=true while it is stopped "
                 "(it then runs without a console, which CRIU can't carry)")
-HAS_NIC = ("The container can't be checkpointed: its nic device \"{}\" can't be restored "
-           "(CRIU can't create the veth from the container's user namespace on this host)")
+HAS_NIC = ("The container can't be checkpointed: its {} device \"{}\" can't be restored "
+           "(only bridged and p2p nics are)")
 
 
 def prefix_from_environment():
@@ -50,8 +51,11 @@ def problem_with(config, devices):
     if not stateful(config):
         return NOT_STATEFUL
     for name in sorted(devices):
-        if devices[name].get("type") == "nic":
-            return HAS_NIC.format(name)
+        device = devices[name]
+        if device.get("type") == "infiniband":
+            return HAS_NIC.format("infiniband", name)
+        if device.get("type") == "nic" and device.get("nictype") not in checkpointnet.VETH_TYPES:
+            return HAS_NIC.format(f"{device.get('nictype') or ''} nic".strip(), name)
     return None
 
 

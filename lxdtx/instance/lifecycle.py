@@ -19,7 +19,7 @@ from lxdtx.config import container as container_config
 from lxdtx.config.types import is_true, parse_int64
 from lxdtx.exec.seeds import Seeds
 from lxdtx.fsutil import read_text
-from lxdtx.instance import cgroups, checkpoint, disklimits, lxcconf, model, proxies, settle, templates
+from lxdtx.instance import cgroups, checkpoint, checkpointnet, disklimits, lxcconf, model, proxies, settle, templates
 from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import idmap as idmaps
 from lxdtx.instance.blockdisks import BlockDisks, is_block_source
@@ -591,7 +591,11 @@ class Instances:
         text = value["config"].get("volatile.last_state.idmap") or "[]"
         idmap = idmaps.IdMap.from_json(text) if text != "[]" else None
         await devices_rt.prepare_volumes(self.daemon.pools, devs, idmap)
-        lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs,
+        nic_volatile = await self.daemon.networks.nics.prepare(name, config, devs)
+        value["config"].update(nic_volatile)
+        config.update(nic_volatile)
+        lines, volatile = devices_rt.start_lines(self.daemon.pools, config,
+                                                 checkpointnet.keep_host_names(config, devs),
                                                  devices_key=self.layout.config_key("devices.allow"))
         value["config"].update(volatile)
         uid = idmap.host_uid(0) if idmap else 0
@@ -601,10 +605,18 @@ class Instances:
         await threads.deferToThread(self._write_config, name, path, config, idmap, lines)
         self.runtime.forget(name)
         await threads.deferToThread(self._remove_stale_cgroups, name)
+        veths = checkpointnet.veths(lines)
+        env = await threads.deferToThread(checkpointnet.prepare, veths, directory, self.criu.env("restore"))
         try:
-            await self.liblxc.restore(name, directory, self.criu.env("restore"))
+            await self.liblxc.restore(name, directory, env)
         except BaseException:
+            await threads.deferToThread(checkpointnet.remove, veths)
             await threads.deferToThread(self._remove_stale_cgroups, name)
+            raise
+        try:
+            await self.daemon.networks.nics.started(name, {**config, **value["config"]}, devs)
+        except Exception:
+            await self.liblxc.stop(name, force=True)
             raise
 
     async def stopped_by_migration(self, name):

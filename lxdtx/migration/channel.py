@@ -75,6 +75,9 @@ class Channel:
     def received(self, payload, binary):
         if binary:
             self.bytes_received += len(payload)
+            if self._reader is not None and not self._queue:
+                self._reader[0](payload)  # the common case of a stream: straight to its reader
+                return
         self._queue.append((payload, binary))
         self._deliver()
 

@@ -23,6 +23,11 @@ class _Streamed:
 
     _streamed = False
 
+    def dataReceived(self, data):
+        # Autobahn's own first builds the three values of a debug message (whatever the log
+        # level) at every read, which a stream makes thousands of times a second.
+        self._dataReceived(data)
+
     def onMessageBegin(self, isBinary):
         super().onMessageBegin(isBinary)
         self._streamed = isBinary and self.channel.streams

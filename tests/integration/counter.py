@@ -3,7 +3,7 @@
 The counter is a child of the container's init (an inittab `once` entry): what `lxc
 exec` starts is reparented outside the container's process tree and CRIU would not
 dump it. It writes an ever larger number to /root/count five times a second. The
-container has no nic (see `lxdtx.instance.checkpoint`) and `migration.stateful` set.
+container has no nic (tests add one where they need it) and `migration.stateful` set.
 """
 
 import subprocess

@@ -1,8 +1,10 @@
 """Live migration between two daemons on loopback with the real `lxc` client and CRIU: a
 running container's counter (a child of its init) goes on on the target from where it
-was, never going back; its stateful snapshot goes along and restores there; a migration
-that fails leaves the source running."""
+was, never going back; its stateful snapshot goes along and restores there; a container
+with a nic arrives with it up, addressed and on its bridge; a migration that fails leaves
+the source running."""
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +15,7 @@ import pytest
 from lxdtx.migration import sink
 from tests.daemonproc import wait_until
 from tests.integration import counter
+from tests.integration.netns import run, unique
 from tests.integration.test_migration import _nothing_of, pair  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.timeout(600)
@@ -50,6 +53,47 @@ def test_live_move(pair):  # noqa: F811
     finally:
         one.lxc("delete", "--force", "lv1", check=False)
         two.lxc("delete", "--force", "lv1", check=False)
+
+
+def _link(name):
+    found = json.loads(run("ip", "-j", "-d", "link", "show", "dev", name, check=False).stdout or "[]")
+    return found[0] if found else None
+
+
+def test_live_move_with_a_nic(pair):  # noqa: F811
+    """A bridged nic: the container's eth0 arrives up, with its MAC and address, its host end on
+    the bridge on the target's side, and the counter goes on there."""
+    counter.skip_without_criu()
+    one, two = pair
+    bridge = unique("m3lb")  # both daemons share the host's namespace, and so this bridge
+    run("ip", "link", "add", bridge, "type", "bridge")
+    try:
+        run("ip", "link", "set", bridge, "up")
+        counter.make(one, "lv6", start=False)
+        one.lxc("config", "device", "add", "lv6", "eth0", "nic", "nictype=bridged", f"parent={bridge}",
+                "name=eth0")
+        one.lxc("start", "lv6")
+        one.lxc("exec", "lv6", "--", "ip", "addr", "add", "192.0.2.66/24", "dev", "eth0")
+        hwaddr = one.request("GET", "/1.0/containers/lv6/state").metadata["network"]["eth0"]["hwaddr"]
+        before = counter.wait_counting(one, "lv6", above=3)
+        one.lxc("move", "lv6", "two:lv6")
+        state = two.request("GET", "/1.0/containers/lv6/state").metadata
+        assert state["status"] == "Running"
+        eth0 = state["network"]["eth0"]
+        assert eth0["state"] == "up" and eth0["hwaddr"] == hwaddr
+        assert "192.0.2.66" in [a["address"] for a in eth0["addresses"]]
+        host = two.request("GET", "/1.0/containers/lv6").metadata["expanded_config"]["volatile.eth0.host_name"]
+        link = _link(host)
+        assert link is not None and link.get("master") == bridge and "UP" in link["flags"], link
+        arrived = counter.count(two, "lv6")
+        assert arrived >= before
+        assert counter.wait_counting(two, "lv6", above=arrived + 3) > arrived
+        # CRIU's temporary peers are gone into the container (or with their pairs).
+        assert not [n for n in os.listdir("/sys/class/net") if n.startswith("lxdtxr")]
+    finally:
+        one.lxc("delete", "--force", "lv6", check=False)
+        two.lxc("delete", "--force", "lv6", check=False)
+        run("ip", "link", "del", bridge, check=False)
 
 
 def test_live_move_refused_keeps_source_running(pair):  # noqa: F811

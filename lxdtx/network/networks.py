@@ -86,8 +86,9 @@ class Networks:
     def directory(self, name):
         return schema.state_dir(self.daemon.dir, name)
 
-    def _all_nic_users(self, override=None):
-        """{parent: [(container, device name, device, container config)]} of every container's nics.
+    def _all_nic_users(self, override=None, everywhere=False):
+        """{parent: [(container, device name, device, container config)]} of every container's nics:
+        this member's containers, or with `everywhere` those of every cluster member (`used_by`).
 
         `override`: (container, expanded config, expanded devices) not committed yet
         (a container starting or being updated), used instead of its document; with
@@ -97,7 +98,11 @@ class Networks:
         instances = getattr(self.daemon, "instances", None)
         if instances is None:
             return found
-        expanded = {doc.name: instances.expanded(doc.value) for doc in self.store.list("container")}
+        from lxdtx.instance.model import is_local
+
+        # Another cluster member's containers use its own bridge of that name.
+        expanded = {doc.name: instances.expanded(doc.value) for doc in self.store.list("container")
+                    if everywhere or is_local(self.daemon, doc.value)}
         if override is not None:
             expanded[override[0]] = (override[1], override[2])
             if override[1] is None:
@@ -119,7 +124,7 @@ class Networks:
         return self._all_nic_users(override).get(name, [])
 
     def used_by(self, name, users=None):
-        users = self._all_nic_users() if users is None else users
+        users = self._all_nic_users(everywhere=True) if users is None else users
         return sorted({container for container, _, _, _ in users.get(name, [])})
 
     def render(self, name, value, users=None):
@@ -140,7 +145,7 @@ class Networks:
 
     async def everything(self):
         """[(name, API object)] of every managed network and host interface, sorted by name."""
-        users = self._all_nic_users()
+        users = self._all_nic_users(everywhere=True)
         found = {link["name"]: self.render_unmanaged(link, users) for link in await run_in_thread(links.links)}
         for doc in self.store.list(KIND):
             found[doc.name] = self.render(doc.name, doc.value, users)

@@ -66,13 +66,19 @@ class Pools:
 
     def driver(self, name):
         """The driver instance of a pool (config as stored)."""
+        from lxdtx.cluster.pools import local_config
+
         doc = self.get(name)
         driver = self._drivers.get(name)
-        if driver is None or driver.config != doc.value["config"]:
+        config = local_config(self._daemon, doc.value)  # a cluster member's: with its own keys
+        if driver is None or driver.config != config:
             cls = driver_class(doc.value["driver"])
-            driver = self._drivers[name] = cls(name, doc.value["config"], self._daemon.dir)
+            driver = self._drivers[name] = cls(name, config, self._daemon.dir)
             driver.lookup_volume = lambda vol_type, vol, pool=name: self._volume_config(pool, vol_type, vol)
         return driver
+
+    def forget_driver(self, name):
+        self._drivers.pop(name, None)
 
     def _volume_config(self, pool, vol_type, name):
         doc = self.volume(pool, vol_type, name)
@@ -85,7 +91,11 @@ class Pools:
         sources = getattr(self._daemon, "environment_sources", None)
         if sources is not None and self.environment not in sources:
             sources.append(self.environment)
+        from lxdtx.cluster.pools import CREATED, status
+
         for name in self.names():
+            if status(self.get(name).value) != CREATED:
+                continue  # a cluster's pool still being made
             try:
                 await self.driver(name).mount()
             except Exception:
@@ -132,8 +142,12 @@ class Pools:
     async def settle(self, name, driver, config, delete=False):
         """A step of an interrupted pool create or delete (lxdtx.journal): with no row for the
         pool, its image volumes go, then the pool as `lxc storage delete` removes it (`delete`)
-        or, for a create, only what the daemon made for it (a source the user named stays)."""
-        if self._store.exists(POOL, name):
+        or, for a create, only what the daemon made for it (a source the user named stays).
+        A cluster's pool whose row is not `Created` (lxdtx.cluster.pools) counts as no row."""
+        from lxdtx.cluster.pools import CREATED, status
+
+        doc = self._store.get(POOL, name)
+        if doc is not None and status(doc.value) == CREATED:
             return
         cls = driver_class(driver)
         if cls is None:
@@ -197,12 +211,17 @@ class Pools:
         return found
 
     async def delete(self, name):
+        from lxdtx.cluster import pools as cluster_pools
+
         doc = self.get(name)
         if any(t in ("container", "custom") for t, _, _ in self.volume_documents(name)):
             raise InUse(f"storage pool \"{name}\" has volumes attached to it")
         profiles = self._profiles_using(name)
         if profiles:
             raise InUse(f"Storage pool \"{name}\" has profiles using it:\n" + "\n".join(profiles))
+        if cluster_pools.clustered(self._daemon):
+            await cluster_pools.delete(self._daemon, name, doc)
+            return
         # The row goes first, with the intent to remove the rest: a start after a kill
         # finishes the removal instead of mounting half a pool.
         value = doc.value

@@ -218,11 +218,12 @@ class Membership:
                 key = f"{container.value.get('pool')}/container/{volume}"
                 if store.exists("volume", key):
                     changes.append(Delete("volume", key))
-        for pool in self.daemon.store.list("pool"):
-            members = pool.value.get("members") or {}
-            if doc.value["id"] in members:
-                rest = {k: v for k, v in members.items() if k != doc.value["id"]}
-                changes.append(Put("pool", pool.name, dict(pool.value, members=rest), expect=pool.revision))
+        for kind in ("pool", "network"):
+            for item in store.list(kind):
+                members = item.value.get("members") or {}
+                if doc.value["id"] in members:
+                    rest = {k: v for k, v in members.items() if k != doc.value["id"]}
+                    changes.append(Put(kind, item.name, dict(item.value, members=rest), expect=item.revision))
         for start in range(0, len(changes), 100):
             await self.daemon.store.commit(changes[start:start + 100])
 

@@ -127,12 +127,21 @@ class Networks:
         users = self._all_nic_users(everywhere=True) if users is None else users
         return sorted({container for container, _, _, _ in users.get(name, [])})
 
-    def render(self, name, value, users=None):
+    def render(self, name, value, users=None, target=None):
+        """A managed network as the API shows it; in a cluster the shared config, or with
+        `target` (a member document) that member's (lxdtx.cluster.networks)."""
+        from lxdtx.cluster import onall
+
+        config, status, locations = value.get("config", {}), "Created", ["none"]
+        if onall.clustered(self.daemon):
+            status, locations = onall.status(value), onall.locations(self.daemon, value)
+            if target is not None:
+                config = onall.member_config(value, target.value["id"])
         return {
-            "name": name, "description": value.get("description", ""), "config": value.get("config", {}),
+            "name": name, "description": value.get("description", ""), "config": config,
             "managed": True, "type": TYPE,
             "used_by": [f"/1.0/containers/{c}" for c in self.used_by(name, users)],
-            "status": "Created", "locations": ["none"],
+            "status": status, "locations": locations,
         }
 
     def render_unmanaged(self, link, users=None):
@@ -151,11 +160,11 @@ class Networks:
             found[doc.name] = self.render(doc.name, doc.value, users)
         return sorted(found.items())
 
-    async def lookup(self, name):
+    async def lookup(self, name, target=None):
         """The API object of a managed network or host interface (404 otherwise)."""
         doc = self.store.get(KIND, name)
         if doc is not None:
-            return self.render(name, doc.value), writable(name, doc.value)
+            return self.render(name, doc.value, target=target), writable(name, doc.value)
         link = await run_in_thread(links.link, name)
         if link is None:
             raise errors.NotFound(f"Network '{name}' not found")
@@ -333,8 +342,12 @@ class Networks:
     # -- lifecycle ---------------------------------------------------------------------------
     async def restore_all(self):
         """Daemon start: bring every network up again, reusing what survived (links, leases)."""
+        from lxdtx.cluster.onall import CREATED, local_config, status
+
         for doc in self.store.list(KIND):
-            config = doc.value["config"]
+            if status(doc.value) != CREATED:
+                continue  # a cluster's network still being made
+            config = local_config(self.daemon, doc.value)
             try:
                 await self._apply(doc.name, config, old_config=config)
             except Exception as e:
@@ -423,8 +436,12 @@ class Networks:
         await self._teardown(name, config)
 
     async def settle(self, name, config):
-        """A step of an interrupted change: network `name` without a row goes from the host."""
-        if not self.store.exists(KIND, name):
+        """A step of an interrupted change: network `name` without a row goes from the host
+        (in a cluster: without a row that says `Created`)."""
+        from lxdtx.cluster.onall import CREATED, status
+
+        doc = self.store.get(KIND, name)
+        if doc is None or status(doc.value) != CREATED:
             await self._teardown(name, config)
             await self._remove_directory(name)
 
@@ -463,6 +480,10 @@ class Networks:
                 raise
 
     async def rename(self, name, new_name):
+        from lxdtx.cluster.onall import clustered
+
+        if clustered(self.daemon):
+            raise errors.BadRequest("Renaming a network is not supported in a cluster")
         schema.check_name(new_name)
         async with self._lock(name):
             doc = self.get(name)
@@ -493,6 +514,12 @@ class Networks:
             doc = self.get(name)
             if self.used_by(name):
                 raise errors.BadRequest("The network is currently in use")
+            from lxdtx.cluster import networks as cluster_networks
+            from lxdtx.cluster.onall import clustered
+
+            if clustered(self.daemon):
+                await cluster_networks.delete(self.daemon, name, doc)
+                return
             config = doc.value["config"]
             # The row goes first, with the intent to remove the rest: finished by the next
             # start if we are killed half way.

@@ -110,6 +110,15 @@ async def move_in(req):
     return move.start_move_in(req, req.params["name"], _json_object(req))
 
 
+async def resolve_intent(req):
+    """Undo or finish one of this member's open intents now (lxdtx.cluster.onall)."""
+    from lxdtx.cluster import onall
+
+    req.daemon.cluster.peers.caller(req)
+    await onall.resolve(req.daemon, req.params["name"])
+    return empty()
+
+
 async def profile_changing(req):
     from lxdtx.cluster import notify
 
@@ -133,4 +142,5 @@ ENDPOINTS = [
     # Another member, by its certificate: take a container moved here, apply a profile change.
     Endpoint("/internal/cluster/containers/{name}/move-in", post=move_in),
     Endpoint("/internal/cluster/profile-changing", post=profile_changing),
+    Endpoint("/internal/cluster/intents/{name}/resolve", post=resolve_intent),
 ]

@@ -8,6 +8,7 @@ a pool on one member, or shows that member's view of it (lxdtx.cluster.pools).
 
 from lxdtx import errors
 from lxdtx.bodies import STRING, config, fields, one_of_strings
+from lxdtx.cluster import onall
 from lxdtx.cluster import pools as cluster_pools
 from lxdtx.resources.common import string
 from lxdtx.response import SyncResponse, created, empty, etag_of
@@ -29,8 +30,8 @@ async def render_pool(daemon, name, value, target=""):
     """A pool as the API shows it; in a cluster the shared config, or with `target` that
     member's (its own keys included)."""
     config, status, locations = value["config"], "Created", ["none"]
-    if cluster_pools.clustered(daemon):
-        status, locations = cluster_pools.status(value), cluster_pools.locations(daemon, value)
+    if onall.clustered(daemon):
+        status, locations = onall.status(value), cluster_pools.locations(daemon, value)
         if target:
             config = cluster_pools.member_view(daemon, value, daemon.cluster.get(target))
     return {"name": name, "driver": value["driver"], "description": value.get("description", ""),
@@ -41,7 +42,7 @@ async def render_pool(daemon, name, value, target=""):
 async def list_pools(req):
     daemon = req.daemon
     if req.recursion:
-        target = req.query.get("target", "") if cluster_pools.clustered(daemon) else ""
+        target = req.query.get("target", "") if onall.clustered(daemon) else ""
         return SyncResponse([await render_pool(daemon, d.name, d.value, target) for d in daemon.store.list(POOL)])
     return SyncResponse([f"/1.0/storage-pools/{n}" for n in daemon.pools.names()])
 
@@ -67,7 +68,7 @@ async def create_pool(req):
     if not driver:
         raise errors.BadRequest("No driver provided")
     target = req.query.get("target", "")
-    if cluster_pools.clustered(req.daemon):
+    if onall.clustered(req.daemon):
         if target:
             await cluster_pools.define(req.daemon, name, driver, _config(body), string(body, "description"), target)
             return created(f"/1.0/storage-pools/{name}")
@@ -81,7 +82,7 @@ async def create_pool(req):
 
 async def get_pool(req):
     doc = req.daemon.pools.get(req.params["name"])
-    target = req.query.get("target", "") if cluster_pools.clustered(req.daemon) else ""
+    target = req.query.get("target", "") if onall.clustered(req.daemon) else ""
     return SyncResponse(await render_pool(req.daemon, doc.name, doc.value, target), etag=etag_of(_etag(doc)))
 
 
@@ -131,12 +132,6 @@ async def create_local(req):
     return SyncResponse(await cluster_pools.create_local(req.daemon, req.params["name"]))
 
 
-async def resolve_intent(req):
-    req.daemon.cluster.peers.caller(req)
-    await cluster_pools.resolve(req.daemon, req.params["name"])
-    return empty()
-
-
 ENDPOINTS = [
     Endpoint("/1.0/storage-pools", get=list_pools,
              post=Action(create_pool, body=fields(name=STRING, driver=one_of_strings(*DRIVERS), **POOL_BODY))),
@@ -144,5 +139,4 @@ ENDPOINTS = [
              patch=Action(patch_pool, body=fields(**POOL_BODY)), delete=delete_pool),
     Endpoint("/1.0/storage-pools/{name}/resources", get=get_resources),
     Endpoint("/internal/cluster/storage-pools/{name}/create-local", post=create_local),
-    Endpoint("/internal/cluster/intents/{name}/resolve", post=resolve_intent),
 ]

@@ -66,7 +66,7 @@ class Pools:
 
     def driver(self, name):
         """The driver instance of a pool (config as stored)."""
-        from lxdtx.cluster.pools import local_config
+        from lxdtx.cluster.onall import local_config
 
         doc = self.get(name)
         driver = self._drivers.get(name)
@@ -91,7 +91,7 @@ class Pools:
         sources = getattr(self._daemon, "environment_sources", None)
         if sources is not None and self.environment not in sources:
             sources.append(self.environment)
-        from lxdtx.cluster.pools import CREATED, status
+        from lxdtx.cluster.onall import CREATED, status
 
         for name in self.names():
             if status(self.get(name).value) != CREATED:
@@ -144,7 +144,7 @@ class Pools:
         pool, its image volumes go, then the pool as `lxc storage delete` removes it (`delete`)
         or, for a create, only what the daemon made for it (a source the user named stays).
         A cluster's pool whose row is not `Created` (lxdtx.cluster.pools) counts as no row."""
-        from lxdtx.cluster.pools import CREATED, status
+        from lxdtx.cluster.onall import CREATED, status
 
         doc = self._store.get(POOL, name)
         if doc is not None and status(doc.value) == CREATED:
@@ -212,6 +212,7 @@ class Pools:
 
     async def delete(self, name):
         from lxdtx.cluster import pools as cluster_pools
+        from lxdtx.cluster.onall import clustered
 
         doc = self.get(name)
         if any(t in ("container", "custom") for t, _, _ in self.volume_documents(name)):
@@ -219,7 +220,7 @@ class Pools:
         profiles = self._profiles_using(name)
         if profiles:
             raise InUse(f"Storage pool \"{name}\" has profiles using it:\n" + "\n".join(profiles))
-        if cluster_pools.clustered(self._daemon):
+        if clustered(self._daemon):
             await cluster_pools.delete(self._daemon, name, doc)
             return
         # The row goes first, with the intent to remove the rest: a start after a kill

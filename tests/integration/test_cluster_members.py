@@ -19,6 +19,9 @@ from tests.daemonproc import wait_until
 from tests.integration.test_cluster_join import OFFLINE_BOUND, PASSWORD, _join, _members, daemons, pytestmark  # noqa: F401
 
 
+NET = "lxdtxcmbr"
+
+
 def _csv(d, *args):
     return [line.split(",") for line in d.lxc(*args, "--format=csv").stdout.splitlines() if line]
 
@@ -92,6 +95,22 @@ def test_members_pools_and_moves(daemons):  # noqa: F811
             assert f"source: {source}" in node1.lxc("storage", "show", "default", "--target", member).stdout
             assert os.path.isdir(source)
         node1.lxc("profile", "device", "add", "default", "root", "disk", "path=/", "pool=default")
+
+        # A network the same way: a bridge on every member, one subnet settled for all.
+        refused = node1.lxc("network", "create", NET, "ipv4.address=none", "--target", "node1", check=False)
+        assert refused.returncode != 0 and "may not be used as node-specific key" in refused.stderr
+        for member in sources:
+            node2.lxc("network", "create", NET, "--target", member)
+        assert node1.request("GET", f"/1.0/networks/{NET}").metadata["status"] == "Pending"
+        refused = node1.lxc("network", "create", NET, "bridge.external_interfaces=eth0", check=False)
+        assert refused.returncode != 0 and "is node-specific" in refused.stderr
+        node3.lxc("network", "create", NET, "ipv4.address=auto", "ipv6.address=none")
+        network = node1.request("GET", f"/1.0/networks/{NET}?target=node2").metadata
+        assert network["status"] == "Created" and sorted(network["locations"]) == ["node1", "node2", "node3"]
+        subnet = network["config"]["ipv4.address"]
+        for d in daemons:
+            assert NET in d.ns.links()
+            assert subnet in d.ns.addresses(NET)
 
         # A stopped container moved from node1 to node2, asked of node3 (forwarded to node1).
         _create(node1, "c1", "node1")
@@ -179,5 +198,8 @@ def test_members_pools_and_moves(daemons):  # noqa: F811
         node1.lxc("profile", "device", "remove", "default", "root")
         node1.lxc("storage", "delete", "default")
         assert node2.request("GET", "/1.0/storage-pools").metadata == []
+        node2.lxc("network", "delete", NET)
+        for d in (node1, node2):
+            assert NET not in d.ns.links()
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -20,7 +20,7 @@ meanwhile; a change committed elsewhere fails the compare-and-swap and the move 
 
 import json
 
-from lxdtx import errors
+from lxdtx import errors, faults
 from lxdtx.device import disk
 from lxdtx.instance import model, settle
 from lxdtx.instance.copy import _make_links
@@ -33,6 +33,8 @@ from lxdtx.response import AsyncResponse
 from lxdtx.state import Put
 
 MOVE_IN = "/internal/cluster/containers/{}/move-in"
+RECEIVED = faults.point("cluster.move.received")  # the target has the volumes, the row is unchanged
+MOVED = faults.point("cluster.move.moved")  # the row names the target, the owner's copy is still here
 
 
 def check(daemon, name, body, target):
@@ -77,13 +79,16 @@ async def move_out(daemon, name, member, op):
         pool = doc.value["pool"]
         async with daemon.journal.begin("container.move-out", name, finish=True) as cleanup:
             await cleanup.will("container", name=name, pool=pool)
+            failure = None
             try:
                 await _hand_over(daemon, name, doc, member, op)
-            finally:
-                now = instances.store.value(model.KIND, name)
-                moved = now is not None and now.get("location") == member.value["id"]
-            if not moved:
-                return  # the target does not have it: nothing here changes
+            except Exception as e:
+                failure = e
+            # The row decides, not how the conversation with the target ended.
+            now = instances.store.value(model.KIND, name)
+            if now is None or now.get("location") != member.value["id"]:
+                raise failure or errors.InternalError(f"Cluster member '{member.name}' did not take the container")
+            MOVED()
             await settle.container(instances, name, pool)  # our copy, which no row owns now
         instances.runtime.forget(name)
     instances.events.lifecycle("container-updated", f"/1.0/containers/{name}")
@@ -176,5 +181,6 @@ async def _take(daemon, name, doc, header, fs, features):
             size = (root or {}).get("size") or ""
             await sink._receive_rsync(daemon, driver, name, snapshots, 1, fs, features, size)
             await _make_links(instances, name, driver)
+            RECEIVED()
             value = dict(doc.value, location=daemon.cluster.member_id)
             await instances.store.commit([Put(model.KIND, name, value, expect=doc.revision), intent.done()])

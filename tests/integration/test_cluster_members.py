@@ -14,10 +14,11 @@ import tempfile
 import time
 
 import pylxd
+import pytest
 
+from lxdtx import faults
 from tests.daemonproc import wait_until
 from tests.integration.test_cluster_join import OFFLINE_BOUND, PASSWORD, _join, _members, daemons, pytestmark  # noqa: F401
-
 
 NET = "lxdtxcmbr"
 
@@ -201,5 +202,60 @@ def test_members_pools_and_moves(daemons):  # noqa: F811
         node2.lxc("network", "delete", NET)
         for d in (node1, node2):
             assert NET not in d.ns.links()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _form(members, sources):
+    """Bootstrap, two joins, the `default` pool on every member with `sources`, a root disk."""
+    node1, node2, node3 = members
+    op = node1.request("PUT", "/1.0/cluster", {"server_name": "node1", "enabled": True})
+    assert node1.wait_operation(op)["status"] == "Success"
+    node1.lxc("config", "set", "core.trust_password", PASSWORD)
+    assert _join(node1, node2, "node2")["status"] == "Success"
+    assert _join(node1, node3, "node3")["status"] == "Success"
+    for member, source in sources.items():
+        node1.lxc("storage", "create", "default", "dir", f"source={source}", "--target", member)
+    node1.lxc("storage", "create", "default", "dir")
+    node1.lxc("profile", "device", "add", "default", "root", "disk", "path=/", "pool=default")
+
+
+@pytest.mark.parametrize("point", ["cluster.move.received", "cluster.move.moved"])
+def test_move_killed_at_each_step(daemons, point):  # noqa: F811
+    """The target killed with the volumes received and the row unchanged, or the owner
+    killed once the row names the target: after the restart the container is whole on
+    exactly one member and the other member's copy is gone."""
+    from lxdtx.cluster import move
+
+    assert faults.points("cluster.move.") == [move.RECEIVED.name, move.MOVED.name]
+    node1, node2, node3 = daemons
+    work = tempfile.mkdtemp(prefix="lxdtxcm-", dir="/var/tmp")
+    sources = {f"node{i}": os.path.join(work, f"pool{i}") for i in (1, 2, 3)}
+    try:
+        _form(daemons, sources)
+        _create(node1, "c1", "node1")
+        pushed = node1.request("POST", "/1.0/containers/c1/files?path=/hello", raw=b"whole\n",
+                               headers={"X-LXD-type": "file", "X-LXD-mode": "0644",
+                                        "Content-Type": "application/octet-stream"})
+        assert pushed.status == 200, pushed.json
+        dying = node2 if point == move.RECEIVED.name else node1
+        dying.stop()
+        dying.start(timeout=120, crash_at=point)
+        assert wait_until(lambda: all(m["status"] == "Online" for m in _members(node3).values()), timeout=60)
+        op = node3.request("POST", "/1.0/instances/c1?target=node2", {"name": "c1", "migration": True})
+        assert op.status == 202, op.json
+        try:
+            node3.wait_operation(op, timeout=60)
+        except Exception:
+            pass  # the member that answered for it died
+        assert wait_until(lambda: dying.proc.poll() is not None, timeout=60), "the crash point was not reached"
+        dying.start(timeout=120)
+        owner, other = ("node1", "node2") if point == move.RECEIVED.name else ("node2", "node1")
+        assert _locations(node3) == {"c1": owner}
+        assert os.path.isdir(os.path.join(sources[owner], "containers", "c1"))
+        assert not os.path.exists(os.path.join(sources[other], "containers", "c1"))
+        assert node3.request("GET", "/1.0/containers/c1/files?path=/hello").body == b"whole\n"
+        op = node1.request("DELETE", "/1.0/containers/c1")
+        assert node1.wait_operation(op)["status"] == "Success"
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -271,10 +271,18 @@ class Membership:
             config = Put(daemon.config.KIND, config_document(spec.member_id), daemon.config.values)
 
             async def take_effect():
-                # The containers already here live on this, the first, member (etcd is thrown
+                # The containers already here live on this, the first, member, and its pools and
+                # networks are its own, node-specific keys and all (etcd is thrown
                 # away if the bootstrap fails, so these commits need not be one).
+                from lxdtx.cluster import networks, onall, pools
+
                 located = [Put("container", doc.name, dict(doc.value, location=spec.member_id))
                            for doc in choice.store.list("container")]
+                # Its pools and networks: their node-specific keys become this member's own.
+                located += [Put(kind, doc.name, onall.as_first_member(doc.value, spec.member_id, keys))
+                            for kind, keys in ((pools.POOL, pools.NODE_SPECIFIC),
+                                               (networks.KIND, networks.NODE_SPECIFIC))
+                            for doc in choice.store.list(kind)]
                 for start in range(0, len(located), 100):
                     await choice.store.commit(located[start:start + 100])
                 await choice.store.commit([member, config, *own_trust(daemon, choice.store, name)])

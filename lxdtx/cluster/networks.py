@@ -68,7 +68,7 @@ async def create_local(daemon, name):
     """This member's bridge of a pending network: {"intent", "config" (our keys)}."""
     networks = daemon.networks
     doc = networks.get(name)
-    if status(doc.value) == CREATED:
+    if status(doc.value) == CREATED and daemon.cluster.member_id in (doc.value.get("members") or {}):
         raise errors.Conflict("The network already exists")
     config = local_config(daemon, doc.value)
     schema.validate(name, config)

@@ -15,6 +15,9 @@ intents' step drops an object whose row is not `Created`), and the object is lef
 `Errored`, naming the member. A member that can't be told undoes it at its next start,
 when it resolves its open intents.
 
+A member that joins after an object was made makes its own from the shared config
+(`catch_up`): under its intent, ended by the commit that adds its keys to the row.
+
 Removal (`remove_on_all`): the row goes in one commit with one finishing intent per
 member; each member is then asked to resolve its own (one that can't be reached does so
 at its next start).
@@ -40,6 +43,22 @@ def clustered(daemon):
 
 def status(value):
     return value.get("status", CREATED)
+
+
+def made_here(daemon, value):
+    """Whether this member has its own object of a document (a lone daemon: whether it exists)."""
+    if status(value) != CREATED:
+        return False
+    return not clustered(daemon) or daemon.cluster.member_id in (value.get("members") or {})
+
+
+def as_first_member(value, member_id, node_specific):
+    """A lone daemon's document as the first member's of a new cluster: its node-specific
+    keys become that member's own."""
+    config = value.get("config") or {}
+    own = {k: v for k, v in config.items() if k in node_specific}
+    shared = {k: v for k, v in config.items() if k not in node_specific}
+    return dict(value, config=shared, status=CREATED, members={member_id: own})
 
 
 def local_config(daemon, value):
@@ -107,6 +126,28 @@ async def make_on_all(daemon, kind, name, value, revision, path, make_here):
     final = dict(doc.value, status=CREATED, members={mid: c for mid, (_m, _i, c) in made.items()})
     await daemon.store.commit([Put(kind, name, final, expect=doc.revision),
                                *[Delete(INTENT, intent) for _m, intent, _c in made.values()]])
+
+
+async def catch_up(daemon, kind, make_here):
+    """A member that just joined: its own object of every `Created` one of `kind` that it
+    has no keys in yet (`make_here(name)` answers {"intent", "config"}). One that fails is
+    undone and logged; the others go on."""
+    member_id = daemon.cluster.member_id
+    for doc in daemon.store.list(kind):
+        if status(doc.value) != CREATED or member_id in (doc.value.get("members") or {}):
+            continue
+        answer = None
+        try:
+            answer = await make_here(doc.name)
+            now = daemon.store.get(kind, doc.name)
+            members = dict((now.value.get("members") or {}) if now else {}, **{member_id: answer["config"]})
+            await daemon.store.commit([Put(kind, doc.name, dict(now.value, members=members), expect=now.revision),
+                                       Delete(INTENT, answer["intent"])])
+        except Exception as e:
+            if answer is not None:
+                await resolve(daemon, answer["intent"])
+            daemon.cluster.log.warn("Could not make {kind} {name} on this new member: {error}", kind=kind,
+                                    name=doc.name, error=e)
 
 
 async def remove_on_all(daemon, kind, doc, steps):

@@ -73,7 +73,7 @@ async def create_local(daemon, name):
     """This member's local pool of a pending pool: {"intent", "config" (our keys, filled in)}.
     The intent stays open: the coordinator's commit ends it, or has it undone."""
     doc = daemon.pools.get(name)
-    if status(doc.value) == CREATED:
+    if status(doc.value) == CREATED and daemon.cluster.member_id in (doc.value.get("members") or {}):
         raise errors.Conflict(f"Storage pool \"{name}\" already exists")
     cls = daemon.pools.check_driver(doc.value["driver"])
     config = local_config(daemon, doc.value)

@@ -342,11 +342,11 @@ class Networks:
     # -- lifecycle ---------------------------------------------------------------------------
     async def restore_all(self):
         """Daemon start: bring every network up again, reusing what survived (links, leases)."""
-        from lxdtx.cluster.onall import CREATED, local_config, status
+        from lxdtx.cluster.onall import local_config, made_here
 
         for doc in self.store.list(KIND):
-            if status(doc.value) != CREATED:
-                continue  # a cluster's network still being made
+            if not made_here(self.daemon, doc.value):
+                continue  # a cluster's network still being made, or not made on this member
             config = local_config(self.daemon, doc.value)
             try:
                 await self._apply(doc.name, config, old_config=config)
@@ -437,11 +437,11 @@ class Networks:
 
     async def settle(self, name, config):
         """A step of an interrupted change: network `name` without a row goes from the host
-        (in a cluster: without a row that says `Created`)."""
-        from lxdtx.cluster.onall import CREATED, status
+        (in a cluster: without a row that says `Created` with this member's keys)."""
+        from lxdtx.cluster.onall import made_here
 
         doc = self.store.get(KIND, name)
-        if doc is None or status(doc.value) != CREATED:
+        if doc is None or not made_here(self.daemon, doc.value):
             await self._teardown(name, config)
             await self._remove_directory(name)
 

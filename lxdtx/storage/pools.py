@@ -91,11 +91,11 @@ class Pools:
         sources = getattr(self._daemon, "environment_sources", None)
         if sources is not None and self.environment not in sources:
             sources.append(self.environment)
-        from lxdtx.cluster.onall import CREATED, status
+        from lxdtx.cluster.onall import made_here
 
         for name in self.names():
-            if status(self.get(name).value) != CREATED:
-                continue  # a cluster's pool still being made
+            if not made_here(self._daemon, self.get(name).value):
+                continue  # a cluster's pool still being made, or not made on this member
             try:
                 await self.driver(name).mount()
             except Exception:
@@ -143,11 +143,12 @@ class Pools:
         """A step of an interrupted pool create or delete (lxdtx.journal): with no row for the
         pool, its image volumes go, then the pool as `lxc storage delete` removes it (`delete`)
         or, for a create, only what the daemon made for it (a source the user named stays).
-        A cluster's pool whose row is not `Created` (lxdtx.cluster.pools) counts as no row."""
-        from lxdtx.cluster.onall import CREATED, status
+        A cluster's pool whose row is not `Created` with this member's keys (lxdtx.cluster.onall)
+        counts as no row."""
+        from lxdtx.cluster.onall import made_here
 
         doc = self._store.get(POOL, name)
-        if doc is not None and status(doc.value) == CREATED:
+        if doc is not None and made_here(self._daemon, doc.value):
             return
         cls = driver_class(driver)
         if cls is None:

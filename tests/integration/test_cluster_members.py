@@ -207,17 +207,22 @@ def test_members_pools_and_moves(daemons):  # noqa: F811
 
 
 def _form(members, sources):
-    """Bootstrap, two joins, the `default` pool on every member with `sources`, a root disk."""
+    """Bootstrap, a join, the `default` pool on both with `sources`, a root disk; then a
+    third member joins and makes its own pool from the shared config (its default source)."""
     node1, node2, node3 = members
     op = node1.request("PUT", "/1.0/cluster", {"server_name": "node1", "enabled": True})
     assert node1.wait_operation(op)["status"] == "Success"
     node1.lxc("config", "set", "core.trust_password", PASSWORD)
     assert _join(node1, node2, "node2")["status"] == "Success"
-    assert _join(node1, node3, "node3")["status"] == "Success"
-    for member, source in sources.items():
-        node1.lxc("storage", "create", "default", "dir", f"source={source}", "--target", member)
+    for member in ("node1", "node2"):
+        node1.lxc("storage", "create", "default", "dir", f"source={sources[member]}", "--target", member)
     node1.lxc("storage", "create", "default", "dir")
     node1.lxc("profile", "device", "add", "default", "root", "disk", "path=/", "pool=default")
+    assert _join(node1, node3, "node3")["status"] == "Success"
+    pool = node1.request("GET", "/1.0/storage-pools/default?target=node3").metadata
+    assert sorted(pool["locations"]) == ["node1", "node2", "node3"]
+    sources["node3"] = pool["config"]["source"]
+    assert sources["node3"].startswith(node3.dir) and os.path.isdir(sources["node3"])
 
 
 @pytest.mark.parametrize("point", ["cluster.move.received", "cluster.move.moved"])

@@ -39,8 +39,10 @@ _RESPONSE_HEADERS = ("content-type", "etag", "location", "content-disposition", 
 
 _CONTAINER_PATH = re.compile(r"^/1\.0/(?:containers|instances)/([^/]+)(?:/.*)?$")
 _OPERATION_PATH = re.compile(r"^/1\.0/operations/([^/]+)(?:/.*)?$")
-# Storage volumes asked of a `target` member are that member's.
+# Storage volumes asked of a `target` member are that member's; a custom volume is its row's
+# `location`'s.
 _VOLUME_PATH = re.compile(r"^/1\.0/storage-pools/[^/]+/volumes(?:/.*)?$")
+_CUSTOM_VOLUME_PATH = re.compile(r"^/1\.0/storage-pools/([^/]+)/volumes/custom/([^/]+)(?:/.*)?$")
 
 log = Logger()
 
@@ -143,6 +145,11 @@ class Peers:
         if _VOLUME_PATH.match(raw_path):
             target = (http.args.get(b"target") or [b""])[0].decode("utf-8", "replace")
             member = cluster.member_or_none(target) if target else None
+            m = _CUSTOM_VOLUME_PATH.match(raw_path)
+            if member is None and m:
+                key = f"{unquote(m.group(1))}/custom/{unquote(m.group(2))}"
+                location = (self.daemon.store.value("volume", key) or {}).get("location")
+                member = cluster.member_by_id(location) if location else None
             if member is None or member.value["id"] == cluster.member_id:
                 return None
             return member

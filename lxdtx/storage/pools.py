@@ -262,6 +262,10 @@ class Pools:
         key = volume_key(pool, vol_type, name)
         if value is None:
             return Delete(VOLUME, key, expect=expect)
+        if vol_type == "custom":  # in a cluster, the member whose pool has it (lxdtx.cluster.peers)
+            from lxdtx.instance.model import here
+
+            value = dict(value, location=here(self._daemon))
         return Put(VOLUME, key, value, expect=expect)
 
     async def image_volumes(self, pool):

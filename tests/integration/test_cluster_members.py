@@ -97,6 +97,18 @@ def test_members_pools_and_moves(daemons):  # noqa: F811
             assert os.path.isdir(source)
         node1.lxc("profile", "device", "add", "default", "root", "disk", "path=/", "pool=default")
 
+        # A custom volume on the member `--target` names; asked of any member without it, it
+        # is its member's.
+        node1.lxc("storage", "volume", "create", "default", "vol2", "--target", "node2")
+        assert os.path.isdir(os.path.join(sources["node2"], "custom", "vol2"))
+        shown = node3.request("GET", "/1.0/storage-pools/default/volumes/custom/vol2").metadata
+        assert shown["location"] == "node2"
+        node3.lxc("storage", "volume", "set", "default", "vol2", "user.seen", "yes")
+        assert node1.request("GET", "/1.0/storage-pools/default/volumes/custom/vol2?target=node2"
+                             ).metadata["config"]["user.seen"] == "yes"
+        node3.lxc("storage", "volume", "delete", "default", "vol2")
+        assert not os.path.exists(os.path.join(sources["node2"], "custom", "vol2"))
+
         # A network the same way: a bridge on every member, one subnet settled for all.
         refused = node1.lxc("network", "create", NET, "ipv4.address=none", "--target", "node1", check=False)
         assert refused.returncode != 0 and "may not be used as node-specific key" in refused.stderr

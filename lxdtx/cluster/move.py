@@ -21,6 +21,7 @@ meanwhile; a change committed elsewhere fails the compare-and-swap and the move 
 import json
 
 from lxdtx import errors, faults
+from lxdtx.asyncutil import sleep
 from lxdtx.device import disk
 from lxdtx.instance import model, settle
 from lxdtx.instance.copy import _make_links
@@ -33,6 +34,7 @@ from lxdtx.response import AsyncResponse
 from lxdtx.state import Put
 
 MOVE_IN = "/internal/cluster/containers/{}/move-in"
+CATCH_UP = 30  # seconds the target's commit may take to reach our mirror of the store
 RECEIVED = faults.point("cluster.move.received")  # the target has the volumes, the row is unchanged
 MOVED = faults.point("cluster.move.moved")  # the row names the target, the owner's copy is still here
 
@@ -82,16 +84,28 @@ async def move_out(daemon, name, member, op):
             failure = None
             try:
                 await _hand_over(daemon, name, doc, member, op)
+                # The target committed: our mirror of the store hears of it a moment later.
+                await _until(daemon, lambda: _located(daemon, name, member), CATCH_UP)
             except Exception as e:
                 failure = e
             # The row decides, not how the conversation with the target ended.
-            now = instances.store.value(model.KIND, name)
-            if now is None or now.get("location") != member.value["id"]:
+            if not _located(daemon, name, member):
                 raise failure or errors.InternalError(f"Cluster member '{member.name}' did not take the container")
             MOVED()
             await settle.container(instances, name, pool)  # our copy, which no row owns now
         instances.runtime.forget(name)
     instances.events.lifecycle("container-updated", f"/1.0/containers/{name}")
+
+
+def _located(daemon, name, member):
+    now = daemon.instances.store.value(model.KIND, name)
+    return now is not None and now.get("location") == member.value["id"]
+
+
+async def _until(daemon, predicate, timeout, interval=0.05):
+    deadline = daemon.reactor.seconds() + timeout
+    while not predicate() and daemon.reactor.seconds() < deadline:
+        await sleep(interval, daemon.reactor)
 
 
 async def _hand_over(daemon, name, doc, member, op):
@@ -103,7 +117,7 @@ async def _hand_over(daemon, name, doc, member, op):
 
     served = protocol.operation(daemon, "Migrating container", container_resources(name), None, work)
     own = cluster.get(cluster.name)
-    request = {"revision": doc.revision, "source": {
+    request = {"revision": doc.revision, "store_revision": daemon.store.revision, "source": {
         "operation": own.value["url"] + served.url, "certificate": daemon.cert_pem,
         "secrets": dict(served.metadata)}}
     try:

@@ -19,6 +19,7 @@ from lxdtx.state import ABSENT, Put
 KIND = "network"
 NODE_SPECIFIC = ("bridge.external_interfaces",)
 CREATE_LOCAL = "/internal/cluster/networks/{}/create-local"
+UPDATE_LOCAL = "/internal/cluster/networks/{}/update-local"
 
 
 def _check_config(config):
@@ -83,6 +84,20 @@ async def create_local(daemon, name):
         raise errors.InternalError(f"Failed to create network \"{name}\": {errors.describe(e)}") from None
     own = (doc.value.get("members") or {}).get(daemon.cluster.member_id, {})
     return {"intent": intent.name, "config": own}
+
+
+async def update_local(daemon, name, shared):
+    """Another member changes the network's shared config to `shared` (or back): our
+    bridge, dnsmasq and firewall follow, with our own keys over it."""
+    networks = daemon.networks
+    _check_config(shared)
+    doc = networks.get(name)
+    own = (doc.value.get("members") or {}).get(daemon.cluster.member_id, {})
+    current = local_config(daemon, doc.value)
+    wanted = {**shared, **own}
+    schema.validate(name, wanted)
+    if wanted != current:
+        await networks._apply(name, wanted, old_config=current)
 
 
 async def delete(daemon, name, doc):

@@ -30,7 +30,7 @@ async def profile_changing(daemon, profile, old, new):
     for doc in daemon.store.list(model.KIND):
         if profile in doc.value.get("profiles", []) and not model.is_local(daemon, doc.value):
             holders.add(doc.value.get("location", ""))
-    body = json.dumps({"profile": profile, "value": new}).encode()
+    body = json.dumps({"profile": profile, "value": new, "revision": daemon.store.revision}).encode()
     for member_id in sorted(holders):
         member = cluster.member_by_id(member_id)
         if member is None:

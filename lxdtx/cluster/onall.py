@@ -28,6 +28,7 @@ import time
 import uuid
 
 from lxdtx import errors
+from lxdtx.asyncutil import sleep
 from lxdtx.cluster.peers import MemberUnreachable
 from lxdtx.state import Delete, Put
 
@@ -150,6 +151,30 @@ async def catch_up(daemon, kind, make_here):
                                     name=doc.name, error=e)
 
 
+async def apply_on_others(daemon, path, body, undo):
+    """`POST path` with `body` on every other member (a change this member made live on its
+    own object); if one fails, those done get `undo` and the error names the member."""
+    cluster = daemon.cluster
+    others = [cluster.get(n) for n in cluster.names()]
+    others = [m for m in others if m.value["id"] != cluster.member_id]
+    for member in others:
+        if not cluster.online(member):
+            raise MemberUnreachable(member.name, "offline")
+    done = []
+    try:
+        for member in others:
+            await call(daemon, member, path, body)
+            done.append(member)
+    except Exception:
+        for member in done:
+            try:
+                await call(daemon, member, path, undo)
+            except Exception as e:
+                cluster.log.warn("Cluster member {member} could not undo a change: {error}",
+                                 member=member.name, error=e)
+        raise
+
+
 async def remove_on_all(daemon, kind, doc, steps):
     """Delete the row with, per member, a finishing intent of `steps(member_id, config)`."""
     value = doc.value
@@ -191,8 +216,26 @@ async def resolve(daemon, intent_name):
     await daemon.store.commit([Delete(INTENT, intent_name)])
 
 
+CATCH_UP = 30  # seconds a member waits for its mirror of the store to reach the caller's revision
+
+
+async def caught_up(daemon, revision):
+    """Wait until this member's mirror of the store holds what the calling member had
+    committed when it called (`revision`, sent along by `call`): else we would act on an
+    older state than the one we are asked about."""
+    if not isinstance(revision, int):
+        return
+    deadline = daemon.reactor.seconds() + CATCH_UP
+    while daemon.store.revision < revision:
+        if daemon.reactor.seconds() > deadline:
+            raise errors.InternalError(f"This member's state did not reach revision {revision} in {CATCH_UP}s")
+        await sleep(0.05, daemon.reactor)
+
+
 async def call(daemon, member, path, body):
-    """`POST path` on `member`: its metadata, or 400 naming the member and its error."""
+    """`POST path` on `member` with `body` and our store revision: its metadata, or 400
+    naming the member and its error."""
+    body = dict(body, revision=daemon.store.revision)
     code, _headers, content = await daemon.cluster.peers.call(member, "POST", path, json.dumps(body).encode(),
                                                               {"content-type": "application/json"})
     try:

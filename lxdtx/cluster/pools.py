@@ -23,6 +23,7 @@ POOL = "pool"
 NODE_SPECIFIC = ("size", "source", "volatile.initial_source", "zfs.pool_name", "lvm.vg_name",
                  "lvm.thinpool_name")
 CREATE_LOCAL = "/internal/cluster/storage-pools/{}/create-local"
+UPDATE_LOCAL = "/internal/cluster/storage-pools/{}/update-local"
 
 
 def member_view(daemon, value, member):
@@ -91,6 +92,13 @@ async def create_local(daemon, name):
     shared = doc.value["config"]
     own = {k: v for k, v in config.items() if k in NODE_SPECIFIC or shared.get(k) != v}
     return {"intent": intent.name, "config": own}
+
+
+async def update_local(daemon, name, live):
+    """Another member changed the pool's shared config: our pool takes the keys `live`."""
+    if not isinstance(live, dict) or not all(isinstance(v, str) for v in live.values()):
+        raise errors.BadRequest("config must be a map of strings")
+    await daemon.pools.driver(name).update(live)
 
 
 async def delete(daemon, name, doc):

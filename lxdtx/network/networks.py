@@ -459,7 +459,18 @@ class Networks:
             if revision is not None and doc.revision != revision:
                 raise errors.PreconditionFailed("The network changed while the request was prepared")
             config = {k: v for k, v in config.items() if v != ""}
-            schema.validate(name, config)
+            from lxdtx.cluster import networks as cluster_networks
+            from lxdtx.cluster import onall
+
+            clustered = onall.clustered(self.daemon)
+            own = {}
+            if clustered:  # the shared config: a member's own keys stay as they are
+                own = (doc.value.get("members") or {}).get(self.daemon.cluster.member_id, {})
+                for key in sorted(config):
+                    if key in cluster_networks.NODE_SPECIFIC and config[key] != own.get(key, ""):
+                        raise errors.BadRequest(f"node-specific config key {key} can't be changed")
+                config = {k: v for k, v in config.items() if k not in cluster_networks.NODE_SPECIFIC}
+            schema.validate(name, {**config, **own})
             config = await self._resolve_addresses(name, config)
             old = doc.value["config"]
             value = dict(doc.value, config=config)
@@ -469,9 +480,13 @@ class Networks:
                 return
             try:
                 if config != old:
-                    await self._apply(name, config, old_config=old)
+                    await self._apply(name, {**config, **own}, old_config={**old, **own})
+                    if clustered:  # every member's bridge too
+                        await onall.apply_on_others(self.daemon, cluster_networks.UPDATE_LOCAL.format(name),
+                                                    {"config": config}, {"config": old})
                 await self.store.commit([Put(KIND, name, value, expect=doc.revision)])
             except Exception:
+                old, config = {**old, **own}, {**config, **own}
                 try:
                     await self._apply(name, old, old_config=config)
                 except Exception as e:

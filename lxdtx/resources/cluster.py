@@ -96,25 +96,29 @@ async def delete_member(req):
 
 
 # -- member to member -----------------------------------------------------------------
-def _json_object(req):
+async def _json_object(req):
+    """The body of another member's call, once our state has reached what it had committed."""
+    from lxdtx.cluster import onall
+
     req.daemon.cluster.peers.caller(req)
     body = req.json()
     if not isinstance(body, dict):
         raise errors.BadRequest("The request body must be a JSON object")
+    await onall.caught_up(req.daemon, body.get("store_revision", body.get("revision")))
     return body
 
 
 async def move_in(req):
     from lxdtx.cluster import move
 
-    return move.start_move_in(req, req.params["name"], _json_object(req))
+    return move.start_move_in(req, req.params["name"], await _json_object(req))
 
 
 async def resolve_intent(req):
     """Undo or finish one of this member's open intents now (lxdtx.cluster.onall)."""
     from lxdtx.cluster import onall
 
-    req.daemon.cluster.peers.caller(req)
+    await _json_object(req)
     await onall.resolve(req.daemon, req.params["name"])
     return empty()
 
@@ -122,7 +126,7 @@ async def resolve_intent(req):
 async def profile_changing(req):
     from lxdtx.cluster import notify
 
-    body = _json_object(req)
+    body = await _json_object(req)
     value = body.get("value")
     if not isinstance(value, dict):
         raise errors.BadRequest("Invalid value for \"value\": must be an object")

@@ -91,7 +91,17 @@ async def delete_network(req):
 async def create_local(req):
     """Another member has us bring up our bridge of a pending network (lxdtx.cluster.networks)."""
     req.daemon.cluster.peers.caller(req)
+    await onall.caught_up(req.daemon, (req.json() or {}).get("revision"))
     return SyncResponse(await cluster_networks.create_local(req.daemon, req.params["name"]))
+
+
+async def update_local(req):
+    req.daemon.cluster.peers.caller(req)
+    body = req.json()
+    await onall.caught_up(req.daemon, body.get("revision") if isinstance(body, dict) else None)
+    await cluster_networks.update_local(req.daemon, req.params["name"],
+                                        body.get("config") if isinstance(body, dict) else None)
+    return empty()
 
 
 async def get_leases(req):
@@ -106,4 +116,5 @@ ENDPOINTS = [
              delete=delete_network),
     Endpoint("/1.0/networks/{name}/leases", get=get_leases),
     Endpoint("/internal/cluster/networks/{name}/create-local", post=create_local),
+    Endpoint("/internal/cluster/networks/{name}/update-local", post=update_local),
 ]

@@ -129,7 +129,17 @@ async def get_resources(req):
 # -- member to member (lxdtx.cluster.pools) ---------------------------------------------------
 async def create_local(req):
     req.daemon.cluster.peers.caller(req)
+    await onall.caught_up(req.daemon, (req.json() or {}).get("revision"))
     return SyncResponse(await cluster_pools.create_local(req.daemon, req.params["name"]))
+
+
+async def update_local(req):
+    req.daemon.cluster.peers.caller(req)
+    body = req.json()
+    await onall.caught_up(req.daemon, body.get("revision") if isinstance(body, dict) else None)
+    await cluster_pools.update_local(req.daemon, req.params["name"], body.get("config") if isinstance(body, dict)
+                                     else None)
+    return empty()
 
 
 ENDPOINTS = [
@@ -139,4 +149,5 @@ ENDPOINTS = [
              patch=Action(patch_pool, body=fields(**POOL_BODY)), delete=delete_pool),
     Endpoint("/1.0/storage-pools/{name}/resources", get=get_resources),
     Endpoint("/internal/cluster/storage-pools/{name}/create-local", post=create_local),
+    Endpoint("/internal/cluster/storage-pools/{name}/update-local", post=update_local),
 ]

@@ -170,6 +170,16 @@ class Pools:
         cls = driver_class(value["driver"])
         if not isinstance(config, dict):
             raise errors.BadRequest("config must be a map")
+        from lxdtx.cluster import onall
+        from lxdtx.cluster import pools as cluster_pools
+
+        clustered = onall.clustered(self._daemon)
+        if clustered:  # the shared config: a member's own keys stay as they are
+            own = onall.local_config(self._daemon, value)
+            for key in sorted(config):
+                if key in cluster_pools.NODE_SPECIFIC and config[key] != own.get(key, ""):
+                    raise errors.BadRequest(f"node-specific config key {key} can't be changed")
+            config = {k: v for k, v in config.items() if k not in cluster_pools.NODE_SPECIFIC}
         # Keys the daemon filled in stay when the client leaves them out.
         merged = dict(config)
         for key in ("source", "volatile.initial_source", "size"):
@@ -187,6 +197,9 @@ class Pools:
         if live:
             await driver.update(live)
         try:
+            if live and clustered:  # every member's pool takes it live too
+                await onall.apply_on_others(self._daemon, cluster_pools.UPDATE_LOCAL.format(name), {"config": live},
+                                            {"config": {k: value["config"].get(k, "") for k in live}})
             await self._store.commit([Put(POOL, name, new_value, expect=revision or doc.revision)])
         except BaseException:
             if live:

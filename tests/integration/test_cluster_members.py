@@ -89,6 +89,9 @@ def test_members_pools_and_moves(daemons):  # noqa: F811
         assert again.returncode != 0 and "already defined on node node1" in again.stderr
         assert node3.request("GET", "/1.0/storage-pools/default").metadata["status"] == "Pending"
         node2.lxc("storage", "create", "default", "dir")
+        # (Another member's commit reaches node3 through its etcd watch: a moment later.)
+        assert wait_until(lambda: node3.request("GET", "/1.0/storage-pools/default").metadata["status"] == "Created",
+                          timeout=10)
         pool = node3.request("GET", "/1.0/storage-pools/default").metadata
         assert pool["status"] == "Created" and "source" not in pool["config"]
         assert sorted(pool["locations"]) == ["node1", "node2", "node3"]
@@ -124,6 +127,17 @@ def test_members_pools_and_moves(daemons):  # noqa: F811
         for d in daemons:
             assert NET in d.ns.links()
             assert subnet in d.ns.addresses(NET)
+        # A change of the shared config reaches every member's bridge; a member's own key stays.
+        node2.lxc("network", "set", NET, "bridge.mtu", "1400")
+        for d in daemons:
+            assert d.ns.links()[NET]["mtu"] == 1400
+        refused = node2.lxc("network", "set", NET, "bridge.external_interfaces", "eth9", check=False)
+        assert refused.returncode != 0 and "can't be changed" in refused.stderr
+        node3.lxc("storage", "set", "default", "rsync.bwlimit", "10MB")
+        assert node1.request("GET", "/1.0/storage-pools/default?target=node2").metadata["config"][
+            "rsync.bwlimit"] == "10MB"
+        refused = node3.lxc("storage", "set", "default", "source", "/elsewhere", check=False)
+        assert refused.returncode != 0 and "can't be changed" in refused.stderr
 
         # A stopped container moved from node1 to node2, asked of node3 (forwarded to node1).
         _create(node1, "c1", "node1")

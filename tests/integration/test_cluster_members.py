@@ -188,6 +188,15 @@ def test_members_pools_and_moves(daemons):  # noqa: F811
         rows = {row[0]: row for row in _csv(node1, "list", "-c", "nsL")}
         assert rows["r2"][1:] == ["RUNNING", "node2"] and rows["c1"][1:] == ["STOPPED", "node1"]
 
+        # node2 restarts: its start-up (recovery sweeps, autostart) touches only its own
+        # containers: node1's c1, marked for autostart, is left alone and whole.
+        node1.lxc("config", "set", "c1", "boot.autostart", "true")
+        node2.stop()
+        node2.start(timeout=120)
+        assert "c1" not in "".join(line for line in node2.log().splitlines() if "autostart" in line.lower())
+        assert node1.request("GET", "/1.0/containers/c1/files?path=/hello").body == b"moved along\n"
+        assert node2.request("GET", "/1.0/containers/r2").metadata["status"] == "Running"
+
         # pylxd against node3: containers with their location, members, a create with target.
         client = pylxd.Client(endpoint=node3.socket_path)
         assert {c.name: c.location for c in client.containers.all()} == {"c1": "node1", "r2": "node2"}

@@ -16,7 +16,8 @@ handler (`Journal.handle`) brings that part of the host to where the intent reso
   every step is carried out again, first first. A failure leaves the record for the next start.
 
 Handlers are idempotent: a step may be recorded and never started, half done, or done twice.
-`recover()` runs at start-up, before the daemon listens.
+`recover()` runs at start-up, before the daemon listens. In a cluster the store is shared: an
+intent names the member that began it (`member`), and only that member resolves it.
 """
 
 import time
@@ -37,6 +38,7 @@ class Journal:
     def __init__(self, store):
         self.store = store
         self._handlers = {}
+        self.member = lambda: ""  # this daemon's cluster member id ("" when not clustered)
 
     def handle(self, kind, handler):
         """`await handler(**args)` resolves a step of `kind` (undo it, or finish it)."""
@@ -46,8 +48,9 @@ class Journal:
         return Intent(self, op, target, finish)
 
     def open(self):
-        """The open intents, oldest first."""
-        return self.store.list(KIND)
+        """This member's open intents, oldest first."""
+        member = self.member()
+        return [doc for doc in self.store.list(KIND) if doc.value.get("member", "") == member]
 
     async def resolve(self, value):
         steps = value.get("steps") or []
@@ -86,6 +89,8 @@ class Intent:
         # Names sort by time: recovery resolves intents in the order they began.
         self.name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         self.value = {"op": op, "target": target, "finish": finish, "steps": []}
+        if journal.member():
+            self.value["member"] = journal.member()
 
     def _step(self, kind, args):
         self.value["steps"].append({"kind": kind, "args": args})

@@ -100,7 +100,7 @@ async def _sweep_volumes(daemon):
             continue
         for name in sorted(set(containers) | set(with_snapshots)):
             doc = store.get(model.KIND, name)
-            owned = doc is not None and doc.value.get("pool") == pool
+            owned = doc is not None and doc.value.get("pool") == pool and model.is_local(daemon, doc.value)
             snapshots = await threads.deferToThread(driver.names_on_disk, "container", name)
             stray = [s for s in snapshots if not (owned and store.exists(model.SNAPSHOT_KIND, f"{name}/{s}"))]
             if (owned or name not in containers) and not stray:
@@ -122,7 +122,7 @@ async def _sweep_container_paths(daemon):
     names = await threads.deferToThread(lambda: sorted({n for root in roots for n in _listdir(root)}))
     report = []
     for name in names:
-        if not daemon.store.exists(model.KIND, name):
+        if not _local_row(daemon, name):
             await instances._remove_links(name)
             report.append(f"container {name}: removed paths no row owned")
     return report
@@ -143,7 +143,7 @@ async def _sweep_cgroups(daemon):
 
     report = []
     for name in sorted(await threads.deferToThread(ours)):
-        if daemon.store.exists(model.KIND, name):
+        if _local_row(daemon, name):
             continue
         if not await threads.deferToThread(instances.remove_cgroups, name):
             log.warn("The cgroups of container {name}, which no row names, still hold processes", name=name)
@@ -181,6 +181,13 @@ async def _sweep_images(daemon):
             await images._settle(fingerprint)
             report.append(f"image {fingerprint}: removed files no row owned")
     return report
+
+
+def _local_row(daemon, name):
+    """Whether a row owns container `name` on this daemon (a cluster's store holds every
+    member's containers: another member's row owns nothing here)."""
+    value = daemon.store.value(model.KIND, name)
+    return value is not None and model.is_local(daemon, value)
 
 
 def _listdir(path):

@@ -138,6 +138,11 @@ async def join(daemon, name, address, certificate):
             await _withdraw(daemon, answer, files)
     await old_choice.close()
     log.info("This server joined the cluster as {name}", name=name)
+    # The cluster's pools and networks, made here from their shared config.
+    from lxdtx.cluster import networks, onall, pools
+
+    await onall.catch_up(daemon, pools.POOL, lambda pool: pools.create_local(daemon, pool))
+    await onall.catch_up(daemon, networks.KIND, lambda network: networks.create_local(daemon, network))
 
 
 def _write_ca(files, answer):

@@ -112,7 +112,12 @@ class Membership:
 
     @property
     def name(self):
-        return self.spec.name if self.spec is not None else ""
+        """This member's name: its document's (another member may have renamed it), else the
+        one it was given."""
+        if self.spec is None:
+            return ""
+        doc = self.member_by_id(self.spec.member_id)
+        return doc.name if doc is not None else self.spec.name
 
     @property
     def member_id(self):
@@ -194,11 +199,33 @@ class Membership:
             raise errors.BadRequest("A member can't remove itself from the cluster: remove it from another member")
         if not force and self.daemon.store_choice.liveness.online(doc.value["id"]):
             raise errors.BadRequest(f"Cluster member '{name}' is online: stop it first, or remove it with force")
+        held = [c for c in self.daemon.store.list("container") if c.value.get("location") == doc.value["id"]]
+        if held and not force:
+            raise errors.BadRequest(f"Cluster member '{name}' still has the following containers: "
+                                    f"{', '.join(c.name for c in held)}")
         gateway = self.daemon.store.backend.gateway
         for member in await gateway.member_list():
             if doc.value["etcd_peer_url"] in member.get("peerURLs", ()):
                 await reconfigure(lambda member=member: gateway.member_remove(member["ID"]), self.daemon.reactor)
-        await self.daemon.store.commit([Delete(KIND, name, expect=doc.revision)])
+        # Forced: what lived only on it goes with it (its containers, its part of each pool).
+        changes = [Delete(KIND, name, expect=doc.revision)]
+        store = self.daemon.store
+        for container in held:
+            snapshots = [s for s in store.list("snapshot") if s.name.startswith(container.name + "/")]
+            changes.append(Delete("container", container.name, expect=container.revision))
+            changes += [Delete("snapshot", s.name, expect=s.revision) for s in snapshots]
+            for volume in [container.name] + [s.name for s in snapshots]:
+                key = f"{container.value.get('pool')}/container/{volume}"
+                if store.exists("volume", key):
+                    changes.append(Delete("volume", key))
+        for kind in ("pool", "network"):
+            for item in store.list(kind):
+                members = item.value.get("members") or {}
+                if doc.value["id"] in members:
+                    rest = {k: v for k, v in members.items() if k != doc.value["id"]}
+                    changes.append(Put(kind, item.name, dict(item.value, members=rest), expect=item.revision))
+        for start in range(0, len(changes), 100):
+            await self.daemon.store.commit(changes[start:start + 100])
 
     # -- becoming the first member ---------------------------------------------------------
     def https_address(self):
@@ -244,6 +271,20 @@ class Membership:
             config = Put(daemon.config.KIND, config_document(spec.member_id), daemon.config.values)
 
             async def take_effect():
+                # The containers already here live on this, the first, member, and its pools and
+                # networks are its own, node-specific keys and all (etcd is thrown
+                # away if the bootstrap fails, so these commits need not be one).
+                from lxdtx.cluster import networks, onall, pools
+
+                located = [Put("container", doc.name, dict(doc.value, location=spec.member_id))
+                           for doc in choice.store.list("container")]
+                # Its pools and networks: their node-specific keys become this member's own.
+                located += [Put(kind, doc.name, onall.as_first_member(doc.value, spec.member_id, keys))
+                            for kind, keys in ((pools.POOL, pools.NODE_SPECIFIC),
+                                               (networks.KIND, networks.NODE_SPECIFIC))
+                            for doc in choice.store.list(kind)]
+                for start in range(0, len(located), 100):
+                    await choice.store.commit(located[start:start + 100])
                 await choice.store.commit([member, config, *own_trust(daemon, choice.store, name)])
                 ENABLE_COPIED()
                 await threads.deferToThread(save_spec, files, spec)  # from here on the daemon is clustered
@@ -280,5 +321,9 @@ async def _remove_cluster_files(daemon):
 
 def register(daemon):
     daemon.cluster = Membership(daemon)
+    daemon.journal.member = lambda: daemon.cluster.member_id
+    from lxdtx.cluster import notify
+
+    notify.register(daemon)
     daemon.journal.handle("cluster-files", lambda: _remove_cluster_files(daemon))
     daemon.environment_sources.append(daemon.cluster.environment)

@@ -7,7 +7,8 @@ its certificate (pinned by whoever calls it) and each member's certificate is in
 shared trust store (the joiner's by the trust password, the first member's added at
 bootstrap), so a member calling another shows its own server certificate.
 
-A request about a container whose `location` is another member is proxied there whole
+A request about a container whose `location` is another member, or about storage volumes
+with `?target=` another member, is proxied there whole
 (method, path, query, body, the headers that matter) and its answer relayed as it came.
 An operation it started lives on that member: its id is remembered here so that
 `/1.0/operations/ID` (and `/wait`) asked of this member go there too. A request that was
@@ -38,6 +39,10 @@ _RESPONSE_HEADERS = ("content-type", "etag", "location", "content-disposition", 
 
 _CONTAINER_PATH = re.compile(r"^/1\.0/(?:containers|instances)/([^/]+)(?:/.*)?$")
 _OPERATION_PATH = re.compile(r"^/1\.0/operations/([^/]+)(?:/.*)?$")
+# Storage volumes asked of a `target` member are that member's; a custom volume is its row's
+# `location`'s.
+_VOLUME_PATH = re.compile(r"^/1\.0/storage-pools/[^/]+/volumes(?:/.*)?$")
+_CUSTOM_VOLUME_PATH = re.compile(r"^/1\.0/storage-pools/([^/]+)/volumes/custom/([^/]+)(?:/.*)?$")
 
 log = Logger()
 
@@ -102,6 +107,21 @@ class Peers:
             raise MemberUnreachable(member.name, answer.get("error") or f"status {code}")
         return answer["metadata"]
 
+    def caller(self, req):
+        """The member document of the cluster member making request `req` (by the TLS
+        certificate it shows); 403 for anyone else."""
+        from OpenSSL import crypto
+
+        cert = req.peer_certificate
+        cluster = getattr(self.daemon, "cluster", None)
+        if cert is not None and cluster is not None and cluster.enabled:
+            shown = tls.fingerprint(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert))
+            for doc in self.daemon.store.list("cluster_member"):
+                pem = doc.value.get("certificate")
+                if pem and tls.fingerprint(tls.pem_to_der(pem)) == shown:
+                    return doc
+        raise errors.Forbidden("Only cluster members may call this")
+
     def remember_operation(self, op_id, member_name):
         self.operations[op_id] = member_name
         while len(self.operations) > REMOTE_OPERATIONS:
@@ -122,6 +142,17 @@ class Peers:
             if not location or location == cluster.member_id:
                 return None
             return cluster.member_by_id(location)
+        if _VOLUME_PATH.match(raw_path):
+            target = (http.args.get(b"target") or [b""])[0].decode("utf-8", "replace")
+            member = cluster.member_or_none(target) if target else None
+            m = _CUSTOM_VOLUME_PATH.match(raw_path)
+            if member is None and m:
+                key = f"{unquote(m.group(1))}/custom/{unquote(m.group(2))}"
+                location = (self.daemon.store.value("volume", key) or {}).get("location")
+                member = cluster.member_by_id(location) if location else None
+            if member is None or member.value["id"] == cluster.member_id:
+                return None
+            return member
         m = _OPERATION_PATH.match(raw_path)
         if m and m.group(1) in self.operations:
             try:

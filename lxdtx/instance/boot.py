@@ -6,7 +6,7 @@ from twisted.logger import Logger
 
 from lxdtx.asyncutil import sleep
 from lxdtx.config.types import is_true, parse_int64
-from lxdtx.instance.model import KIND
+from lxdtx.instance.model import KIND, is_local
 from lxdtx.instance.runtime import STOPPED
 
 log = Logger()
@@ -15,7 +15,7 @@ log = Logger()
 async def on_daemon_start(instances):
     """Remove stopped ephemeral containers; start autostart containers that are not running."""
     candidates = []
-    for doc in instances.store.list(KIND):
+    for doc in _local(instances):
         if instances.status(doc.name) != STOPPED:
             instances.unix_devices.watch(doc.name, instances.expanded(doc.value)[1])  # hotplug goes on
             continue
@@ -39,7 +39,7 @@ async def on_daemon_start(instances):
 async def shutdown_all(instances):
     """`lxdtx shutdown`: stop containers by descending boot.stop.priority, each group in parallel."""
     groups = {}
-    for doc in instances.store.list(KIND):
+    for doc in _local(instances):
         if instances.status(doc.name) == STOPPED:
             continue
         config, _ = instances.expanded(doc.value)
@@ -68,6 +68,11 @@ async def _shutdown_one(instances, name, timeout):
         doc.value["config"]["volatile.last_state.power"] = "RUNNING"
         await instances._save(name, doc.value, doc.revision)
     instances.events.lifecycle("container-shutdown", f"/1.0/containers/{name}")
+
+
+def _local(instances):
+    """This member's containers (a clustered store holds every member's)."""
+    return [doc for doc in instances.store.list(KIND) if is_local(instances.daemon, doc.value)]
 
 
 def _int(value, default=0):

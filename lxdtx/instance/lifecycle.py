@@ -153,6 +153,8 @@ class Instances:
                         for p in doc.value.get("profiles", [])]
             after = model.expand(doc.value, profiles)
             self._validate_expanded(*after)
+            if not model.is_local(self.daemon, doc.value):
+                continue  # its cluster member applies it (lxdtx.cluster.notify)
             if self.status(name) != STOPPED:
                 volatile = await self._apply_live(name, before, after)
                 if volatile:  # nics plugged in: their MACs and names

@@ -76,6 +76,13 @@ def here(daemon):
     return cluster.member_id if cluster is not None else ""
 
 
+def is_local(daemon, value):
+    """Whether the container of document `value` lives on this daemon: a clustered store
+    holds every member's containers, and only the owner touches one on the host."""
+    member = here(daemon)
+    return not member or value.get("location", "") == member
+
+
 def writable(value):
     """What a container's ETag covers."""
     return [value.get("architecture"), value.get("config", {}), value.get("devices", {}),

@@ -8,9 +8,9 @@ change never began, half ran, or ran to the end, and running one twice is
 harmless:
 
 - `container(name, pool)`: volumes of `name` on `pool` that no row owns go (the
-  container's, when its row is missing or lives on another pool; snapshots
-  without their row); the paths of a container without a row go; those of one
-  with a row point at its volume.
+  container's, when its row is missing, lives on another pool or on another cluster
+  member; snapshots without their row); the paths of a container without a row here
+  go; those of one with a row point at its volume.
 - `rename(name, new_name, pool)` (containers or snapshots): a volume renamed
   before the rename was committed is renamed back; then both names are settled.
 - `state(name, pool)`: a container's saved CRIU state (`lxc stop --stateful`) stays
@@ -58,7 +58,7 @@ async def container(instances, name, pool):
     if store.exists("pool", pool):
         driver = pools.driver(pool)
         doc = store.get(model.KIND, name)
-        owned = doc is not None and doc.value.get("pool") == pool
+        owned = doc is not None and doc.value.get("pool") == pool and model.is_local(instances.daemon, doc.value)
         for snapshot in await threads.deferToThread(driver.names_on_disk, "container", name):
             full = f"{name}/{snapshot}"
             if not (owned and store.exists(model.SNAPSHOT_KIND, full)):
@@ -66,7 +66,7 @@ async def container(instances, name, pool):
         if not owned:
             await driver.delete_volume("container", name)
     doc = store.get(model.KIND, name)
-    if doc is None:
+    if doc is None or not model.is_local(instances.daemon, doc.value):  # gone, or on another member
         await instances._remove_links(name)
         await instances.backups.delete_all(name)
         instances.runtime.forget(name)

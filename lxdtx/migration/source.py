@@ -52,47 +52,52 @@ def snapshot_message(short_name, value):
 
 
 async def _send(daemon, name, snapshot_name, channels, container_only, op, going_live=False):
+    async with daemon.instances.locks.hold(name, "migrate"):
+        await send_held(daemon, name, snapshot_name, channels, container_only, op, going_live)
+
+
+async def send_held(daemon, name, snapshot_name, channels, container_only, op, going_live=False):
+    """The source's side of a migration, by a caller that holds the container's lock."""
     reactor = daemon.reactor
     control, fs = channels["control"], channels["fs"]
     instances = daemon.instances
     socket_dir = daemon.path("migration")
-    async with instances.locks.hold(name, "migrate"):
-        doc = instances.get(name)
-        driver = daemon.pools.driver(doc.value["pool"])
-        if snapshot_name is None:
-            volume, value = name, doc.value
-            snapshots = [] if container_only else instances.snapshots.documents(name)
-            running = instances.status(name) == "Running"
-        else:
-            volume = f"{name}/{snapshot_name}"
-            value, snapshots, running = instances.snapshots.get(name, snapshot_name).value, [], False
-        going_live = going_live and running
-        # A live migration's memory dump and its last changes travel over rsync.
-        header = m.MigrationHeader(fs=m.RSYNC if going_live else btrfsmigration.offer(driver))
-        m.set_features(header, m.FEATURES)
-        header.idmap.extend(m.idmap_entries(value.get("config", {}).get("volatile.last_state.idmap")))
-        for snapshot in snapshots:
-            short = snapshot.name.split("/", 1)[1]
-            header.snapshotNames.append(short)
-            header.snapshots.append(snapshot_message(short, snapshot.value))
-        if running:
-            header.criu = m.CRIU_RSYNC if going_live else m.CRIU_NONE
-        pre_copy = await live.pre_copy(instances, name) if going_live else None
-        live.offer_pre_copy(header, pre_copy)
-        control.send(header.SerializeToString())
-        reply = m.decode(m.MigrationHeader, await control.next_message())
-        features = m.features_of(reply)
-        if going_live:
-            live.check_answer(reply)
-            await _send_live(daemon, name, driver, volume, snapshots, channels, socket_dir, features, op,
-                             live.agreed_pre_copy(pre_copy, reply))
-            return
-        if header.fs == m.BTRFS and reply.fs == m.BTRFS:
-            transfer = btrfsmigration.send(daemon, driver, doc.value["pool"], volume, snapshots, running, fs)
-        else:
-            transfer = _transfer(reactor, driver, volume, snapshots, running, fs, socket_dir, features)
-        with Progress(reactor, op, name, lambda: fs.bytes_sent):
-            await protocol.send(reactor, control, transfer, "container")
+    doc = instances.get(name)
+    driver = daemon.pools.driver(doc.value["pool"])
+    if snapshot_name is None:
+        volume, value = name, doc.value
+        snapshots = [] if container_only else instances.snapshots.documents(name)
+        running = instances.status(name) == "Running"
+    else:
+        volume = f"{name}/{snapshot_name}"
+        value, snapshots, running = instances.snapshots.get(name, snapshot_name).value, [], False
+    going_live = going_live and running
+    # A live migration's memory dump and its last changes travel over rsync.
+    header = m.MigrationHeader(fs=m.RSYNC if going_live else btrfsmigration.offer(driver))
+    m.set_features(header, m.FEATURES)
+    header.idmap.extend(m.idmap_entries(value.get("config", {}).get("volatile.last_state.idmap")))
+    for snapshot in snapshots:
+        short = snapshot.name.split("/", 1)[1]
+        header.snapshotNames.append(short)
+        header.snapshots.append(snapshot_message(short, snapshot.value))
+    if running:
+        header.criu = m.CRIU_RSYNC if going_live else m.CRIU_NONE
+    pre_copy = await live.pre_copy(instances, name) if going_live else None
+    live.offer_pre_copy(header, pre_copy)
+    control.send(header.SerializeToString())
+    reply = m.decode(m.MigrationHeader, await control.next_message())
+    features = m.features_of(reply)
+    if going_live:
+        live.check_answer(reply)
+        await _send_live(daemon, name, driver, volume, snapshots, channels, socket_dir, features, op,
+                         live.agreed_pre_copy(pre_copy, reply))
+        return
+    if header.fs == m.BTRFS and reply.fs == m.BTRFS:
+        transfer = btrfsmigration.send(daemon, driver, doc.value["pool"], volume, snapshots, running, fs)
+    else:
+        transfer = _transfer(reactor, driver, volume, snapshots, running, fs, socket_dir, features)
+    with Progress(reactor, op, name, lambda: fs.bytes_sent):
+        await protocol.send(reactor, control, transfer, "container")
 
 
 async def _send_live(daemon, name, driver, volume, snapshots, channels, socket_dir, features, op, rounds=None):

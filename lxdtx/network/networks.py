@@ -86,8 +86,9 @@ class Networks:
     def directory(self, name):
         return schema.state_dir(self.daemon.dir, name)
 
-    def _all_nic_users(self, override=None):
-        """{parent: [(container, device name, device, container config)]} of every container's nics.
+    def _all_nic_users(self, override=None, everywhere=False):
+        """{parent: [(container, device name, device, container config)]} of every container's nics:
+        this member's containers, or with `everywhere` those of every cluster member (`used_by`).
 
         `override`: (container, expanded config, expanded devices) not committed yet
         (a container starting or being updated), used instead of its document; with
@@ -97,7 +98,11 @@ class Networks:
         instances = getattr(self.daemon, "instances", None)
         if instances is None:
             return found
-        expanded = {doc.name: instances.expanded(doc.value) for doc in self.store.list("container")}
+        from lxdtx.instance.model import is_local
+
+        # Another cluster member's containers use its own bridge of that name.
+        expanded = {doc.name: instances.expanded(doc.value) for doc in self.store.list("container")
+                    if everywhere or is_local(self.daemon, doc.value)}
         if override is not None:
             expanded[override[0]] = (override[1], override[2])
             if override[1] is None:
@@ -119,15 +124,24 @@ class Networks:
         return self._all_nic_users(override).get(name, [])
 
     def used_by(self, name, users=None):
-        users = self._all_nic_users() if users is None else users
+        users = self._all_nic_users(everywhere=True) if users is None else users
         return sorted({container for container, _, _, _ in users.get(name, [])})
 
-    def render(self, name, value, users=None):
+    def render(self, name, value, users=None, target=None):
+        """A managed network as the API shows it; in a cluster the shared config, or with
+        `target` (a member document) that member's (lxdtx.cluster.networks)."""
+        from lxdtx.cluster import onall
+
+        config, status, locations = value.get("config", {}), "Created", ["none"]
+        if onall.clustered(self.daemon):
+            status, locations = onall.status(value), onall.locations(self.daemon, value)
+            if target is not None:
+                config = onall.member_config(value, target.value["id"])
         return {
-            "name": name, "description": value.get("description", ""), "config": value.get("config", {}),
+            "name": name, "description": value.get("description", ""), "config": config,
             "managed": True, "type": TYPE,
             "used_by": [f"/1.0/containers/{c}" for c in self.used_by(name, users)],
-            "status": "Created", "locations": ["none"],
+            "status": status, "locations": locations,
         }
 
     def render_unmanaged(self, link, users=None):
@@ -140,17 +154,17 @@ class Networks:
 
     async def everything(self):
         """[(name, API object)] of every managed network and host interface, sorted by name."""
-        users = self._all_nic_users()
+        users = self._all_nic_users(everywhere=True)
         found = {link["name"]: self.render_unmanaged(link, users) for link in await run_in_thread(links.links)}
         for doc in self.store.list(KIND):
             found[doc.name] = self.render(doc.name, doc.value, users)
         return sorted(found.items())
 
-    async def lookup(self, name):
+    async def lookup(self, name, target=None):
         """The API object of a managed network or host interface (404 otherwise)."""
         doc = self.store.get(KIND, name)
         if doc is not None:
-            return self.render(name, doc.value), writable(name, doc.value)
+            return self.render(name, doc.value, target=target), writable(name, doc.value)
         link = await run_in_thread(links.link, name)
         if link is None:
             raise errors.NotFound(f"Network '{name}' not found")
@@ -328,8 +342,12 @@ class Networks:
     # -- lifecycle ---------------------------------------------------------------------------
     async def restore_all(self):
         """Daemon start: bring every network up again, reusing what survived (links, leases)."""
+        from lxdtx.cluster.onall import local_config, made_here
+
         for doc in self.store.list(KIND):
-            config = doc.value["config"]
+            if not made_here(self.daemon, doc.value):
+                continue  # a cluster's network still being made, or not made on this member
+            config = local_config(self.daemon, doc.value)
             try:
                 await self._apply(doc.name, config, old_config=config)
             except Exception as e:
@@ -418,8 +436,12 @@ class Networks:
         await self._teardown(name, config)
 
     async def settle(self, name, config):
-        """A step of an interrupted change: network `name` without a row goes from the host."""
-        if not self.store.exists(KIND, name):
+        """A step of an interrupted change: network `name` without a row goes from the host
+        (in a cluster: without a row that says `Created` with this member's keys)."""
+        from lxdtx.cluster.onall import made_here
+
+        doc = self.store.get(KIND, name)
+        if doc is None or not made_here(self.daemon, doc.value):
             await self._teardown(name, config)
             await self._remove_directory(name)
 
@@ -437,7 +459,18 @@ class Networks:
             if revision is not None and doc.revision != revision:
                 raise errors.PreconditionFailed("The network changed while the request was prepared")
             config = {k: v for k, v in config.items() if v != ""}
-            schema.validate(name, config)
+            from lxdtx.cluster import networks as cluster_networks
+            from lxdtx.cluster import onall
+
+            clustered = onall.clustered(self.daemon)
+            own = {}
+            if clustered:  # the shared config: a member's own keys stay as they are
+                own = (doc.value.get("members") or {}).get(self.daemon.cluster.member_id, {})
+                for key in sorted(config):
+                    if key in cluster_networks.NODE_SPECIFIC and config[key] != own.get(key, ""):
+                        raise errors.BadRequest(f"node-specific config key {key} can't be changed")
+                config = {k: v for k, v in config.items() if k not in cluster_networks.NODE_SPECIFIC}
+            schema.validate(name, {**config, **own})
             config = await self._resolve_addresses(name, config)
             old = doc.value["config"]
             value = dict(doc.value, config=config)
@@ -447,9 +480,13 @@ class Networks:
                 return
             try:
                 if config != old:
-                    await self._apply(name, config, old_config=old)
+                    await self._apply(name, {**config, **own}, old_config={**old, **own})
+                    if clustered:  # every member's bridge too
+                        await onall.apply_on_others(self.daemon, cluster_networks.UPDATE_LOCAL.format(name),
+                                                    {"config": config}, {"config": old})
                 await self.store.commit([Put(KIND, name, value, expect=doc.revision)])
             except Exception:
+                old, config = {**old, **own}, {**config, **own}
                 try:
                     await self._apply(name, old, old_config=config)
                 except Exception as e:
@@ -458,6 +495,10 @@ class Networks:
                 raise
 
     async def rename(self, name, new_name):
+        from lxdtx.cluster.onall import clustered
+
+        if clustered(self.daemon):
+            raise errors.BadRequest("Renaming a network is not supported in a cluster")
         schema.check_name(new_name)
         async with self._lock(name):
             doc = self.get(name)
@@ -488,6 +529,12 @@ class Networks:
             doc = self.get(name)
             if self.used_by(name):
                 raise errors.BadRequest("The network is currently in use")
+            from lxdtx.cluster import networks as cluster_networks
+            from lxdtx.cluster.onall import clustered
+
+            if clustered(self.daemon):
+                await cluster_networks.delete(self.daemon, name, doc)
+                return
             config = doc.value["config"]
             # The row goes first, with the intent to remove the rest: finished by the next
             # start if we are killed half way.

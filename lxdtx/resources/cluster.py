@@ -95,6 +95,45 @@ async def delete_member(req):
     return empty()
 
 
+# -- member to member -----------------------------------------------------------------
+async def _json_object(req):
+    """The body of another member's call, once our state has reached what it had committed."""
+    from lxdtx.cluster import onall
+
+    req.daemon.cluster.peers.caller(req)
+    body = req.json()
+    if not isinstance(body, dict):
+        raise errors.BadRequest("The request body must be a JSON object")
+    await onall.caught_up(req.daemon, body.get("store_revision", body.get("revision")))
+    return body
+
+
+async def move_in(req):
+    from lxdtx.cluster import move
+
+    return move.start_move_in(req, req.params["name"], await _json_object(req))
+
+
+async def resolve_intent(req):
+    """Undo or finish one of this member's open intents now (lxdtx.cluster.onall)."""
+    from lxdtx.cluster import onall
+
+    await _json_object(req)
+    await onall.resolve(req.daemon, req.params["name"])
+    return empty()
+
+
+async def profile_changing(req):
+    from lxdtx.cluster import notify
+
+    body = await _json_object(req)
+    value = body.get("value")
+    if not isinstance(value, dict):
+        raise errors.BadRequest("Invalid value for \"value\": must be an object")
+    await notify.apply_profile(req.daemon, string(body, "profile"), value)
+    return empty()
+
+
 ENDPOINTS = [
     Endpoint("/1.0/cluster", get=get_cluster,
              put=Action(put_cluster, body=bodies.fields(server_name=bodies.STRING, enabled=bodies.BOOLEAN,
@@ -104,4 +143,8 @@ ENDPOINTS = [
     Endpoint("/1.0/cluster/members/{name}", get=get_member, post=Action(rename_member, body=bodies.fields(server_name=bodies.STRING)), delete=delete_member),
     # A joining server, whose certificate the cluster trusts, asks a member to add it.
     Endpoint("/internal/cluster/accept", post=accept_member),
+    # Another member, by its certificate: take a container moved here, apply a profile change.
+    Endpoint("/internal/cluster/containers/{name}/move-in", post=move_in),
+    Endpoint("/internal/cluster/profile-changing", post=profile_changing),
+    Endpoint("/internal/cluster/intents/{name}/resolve", post=resolve_intent),
 ]

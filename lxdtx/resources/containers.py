@@ -275,6 +275,13 @@ async def post_container(req):
     name = req.params["name"]
     instances.get(name)
     body = req.json()
+    target = req.query.get("target", "")
+    if target and body.get("migration"):
+        if not req.daemon.cluster.enabled:
+            raise errors.BadRequest("Target only allowed when clustered")
+        from lxdtx.cluster import move
+
+        return move.start(req, name, body, target)
     if body.get("migration") and body.get("pool"):
         from lxdtx.instance.copy import start_pool_move
 

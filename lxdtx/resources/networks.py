@@ -3,6 +3,8 @@
 
 from lxdtx import errors
 from lxdtx.bodies import RENAME, STRING, config, fields, one_of_strings
+from lxdtx.cluster import networks as cluster_networks
+from lxdtx.cluster import onall
 from lxdtx.network.networks import writable
 from lxdtx.resources.common import mapping, string
 from lxdtx.response import SyncResponse, created, empty, etag_of
@@ -21,13 +23,23 @@ async def list_networks(req):
 async def create_network(req):
     body = req.json()
     name = string(body, "name")
+    if onall.clustered(req.daemon):
+        target = req.query.get("target", "")
+        args = (req.daemon, name, string(body, "description"), mapping(body, "config"), string(body, "type"))
+        if target:
+            await cluster_networks.define(*args, target)
+        else:
+            await cluster_networks.create(*args)
+        return created(f"/1.0/networks/{name}")
     await req.daemon.networks.create(name, string(body, "description"), mapping(body, "config"),
                                      string(body, "type"))
     return created(f"/1.0/networks/{name}")
 
 
 async def get_network(req):
-    rendered, etag = await req.daemon.networks.lookup(req.params["name"])
+    target = req.query.get("target", "")
+    member = req.daemon.cluster.get(target) if target and onall.clustered(req.daemon) else None
+    rendered, etag = await req.daemon.networks.lookup(req.params["name"], member)
     return SyncResponse(rendered, etag=etag_of(etag))
 
 
@@ -76,6 +88,22 @@ async def delete_network(req):
     return empty()
 
 
+async def create_local(req):
+    """Another member has us bring up our bridge of a pending network (lxdtx.cluster.networks)."""
+    req.daemon.cluster.peers.caller(req)
+    await onall.caught_up(req.daemon, (req.json() or {}).get("revision"))
+    return SyncResponse(await cluster_networks.create_local(req.daemon, req.params["name"]))
+
+
+async def update_local(req):
+    req.daemon.cluster.peers.caller(req)
+    body = req.json()
+    await onall.caught_up(req.daemon, body.get("revision") if isinstance(body, dict) else None)
+    await cluster_networks.update_local(req.daemon, req.params["name"],
+                                        body.get("config") if isinstance(body, dict) else None)
+    return empty()
+
+
 async def get_leases(req):
     return SyncResponse(await req.daemon.networks.leases(req.params["name"]))
 
@@ -87,4 +115,6 @@ ENDPOINTS = [
              patch=Action(patch_network, body=fields(**NETWORK)), post=Action(rename_network, body=RENAME),
              delete=delete_network),
     Endpoint("/1.0/networks/{name}/leases", get=get_leases),
+    Endpoint("/internal/cluster/networks/{name}/create-local", post=create_local),
+    Endpoint("/internal/cluster/networks/{name}/update-local", post=update_local),
 ]

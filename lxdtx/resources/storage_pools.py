@@ -2,11 +2,14 @@
 """`/1.0/storage-pools`: list, create, get, put, patch, delete, resources.
 
 The `target` query parameter (a cluster member) is accepted everywhere; on a
-single server every pool lives on the one member, `none`.
+single server every pool lives on the one member, `none`. In a cluster `target` defines
+a pool on one member, or shows that member's view of it (lxdtx.cluster.pools).
 """
 
 from lxdtx import errors
 from lxdtx.bodies import STRING, config, fields, one_of_strings
+from lxdtx.cluster import onall
+from lxdtx.cluster import pools as cluster_pools
 from lxdtx.resources.common import string
 from lxdtx.response import SyncResponse, created, empty, etag_of
 from lxdtx.router import Action, Endpoint
@@ -23,16 +26,24 @@ def _etag(doc):
 POOL_BODY = dict(description=STRING, config=config("storage-pool"))
 
 
-async def render_pool(daemon, name, value):
+async def render_pool(daemon, name, value, target=""):
+    """A pool as the API shows it; in a cluster the shared config, or with `target` that
+    member's (its own keys included)."""
+    config, status, locations = value["config"], "Created", ["none"]
+    if onall.clustered(daemon):
+        status, locations = onall.status(value), cluster_pools.locations(daemon, value)
+        if target:
+            config = cluster_pools.member_view(daemon, value, daemon.cluster.get(target))
     return {"name": name, "driver": value["driver"], "description": value.get("description", ""),
-            "config": value["config"], "used_by": await daemon.pools.used_by(name), "status": "Created",
-            "locations": ["none"]}
+            "config": config, "used_by": await daemon.pools.used_by(name), "status": status,
+            "locations": locations}
 
 
 async def list_pools(req):
     daemon = req.daemon
     if req.recursion:
-        return SyncResponse([await render_pool(daemon, d.name, d.value) for d in daemon.store.list(POOL)])
+        target = req.query.get("target", "") if onall.clustered(daemon) else ""
+        return SyncResponse([await render_pool(daemon, d.name, d.value, target) for d in daemon.store.list(POOL)])
     return SyncResponse([f"/1.0/storage-pools/{n}" for n in daemon.pools.names()])
 
 
@@ -56,6 +67,14 @@ async def create_pool(req):
     driver = string(body, "driver")
     if not driver:
         raise errors.BadRequest("No driver provided")
+    target = req.query.get("target", "")
+    if onall.clustered(req.daemon):
+        if target:
+            await cluster_pools.define(req.daemon, name, driver, _config(body), string(body, "description"), target)
+            return created(f"/1.0/storage-pools/{name}")
+        await cluster_pools.create(req.daemon, name, driver, _config(body), string(body, "description"))
+        req.daemon.events.lifecycle("storage-pool-created", f"/1.0/storage-pools/{name}")
+        return created(f"/1.0/storage-pools/{name}")
     await req.daemon.pools.create(name, driver, _config(body), string(body, "description"))
     req.daemon.events.lifecycle("storage-pool-created", f"/1.0/storage-pools/{name}")
     return created(f"/1.0/storage-pools/{name}")
@@ -63,7 +82,8 @@ async def create_pool(req):
 
 async def get_pool(req):
     doc = req.daemon.pools.get(req.params["name"])
-    return SyncResponse(await render_pool(req.daemon, doc.name, doc.value), etag=etag_of(_etag(doc)))
+    target = req.query.get("target", "") if onall.clustered(req.daemon) else ""
+    return SyncResponse(await render_pool(req.daemon, doc.name, doc.value, target), etag=etag_of(_etag(doc)))
 
 
 async def put_pool(req):
@@ -106,10 +126,28 @@ async def get_resources(req):
     return SyncResponse(usage)
 
 
+# -- member to member (lxdtx.cluster.pools) ---------------------------------------------------
+async def create_local(req):
+    req.daemon.cluster.peers.caller(req)
+    await onall.caught_up(req.daemon, (req.json() or {}).get("revision"))
+    return SyncResponse(await cluster_pools.create_local(req.daemon, req.params["name"]))
+
+
+async def update_local(req):
+    req.daemon.cluster.peers.caller(req)
+    body = req.json()
+    await onall.caught_up(req.daemon, body.get("revision") if isinstance(body, dict) else None)
+    await cluster_pools.update_local(req.daemon, req.params["name"], body.get("config") if isinstance(body, dict)
+                                     else None)
+    return empty()
+
+
 ENDPOINTS = [
     Endpoint("/1.0/storage-pools", get=list_pools,
              post=Action(create_pool, body=fields(name=STRING, driver=one_of_strings(*DRIVERS), **POOL_BODY))),
     Endpoint("/1.0/storage-pools/{name}", get=get_pool, put=Action(put_pool, body=fields(**POOL_BODY)),
              patch=Action(patch_pool, body=fields(**POOL_BODY)), delete=delete_pool),
     Endpoint("/1.0/storage-pools/{name}/resources", get=get_resources),
+    Endpoint("/internal/cluster/storage-pools/{name}/create-local", post=create_local),
+    Endpoint("/internal/cluster/storage-pools/{name}/update-local", post=update_local),
 ]

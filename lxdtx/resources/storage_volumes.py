@@ -62,13 +62,23 @@ async def _all(daemon, pool, only=None):
     return sorted(found, key=lambda v: (v[0], v[1]))
 
 
+def _location(daemon, value):
+    """The member a volume is on: its row's `location`, else (image caches, container
+    volumes) the member answering, whose pool has it."""
+    cluster = daemon.cluster
+    if not cluster.enabled:
+        return "none"
+    return cluster.location_name(value.get("location") or cluster.member_id)
+
+
 async def _list(req, only):
     daemon = req.daemon
     pool = req.params["pool"]
     daemon.pools.get(pool)
     found = await _all(daemon, pool, only)
     if req.recursion:
-        return SyncResponse([custom_volumes.render(pool, t, n, v, _used_by(daemon, pool, t, n)) for t, n, v in found])
+        return SyncResponse([custom_volumes.render(pool, t, n, v, _used_by(daemon, pool, t, n), _location(daemon, v))
+                             for t, n, v in found])
     return SyncResponse([_url(pool, t, n) for t, n, _ in found])
 
 
@@ -142,11 +152,12 @@ async def get_volume(req):
         if name not in await daemon.pools.image_volumes(pool):
             raise errors.NotFound(f"Storage volume \"{name}\" of type image not found in pool \"{pool}\"")
         value = {"config": {}, "description": ""}
-        return SyncResponse(custom_volumes.render(pool, "image", name, value, _used_by(daemon, pool, "image", name)),
+        return SyncResponse(custom_volumes.render(pool, "image", name, value, _used_by(daemon, pool, "image", name),
+                                                  _location(daemon, value)),
                             etag=etag_of(_etag(name, "image", value)))
     pool, vol_type, name, doc = _volume_doc(req)
     return SyncResponse(custom_volumes.render(pool, vol_type, name, doc.value,
-                                              _used_by(daemon, pool, vol_type, name)),
+                                              _used_by(daemon, pool, vol_type, name), _location(daemon, doc.value)),
                         etag=etag_of(_etag(name, vol_type, doc.value)))
 
 

@@ -66,13 +66,19 @@ class Pools:
 
     def driver(self, name):
         """The driver instance of a pool (config as stored)."""
+        from lxdtx.cluster.onall import local_config
+
         doc = self.get(name)
         driver = self._drivers.get(name)
-        if driver is None or driver.config != doc.value["config"]:
+        config = local_config(self._daemon, doc.value)  # a cluster member's: with its own keys
+        if driver is None or driver.config != config:
             cls = driver_class(doc.value["driver"])
-            driver = self._drivers[name] = cls(name, doc.value["config"], self._daemon.dir)
+            driver = self._drivers[name] = cls(name, config, self._daemon.dir)
             driver.lookup_volume = lambda vol_type, vol, pool=name: self._volume_config(pool, vol_type, vol)
         return driver
+
+    def forget_driver(self, name):
+        self._drivers.pop(name, None)
 
     def _volume_config(self, pool, vol_type, name):
         doc = self.volume(pool, vol_type, name)
@@ -85,7 +91,11 @@ class Pools:
         sources = getattr(self._daemon, "environment_sources", None)
         if sources is not None and self.environment not in sources:
             sources.append(self.environment)
+        from lxdtx.cluster.onall import made_here
+
         for name in self.names():
+            if not made_here(self._daemon, self.get(name).value):
+                continue  # a cluster's pool still being made, or not made on this member
             try:
                 await self.driver(name).mount()
             except Exception:
@@ -132,8 +142,13 @@ class Pools:
     async def settle(self, name, driver, config, delete=False):
         """A step of an interrupted pool create or delete (lxdtx.journal): with no row for the
         pool, its image volumes go, then the pool as `lxc storage delete` removes it (`delete`)
-        or, for a create, only what the daemon made for it (a source the user named stays)."""
-        if self._store.exists(POOL, name):
+        or, for a create, only what the daemon made for it (a source the user named stays).
+        A cluster's pool whose row is not `Created` with this member's keys (lxdtx.cluster.onall)
+        counts as no row."""
+        from lxdtx.cluster.onall import made_here
+
+        doc = self._store.get(POOL, name)
+        if doc is not None and made_here(self._daemon, doc.value):
             return
         cls = driver_class(driver)
         if cls is None:
@@ -155,6 +170,16 @@ class Pools:
         cls = driver_class(value["driver"])
         if not isinstance(config, dict):
             raise errors.BadRequest("config must be a map")
+        from lxdtx.cluster import onall
+        from lxdtx.cluster import pools as cluster_pools
+
+        clustered = onall.clustered(self._daemon)
+        if clustered:  # the shared config: a member's own keys stay as they are
+            own = onall.local_config(self._daemon, value)
+            for key in sorted(config):
+                if key in cluster_pools.NODE_SPECIFIC and config[key] != own.get(key, ""):
+                    raise errors.BadRequest(f"node-specific config key {key} can't be changed")
+            config = {k: v for k, v in config.items() if k not in cluster_pools.NODE_SPECIFIC}
         # Keys the daemon filled in stay when the client leaves them out.
         merged = dict(config)
         for key in ("source", "volatile.initial_source", "size"):
@@ -172,6 +197,9 @@ class Pools:
         if live:
             await driver.update(live)
         try:
+            if live and clustered:  # every member's pool takes it live too
+                await onall.apply_on_others(self._daemon, cluster_pools.UPDATE_LOCAL.format(name), {"config": live},
+                                            {"config": {k: value["config"].get(k, "") for k in live}})
             await self._store.commit([Put(POOL, name, new_value, expect=revision or doc.revision)])
         except BaseException:
             if live:
@@ -197,12 +225,18 @@ class Pools:
         return found
 
     async def delete(self, name):
+        from lxdtx.cluster import pools as cluster_pools
+        from lxdtx.cluster.onall import clustered
+
         doc = self.get(name)
         if any(t in ("container", "custom") for t, _, _ in self.volume_documents(name)):
             raise InUse(f"storage pool \"{name}\" has volumes attached to it")
         profiles = self._profiles_using(name)
         if profiles:
             raise InUse(f"Storage pool \"{name}\" has profiles using it:\n" + "\n".join(profiles))
+        if clustered(self._daemon):
+            await cluster_pools.delete(self._daemon, name, doc)
+            return
         # The row goes first, with the intent to remove the rest: a start after a kill
         # finishes the removal instead of mounting half a pool.
         value = doc.value
@@ -241,6 +275,10 @@ class Pools:
         key = volume_key(pool, vol_type, name)
         if value is None:
             return Delete(VOLUME, key, expect=expect)
+        if vol_type == "custom":  # in a cluster, the member whose pool has it (lxdtx.cluster.peers)
+            from lxdtx.instance.model import here
+
+            value = dict(value, location=here(self._daemon))
         return Put(VOLUME, key, value, expect=expect)
 
     async def image_volumes(self, pool):

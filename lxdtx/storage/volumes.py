@@ -34,9 +34,10 @@ def check_volume_name(name):
         raise errors.BadRequest(f"Invalid storage volume name \"{name}\"")
 
 
-def render(pool, vol_type, name, value, used_by):
+def render(pool, vol_type, name, value, used_by, location="none"):
+    """`location`: the name of the cluster member that has the volume ("none": not clustered)."""
     return {"name": name, "type": vol_type, "description": value.get("description", ""),
-            "config": value.get("config", {}), "used_by": used_by, "location": "none"}
+            "config": value.get("config", {}), "used_by": used_by, "location": location}
 
 
 def _uses(device, pool, name):

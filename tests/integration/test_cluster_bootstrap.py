@@ -102,10 +102,18 @@ def test_refusals_change_nothing(lone):
 
 def _assert_moved(after, before):
     """Everything moved; the one addition is the member's own server certificate, trusted so
-    that the other members may call it (lxdtx.cluster.peers)."""
+    that the other members may call it (lxdtx.cluster.peers). Pools and networks are now the
+    first member's: located there, their node-specific keys shown only with `?target=`."""
+    from lxdtx.cluster import networks, pools
+
     own = [c for c in after["/1.0/certificates"] if c not in before["/1.0/certificates"]]
     assert [c["name"] for c in own] == ["node1"]
     after["/1.0/certificates"] = [c for c in after["/1.0/certificates"] if c not in own]
+    for path, hidden in (("/1.0/storage-pools", pools.NODE_SPECIFIC), ("/1.0/networks", networks.NODE_SPECIFIC)):
+        for obj in before[path]:
+            if obj.get("managed", True):
+                obj["config"] = {k: v for k, v in obj["config"].items() if k not in hidden}
+                obj["locations"] = ["node1"]
     assert after == before
 
 

@@ -4,8 +4,8 @@ listed with their `location` on every member, requests about them (get, file pus
 pull, delete) forwarded to the member that holds them, and an unreachable member's
 containers listed as "Error" while the list still answers.
 
-The storage pool is one `dir` pool whose source all three reach (they share this host's
-file system): per-member pools (`target` on storage pools) are not there yet."""
+The storage pool is one `dir` pool, defined on each member with a source of its own and
+then made on all (test_cluster_members covers those pools)."""
 
 import shutil
 import tempfile
@@ -41,8 +41,11 @@ def test_containers_across_members(daemons):  # noqa: F811
         for d in daemons:
             assert wait_until(lambda d=d: all(m["status"] == "Online" for m in _members(d).values())
                               and len(_members(d)) == 3, timeout=30)
-        made = node1.request("POST", "/1.0/storage-pools", {"name": "default", "driver": "dir",
-                                                            "config": {"source": source}})
+        for i in (1, 2, 3):
+            pending = node1.request("POST", f"/1.0/storage-pools?target=node{i}", {
+                "name": "default", "driver": "dir", "config": {"source": f"{source}/node{i}"}})
+            assert pending.status in (200, 201), pending.json
+        made = node1.request("POST", "/1.0/storage-pools", {"name": "default", "driver": "dir"})
         assert made.status in (200, 201), made.json
 
         # From node1 onto node2; without a target onto the least busy (node1, by name on a tie).

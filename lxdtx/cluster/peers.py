@@ -9,10 +9,15 @@ bootstrap), so a member calling another shows its own server certificate.
 
 A request about a container whose `location` is another member is proxied there whole
 (method, path, query, body, the headers that matter) and its answer relayed as it came.
-An operation it started lives on that member: its id is remembered here so that
-`/1.0/operations/ID` (and `/wait`) asked of this member go there too. A request that was
-forwarded carries `FORWARDED` and is never forwarded again; a container list asked with
-it answers with this member's containers only.
+An operation it started lives on that member: its id is remembered here (from the
+answer, and from the member's operation events, lxdtx.cluster.events) so that
+`/1.0/operations/ID` (get, `/wait`, cancel) asked of this member go there too; an id
+known nowhere here is asked of the other members. Its websockets
+(`/1.0/operations/ID/websocket?secret=`: exec, console) are relayed frame by frame
+(lxdtx.websocket.relay): the member dials the owner's websocket with its own
+certificate, pinning the owner's, and joins the two. A request that was forwarded
+carries `FORWARDED` and is never forwarded again; a container list asked with it
+answers with this member's containers only, an event stream only this member's events.
 """
 
 import json
@@ -24,12 +29,13 @@ from twisted.logger import Logger
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from lxdtx import errors, tls
+from lxdtx import errors, operations, tls
 from lxdtx.response import Response
 
 FORWARDED = "X-Lxdtx-Forwarded"
 REMOTE_OPERATIONS = 1000  # remembered operation ids, oldest dropped first
 CALL_TIMEOUT = 30
+RELAY_OPEN_TIMEOUT = 30  # the client's end of a relayed websocket must open within this
 # Headers of a request that carry meaning to the member it is forwarded to.
 _REQUEST_HEADERS = ("content-type", "if-match", "x-lxd-uid", "x-lxd-gid", "x-lxd-mode", "x-lxd-type",
                     "x-lxd-write", "range", "user-agent")
@@ -38,6 +44,7 @@ _RESPONSE_HEADERS = ("content-type", "etag", "location", "content-disposition", 
 
 _CONTAINER_PATH = re.compile(r"^/1\.0/(?:containers|instances)/([^/]+)(?:/.*)?$")
 _OPERATION_PATH = re.compile(r"^/1\.0/operations/([^/]+)(?:/.*)?$")
+LOOKUP = object()  # owner(): an operation known nowhere here, to be asked of the other members
 
 log = Logger()
 
@@ -65,6 +72,7 @@ class Peers:
     def __init__(self, daemon):
         self.daemon = daemon
         self.operations = {}  # operation id -> member name, for operations started through us
+        self.states = {}  # operation id -> its last object seen here (answers, events)
 
     def _client(self, member):
         import treq
@@ -102,10 +110,29 @@ class Peers:
             raise MemberUnreachable(member.name, answer.get("error") or f"status {code}")
         return answer["metadata"]
 
-    def remember_operation(self, op_id, member_name):
+    def remember_operation(self, op_id, member_name, state=None):
         self.operations[op_id] = member_name
+        if isinstance(state, dict):
+            self.states[op_id] = state
         while len(self.operations) > REMOTE_OPERATIONS:
+            self.states.pop(next(iter(self.operations)), None)
             del self.operations[next(iter(self.operations))]
+
+    def fail_operations_of(self, member_name):
+        """The operations of a member that went away, as failed, to this member's listeners:
+        a client waiting for one through our events (`lxc exec` does) is not left waiting
+        for an event that will never come. The owner's own answer, if it comes back,
+        still wins for whoever asks it."""
+        events = self.daemon.events
+        for op_id, name in list(self.operations.items()):
+            state = self.states.get(op_id)
+            if name != member_name or state is None or state.get("status_code", 0) >= operations.SUCCESS:
+                continue
+            failed = dict(state, status=operations.STATUS_TEXT[operations.FAILURE],
+                          status_code=operations.FAILURE, may_cancel=False,
+                          err=f"Cluster member '{member_name}' is unreachable")
+            self.states[op_id] = failed
+            events.send("operation", failed)
 
     # -- forwarding ------------------------------------------------------------------
     def owner(self, http, raw_path):
@@ -113,8 +140,6 @@ class Peers:
         cluster = getattr(self.daemon, "cluster", None)
         if cluster is None or not cluster.enabled or http.getHeader(FORWARDED):
             return None
-        if raw_path.endswith("/websocket"):
-            return None  # websockets are not proxied member to member (yet): answered here
         m = _CONTAINER_PATH.match(raw_path)
         if m:
             value = self.daemon.store.value("container", unquote(m.group(1)))
@@ -123,18 +148,47 @@ class Peers:
                 return None
             return cluster.member_by_id(location)
         m = _OPERATION_PATH.match(raw_path)
-        if m and m.group(1) in self.operations:
+        if m:
+            op_id = unquote(m.group(1))
             try:
-                self.daemon.operations.get(m.group(1))
+                self.daemon.operations.get(op_id)
                 return None
             except errors.NotFound:
                 pass
-            return cluster.member_or_none(self.operations[m.group(1)])
+            if op_id in self.operations:
+                return cluster.member_or_none(self.operations[op_id])
+            return LOOKUP
         return None
 
+    async def _find_operation(self, op_id):
+        """The member document that has operation `op_id`, asking every other online member."""
+        cluster = self.daemon.cluster
+        others = [doc for doc in self.daemon.store.list("cluster_member")
+                  if doc.value.get("id") != cluster.member_id and cluster.online(doc)]
+
+        async def ask(doc):
+            try:
+                code, _headers, _content = await self.call(doc, "GET", f"/1.0/operations/{op_id}", timeout=10)
+            except MemberUnreachable:
+                return None
+            return doc if code == 200 else None
+
+        found = await defer.gatherResults([defer.Deferred.fromCoroutine(ask(doc)) for doc in others])
+        for doc in found:
+            if doc is not None:
+                self.remember_operation(op_id, doc.name)
+                return doc
+        raise errors.NotFound()
+
     async def forward(self, req, member):
-        """Relay `req` to `member` and its answer back."""
+        """Relay `req` to `member` and its answer back (a websocket: its frames)."""
         http = req.http
+        if member is LOOKUP:
+            member = await self._find_operation(unquote(_OPERATION_PATH.match(req.path).group(1)))
+        if member is None:
+            raise errors.NotFound()
+        if req.path.endswith("/websocket"):
+            return await self.relay(req, member)
         headers = {}
         for name in _REQUEST_HEADERS:
             value = http.getHeader(name)
@@ -148,12 +202,39 @@ class Peers:
                                                         timeout=timeout)
         if answer_headers.getRawHeaders("content-type", [""])[0].startswith("application/json"):
             try:
-                op = json.loads(content).get("operation") or ""
+                answer = json.loads(content)
+                op = answer.get("operation") or ""
             except (ValueError, AttributeError):
                 op = ""
             if op:
-                self.remember_operation(op.rstrip("/").split("/")[-1], member.name)
+                self.remember_operation(op.rstrip("/").split("/")[-1], member.name, answer.get("metadata"))
         return Relayed(code, answer_headers, content)
+
+    async def relay(self, req, member):
+        """A websocket of `member`'s (an operation's), relayed to the client of `req`."""
+        from lxdtx.websocket import client
+        from lxdtx.websocket.relay import RelayClient, RelayedSocket
+        from lxdtx.websocket.server import Handshake
+
+        if (req.header("Upgrade") or "").lower() != "websocket":
+            raise errors.BadRequest("websocket upgrade expected")
+        certificate = member.value.get("certificate")
+        if not certificate:
+            raise MemberUnreachable(member.name, "its certificate is not known")
+        url = "wss://" + member.value["url"].split("://", 1)[1] + req.http.uri.decode("utf-8", "replace")
+        try:
+            upstream = await client.connect(self.daemon.reactor, url, RelayClient, peer_pem=certificate,
+                                            cert_path=self.daemon.cert_path, key_path=self.daemon.key_path,
+                                            headers={FORWARDED: "1"})
+        except client.HandshakeFailed as e:
+            raise errors.BadRequest(f"Cluster member '{member.name}' refused the websocket: {e}") from None
+        except Exception as e:
+            raise MemberUnreachable(member.name, errors.describe(e)) from None
+        if req.http._disconnected:
+            upstream.drop()
+            raise defer.CancelledError()
+        upstream.expect_partner(self.daemon.reactor, RELAY_OPEN_TIMEOUT)
+        return Handshake(self.daemon.websockets, RelayedSocket(upstream))
 
 
 class Relayed(Response):

@@ -14,7 +14,8 @@ removed ones lose theirs, and a subscription that ended (the member stopped, the
 network cut: pings find it within the websocket ping bounds) is opened again at the
 next round. When a member's stream ends and it can't be reached again at once, the
 operations of it this member relayed are announced failed here, so a client waiting
-for one of them through our events (`lxc exec`, `lxc launch`) ends with an error.
+for one of them through our events (`lxc exec`, `lxc launch`) ends with an error; when
+it is back at once, those it no longer knows (it restarted) are.
 """
 
 import json
@@ -78,9 +79,12 @@ class _Feed:
             return
         if self._failing:
             log.info("Events from cluster member {name} again", name=self.doc.name)
-        self._failing = self._lost = False
+        lost, self._failing, self._lost = self._lost, False, False
         stream.feed = self
         self.stream = stream
+        if lost:  # back at once: it may have restarted, and its operations with it
+            defer.Deferred.fromCoroutine(daemon.cluster.peers.recheck_operations_of(self.doc)).addErrback(
+                lambda failure: log.failure("Checking the operations of {name} failed", failure, name=self.doc.name))
 
     def received(self, payload):
         try:

@@ -18,6 +18,8 @@ known nowhere here is asked of the other members. Its websockets
 certificate, pinning the owner's, and joins the two. A request that was forwarded
 carries `FORWARDED` and is never forwarded again; a container list asked with it
 answers with this member's containers only, an event stream only this member's events.
+An image export asked of a member that lacks the image's files (a trusted caller's) is
+relayed from a member that has them.
 """
 
 import json
@@ -25,8 +27,12 @@ import re
 from urllib.parse import unquote
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from lxdtx import errors, operations, tls
@@ -44,7 +50,9 @@ _RESPONSE_HEADERS = ("content-type", "etag", "location", "content-disposition", 
 
 _CONTAINER_PATH = re.compile(r"^/1\.0/(?:containers|instances)/([^/]+)(?:/.*)?$")
 _OPERATION_PATH = re.compile(r"^/1\.0/operations/([^/]+)(?:/.*)?$")
+_EXPORT_PATH = re.compile(r"^/1\.0/images/([^/]+)/export$")
 LOOKUP = object()  # owner(): an operation known nowhere here, to be asked of the other members
+ANY_HOLDER = object()  # owner(): an image export whose files are not here, from a member that has them
 
 log = Logger()
 
@@ -86,19 +94,31 @@ class Peers:
                       contextFactory=_MemberPolicy(certificate, self.daemon.cert_path, self.daemon.key_path))
         return treq.client.HTTPClient(agent)
 
-    async def call(self, member, method, path, body=None, headers=None, timeout=CALL_TIMEOUT):
-        """(code, headers, body bytes) of `method path` on `member` (a cluster_member document)."""
+    async def request(self, member, method, path, body=None, headers=None, timeout=CALL_TIMEOUT):
+        """The response (headers in, body unread) of `method path` on `member` (a
+        cluster_member document); `body`: bytes or a file, streamed."""
+        from twisted.web.client import FileBodyProducer
+
         sent = {FORWARDED: ["1"]}
         for name, value in (headers or {}).items():
             sent[name] = [value]
+        if body is not None and not isinstance(body, bytes):
+            body = FileBodyProducer(body)  # any file (a spooled body), read as it is sent
         try:
-            response = await self._client(member).request(method, member.value["url"] + path, data=body,
-                                                           headers=sent, timeout=timeout)
-            content = await response.content()
+            return await self._client(member).request(method, member.value["url"] + path, data=body,
+                                                      headers=sent, timeout=timeout, unbuffered=True)
         except MemberUnreachable:
             raise
         except defer.CancelledError:
             raise
+        except Exception as e:
+            raise MemberUnreachable(member.name, getattr(e, "message", None) or type(e).__name__) from None
+
+    async def call(self, member, method, path, body=None, headers=None, timeout=CALL_TIMEOUT):
+        """(code, headers, body bytes) of `method path` on `member`."""
+        response = await self.request(member, method, path, body, headers, timeout)
+        try:
+            content = await response.content()
         except Exception as e:
             raise MemberUnreachable(member.name, getattr(e, "message", None) or type(e).__name__) from None
         return response.code, response.headers, content
@@ -118,21 +138,35 @@ class Peers:
             self.states.pop(next(iter(self.operations)), None)
             del self.operations[next(iter(self.operations))]
 
+    def _running_of(self, member_name):
+        return [op_id for op_id, name in list(self.operations.items())
+                if name == member_name and self.states.get(op_id, {}).get("status_code", operations.SUCCESS)
+                < operations.SUCCESS]
+
+    def _fail(self, op_id, member_name, why):
+        failed = dict(self.states[op_id], status=operations.STATUS_TEXT[operations.FAILURE],
+                      status_code=operations.FAILURE, may_cancel=False, err=f"Cluster member '{member_name}' {why}")
+        self.states[op_id] = failed
+        self.daemon.events.send("operation", failed)
+
     def fail_operations_of(self, member_name):
-        """The operations of a member that went away, as failed, to this member's listeners:
-        a client waiting for one through our events (`lxc exec` does) is not left waiting
-        for an event that will never come. The owner's own answer, if it comes back,
-        still wins for whoever asks it."""
-        events = self.daemon.events
-        for op_id, name in list(self.operations.items()):
-            state = self.states.get(op_id)
-            if name != member_name or state is None or state.get("status_code", 0) >= operations.SUCCESS:
-                continue
-            failed = dict(state, status=operations.STATUS_TEXT[operations.FAILURE],
-                          status_code=operations.FAILURE, may_cancel=False,
-                          err=f"Cluster member '{member_name}' is unreachable")
-            self.states[op_id] = failed
-            events.send("operation", failed)
+        """The running operations of a member that went away, as failed, to this member's
+        listeners: a client waiting for one through our events (`lxc exec` does) is not
+        left waiting for an event that will never come. The owner's own answer, if it comes
+        back, still wins for whoever asks it."""
+        for op_id in self._running_of(member_name):
+            self._fail(op_id, member_name, "is unreachable")
+
+    async def recheck_operations_of(self, member):
+        """After a member's event stream came back: its operations it no longer knows (it
+        restarted meanwhile) are announced failed, as for a member gone."""
+        for op_id in self._running_of(member.name):
+            try:
+                code, _headers, _content = await self.call(member, "GET", f"/1.0/operations/{op_id}", timeout=10)
+            except MemberUnreachable:
+                return
+            if code == 404 and op_id in self.states:
+                self._fail(op_id, member.name, "restarted and lost the operation")
 
     # -- forwarding ------------------------------------------------------------------
     def owner(self, http, raw_path):
@@ -158,7 +192,32 @@ class Peers:
             if op_id in self.operations:
                 return cluster.member_or_none(self.operations[op_id])
             return LOOKUP
+        m = _EXPORT_PATH.match(raw_path)
+        # Trusted callers only: who else may have an image is decided here, by its member.
+        if m and getattr(http, "caller_trusted", False):
+            images = self.daemon.images
+            try:
+                fingerprint = images.lookup(unquote(m.group(1)))
+            except errors.ApiError:
+                return None
+            return None if images.has_files(fingerprint) else ANY_HOLDER
         return None
+
+    async def _from_any_holder(self, req):
+        """An image export relayed from the first other online member that has its files."""
+        cluster = self.daemon.cluster
+        others = sorted((doc for doc in self.daemon.store.list("cluster_member")
+                         if doc.value.get("id") != cluster.member_id and cluster.online(doc)), key=lambda d: d.name)
+        path = req.http.uri.decode("utf-8", "replace")
+        for doc in others:
+            try:
+                response = await self.request(doc, "GET", path)
+            except MemberUnreachable:
+                continue
+            if response.code == 200:
+                return Streamed(response)
+            await response.content()  # an error answer: read, then the next member
+        raise errors.NotFound("The image's files are on no reachable cluster member")
 
     async def _find_operation(self, op_id):
         """The member document that has operation `op_id`, asking every other online member."""
@@ -183,6 +242,8 @@ class Peers:
     async def forward(self, req, member):
         """Relay `req` to `member` and its answer back (a websocket: its frames)."""
         http = req.http
+        if member is ANY_HOLDER:
+            return await self._from_any_holder(req)
         if member is LOOKUP:
             member = await self._find_operation(unquote(_OPERATION_PATH.match(req.path).group(1)))
         if member is None:
@@ -194,21 +255,26 @@ class Peers:
             value = http.getHeader(name)
             if value is not None:
                 headers[name] = value
-        body = req.body.read() if http.method in (b"POST", b"PUT", b"PATCH") else None
+        # The body as the router spooled it (in memory or a file), streamed from there.
+        body = req.body if http.method in (b"POST", b"PUT", b"PATCH") else None
         path = http.uri.decode("utf-8", "replace")
         # An operation wait may last as long as the client asked: no timeout of ours then.
         timeout = None if "/wait" in path.split("?")[0] else CALL_TIMEOUT
-        code, answer_headers, content = await self.call(member, http.method.decode(), path, body, headers,
-                                                        timeout=timeout)
-        if answer_headers.getRawHeaders("content-type", [""])[0].startswith("application/json"):
-            try:
-                answer = json.loads(content)
-                op = answer.get("operation") or ""
-            except (ValueError, AttributeError):
-                op = ""
-            if op:
-                self.remember_operation(op.rstrip("/").split("/")[-1], member.name, answer.get("metadata"))
-        return Relayed(code, answer_headers, content)
+        response = await self.request(member, http.method.decode(), path, body, headers, timeout=timeout)
+        if not response.headers.getRawHeaders("content-type", [""])[0].startswith("application/json"):
+            return Streamed(response)  # a file pulled, a log: through, never whole in memory
+        try:
+            content = await response.content()
+        except Exception as e:
+            raise MemberUnreachable(member.name, getattr(e, "message", None) or type(e).__name__) from None
+        try:
+            answer = json.loads(content)
+            op = answer.get("operation") or ""
+        except (ValueError, AttributeError):
+            op = ""
+        if op:
+            self.remember_operation(op.rstrip("/").split("/")[-1], member.name, answer.get("metadata"))
+        return Relayed(response.code, response.headers, content)
 
     async def relay(self, req, member):
         """A websocket of `member`'s (an operation's), relayed to the client of `req`."""
@@ -237,6 +303,13 @@ class Peers:
         return Handshake(self.daemon.websockets, RelayedSocket(upstream))
 
 
+def _copy_head(request, code, headers, names=_RESPONSE_HEADERS):
+    request.setResponseCode(code)
+    for name in names:
+        for value in headers.getRawHeaders(name, []):
+            request.setHeader(name.encode(), value.encode() if isinstance(value, str) else value)
+
+
 class Relayed(Response):
     """An answer of another member, as it came."""
 
@@ -244,8 +317,65 @@ class Relayed(Response):
         self.code, self.headers, self.body = code, headers, body
 
     def render(self, request):
-        request.setResponseCode(self.code)
-        for name in _RESPONSE_HEADERS:
-            for value in self.headers.getRawHeaders(name, []):
-                request.setHeader(name.encode(), value.encode() if isinstance(value, str) else value)
+        _copy_head(request, self.code, self.headers)
         return self.body
+
+
+class Streamed(Response):
+    """An answer of another member whose body goes through as it arrives, read only as fast
+    as our client takes it."""
+
+    def __init__(self, response):
+        self.response = response
+
+    def render(self, request):
+        _copy_head(request, self.response.code, self.response.headers, (*_RESPONSE_HEADERS, "content-length"))
+        self.response.deliverBody(_BodyPipe(request))
+        return NOT_DONE_YET
+
+
+@implementer(IPushProducer)
+class _BodyPipe(Protocol):
+    """A response body of another member into our request: its connection paused while our
+    client's is full, stopped when our client goes; one cut short cuts our client's too
+    (a shorter body than its length says, never taken for the whole)."""
+
+    def __init__(self, request):
+        self.request = request
+        self.gone = False
+
+    def connectionMade(self):
+        self.request.registerProducer(self, True)
+        self.request.notifyFinish().addErrback(self._client_gone)
+
+    def _client_gone(self, _):
+        self.gone = True
+        self.transport.stopProducing()
+
+    def dataReceived(self, data):
+        if not self.gone:
+            self.request.write(data)
+
+    def connectionLost(self, reason):
+        from twisted.web.client import ResponseDone
+
+        request = self.request
+        if self.gone or request.finished:
+            return
+        request.unregisterProducer()
+        if reason.check(ResponseDone, PotentialDataLoss):
+            request.finish()
+            return
+        log.info("A relayed answer was cut short: {reason}", reason=reason.getErrorMessage())
+        abort = getattr(request.channel, "abort", None)
+        if abort is not None:
+            abort()
+
+    def pauseProducing(self):
+        self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.transport.resumeProducing()
+
+    def stopProducing(self):
+        self.transport.stopProducing()

@@ -14,8 +14,10 @@ removed ones lose theirs, and a subscription that ended (the member stopped, the
 network cut: pings find it within the websocket ping bounds) is opened again at the
 next round. When a member's stream ends and it can't be reached again at once, the
 operations of it this member relayed are announced failed here, so a client waiting
-for one of them through our events (`lxc exec`, `lxc launch`) ends with an error; when
-it is back at once, those it no longer knows (it restarted) are.
+for one of them through our events (`lxc exec`, `lxc launch`) ends with an error. Each
+time a stream opens, the member's operations seen running here are asked of it: those
+that ended meanwhile (their events fell between two streams) are announced as they
+ended, those it no longer knows (it restarted) as failed.
 """
 
 import json
@@ -71,7 +73,7 @@ class _Feed:
             self._failing = True
             if self._lost:
                 self._lost = False
-                daemon.cluster.peers.fail_operations_of(self.doc.name)
+                daemon.cluster.peers.fail_operations_of(self.doc)
             return
         self.connecting = False
         if self.closed:
@@ -79,12 +81,12 @@ class _Feed:
             return
         if self._failing:
             log.info("Events from cluster member {name} again", name=self.doc.name)
-        lost, self._failing, self._lost = self._lost, False, False
+        self._failing = self._lost = False
         stream.feed = self
         self.stream = stream
-        if lost:  # back at once: it may have restarted, and its operations with it
-            defer.Deferred.fromCoroutine(daemon.cluster.peers.recheck_operations_of(self.doc)).addErrback(
-                lambda failure: log.failure("Checking the operations of {name} failed", failure, name=self.doc.name))
+        # What ended while no stream was open (or the member restarted meanwhile) is told now.
+        defer.Deferred.fromCoroutine(daemon.cluster.peers.recheck_operations_of(self.doc)).addErrback(
+            lambda failure: log.failure("Checking the operations of {name} failed", failure, name=self.doc.name))
 
     def received(self, payload):
         try:

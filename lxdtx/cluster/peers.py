@@ -35,7 +35,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from lxdtx import errors, operations, tls
+from lxdtx import errors, operations, timeutil, tls
 from lxdtx.response import Response
 
 FORWARDED = "X-Lxdtx-Forwarded"
@@ -143,30 +143,45 @@ class Peers:
                 if name == member_name and self.states.get(op_id, {}).get("status_code", operations.SUCCESS)
                 < operations.SUCCESS]
 
-    def _fail(self, op_id, member_name, why):
-        failed = dict(self.states[op_id], status=operations.STATUS_TEXT[operations.FAILURE],
-                      status_code=operations.FAILURE, may_cancel=False, err=f"Cluster member '{member_name}' {why}")
-        self.states[op_id] = failed
-        self.daemon.events.send("operation", failed)
+    def _announce(self, state, member):
+        """An operation object of `member`'s to this member's listeners, as its events come."""
+        self.states[state["id"]] = state
+        self.daemon.events.forward({"metadata": state, "timestamp": timeutil.now(), "type": "operation",
+                                    "node": member.value.get("id", "")})
 
-    def fail_operations_of(self, member_name):
-        """The running operations of a member that went away, as failed, to this member's
-        listeners: a client waiting for one through our events (`lxc exec` does) is not
-        left waiting for an event that will never come. The owner's own answer, if it comes
-        back, still wins for whoever asks it."""
-        for op_id in self._running_of(member_name):
-            self._fail(op_id, member_name, "is unreachable")
+    def _fail(self, op_id, member, why):
+        self._announce(dict(self.states[op_id], status=operations.STATUS_TEXT[operations.FAILURE],
+                            status_code=operations.FAILURE, may_cancel=False,
+                            err=f"Cluster member '{member.name}' {why}"), member)
+
+    def fail_operations_of(self, member):
+        """The running operations of a member (document) that went away, as failed, to this
+        member's listeners: a client waiting for one through our events (`lxc exec` does)
+        is not left waiting for an event that will never come. The owner's own answer, if
+        it comes back, still wins for whoever asks it."""
+        for op_id in self._running_of(member.name):
+            self._fail(op_id, member, "is unreachable")
 
     async def recheck_operations_of(self, member):
-        """After a member's event stream came back: its operations it no longer knows (it
-        restarted meanwhile) are announced failed, as for a member gone."""
+        """Once a member's event stream is (again) open: its operations seen running here
+        that ended meanwhile, their events unheard, are announced as they ended; those it
+        no longer knows (it restarted) as failed."""
         for op_id in self._running_of(member.name):
             try:
-                code, _headers, _content = await self.call(member, "GET", f"/1.0/operations/{op_id}", timeout=10)
+                code, _headers, content = await self.call(member, "GET", f"/1.0/operations/{op_id}", timeout=10)
             except MemberUnreachable:
                 return
-            if code == 404 and op_id in self.states:
-                self._fail(op_id, member.name, "restarted and lost the operation")
+            if op_id not in self.states:
+                continue
+            if code == 404:
+                self._fail(op_id, member, "restarted and lost the operation")
+                continue
+            try:
+                state = json.loads(content)["metadata"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if isinstance(state, dict) and state.get("status_code", 0) >= operations.SUCCESS:
+                self._announce(state, member)
 
     # -- forwarding ------------------------------------------------------------------
     def owner(self, http, raw_path):
@@ -277,7 +292,12 @@ class Peers:
         return Relayed(response.code, response.headers, content)
 
     async def relay(self, req, member):
-        """A websocket of `member`'s (an operation's), relayed to the client of `req`."""
+        """A websocket of `member`'s (an operation's), relayed to the client of `req`.
+
+        Not pinged: the owner's reader of a stream the client only writes (stdin, control)
+        pauses while its command does not read, and would leave a ping unanswered. A member
+        gone ends its connections, or its event stream (which is pinged) fails its
+        operations here (lxdtx.cluster.events)."""
         from lxdtx.websocket import client
         from lxdtx.websocket.relay import RelayClient, RelayedSocket
         from lxdtx.websocket.server import Handshake
@@ -291,7 +311,7 @@ class Peers:
         try:
             upstream = await client.connect(self.daemon.reactor, url, RelayClient, peer_pem=certificate,
                                             cert_path=self.daemon.cert_path, key_path=self.daemon.key_path,
-                                            headers={FORWARDED: "1"})
+                                            headers={FORWARDED: "1"}, ping=False)
         except client.HandshakeFailed as e:
             raise errors.BadRequest(f"Cluster member '{member.name}' refused the websocket: {e}") from None
         except Exception as e:

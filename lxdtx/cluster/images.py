@@ -38,12 +38,8 @@ async def ensure_local(daemon, fingerprint, op=None):
 
 
 async def _fetch(daemon, fingerprint, op):
-    cluster = daemon.cluster
-    members = sorted((doc for doc in daemon.store.list("cluster_member")
-                      if doc.value.get("id") != cluster.member_id and cluster.online(doc)),
-                     key=lambda doc: doc.name)
     reasons = []
-    for member in members:
+    for member in daemon.cluster.peers.others():
         try:
             await _fetch_from(daemon, member, fingerprint, op)
         except (errors.ApiError, MemberUnreachable) as e:

@@ -130,6 +130,12 @@ class Peers:
             raise MemberUnreachable(member.name, answer.get("error") or f"status {code}")
         return answer["metadata"]
 
+    def others(self):
+        """The documents of the other members that are online, by name."""
+        cluster = self.daemon.cluster
+        return sorted((doc for doc in self.daemon.store.list("cluster_member")
+                       if doc.value.get("id") != cluster.member_id and cluster.online(doc)), key=lambda d: d.name)
+
     def remember_operation(self, op_id, member_name, state=None):
         self.operations[op_id] = member_name
         if isinstance(state, dict):
@@ -206,7 +212,9 @@ class Peers:
                 pass
             if op_id in self.operations:
                 return cluster.member_or_none(self.operations[op_id])
-            return LOOKUP
+            # Asking every member costs them: only for trusted callers (an untrusted one connecting
+            # a websocket has its operation remembered from the events of its member anyway).
+            return LOOKUP if getattr(http, "caller_trusted", False) else None
         m = _EXPORT_PATH.match(raw_path)
         # Trusted callers only: who else may have an image is decided here, by its member.
         if m and getattr(http, "caller_trusted", False):
@@ -220,11 +228,8 @@ class Peers:
 
     async def _from_any_holder(self, req):
         """An image export relayed from the first other online member that has its files."""
-        cluster = self.daemon.cluster
-        others = sorted((doc for doc in self.daemon.store.list("cluster_member")
-                         if doc.value.get("id") != cluster.member_id and cluster.online(doc)), key=lambda d: d.name)
         path = req.http.uri.decode("utf-8", "replace")
-        for doc in others:
+        for doc in self.others():
             try:
                 response = await self.request(doc, "GET", path)
             except MemberUnreachable:
@@ -236,10 +241,6 @@ class Peers:
 
     async def _find_operation(self, op_id):
         """The member document that has operation `op_id`, asking every other online member."""
-        cluster = self.daemon.cluster
-        others = [doc for doc in self.daemon.store.list("cluster_member")
-                  if doc.value.get("id") != cluster.member_id and cluster.online(doc)]
-
         async def ask(doc):
             try:
                 code, _headers, _content = await self.call(doc, "GET", f"/1.0/operations/{op_id}", timeout=10)
@@ -247,7 +248,7 @@ class Peers:
                 return None
             return doc if code == 200 else None
 
-        found = await defer.gatherResults([defer.Deferred.fromCoroutine(ask(doc)) for doc in others])
+        found = await defer.gatherResults([defer.Deferred.fromCoroutine(ask(doc)) for doc in self.others()])
         for doc in found:
             if doc is not None:
                 self.remember_operation(op_id, doc.name)

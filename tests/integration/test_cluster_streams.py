@@ -111,6 +111,14 @@ def test_exec_stdin(cluster, ct):
     assert result.stdout == data
 
 
+def test_exec_large_output(cluster, ct):
+    """20 MB of output relayed to a client that reads it whole: nothing lost or reordered."""
+    node1 = cluster[0]
+    result = node1.lxc("exec", ct, "--", "sh", "-c", "head -c 20000000 /dev/zero | tr '\\0' x; echo end",
+                       timeout=120)
+    assert len(result.stdout) == 20000004 and result.stdout.endswith("xxend\n")
+
+
 def test_exec_signal(cluster, ct):
     """SIGTERM to `lxc exec` on node1 reaches the command on node3: exit 143."""
     node1 = cluster[0]

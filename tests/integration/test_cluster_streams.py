@@ -33,6 +33,12 @@ CT = "s3"  # on node3, driven from node1 and node2
 
 @pytest.fixture(scope="module")
 def cluster():
+    yield from streams_cluster()
+
+
+def streams_cluster():
+    """(node1, node2, node3): bootstrapped and joined, the shared pool mounted on each, the
+    default profile's root disk on it, the busybox image on node1 (bench/cluster_streams.py too)."""
     source = tempfile.mkdtemp(prefix="lxdtx-streams-pool-", dir="/var/tmp")
     shutil.rmtree(source)
     built = tempfile.mkdtemp(prefix="lxdtx-streams-image-", dir="/var/tmp")

@@ -298,19 +298,26 @@ def test_events_after_member_restart(cluster, ct):
 
 
 def test_member_stopped_under_exec(cluster, ct):
-    """node3 stops while `lxc exec` through node1 runs there: the client ends with an error
-    naming the member, within bounds, rather than hang. (Last: node3 stays down.)"""
-    node1, _, node3 = cluster
+    """node3 stops while `lxc exec` through node1 and a pty session through node2 run there:
+    both clients end with an error (node1's names the member), within bounds, rather than
+    hang. (Last: node3 stays down.)"""
+    node1, node2, node3 = cluster
     proc = subprocess.Popen(["lxc", "exec", ct, "--", "sleep", "300"], env=node1.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = pexpect.spawn("lxc", ["exec", ct, "--", "sh"], env=node2.env(), timeout=20)
     try:
+        child.sendline("echo $((6*7))")
+        child.expect("42")
         assert wait_until(lambda: "sleep 300" in node1.lxc("exec", ct, "--", "ps").stdout, 20)
         stopped = time.monotonic()
         node3.stop()
         _, err = proc.communicate(timeout=60)
         assert proc.returncode != 0 and "node3" in err, err
+        child.expect(pexpect.EOF, timeout=60)  # the pty session through node2 ends too
         assert time.monotonic() - stopped < 30
     finally:
+        child.close(force=True)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert child.exitstatus not in (None, 0), (child.exitstatus, child.signalstatus)

@@ -22,6 +22,7 @@ An image export asked of a member that lacks the image's files (a trusted caller
 relayed from a member that has them.
 """
 
+import functools
 import json
 import re
 from urllib.parse import unquote
@@ -67,6 +68,18 @@ class _MemberPolicy:
         return tls.client_creator(host.strip("[]"), self.peer_pem, self.cert_path, self.key_path)
 
 
+@functools.cache
+def _quiet_factory():
+    """twisted.web's connection factory without its per-connection log lines (made once,
+    when the first call needs twisted.web.client and its TLS)."""
+    from twisted.web.client import _HTTP11ClientFactory
+
+    class Quiet(_HTTP11ClientFactory):
+        noisy = False
+
+    return Quiet
+
+
 class MemberUnreachable(errors.ApiError):
     code = 503
 
@@ -90,6 +103,7 @@ class Peers:
         if not certificate:
             raise MemberUnreachable(member.name, "its certificate is not known")
         pool = HTTPConnectionPool(self.daemon.reactor, persistent=False)
+        pool._factory = _quiet_factory()  # every forwarded request would log two lines otherwise
         agent = Agent(self.daemon.reactor, pool=pool,
                       contextFactory=_MemberPolicy(certificate, self.daemon.cert_path, self.daemon.key_path))
         return treq.client.HTTPClient(agent)

@@ -87,6 +87,7 @@ async def connect(reactor, url, protocol=StreamClient, *, peer_pem=None, cert_pa
     factory = WebSocketClientFactory(ws_url, headers=headers, reactor=reactor)
     factory.setProtocolOptions(**options.client(ping, **timing))
     factory.protocol = protocol
+    factory.noisy = False  # no "Starting factory" line in the log for each connection
     proto = await endpoint.connect(factory)
     opened = defer.Deferred()
 

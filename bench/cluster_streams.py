@@ -5,8 +5,8 @@
 
 Builds the three-member cluster of tests/integration/test_cluster_streams.py (three
 network namespaces, etcd-server needed), launches a busybox container on node3, and
-times, from node3 itself and from node1 (every websocket relayed by node1):
-`lxc exec c -- true` (median of --rounds), and `lxc exec` writing --megabytes of output
+times, from node3 itself and from node1 (every request forwarded, every websocket
+relayed by node1): `GET /1.0/containers/c` and `lxc exec c -- true` (medians of --rounds), and `lxc exec` writing --megabytes of output
 (MB/s). Prints each figure and the relayed/direct ratios. Everything it made is removed.
 """
 
@@ -32,6 +32,15 @@ def _exec_true(d, name, rounds):
     return statistics.median(times)
 
 
+def _get(d, name, rounds):
+    times = []
+    for _ in range(rounds):
+        started = time.monotonic()
+        assert d.request("GET", f"/1.0/containers/{name}").status == 200
+        times.append(time.monotonic() - started)
+    return statistics.median(times)
+
+
 def _throughput(d, name, megabytes):
     started = time.monotonic()
     proc = subprocess.run(["lxc", "exec", name, "--", "sh", "-c", f"head -c {megabytes * 1000000} /dev/zero"],
@@ -50,6 +59,9 @@ def main():
     node1, _, node3 = next(made)
     try:
         node1.lxc("launch", "busybox", "bench", "--target", "node3")
+        direct, relayed = _get(node3, "bench", args.rounds), _get(node1, "bench", args.rounds)
+        print(f"GET /1.0/containers/c, median of {args.rounds}: direct {direct * 1000:.1f} ms, "
+              f"forwarded {relayed * 1000:.1f} ms, ratio {relayed / direct:.2f}")
         direct, relayed = _exec_true(node3, "bench", args.rounds), _exec_true(node1, "bench", args.rounds)
         print(f"lxc exec -- true, median of {args.rounds}: direct {direct * 1000:.1f} ms, "
               f"relayed {relayed * 1000:.1f} ms, ratio {relayed / direct:.2f}")

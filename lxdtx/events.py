@@ -16,7 +16,9 @@ _LEVELS = {
 
 
 class EventHub:
-    """Fans events out to listeners; a listener has `types` and `deliver(bytes)`."""
+    """Fans events out to listeners; a listener has `types` and `deliver(bytes)`, and
+    `local_only` when it is another cluster member's subscription (it gets this member's
+    own events, never those forwarded here: no event goes round the cluster)."""
 
     def __init__(self):
         self._listeners = set()
@@ -44,6 +46,21 @@ class EventHub:
                 listener.deliver(frame)
             except Exception:
                 # A listener whose connection broke is dropped, as the reference does.
+                self._listeners.discard(listener)
+
+    def forward(self, event):
+        """An event of another cluster member (it carries `node`, as the reference's do),
+        for this member's own listeners."""
+        kind = event.get("type")
+        targets = [listener for listener in self._listeners
+                   if kind in listener.types and not getattr(listener, "local_only", False)]
+        if not targets:
+            return
+        frame = json.dumps(event, separators=(",", ":")).encode("utf-8")
+        for listener in targets:
+            try:
+                listener.deliver(frame)
+            except Exception:
                 self._listeners.discard(listener)
 
     def lifecycle(self, action, source, context=None):

@@ -13,6 +13,7 @@ from lxdtx import recovery, resources, sdnotify, singleton, statedir
 from lxdtx.asyncutil import run
 from lxdtx.cluster import membership
 from lxdtx.cluster.backend import open_store
+from lxdtx.cluster.events import MemberEvents
 from lxdtx.daemon import Daemon
 from lxdtx.events import LogForwarder
 from lxdtx.exec.recording import RecordExpiry
@@ -123,6 +124,7 @@ class LxdtxService(service.MultiService):
 
             await auto_init(daemon)
         ImageUpkeep(daemon, self.reactor).setServiceParent(self)
+        MemberEvents(daemon, self.reactor).setServiceParent(self)  # the other members' events, here too
         self._forwarder = LogForwarder(daemon.events)
         globalLogPublisher.addObserver(self._forwarder)
         daemon.ready = True

@@ -10,27 +10,40 @@ bootstrap), so a member calling another shows its own server certificate.
 A request about a container whose `location` is another member, or about storage volumes
 with `?target=` another member, is proxied there whole
 (method, path, query, body, the headers that matter) and its answer relayed as it came.
-An operation it started lives on that member: its id is remembered here so that
-`/1.0/operations/ID` (and `/wait`) asked of this member go there too. A request that was
-forwarded carries `FORWARDED` and is never forwarded again; a container list asked with
-it answers with this member's containers only.
+An operation it started lives on that member: its id is remembered here (from the
+answer, and from the member's operation events, lxdtx.cluster.events) so that
+`/1.0/operations/ID` (get, `/wait`, cancel) asked of this member go there too; an id
+known nowhere here is asked of the other members. Its websockets
+(`/1.0/operations/ID/websocket?secret=`: exec, console) are relayed frame by frame
+(lxdtx.websocket.relay): the member dials the owner's websocket with its own
+certificate, pinning the owner's, and joins the two. A request that was forwarded
+carries `FORWARDED` and is never forwarded again; a container list asked with it
+answers with this member's containers only, an event stream only this member's events.
+An image export asked of a member that lacks the image's files (a trusted caller's) is
+relayed from a member that has them.
 """
 
+import functools
 import json
 import re
 from urllib.parse import unquote
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from lxdtx import errors, tls
+from lxdtx import errors, operations, timeutil, tls
 from lxdtx.response import Response
 
 FORWARDED = "X-Lxdtx-Forwarded"
 REMOTE_OPERATIONS = 1000  # remembered operation ids, oldest dropped first
 CALL_TIMEOUT = 30
+RELAY_OPEN_TIMEOUT = 30  # the client's end of a relayed websocket must open within this
 # Headers of a request that carry meaning to the member it is forwarded to.
 _REQUEST_HEADERS = ("content-type", "if-match", "x-lxd-uid", "x-lxd-gid", "x-lxd-mode", "x-lxd-type",
                     "x-lxd-write", "range", "user-agent")
@@ -43,6 +56,9 @@ _OPERATION_PATH = re.compile(r"^/1\.0/operations/([^/]+)(?:/.*)?$")
 # `location`'s.
 _VOLUME_PATH = re.compile(r"^/1\.0/storage-pools/[^/]+/volumes(?:/.*)?$")
 _CUSTOM_VOLUME_PATH = re.compile(r"^/1\.0/storage-pools/([^/]+)/volumes/custom/([^/]+)(?:/.*)?$")
+_EXPORT_PATH = re.compile(r"^/1\.0/images/([^/]+)/export$")
+LOOKUP = object()  # owner(): an operation known nowhere here, to be asked of the other members
+ANY_HOLDER = object()  # owner(): an image export whose files are not here, from a member that has them
 
 log = Logger()
 
@@ -55,6 +71,18 @@ class _MemberPolicy:
     def creatorForNetloc(self, hostname, port):
         host = hostname.decode("ascii") if isinstance(hostname, bytes) else hostname
         return tls.client_creator(host.strip("[]"), self.peer_pem, self.cert_path, self.key_path)
+
+
+@functools.cache
+def _quiet_factory():
+    """twisted.web's connection factory without its per-connection log lines (made once,
+    when the first call needs twisted.web.client and its TLS)."""
+    from twisted.web.client import _HTTP11ClientFactory
+
+    class Quiet(_HTTP11ClientFactory):
+        noisy = False
+
+    return Quiet
 
 
 class MemberUnreachable(errors.ApiError):
@@ -70,6 +98,7 @@ class Peers:
     def __init__(self, daemon):
         self.daemon = daemon
         self.operations = {}  # operation id -> member name, for operations started through us
+        self.states = {}  # operation id -> its last object seen here (answers, events)
 
     def _client(self, member):
         import treq
@@ -79,23 +108,36 @@ class Peers:
         if not certificate:
             raise MemberUnreachable(member.name, "its certificate is not known")
         pool = HTTPConnectionPool(self.daemon.reactor, persistent=False)
+        pool._factory = _quiet_factory()  # every forwarded request would log two lines otherwise
         agent = Agent(self.daemon.reactor, pool=pool,
                       contextFactory=_MemberPolicy(certificate, self.daemon.cert_path, self.daemon.key_path))
         return treq.client.HTTPClient(agent)
 
-    async def call(self, member, method, path, body=None, headers=None, timeout=CALL_TIMEOUT):
-        """(code, headers, body bytes) of `method path` on `member` (a cluster_member document)."""
+    async def request(self, member, method, path, body=None, headers=None, timeout=CALL_TIMEOUT):
+        """The response (headers in, body unread) of `method path` on `member` (a
+        cluster_member document); `body`: bytes or a file, streamed."""
+        from twisted.web.client import FileBodyProducer
+
         sent = {FORWARDED: ["1"]}
         for name, value in (headers or {}).items():
             sent[name] = [value]
+        if body is not None and not isinstance(body, bytes):
+            body = FileBodyProducer(body)  # any file (a spooled body), read as it is sent
         try:
-            response = await self._client(member).request(method, member.value["url"] + path, data=body,
-                                                           headers=sent, timeout=timeout)
-            content = await response.content()
+            return await self._client(member).request(method, member.value["url"] + path, data=body,
+                                                      headers=sent, timeout=timeout, unbuffered=True)
         except MemberUnreachable:
             raise
         except defer.CancelledError:
             raise
+        except Exception as e:
+            raise MemberUnreachable(member.name, getattr(e, "message", None) or type(e).__name__) from None
+
+    async def call(self, member, method, path, body=None, headers=None, timeout=CALL_TIMEOUT):
+        """(code, headers, body bytes) of `method path` on `member`."""
+        response = await self.request(member, method, path, body, headers, timeout)
+        try:
+            content = await response.content()
         except Exception as e:
             raise MemberUnreachable(member.name, getattr(e, "message", None) or type(e).__name__) from None
         return response.code, response.headers, content
@@ -122,10 +164,64 @@ class Peers:
                     return doc
         raise errors.Forbidden("Only cluster members may call this")
 
-    def remember_operation(self, op_id, member_name):
+    def others(self):
+        """The documents of the other members that are online, by name."""
+        cluster = self.daemon.cluster
+        return sorted((doc for doc in self.daemon.store.list("cluster_member")
+                       if doc.value.get("id") != cluster.member_id and cluster.online(doc)), key=lambda d: d.name)
+
+    def remember_operation(self, op_id, member_name, state=None):
         self.operations[op_id] = member_name
+        if isinstance(state, dict):
+            self.states[op_id] = state
         while len(self.operations) > REMOTE_OPERATIONS:
+            self.states.pop(next(iter(self.operations)), None)
             del self.operations[next(iter(self.operations))]
+
+    def _running_of(self, member_name):
+        return [op_id for op_id, name in list(self.operations.items())
+                if name == member_name and self.states.get(op_id, {}).get("status_code", operations.SUCCESS)
+                < operations.SUCCESS]
+
+    def _announce(self, state, member):
+        """An operation object of `member`'s to this member's listeners, as its events come."""
+        self.states[state["id"]] = state
+        self.daemon.events.forward({"metadata": state, "timestamp": timeutil.now(), "type": "operation",
+                                    "node": member.value.get("id", "")})
+
+    def _fail(self, op_id, member, why):
+        self._announce(dict(self.states[op_id], status=operations.STATUS_TEXT[operations.FAILURE],
+                            status_code=operations.FAILURE, may_cancel=False,
+                            err=f"Cluster member '{member.name}' {why}"), member)
+
+    def fail_operations_of(self, member):
+        """The running operations of a member (document) that went away, as failed, to this
+        member's listeners: a client waiting for one through our events (`lxc exec` does)
+        is not left waiting for an event that will never come. The owner's own answer, if
+        it comes back, still wins for whoever asks it."""
+        for op_id in self._running_of(member.name):
+            self._fail(op_id, member, "is unreachable")
+
+    async def recheck_operations_of(self, member):
+        """Once a member's event stream is (again) open: its operations seen running here
+        that ended meanwhile, their events unheard, are announced as they ended; those it
+        no longer knows (it restarted) as failed."""
+        for op_id in self._running_of(member.name):
+            try:
+                code, _headers, content = await self.call(member, "GET", f"/1.0/operations/{op_id}", timeout=10)
+            except MemberUnreachable:
+                return
+            if op_id not in self.states:
+                continue
+            if code == 404:
+                self._fail(op_id, member, "restarted and lost the operation")
+                continue
+            try:
+                state = json.loads(content)["metadata"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if isinstance(state, dict) and state.get("status_code", 0) >= operations.SUCCESS:
+                self._announce(state, member)
 
     # -- forwarding ------------------------------------------------------------------
     def owner(self, http, raw_path):
@@ -133,8 +229,6 @@ class Peers:
         cluster = getattr(self.daemon, "cluster", None)
         if cluster is None or not cluster.enabled or http.getHeader(FORWARDED):
             return None
-        if raw_path.endswith("/websocket"):
-            return None  # websockets are not proxied member to member (yet): answered here
         m = _CONTAINER_PATH.match(raw_path)
         if m:
             value = self.daemon.store.value("container", unquote(m.group(1)))
@@ -154,37 +248,132 @@ class Peers:
                 return None
             return member
         m = _OPERATION_PATH.match(raw_path)
-        if m and m.group(1) in self.operations:
+        if m:
+            op_id = unquote(m.group(1))
             try:
-                self.daemon.operations.get(m.group(1))
+                self.daemon.operations.get(op_id)
                 return None
             except errors.NotFound:
                 pass
-            return cluster.member_or_none(self.operations[m.group(1)])
+            if op_id in self.operations:
+                return cluster.member_or_none(self.operations[op_id])
+            # Asking every member costs them: only for trusted callers (an untrusted one connecting
+            # a websocket has its operation remembered from the events of its member anyway).
+            return LOOKUP if getattr(http, "caller_trusted", False) else None
+        m = _EXPORT_PATH.match(raw_path)
+        # Trusted callers only: who else may have an image is decided here, by its member.
+        if m and getattr(http, "caller_trusted", False):
+            images = self.daemon.images
+            try:
+                fingerprint = images.lookup(unquote(m.group(1)))
+            except errors.ApiError:
+                return None
+            return None if images.has_files(fingerprint) else ANY_HOLDER
         return None
 
+    async def _from_any_holder(self, req):
+        """An image export relayed from the first other online member that has its files."""
+        path = req.http.uri.decode("utf-8", "replace")
+        for doc in self.others():
+            try:
+                response = await self.request(doc, "GET", path)
+            except MemberUnreachable:
+                continue
+            if response.code == 200:
+                return Streamed(response)
+            await response.content()  # an error answer: read, then the next member
+        raise errors.NotFound("The image's files are on no reachable cluster member")
+
+    async def _find_operation(self, op_id):
+        """The member document that has operation `op_id`, asking every other online member."""
+        async def ask(doc):
+            try:
+                code, _headers, _content = await self.call(doc, "GET", f"/1.0/operations/{op_id}", timeout=10)
+            except MemberUnreachable:
+                return None
+            return doc if code == 200 else None
+
+        found = await defer.gatherResults([defer.Deferred.fromCoroutine(ask(doc)) for doc in self.others()])
+        for doc in found:
+            if doc is not None:
+                self.remember_operation(op_id, doc.name)
+                return doc
+        raise errors.NotFound()
+
     async def forward(self, req, member):
-        """Relay `req` to `member` and its answer back."""
+        """Relay `req` to `member` and its answer back (a websocket: its frames)."""
         http = req.http
+        if member is ANY_HOLDER:
+            return await self._from_any_holder(req)
+        if member is LOOKUP:
+            member = await self._find_operation(unquote(_OPERATION_PATH.match(req.path).group(1)))
+        if member is None:
+            raise errors.NotFound()
+        if req.path.endswith("/websocket"):
+            return await self.relay(req, member)
         headers = {}
         for name in _REQUEST_HEADERS:
             value = http.getHeader(name)
             if value is not None:
                 headers[name] = value
-        body = req.body.read() if http.method in (b"POST", b"PUT", b"PATCH") else None
+        # The body as the router spooled it (in memory or a file), streamed from there.
+        body = req.body if http.method in (b"POST", b"PUT", b"PATCH") else None
         path = http.uri.decode("utf-8", "replace")
         # An operation wait may last as long as the client asked: no timeout of ours then.
         timeout = None if "/wait" in path.split("?")[0] else CALL_TIMEOUT
-        code, answer_headers, content = await self.call(member, http.method.decode(), path, body, headers,
-                                                        timeout=timeout)
-        if answer_headers.getRawHeaders("content-type", [""])[0].startswith("application/json"):
-            try:
-                op = json.loads(content).get("operation") or ""
-            except (ValueError, AttributeError):
-                op = ""
-            if op:
-                self.remember_operation(op.rstrip("/").split("/")[-1], member.name)
-        return Relayed(code, answer_headers, content)
+        response = await self.request(member, http.method.decode(), path, body, headers, timeout=timeout)
+        if not response.headers.getRawHeaders("content-type", [""])[0].startswith("application/json"):
+            return Streamed(response)  # a file pulled, a log: through, never whole in memory
+        try:
+            content = await response.content()
+        except Exception as e:
+            raise MemberUnreachable(member.name, getattr(e, "message", None) or type(e).__name__) from None
+        try:
+            answer = json.loads(content)
+            op = answer.get("operation") or ""
+        except (ValueError, AttributeError):
+            op = ""
+        if op:
+            self.remember_operation(op.rstrip("/").split("/")[-1], member.name, answer.get("metadata"))
+        return Relayed(response.code, response.headers, content)
+
+    async def relay(self, req, member):
+        """A websocket of `member`'s (an operation's), relayed to the client of `req`.
+
+        Not pinged: the owner's reader of a stream the client only writes (stdin, control)
+        pauses while its command does not read, and would leave a ping unanswered. A member
+        gone ends its connections, or its event stream (which is pinged) fails its
+        operations here (lxdtx.cluster.events)."""
+        from lxdtx.websocket import client
+        from lxdtx.websocket.relay import RelayClient, RelayedSocket
+        from lxdtx.websocket.server import Handshake
+
+        if (req.header("Upgrade") or "").lower() != "websocket":
+            raise errors.BadRequest("websocket upgrade expected")
+        certificate = member.value.get("certificate")
+        if not certificate:
+            raise MemberUnreachable(member.name, "its certificate is not known")
+        url = "wss://" + member.value["url"].split("://", 1)[1] + req.http.uri.decode("utf-8", "replace")
+        try:
+            upstream = await client.connect(self.daemon.reactor, url, RelayClient, peer_pem=certificate,
+                                            cert_path=self.daemon.cert_path, key_path=self.daemon.key_path,
+                                            headers={FORWARDED: "1"}, ping=False)
+        except client.HandshakeFailed as e:
+            raise errors.BadRequest(f"Cluster member '{member.name}' refused the websocket: {e}") from None
+        except Exception as e:
+            raise MemberUnreachable(member.name, errors.describe(e)) from None
+        if req.http._disconnected:
+            upstream.drop()
+            raise defer.CancelledError()
+        upstream.expect_partner(self.daemon.reactor, RELAY_OPEN_TIMEOUT)
+        return Handshake(self.daemon.websockets, RelayedSocket(upstream))
+
+
+def _copy_head(request, code, headers, names=_RESPONSE_HEADERS):
+    request.setResponseCode(code)
+    for name in names:
+        for value in headers.getRawHeaders(name, []):
+            request.setHeader(name.encode(), value.encode() if isinstance(value, str) else value)
 
 
 class Relayed(Response):
@@ -194,8 +383,65 @@ class Relayed(Response):
         self.code, self.headers, self.body = code, headers, body
 
     def render(self, request):
-        request.setResponseCode(self.code)
-        for name in _RESPONSE_HEADERS:
-            for value in self.headers.getRawHeaders(name, []):
-                request.setHeader(name.encode(), value.encode() if isinstance(value, str) else value)
+        _copy_head(request, self.code, self.headers)
         return self.body
+
+
+class Streamed(Response):
+    """An answer of another member whose body goes through as it arrives, read only as fast
+    as our client takes it."""
+
+    def __init__(self, response):
+        self.response = response
+
+    def render(self, request):
+        _copy_head(request, self.response.code, self.response.headers, (*_RESPONSE_HEADERS, "content-length"))
+        self.response.deliverBody(_BodyPipe(request))
+        return NOT_DONE_YET
+
+
+@implementer(IPushProducer)
+class _BodyPipe(Protocol):
+    """A response body of another member into our request: its connection paused while our
+    client's is full, stopped when our client goes; one cut short cuts our client's too
+    (a shorter body than its length says, never taken for the whole)."""
+
+    def __init__(self, request):
+        self.request = request
+        self.gone = False
+
+    def connectionMade(self):
+        self.request.registerProducer(self, True)
+        self.request.notifyFinish().addErrback(self._client_gone)
+
+    def _client_gone(self, _):
+        self.gone = True
+        self.transport.stopProducing()
+
+    def dataReceived(self, data):
+        if not self.gone:
+            self.request.write(data)
+
+    def connectionLost(self, reason):
+        from twisted.web.client import ResponseDone
+
+        request = self.request
+        if self.gone or request.finished:
+            return
+        request.unregisterProducer()
+        if reason.check(ResponseDone, PotentialDataLoss):
+            request.finish()
+            return
+        log.info("A relayed answer was cut short: {reason}", reason=reason.getErrorMessage())
+        abort = getattr(request.channel, "abort", None)
+        if abort is not None:
+            abort()
+
+    def pauseProducing(self):
+        self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.transport.resumeProducing()
+
+    def stopProducing(self):
+        self.transport.stopProducing()

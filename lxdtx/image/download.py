@@ -35,11 +35,12 @@ class RemoteError(errors.BadRequest):
     """An image server could not be reached or gave something unusable; the message says which."""
 
 
-def _agent(reactor, peer_pem):
+def _agent(reactor, peer_pem, policy=None):
     from twisted.web.client import Agent, HTTPConnectionPool
 
     pool = HTTPConnectionPool(reactor, persistent=False)
-    return Agent(reactor, contextFactory=tls.RemotePolicy(peer_pem), connectTimeout=CONNECT_TIMEOUT, pool=pool)
+    return Agent(reactor, contextFactory=policy or tls.RemotePolicy(peer_pem), connectTimeout=CONNECT_TIMEOUT,
+                 pool=pool)
 
 
 def _describe(url, failure_value):
@@ -53,7 +54,7 @@ def _describe(url, failure_value):
     return f"Failed to reach {url}: {text}"
 
 
-async def _get(reactor, url, peer_pem, headers=None):
+async def _get(reactor, url, peer_pem, headers=None, policy=None):
     import treq
 
     all_headers = {b"User-Agent": [USER_AGENT.encode()]}
@@ -61,7 +62,7 @@ async def _get(reactor, url, peer_pem, headers=None):
         all_headers[key.encode()] = [value.encode()]
     for _ in range(MAX_REDIRECTS + 1):
         try:
-            response = await treq.get(url, headers=all_headers, agent=_agent(reactor, peer_pem), unbuffered=True,
+            response = await treq.get(url, headers=all_headers, agent=_agent(reactor, peer_pem, policy), unbuffered=True,
                                       timeout=IDLE_TIMEOUT, reactor=reactor, allow_redirects=False)
         except defer.CancelledError:
             raise RemoteError(f"Failed to reach {url}: no answer within {IDLE_TIMEOUT} seconds") from None
@@ -235,14 +236,18 @@ class Written:
         return values[0] if values else None
 
 
-async def download(reactor, url, path, *, peer_pem=None, limit, hashers=(), progress=None, what="download"):
+async def download(reactor, url, path, *, peer_pem=None, limit, hashers=(), progress=None, what="download",
+                   policy=None, headers=None):
     """Stream the body at `url` into a new file `path`; a Written.
+
+    `policy`: the agent's IPolicyForHTTPS instead of `peer_pem`'s (a cluster member
+    calling another shows its certificate); `headers`: more request headers.
 
     Each of `hashers` (hashlib objects, e.g. one shared by the parts of a split image)
     is fed the bytes too. RemoteError past `limit` bytes, on a cut or stalled
     transfer; the caller removes `path` on failure (it lies in a private directory).
     """
-    response = await _get(reactor, url, peer_pem)
+    response = await _get(reactor, url, peer_pem, headers, policy)
     await _check_status(reactor, url, response)
     length = response.length if isinstance(response.length, int) else None
     if length is not None and length > limit:

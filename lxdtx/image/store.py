@@ -657,6 +657,32 @@ class ImageStore:
         value = dict(doc.value, public=public, auto_update=auto_update, properties=properties)
         await self._store.commit([Put(KIND, fingerprint, value, expect=expect)])
 
+    def has_files(self, fingerprint):
+        """Whether this daemon holds the files of image `fingerprint` (a cluster shares the
+        documents of its images, each member holds the files of those it received)."""
+        value = self._store.value(KIND, fingerprint) or {}
+        return os.path.exists(self.path(fingerprint)) and (
+            not value.get("rootfs_format") or os.path.exists(self.rootfs_path(fingerprint)))
+
+    async def adopt_files(self, body_path, boundary, fingerprint):
+        """Take the files of image `fingerprint`, whose document exists already, from an
+        export of it (`body_path`, multipart with `boundary` for a split image): checked and
+        hashed like an upload, then moved into place, the rootfs first, so the image file
+        appearing is the moment the files are here."""
+        try:
+            with open(body_path, "rb") as body:
+                staged = await threads.deferToThread(_stage_upload, self.spool, body, boundary, fingerprint,
+                                                     await self.room())
+        except ImageFormatError as e:
+            raise errors.BadRequest(str(e))
+        try:
+            await threads.deferToThread(os.makedirs, self.dir, 0o700, True)
+            if staged.rootfs_path is not None:
+                os.rename(staged.rootfs_path, self.rootfs_path(fingerprint))
+            os.rename(staged.image_path, self.path(fingerprint))
+        finally:
+            await self.discard(staged)
+
     async def mark_used(self, fingerprint):
         """Record that a container was just created from the image (`last_used_at`)."""
         for _ in range(5):

@@ -9,6 +9,7 @@ from twisted.internet import defer
 
 from lxdtx import errors
 from lxdtx.bodies import BOOLEAN, DEVICES, INTEGER, MAP_OF_STRINGS, STRING, STRINGS, config, fields, one_of_strings
+from lxdtx.cluster import images as cluster_images
 from lxdtx.cluster.peers import FORWARDED, MemberUnreachable
 from lxdtx.filter import compile_filter
 from lxdtx.instance import model
@@ -183,12 +184,14 @@ async def create_container(req):
 
     async def run(op):
         fingerprint = image
-        if remote is not None:
-            try:
+        try:
+            if remote is not None:
                 fingerprint = await _pull_for_container(req.daemon, remote, op)
-            except BaseException:
-                instances.release(name)
-                raise
+            elif fingerprint is not None:
+                await cluster_images.ensure_local(req.daemon, fingerprint, op)  # a member that has it gives it
+        except BaseException:
+            instances.release(name)
+            raise
         await instances.create(name, image=fingerprint, op=op, **params)
 
     op = req.daemon.operations.start("Creating container", resources=container_resources(name), run=run)

@@ -3,6 +3,7 @@
 
 from twisted.logger import Logger
 
+from lxdtx.cluster.peers import FORWARDED
 from lxdtx.events import DEFAULT_TYPES
 from lxdtx.router import Action, Endpoint
 from lxdtx.websocket.server import Handshake, StreamSocket
@@ -16,10 +17,11 @@ log = Logger()
 class EventsSocket(StreamSocket):
     """Sends events as text messages; what the client sends is ignored."""
 
-    def __init__(self, hub, types):
+    def __init__(self, hub, types, local_only=False):
         super().__init__()
         self.hub = hub
         self.types = types
+        self.local_only = local_only
         self._backlog = 0
 
     def opened(self):
@@ -47,7 +49,9 @@ class EventsSocket(StreamSocket):
 async def get_events(req):
     raw = req.query.get("type", "")
     types = frozenset(t.strip() for t in raw.split(",") if t.strip()) or DEFAULT_TYPES
-    return Handshake(req.daemon.websockets, EventsSocket(req.daemon.events, types))
+    # Another member's subscription (lxdtx.cluster.events) gets this member's own events only.
+    local_only = bool(req.header(FORWARDED))
+    return Handshake(req.daemon.websockets, EventsSocket(req.daemon.events, types, local_only))
 
 
 ENDPOINTS = [Endpoint("/1.0/events", get=Action(get_events, answers="websocket"))]

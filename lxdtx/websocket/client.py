@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.integration.test_websocket_client -*-
 """The client side of the daemon's websockets, on Autobahn: what migration and
-remote operations dial, and what the tests drive the daemon with.
+remote operations dial, cluster members' event streams and relayed websockets, and
+what the tests drive the daemon with.
 
 `connect` opens `wss://HOST:PORT/PATH` with the peer's certificate pinned and ours
 presented (`lxdtx.tls.client_creator`), or `ws+unix://SOCKET:/PATH` for a local
@@ -48,6 +49,21 @@ class StreamClient(WebSocketClientProtocol):
             self.received.callback(b"".join(self.chunks))
 
 
+class FeedClient(WebSocketClientProtocol):
+    """A stream of text messages (an event stream), each handed to `feed.received(payload)`
+    as it comes, and its end to `feed.ended(protocol)`; nothing is kept here."""
+
+    feed = None
+
+    def onMessage(self, payload, isBinary):
+        if self.feed is not None and not isBinary:
+            self.feed.received(payload)
+
+    def onClose(self, wasClean, code, reason):
+        if self.feed is not None:
+            self.feed.ended(self)
+
+
 def _endpoint(reactor, url, peer_pem, cert_path, key_path):
     if url.startswith("ws+unix://"):
         # ws+unix:///path/to/unix.socket:/1.0/events
@@ -71,6 +87,7 @@ async def connect(reactor, url, protocol=StreamClient, *, peer_pem=None, cert_pa
     factory = WebSocketClientFactory(ws_url, headers=headers, reactor=reactor)
     factory.setProtocolOptions(**options.client(ping, **timing))
     factory.protocol = protocol
+    factory.noisy = False  # no "Starting factory" line in the log for each connection
     proto = await endpoint.connect(factory)
     opened = defer.Deferred()
 

@@ -9,7 +9,8 @@ protocol. Two factories carry the options (`lxdtx.websocket.options`): one pings
 its peers, one does not, and each protocol says which it needs.
 
 `StreamSocket` is what every stream of the daemon shares: messages in, data and
-barriers out, back-pressure both ways, and a patient ping: while the peer's
+barriers out, back-pressure both ways (`Backpressure`, which client protocols share
+too), and a patient ping: while the peer's
 buffers are full (our output is held), it is slow, not gone, and an unanswered
 ping waits for it (a pager holding `lxc exec` output, say).
 """
@@ -48,55 +49,18 @@ class Factories:
 
 
 @implementer(IPushProducer)
-class StreamSocket(WebSocketServerProtocol):
-    """One websocket stream. Subclasses get `opened()`, `message(payload, binary)`,
-    `closed(abnormal)` and `peer_gone()` (its ping went unanswered)."""
+class Backpressure:
+    """What a websocket protocol of either side (server or client) needs to be fed by a
+    producer: while the peer's buffers are full (our transport pauses us) the `source`
+    (a pipe, a pty, another connection) is paused, and an unanswered ping waits for a
+    peer that is slow, not gone. `held` says whether our output is held now."""
 
-    pinged = True
-    claim = None  # called once the upgrade is good: what it takes only a good handshake takes
-
-    def __init__(self):
-        super().__init__()
-        self._source = None
-        self.held = False
-
-    # -- subclass hooks ------------------------------------------------------
-    def opened(self):
-        pass
-
-    def message(self, payload, binary):
-        pass
-
-    def closed(self, abnormal):
-        pass
+    _source = None
+    held = False
 
     def peer_gone(self):
         pass
 
-    # -- sending -------------------------------------------------------------
-    def is_open(self):
-        return self.state == self.STATE_OPEN
-
-    def send(self, data):
-        if self.state == self.STATE_OPEN:
-            self.sendMessage(data, True)
-
-    def send_text(self, data):
-        if self.state == self.STATE_OPEN:
-            self.sendMessage(data, False)
-
-    def send_barrier(self):
-        """The empty text message that ends a stream of LXD's."""
-        self.send_text(b"")
-
-    def drop(self):
-        """End the connection without a close frame (as LXD ends its exec sockets)."""
-        self._let_go()
-        if self.transport is not None and self.state != self.STATE_CLOSED:
-            self.wasClean = True  # ours to end: not a peer lost (nor a warning in the log)
-            self.dropConnection(abort=False)
-
-    # -- back-pressure -----------------------------------------------------
     def pause_reading(self):
         if self.transport is not None:
             self.transport.pauseProducing()
@@ -106,7 +70,7 @@ class StreamSocket(WebSocketServerProtocol):
             self.transport.resumeProducing()
 
     def feed_from(self, producer):
-        """Hold `producer` (a pipe or pty reader) while the peer's buffers are full."""
+        """Hold `producer` (a pipe or pty reader, a transport) while the peer's buffers are full."""
         if self.transport is None:
             return
         if getattr(self.transport, "producer", None) is not None:
@@ -144,6 +108,52 @@ class StreamSocket(WebSocketServerProtocol):
         log.info("Websocket peer {peer} did not answer a ping", peer=self.peer)
         self.peer_gone()
         super().onAutoPingTimeout()
+
+
+class StreamSocket(Backpressure, WebSocketServerProtocol):  # type: ignore[misc]  # Autobahn's own bases disagree
+    """One websocket stream. Subclasses get `opened()`, `message(payload, binary)`,
+    `closed(abnormal)` and `peer_gone()` (its ping went unanswered)."""
+
+    pinged = True
+    claim = None  # called once the upgrade is good: what it takes only a good handshake takes
+
+    def __init__(self):
+        super().__init__()
+        self._source = None
+        self.held = False
+
+    # -- subclass hooks ------------------------------------------------------
+    def opened(self):
+        pass
+
+    def message(self, payload, binary):
+        pass
+
+    def closed(self, abnormal):
+        pass
+
+    # -- sending -------------------------------------------------------------
+    def is_open(self):
+        return self.state == self.STATE_OPEN
+
+    def send(self, data):
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(data, True)
+
+    def send_text(self, data):
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(data, False)
+
+    def send_barrier(self):
+        """The empty text message that ends a stream of LXD's."""
+        self.send_text(b"")
+
+    def drop(self):
+        """End the connection without a close frame (as LXD ends its exec sockets)."""
+        self._let_go()
+        if self.transport is not None and self.state != self.STATE_CLOSED:
+            self.wasClean = True  # ours to end: not a peer lost (nor a warning in the log)
+            self.dropConnection(abort=False)
 
     # -- Autobahn ------------------------------------------------------------
     def onConnect(self, request):

@@ -36,6 +36,12 @@ print(c.getresponse().status)
 
 @pytest.fixture
 def daemons():
+    yield from three_daemons()
+
+
+def three_daemons():
+    """Three daemons in namespaces of their own on one bridge, each with core.https_address set
+    (what the `daemons` fixture hands out; other modules make a module-scoped one of it)."""
     if os.geteuid() != 0:
         pytest.skip("integration tests run as root (containers, bridges, mounts)")
     made, spaces = [], []

@@ -57,6 +57,23 @@ class EventHubTests(SynchronousTestCase):
         self.assertEqual(second["metadata"], {"action": "profile-deleted", "source": "/1.0/profiles/b"})
         self.assertIsNotNone(timeutil.parse(first["timestamp"]).tzinfo)
 
+    def test_forwarded_events_skip_member_subscriptions(self):
+        """Another member's event reaches local listeners as it came (with `node`), never a
+        member's subscription (local_only), which still gets this member's own events."""
+        local = Listener({"lifecycle"})
+        member = Listener({"lifecycle"})
+        member.local_only = True
+        self.hub.subscribe(local)
+        self.hub.subscribe(member)
+        event = {"metadata": {"action": "container-started", "source": "/1.0/containers/c"},
+                 "timestamp": "2026-01-01T00:00:00Z", "type": "lifecycle", "node": "m3"}
+        self.hub.forward(event)
+        self.hub.forward(dict(event, type="logging"))
+        self.hub.lifecycle("container-stopped", "/1.0/containers/d")
+        self.assertEqual(local.frames[0], event)
+        self.assertEqual([f["metadata"]["action"] for f in local.frames], ["container-started", "container-stopped"])
+        self.assertEqual([f["metadata"]["action"] for f in member.frames], ["container-stopped"])
+
     def test_unsubscribe(self):
         """An unsubscribed listener hears nothing more."""
         listener = Listener({"lifecycle"})

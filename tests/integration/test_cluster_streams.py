@@ -7,9 +7,8 @@ only another member holds (and its export asked of a member without it), and a m
 client's session with an error rather than a hang. The client always talks to a member
 other than the container's.
 
-The storage pool is one `dir` pool whose source all three reach (they share this host's
-file system), mounted by node2 and node3 when they restart; the busybox image is
-imported on node1 only."""
+The storage pool is one `dir` pool, defined on each member with a source of its own and
+then made on all; the busybox image is imported on node1 only."""
 
 import json
 import os
@@ -37,7 +36,7 @@ def cluster():
 
 
 def streams_cluster():
-    """(node1, node2, node3): bootstrapped and joined, the shared pool mounted on each, the
+    """(node1, node2, node3): bootstrapped and joined, a dir pool made on each, the
     default profile's root disk on it, the busybox image on node1 (bench/cluster_streams.py too)."""
     source = tempfile.mkdtemp(prefix="lxdtx-streams-pool-", dir="/var/tmp")
     shutil.rmtree(source)
@@ -53,15 +52,12 @@ def streams_cluster():
         for d in (node1, node2, node3):
             assert wait_until(lambda d=d: len(_members(d)) == 3
                               and all(m["status"] == "Online" for m in _members(d).values()), timeout=30)
-        made = node1.request("POST", "/1.0/storage-pools", {"name": "default", "driver": "dir",
-                                                            "config": {"source": source}})
+        for i in (1, 2, 3):
+            pending = node1.request("POST", f"/1.0/storage-pools?target=node{i}", {
+                "name": "default", "driver": "dir", "config": {"source": f"{source}/node{i}"}})
+            assert pending.status in (200, 201), pending.json
+        made = node1.request("POST", "/1.0/storage-pools", {"name": "default", "driver": "dir"})
         assert made.status in (200, 201), made.json
-        # The pool is mounted at start on the members that did not create it (per-member pools
-        # come with `target` on storage pools).
-        for d in (node2, node3):
-            d.restart()
-        for d in (node1, node2, node3):
-            assert wait_until(lambda d=d: all(m["status"] == "Online" for m in _members(d).values()), timeout=30)
         node1.lxc("profile", "device", "add", "default", "root", "disk", "path=/", "pool=default")
         out = subprocess.run([sys.executable, "-m", "lxdtx.cli", "image", "busybox", built, "--compression", "gzip"],
                              capture_output=True, text=True, check=True, timeout=300).stdout.split()

@@ -146,11 +146,8 @@ def test_members_pools_and_moves(daemons):  # noqa: F811
                                         "Content-Type": "application/octet-stream"})
         assert pushed.status == 200, pushed.json
         assert os.path.isdir(os.path.join(sources["node1"], "containers", "c1"))
-        # (What `lxc move --target` sends; the client waits through events, and events of
-        # other members are not relayed on this branch: the raw request, its wait proxied.)
-        op = node3.request("POST", "/1.0/instances/c1?target=node2", {"name": "c1", "migration": True})
-        assert op.status == 202, op.json
-        assert node3.wait_operation(op)["status"] == "Success"
+        # The real client, which waits for the move through node3's events (node1's relayed).
+        node3.lxc("move", "c1", "--target", "node2", timeout=90)
         for d in daemons:
             assert _locations(d) == {"c1": "node2"}
         assert not os.path.exists(os.path.join(sources["node1"], "containers", "c1"))

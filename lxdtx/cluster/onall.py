@@ -219,6 +219,16 @@ async def resolve(daemon, intent_name):
 CATCH_UP = 30  # seconds a member waits for its mirror of the store to reach the caller's revision
 
 
+async def member_body(req):
+    """The body of a request another member sends (a dict, {} for none), once the caller is shown
+    to be a member and this member has caught up with the store revision the caller saw."""
+    req.daemon.cluster.peers.caller(req)
+    body = req.json()
+    body = body if isinstance(body, dict) else {}
+    await caught_up(req.daemon, body.get("revision"))
+    return body
+
+
 async def caught_up(daemon, revision):
     """Wait until this member's mirror of the store holds what the calling member had
     committed when it called (`revision`, sent along by `call`): else we would act on an

@@ -90,17 +90,13 @@ async def delete_network(req):
 
 async def create_local(req):
     """Another member has us bring up our bridge of a pending network (lxdtx.cluster.networks)."""
-    req.daemon.cluster.peers.caller(req)
-    await onall.caught_up(req.daemon, (req.json() or {}).get("revision"))
+    await onall.member_body(req)
     return SyncResponse(await cluster_networks.create_local(req.daemon, req.params["name"]))
 
 
 async def update_local(req):
-    req.daemon.cluster.peers.caller(req)
-    body = req.json()
-    await onall.caught_up(req.daemon, body.get("revision") if isinstance(body, dict) else None)
-    await cluster_networks.update_local(req.daemon, req.params["name"],
-                                        body.get("config") if isinstance(body, dict) else None)
+    body = await onall.member_body(req)
+    await cluster_networks.update_local(req.daemon, req.params["name"], body.get("config"))
     return empty()
 
 

@@ -128,17 +128,13 @@ async def get_resources(req):
 
 # -- member to member (lxdtx.cluster.pools) ---------------------------------------------------
 async def create_local(req):
-    req.daemon.cluster.peers.caller(req)
-    await onall.caught_up(req.daemon, (req.json() or {}).get("revision"))
+    await onall.member_body(req)
     return SyncResponse(await cluster_pools.create_local(req.daemon, req.params["name"]))
 
 
 async def update_local(req):
-    req.daemon.cluster.peers.caller(req)
-    body = req.json()
-    await onall.caught_up(req.daemon, body.get("revision") if isinstance(body, dict) else None)
-    await cluster_pools.update_local(req.daemon, req.params["name"], body.get("config") if isinstance(body, dict)
-                                     else None)
+    body = await onall.member_body(req)
+    await cluster_pools.update_local(req.daemon, req.params["name"], body.get("config"))
     return empty()
 
 

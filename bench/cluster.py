@@ -31,8 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.daemonproc import Daemon, wait_until
 from tests.etcdproc import ETCD
-from tests.integration.netns import Netns, daemon_in, free_subnet, veth
-from tests.integration.test_cluster_join import PASSWORD, PORT, _join, _members
+from tests.integration.test_cluster_join import PASSWORD, _join, _members, three_daemons
 
 ROOT = {"root": {"type": "disk", "path": "/", "pool": "default"}}
 
@@ -78,25 +77,9 @@ def lone(args, work):
 
 
 def cluster(args, work):
-    made, spaces = [], []
+    daemons = three_daemons()
     try:
-        hub = Netns("lxdtxbh")
-        spaces.append(hub)
-        hub.ip("link", "add", "br0", "type", "bridge")
-        hub.ip("link", "set", "br0", "up")
-        subnet = free_subnet()
-        for i in (1, 2, 3):
-            ns = Netns("lxdtxbc")
-            spaces.append(ns)
-            peer = veth(hub, f"h{i}", peer_ns=ns, peer="eth0")
-            hub.ip("link", "set", f"h{i}", "master", "br0", "up")
-            ns.ip("addr", "add", f"{subnet[i]}/24", "dev", peer)
-            ns.ip("link", "set", peer, "up")
-            d = daemon_in(ns)
-            d.ns, d.address = ns, str(subnet[i])
-            made.append(d)
-            d.request("PATCH", "/1.0", {"config": {"core.https_address": f"{d.address}:{PORT}"}})
-        node1, node2, node3 = made
+        node1, node2, node3 = next(daemons)
         node1.lxc("cluster", "enable", "node1")
         node1.lxc("config", "set", "core.trust_password", PASSWORD)
         assert _join(node1, node2, "node2")["status"] == "Success"
@@ -114,10 +97,7 @@ def cluster(args, work):
         delete_all(node1, args.count, "bc")
         return created, listed, spread
     finally:
-        for d in made:
-            d.cleanup()
-        for ns in reversed(spaces):
-            ns.delete()
+        daemons.close()
 
 
 def main():

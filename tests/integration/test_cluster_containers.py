@@ -11,7 +11,7 @@ import shutil
 import tempfile
 
 from tests.daemonproc import wait_until
-from tests.integration.test_cluster_join import PASSWORD, _join, _members, daemons, pytestmark  # noqa: F401
+from tests.integration.test_cluster_join import PASSWORD, _join, _members, _pool_on_each, daemons, pytestmark  # noqa: F401
 
 ROOT = {"root": {"type": "disk", "path": "/", "pool": "default"}}
 
@@ -41,12 +41,7 @@ def test_containers_across_members(daemons):  # noqa: F811
         for d in daemons:
             assert wait_until(lambda d=d: all(m["status"] == "Online" for m in _members(d).values())
                               and len(_members(d)) == 3, timeout=30)
-        for i in (1, 2, 3):
-            pending = node1.request("POST", f"/1.0/storage-pools?target=node{i}", {
-                "name": "default", "driver": "dir", "config": {"source": f"{source}/node{i}"}})
-            assert pending.status in (200, 201), pending.json
-        made = node1.request("POST", "/1.0/storage-pools", {"name": "default", "driver": "dir"})
-        assert made.status in (200, 201), made.json
+        _pool_on_each(node1, source)
 
         # From node1 onto node2; without a target onto the least busy (node1, by name on a tie).
         _create(node1, "c2", target="node2")

@@ -70,6 +70,17 @@ def three_daemons():
             ns.delete()
 
 
+def _pool_on_each(first, source):
+    """The dir pool `default`, defined on each member with a source of its own under `source`,
+    then made on all (asked of `first`)."""
+    for i in (1, 2, 3):
+        pending = first.request("POST", f"/1.0/storage-pools?target=node{i}", {
+            "name": "default", "driver": "dir", "config": {"source": f"{source}/node{i}"}})
+        assert pending.status in (200, 201), pending.json
+    made = first.request("POST", "/1.0/storage-pools", {"name": "default", "driver": "dir"})
+    assert made.status in (200, 201), made.json
+
+
 def _members(d):
     return {m["server_name"]: m for m in d.request("GET", "/1.0/cluster/members?recursion=1").metadata}
 

@@ -24,7 +24,7 @@ import pexpect
 import pytest
 
 from tests.daemonproc import wait_until
-from tests.integration.test_cluster_join import PASSWORD, _join, _members, pytestmark, three_daemons  # noqa: F401
+from tests.integration.test_cluster_join import PASSWORD, _join, _members, _pool_on_each, pytestmark, three_daemons  # noqa: F401
 from tests.integration.wsclient import RawWebsocket
 
 CT = "s3"  # on node3, driven from node1 and node2
@@ -52,12 +52,7 @@ def streams_cluster():
         for d in (node1, node2, node3):
             assert wait_until(lambda d=d: len(_members(d)) == 3
                               and all(m["status"] == "Online" for m in _members(d).values()), timeout=30)
-        for i in (1, 2, 3):
-            pending = node1.request("POST", f"/1.0/storage-pools?target=node{i}", {
-                "name": "default", "driver": "dir", "config": {"source": f"{source}/node{i}"}})
-            assert pending.status in (200, 201), pending.json
-        made = node1.request("POST", "/1.0/storage-pools", {"name": "default", "driver": "dir"})
-        assert made.status in (200, 201), made.json
+        _pool_on_each(node1, source)
         node1.lxc("profile", "device", "add", "default", "root", "disk", "path=/", "pool=default")
         out = subprocess.run([sys.executable, "-m", "lxdtx.cli", "image", "busybox", built, "--compression", "gzip"],
                              capture_output=True, text=True, check=True, timeout=300).stdout.split()

@@ -132,7 +132,12 @@ class World:
                                   ("/1.0/networks", [NETWORK, "lxdbr0", "lo"]),
                                   ("/1.0/storage-pools", [POOL]), ("/1.0/images/aliases", ["busybox"]),
                                   # The fuzzed daemon is no cluster member: "none" is LXD's name for it.
-                                  ("/1.0/cluster/members", ["none"])):
+                                  ("/1.0/cluster/members", ["none"]),
+                                  # Member-to-member endpoints: the objects they would make or act on.
+                                  ("/internal/cluster/storage-pools", [POOL]),
+                                  ("/internal/cluster/networks", [NETWORK]),
+                                  ("/internal/cluster/containers", [CONTAINER]),
+                                  ("/internal/cluster/intents", ["1"])):
                 if pattern.startswith(prefix):
                     return names
         if param == "fingerprint":

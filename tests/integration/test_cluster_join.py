@@ -6,6 +6,7 @@ regained, and a forced removal. Real daemons with their etcd children; namespace
 processes and state are removed afterwards, also on failure."""
 
 import os
+import signal
 import sys
 import time
 
@@ -136,9 +137,13 @@ def test_three_member_cluster(daemons):
     _error = node3.request("POST", "/1.0/cluster/members/node3", {"server_name": "node1"})
     assert _error.status == 400 and "already has a member named 'node1'" in _error.json["error"]
 
-    # node3 stops: shown offline within the bound on the others, which keep working.
+    # node3's host dies (daemon and etcd killed, so no lease is revoked): shown offline
+    # within the bound on the others once its lease lapses, and they keep working.
+    with open(os.path.join(node3.dir, "cluster", "etcd.pid")) as f:
+        etcd3 = int(f.read())
     stopped = time.monotonic()
-    node3.stop()
+    node3.stop(sig=signal.SIGKILL)
+    os.kill(etcd3, signal.SIGKILL)
     assert wait_until(lambda: _members(node1)["node3"]["status"] == "Offline", timeout=OFFLINE_BOUND + 10)
     assert time.monotonic() - stopped <= OFFLINE_BOUND
     assert _members(node2)["node3"]["message"].startswith("no heartbeat since")

@@ -147,6 +147,8 @@ class LxdtxService(service.MultiService):
             await self.daemon.devlxd.stop()
         if self.daemon is not None:
             self.daemon.password_hashing.stop()
+            if getattr(self.daemon, "cluster", None) is not None:
+                await self.daemon.cluster.peers.close()  # connections kept to other members
         choice = self.daemon.store_choice if self.daemon is not None else self._store
         if choice is not None:
             await choice.close()

@@ -43,6 +43,9 @@ from lxdtx.response import Response
 FORWARDED = "X-Lxdtx-Forwarded"
 REMOTE_OPERATIONS = 1000  # remembered operation ids, oldest dropped first
 CALL_TIMEOUT = 30
+# Open connections kept to each member, and how long one may idle (the members' own
+# sites keep a connection far longer).
+KEPT_CONNECTIONS, KEPT_IDLE = 8, 120
 RELAY_OPEN_TIMEOUT = 30  # the client's end of a relayed websocket must open within this
 # Headers of a request that carry meaning to the member it is forwarded to.
 _REQUEST_HEADERS = ("content-type", "if-match", "x-lxd-uid", "x-lxd-gid", "x-lxd-mode", "x-lxd-type",
@@ -99,19 +102,39 @@ class Peers:
         self.daemon = daemon
         self.operations = {}  # operation id -> member name, for operations started through us
         self.states = {}  # operation id -> its last object seen here (answers, events)
+        self._clients = {}  # member id -> ((url, certificate), its client, its connection pool)
 
     def _client(self, member):
+        """The HTTPS client for `member`, kept with its pool of open connections: a new TLS
+        handshake per forwarded request costs more than most requests. A member whose
+        address or certificate changed gets a new client; the old one's connections close."""
         import treq
         from twisted.web.client import Agent, HTTPConnectionPool
 
         certificate = member.value.get("certificate")
         if not certificate:
             raise MemberUnreachable(member.name, "its certificate is not known")
-        pool = HTTPConnectionPool(self.daemon.reactor, persistent=False)
-        pool._factory = _quiet_factory()  # every forwarded request would log two lines otherwise
+        member_id, key = member.value.get("id", member.name), (member.value["url"], certificate)
+        kept = self._clients.get(member_id)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        if kept is not None:
+            kept[2].closeCachedConnections()
+        pool = HTTPConnectionPool(self.daemon.reactor, persistent=True)
+        pool.maxPersistentPerHost = KEPT_CONNECTIONS
+        pool.cachedConnectionTimeout = KEPT_IDLE
+        pool._factory = _quiet_factory()  # every connection would log two lines otherwise
         agent = Agent(self.daemon.reactor, pool=pool,
                       contextFactory=_MemberPolicy(certificate, self.daemon.cert_path, self.daemon.key_path))
-        return treq.client.HTTPClient(agent)
+        client = treq.client.HTTPClient(agent)
+        self._clients[member_id] = (key, client, pool)
+        return client
+
+    async def close(self):
+        """Close the kept connections (the daemon stops)."""
+        clients, self._clients = self._clients, {}
+        for _key, _client, pool in clients.values():
+            await pool.closeCachedConnections()
 
     async def request(self, member, method, path, body=None, headers=None, timeout=CALL_TIMEOUT):
         """The response (headers in, body unread) of `method path` on `member` (a

@@ -191,6 +191,22 @@ def test_file_push_pull(cluster, ct):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _tcp_opens(ns):
+    """Connections a namespace's processes opened so far (its own /proc/net/snmp)."""
+    lines = [line.split() for line in ns.exec("cat", "/proc/net/snmp").stdout.splitlines() if line.startswith("Tcp:")]
+    return int(lines[1][lines[0].index("ActiveOpens")])
+
+
+def test_forwarded_requests_keep_their_connection(cluster, ct):
+    """Forty requests forwarded by node1 to node3 go over a kept connection, not a new TLS
+    connection each."""
+    node1 = cluster[0]
+    before = _tcp_opens(node1.ns)
+    for _ in range(40):
+        assert node1.request("GET", f"/1.0/containers/{ct}").metadata["location"] == "node3"
+    assert _tcp_opens(node1.ns) - before <= 2
+
+
 def test_operation_wait_logs_and_cancel(cluster, ct):
     """An exec without websockets started through node2, waited for through node1 (which only
     knows it from node3's events), its recorded output read through node1; a token operation

@@ -1,18 +1,38 @@
 # -*- test-case-name: tests.unit.test_operations -*-
 """`/1.0/operations`: list, get, cancel, wait and websocket connect."""
 
+from twisted.internet import defer
+
 from lxdtx import errors
+from lxdtx.cluster.peers import FORWARDED, MemberUnreachable
 from lxdtx.operations import STATUS_TEXT
 from lxdtx.response import SyncResponse, empty
 from lxdtx.router import Action, Endpoint
 
 
 async def list_operations(req):
+    """This member's operations; in a cluster, asked of a client (not forwarded), every
+    online member's too (one unreachable is left out, as LXD leaves it)."""
     grouped = {}
     for op in req.daemon.operations.all():
         entry = op.render() if req.recursion else op.url
         grouped.setdefault(STATUS_TEXT[op.status_code].lower(), []).append(entry)
+    cluster = req.daemon.cluster
+    if cluster.enabled and not req.header(FORWARDED):
+        for theirs in await defer.gatherResults([defer.Deferred.fromCoroutine(
+                _of_member(cluster.peers, doc, req.recursion)) for doc in cluster.peers.others()]):
+            for status, entries in theirs.items():
+                grouped.setdefault(status, []).extend(entries)
     return SyncResponse(grouped)
+
+
+async def _of_member(peers, member, recursion):
+    try:
+        found = await peers.get_json(member, f"/1.0/operations?recursion={1 if recursion else 0}", timeout=10)
+    except (MemberUnreachable, ValueError):
+        return {}
+    return {status: entries for status, entries in found.items()
+            if isinstance(entries, list)} if isinstance(found, dict) else {}
 
 
 async def get_operation(req):

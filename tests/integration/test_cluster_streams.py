@@ -1,7 +1,8 @@
 """Streams across the members of a three-member cluster (three network namespaces, as
 test_cluster_join, one cluster for the module): `lxc exec` (output, exit code, stdin,
 a signal, a pty with a resize), `lxc console`, file push and pull, operation wait and
-cancel asked of a member that does not hold the operation, every member's events on
+cancel asked of a member that does not hold the operation, every member's operations
+listed by any member, every member's events on
 any member's `/1.0/events` (`lxc monitor` too), `lxc launch --target` of an image that
 only another member holds (and its export asked of a member without it), and a member stopped under a relayed exec, which ends the
 client's session with an error rather than a hang. The client always talks to a member
@@ -228,6 +229,10 @@ def test_operation_wait_logs_and_cancel(cluster, ct):
     assert token.status == 202, token
     token_id = token.metadata["id"]
     assert node1.request("GET", f"/1.0/operations/{token_id}").metadata["status"] == "Running"
+    # Every member's operations in any member's list (lxc operation list), node3's own once.
+    assert f"/1.0/operations/{token_id}" in node1.request("GET", "/1.0/operations").metadata["running"]
+    assert token_id in node2.lxc("operation", "list", "--format=csv").stdout
+    assert node3.request("GET", "/1.0/operations").metadata["running"].count(f"/1.0/operations/{token_id}") == 1
     cancelled = node1.request("DELETE", f"/1.0/operations/{token_id}")
     assert cancelled.status == 200, cancelled
     assert node3.request("GET", f"/1.0/operations/{token_id}").metadata["status"] == "Cancelled"

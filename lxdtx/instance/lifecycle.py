@@ -790,11 +790,9 @@ class Instances:
                 changes += [self.daemon.pools.volume_changes(pool, "container", s) for s in snapshots]
                 await self.store.commit(changes)
                 DELETE_COMMITTED()
-                for snapshot in snapshots:
-                    await driver.delete_volume("container", snapshot)
-                DELETE_SNAPSHOTS()
                 await self.daemon.networks.container_deleted(name, self.expanded(value))
-                await driver.delete_volume("container", name)
+                await driver.delete_container(name, snapshots)
+                DELETE_SNAPSHOTS()
                 DELETE_VOLUME()
                 await settle.container(self, name, pool)  # the paths and backups
             self.runtime.forget(name)

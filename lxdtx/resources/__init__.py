@@ -6,6 +6,7 @@ from lxdtx.resources import (
     cluster,
     console,
     containers,
+    debug,
     events,
     files,
     host,
@@ -23,7 +24,7 @@ from lxdtx.resources import (
 from lxdtx.resources import exec as exec_
 
 MODULES = [root, certificates, operations, events, profiles, host, containers, storage_pools, storage_volumes,
-           snapshots, images, backups, exec_, console, files, metadata, networks, openapi, cluster]
+           snapshots, images, backups, exec_, console, files, metadata, networks, openapi, cluster, debug]
 
 
 def endpoints(extra_modules=()):

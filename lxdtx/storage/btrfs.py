@@ -310,6 +310,44 @@ class BtrfsDriver(Driver):
         if vol_type == "container":
             await self.in_thread(mounts.rmdir_if_empty, self.snapshots_dir(name.split("/")[0]))
 
+    async def delete_container(self, name, snapshots):
+        """A container and its snapshots with one `btrfs subvolume list` and one `btrfs
+        subvolume delete` of them all (nested subvolumes first), where deleting them one
+        by one costs six commands per subvolume."""
+        paths = [self.mount_path("container", s) for s in snapshots] + [self.mount_path("container", name)]
+        _, out, _ = await self.run(["btrfs", "subvolume", "list", self.mount_point], check=False)
+        ids = {}  # absolute path -> subvolume id, of every subvolume of the pool
+        for line in out.decode().splitlines():
+            head, sep, rel = line.partition(" path ")
+            fields = head.split()
+            if sep and len(fields) >= 2 and fields[0] == "ID":
+                ids[os.path.join(self.mount_point, rel.strip())] = fields[1]
+        doomed, plain = [], []
+        for path in paths:
+            if path in ids:
+                doomed.append(path)
+            elif await self.in_thread(os.path.lexists, path):
+                plain.append(path)  # a plain directory (a half-made volume): its own path
+        nested = [p for p in ids for top in doomed if p.startswith(top + "/")]
+        nested.sort(key=lambda p: -p.count("/"))
+        # A read-only snapshot cannot lose the entry of a subvolume nested in it: its
+        # holder (the nearest subvolume above it) is made writable first.
+        holders = {max((p for p in ids if n.startswith(p + "/")), key=len) for n in nested}
+        for holder in sorted(holders):
+            await self.run(["btrfs", "property", "set", "-ts", holder, "ro", "false"], check=False)
+        if nested or doomed:
+            await self.run(["btrfs", "subvolume", "delete", *nested, *doomed])
+        if await self._quotas_on():
+            for path in nested + doomed:
+                await self.run(["btrfs", "qgroup", "destroy", f"0/{ids[path]}", self.mount_point], check=False)
+        for path in plain:
+            await self._subvolume_delete(path)
+        await self.in_thread(mounts.rmdir_if_empty, self.snapshots_dir(name))
+
+    async def _quotas_on(self):
+        code, _, _ = await self.run(["btrfs", "qgroup", "show", self.mount_point], check=False)
+        return code == 0
+
     async def rename_volume(self, vol_type, name, new_name):
         def move():
             os.makedirs(os.path.dirname(self.mount_path(vol_type, new_name)), mode=0o711, exist_ok=True)

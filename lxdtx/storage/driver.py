@@ -207,6 +207,13 @@ class Driver:
     async def delete_volume(self, vol_type, name):
         raise NotSupported(f"{self.info.name} pools cannot delete volumes")
 
+    async def delete_container(self, name, snapshots):
+        """Delete container volume `name` and its snapshot volumes (names `name/<s>`), the
+        snapshots first; drivers that can remove them all in one go override this."""
+        for snapshot in snapshots:
+            await self.delete_volume("container", snapshot)
+        await self.delete_volume("container", name)
+
     async def rename_volume(self, vol_type, name, new_name):
         """Rename a volume; a container's snapshots follow it."""
         raise NotSupported(f"{self.info.name} pools cannot rename volumes")

@@ -20,6 +20,8 @@ from lxdtx.exec.recording import RecordExpiry
 from lxdtx.image.upkeep import ImageUpkeep
 from lxdtx.instance import boot
 from lxdtx.listeners import Listeners
+from lxdtx.resources.answers import Answers
+from lxdtx.resources.root import InfoCache
 from lxdtx.router import Router
 from lxdtx.state.switch import SwitchableStore
 
@@ -107,7 +109,7 @@ class LxdtxService(service.MultiService):
         await daemon.networks.restore_all()
         daemon.shutdown_hooks.append(lambda: boot.shutdown_all(daemon.instances))
 
-        router = Router(daemon, resources.endpoints())
+        router = Router(daemon, resources.endpoints(), Answers(InfoCache(daemon.store)))
         self._listeners = Listeners(daemon, router, self.reactor)
         daemon.config.on_apply("https_address", self._listeners.set_https)
         self._listeners.listen_unix()

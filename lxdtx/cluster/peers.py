@@ -23,7 +23,6 @@ An image export asked of a member that lacks the image's files (a trusted caller
 relayed from a member that has them.
 """
 
-import functools
 import json
 import re
 from urllib.parse import unquote
@@ -73,10 +72,9 @@ class _MemberPolicy:
         return tls.client_creator(host.strip("[]"), self.peer_pem, self.cert_path, self.key_path)
 
 
-@functools.cache
 def _quiet_factory():
-    """twisted.web's connection factory without its per-connection log lines (made once,
-    when the first call needs twisted.web.client and its TLS)."""
+    """twisted.web's connection factory without its per-connection log lines (made once per
+    `Peers`, when its first call needs twisted.web.client and its TLS)."""
     from twisted.web.client import _HTTP11ClientFactory
 
     class Quiet(_HTTP11ClientFactory):
@@ -99,6 +97,7 @@ class Peers:
         self.daemon = daemon
         self.operations = {}  # operation id -> member name, for operations started through us
         self.states = {}  # operation id -> its last object seen here (answers, events)
+        self._quiet = None  # the class `_quiet_factory` makes, once
 
     def _client(self, member):
         import treq
@@ -108,7 +107,9 @@ class Peers:
         if not certificate:
             raise MemberUnreachable(member.name, "its certificate is not known")
         pool = HTTPConnectionPool(self.daemon.reactor, persistent=False)
-        pool._factory = _quiet_factory()  # every forwarded request would log two lines otherwise
+        if self._quiet is None:
+            self._quiet = _quiet_factory()
+        pool._factory = self._quiet  # every forwarded request would log two lines otherwise
         agent = Agent(self.daemon.reactor, pool=pool,
                       contextFactory=_MemberPolicy(certificate, self.daemon.cert_path, self.daemon.key_path))
         return treq.client.HTTPClient(agent)

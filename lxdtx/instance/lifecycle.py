@@ -39,6 +39,7 @@ from lxdtx.instance.runtime import (
 )
 from lxdtx.instance.settle import state as settle_state
 from lxdtx.instance.snapshots import Snapshots
+from lxdtx.instance.state import NetnsThreads
 from lxdtx.instance.unixdevices import UnixDevices, is_unix
 from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
@@ -81,6 +82,7 @@ class Instances:
         self.seeds = Seeds(daemon.reactor, self.lxcpath)
         self.file_agents = FileAgents(daemon.reactor)
         self.locks = OperationLocks(daemon.reactor)
+        self.netns_threads = NetnsThreads(daemon.reactor)
         self.snapshots = Snapshots(self)
         self._reserved = set()  # names being created
         self.allocation = None  # the host's subuid/subgid range for root

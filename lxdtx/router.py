@@ -754,7 +754,7 @@ class ApiSite(server.Site):
         self.router = router
         self.spool_dir = spool_dir
         self.untrusted = untrusted
-        self._date = (0, b"")  # (second, Date header value of that second)
+        self._date = (None, b"")  # (second, Date header value of that second)
 
     def reactor_seconds(self):
         return self.reactor.seconds()

@@ -91,12 +91,10 @@ class LxdtxService(service.MultiService):
         self._store = await open_store(self.state_dir, self.reactor, self.etcd)
         # Switchable: becoming a cluster's first member moves the state into etcd at run time.
         store = SwitchableStore(self._store.store)
-        daemon = self.daemon = Daemon(self.state_dir, store, self.reactor)
-        daemon.store_choice = self._store  # the cluster parts: etcd supervisor, heartbeat, liveness
-        membership.register(daemon)
+        daemon = self.daemon = Daemon(self.state_dir, store, self.reactor, store_choice=self._store,
+                                      request_shutdown=self.request_shutdown)
         if self._store.spec is not None:
             daemon.config.use_document(membership.config_document(self._store.spec.member_id))
-        daemon.request_shutdown = self.request_shutdown
         await daemon.load_certificate()
         daemon.liblxc_version = await _liblxc_version()
         await daemon.profiles.ensure_default()

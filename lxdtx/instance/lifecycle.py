@@ -94,10 +94,6 @@ class Instances:
         # describing devices this host does not have (the tests do so).
         self.unix_devices = UnixDevices(self, sys_root=os.environ.get("LXDTX_HOST_SYSFS") or "/sys")
         self.block_disks = BlockDisks(daemon.path("disks"))
-        settle.register(self, daemon.journal)
-        daemon.profiles.users = self.profile_users
-        daemon.profiles.rename_changes = self._profile_rename_changes
-        daemon.profiles.change_hooks.append(self._profile_changing)
 
     # -- reading ---------------------------------------------------------
     def names(self):
@@ -138,7 +134,7 @@ class Instances:
     def profile_users(self, profile):
         return [doc.name for doc in self.store.list(KIND) if profile in doc.value.get("profiles", [])]
 
-    def _profile_rename_changes(self, old, new):
+    def profile_rename_changes(self, old, new):
         changes = []
         for doc in self.store.list(KIND):
             if old in doc.value.get("profiles", []):
@@ -146,7 +142,7 @@ class Instances:
                 changes.append(Put(KIND, doc.name, doc.value, expect=doc.revision))
         return changes
 
-    async def _profile_changing(self, profile, old, new):
+    async def profile_changing(self, profile, old, new):
         """Check every user's new expanded state; apply live changes to running users."""
         for name in self.profile_users(profile):
             doc = self.get(name)

@@ -32,11 +32,14 @@ from lxdtx.instance import model
 from lxdtx.state import Put
 
 
-def register(instances, journal):
-    journal.handle("container", lambda name, pool: container(instances, name, pool))
-    journal.handle("rename", lambda name, new_name, pool: rename(instances, name, new_name, pool))
-    journal.handle("restore", lambda name, snapshot: restore(instances, name, snapshot))
-    journal.handle("state", lambda name, pool: state(instances, name, pool))
+def settle_steps(instances):
+    """{journal step kind: its handler} of the containers' changes, registered by the daemon."""
+    return {
+        "container": lambda name, pool: container(instances, name, pool),
+        "rename": lambda name, new_name, pool: rename(instances, name, new_name, pool),
+        "restore": lambda name, snapshot: restore(instances, name, snapshot),
+        "state": lambda name, pool: state(instances, name, pool),
+    }
 
 
 async def state(instances, name, pool):

@@ -69,7 +69,6 @@ class Networks:
         self._reserved = set()
         self.nics = Nics(self)
         self.maas = Maas(daemon)
-        daemon.journal.handle("network", self.settle)
 
     # -- reading -------------------------------------------------------------------
     def names(self):

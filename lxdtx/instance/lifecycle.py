@@ -157,7 +157,7 @@ class Instances:
                 volatile = await self._apply_live(name, before, after)
                 if volatile:  # nics plugged in: their MACs and names
                     doc.value["config"].update(volatile)
-                    await self._save(name, doc.value, doc.revision)
+                    await self.save(name, doc.value, doc.revision)
             await self.daemon.networks.container_changed(name, before, after)
 
     async def setup(self):
@@ -282,7 +282,7 @@ class Instances:
             config["volatile.apply_template"] = "create"
             await self._shift_rootfs(name, value, expanded_config, path)
 
-            await threads.deferToThread(self._make_links, name, path)
+            await threads.deferToThread(self.make_links, name, path)
             CREATE_LINKED()
             await self.daemon.networks.container_changed(name, None, self.expanded(value))
             revert.add(self.daemon.networks.container_deleted, name, self.expanded(value))
@@ -303,7 +303,7 @@ class Instances:
         if await threads.deferToThread(os.path.lexists, path):
             raise errors.Conflict(f"Volume of container '{name}' already exists on pool '{pool}'")
 
-    def _make_links(self, name, path):
+    def make_links(self, name, path):
         """The paths of a container whose volume now exists at `path` (root's alone until it starts)."""
         statedir.guard_container_root(path)
         os.makedirs(os.path.join(self.lxcpath, name), mode=0o700, exist_ok=True)
@@ -315,7 +315,7 @@ class Instances:
             os.unlink(link)
         os.symlink(path, link)
 
-    def _remove_links(self, name):
+    def remove_links(self, name):
         def remove():
             shutil.rmtree(os.path.join(self.lxcpath, name), ignore_errors=True)
             shutil.rmtree(self.log_dir(name), ignore_errors=True)
@@ -384,9 +384,9 @@ class Instances:
     # -- start -------------------------------------------------------------
     async def start(self, name, stateful=False):
         async with self.locks.hold(name, "start"):
-            await self._start(name, stateful)
+            await self.start_locked(name, stateful)
 
-    async def _start(self, name, stateful=False):
+    async def start_locked(self, name, stateful=False):
         doc = self.get(name)
         await self.file_agents.stopped(name)  # one over the rootfs: the container gets its own
         status = self.status(name)
@@ -467,7 +467,7 @@ class Instances:
         self.unix_devices.watch(name, devs)
         own["volatile.last_state.power"] = "RUNNING"
         value["last_used_at"] = timeutil.now()
-        await self._save(name, value, doc.revision)
+        await self.save(name, value, doc.revision)
         self.events.lifecycle("container-started", f"/1.0/containers/{name}")
 
     def _template_context(self, name, value, config):
@@ -533,7 +533,7 @@ class Instances:
             f.write(rendered.text)
         os.replace(config_path + ".new", config_path)
 
-    async def _save(self, name, value, revision):
+    async def save(self, name, value, revision):
         """Write back a container document changed by the daemon (volatile keys, timestamps)."""
         try:
             await self.store.commit([Put(KIND, name, value, expect=revision)])
@@ -624,7 +624,7 @@ class Instances:
         doc = self.store.get(KIND, name)
         if doc is not None:
             doc.value["config"]["volatile.last_state.power"] = "STOPPED"
-            await self._save(name, doc.value, doc.revision)
+            await self.save(name, doc.value, doc.revision)
         self.events.lifecycle("container-stopped", f"/1.0/containers/{name}")
 
     async def _restore_state(self, name, doc):
@@ -677,13 +677,13 @@ class Instances:
             if stateful:
                 await self._stop_stateful(name)
             else:
-                await self._stop(name, timeout, force)
+                await self.stop_locked(name, timeout, force)
         if stateful:  # kept as it was, ephemeral or not: it comes back with `lxc start`
             self.events.lifecycle("container-stopped", f"/1.0/containers/{name}")
         else:
             await self._after_stop(name, deliberate=True)
 
-    async def _stop(self, name, timeout, force):
+    async def stop_locked(self, name, timeout, force):
         self.get(name)
         status = self.status(name)
         if status == STOPPED:
@@ -715,7 +715,7 @@ class Instances:
             return
         if deliberate:
             doc.value["config"]["volatile.last_state.power"] = "STOPPED"
-            await self._save(name, doc.value, doc.revision)
+            await self.save(name, doc.value, doc.revision)
         self.events.lifecycle("container-stopped" if deliberate else "container-shutdown",
                               f"/1.0/containers/{name}")
         if doc.value.get("ephemeral"):
@@ -745,8 +745,8 @@ class Instances:
 
     async def restart(self, name, timeout=-1, force=False):
         async with self.locks.hold(name, "restart"):
-            await self._stop(name, timeout, force)
-            await self._start(name)
+            await self.stop_locked(name, timeout, force)
+            await self.start_locked(name)
 
     async def freeze(self, name):
         async with self.locks.hold(name, "freeze"):
@@ -819,8 +819,8 @@ class Instances:
                     RENAME_RECORDED()
                     await driver.rename_volume("container", name, new_name)
                     RENAME_MOVED()
-                    await self._remove_links(name)
-                    await threads.deferToThread(self._make_links, new_name, driver.mount_path("container", new_name))
+                    await self.remove_links(name)
+                    await threads.deferToThread(self.make_links, new_name, driver.mount_path("container", new_name))
                     RENAME_LINKED()
                     value["config"]["volatile.apply_template"] = "rename"
                     await self.daemon.networks.container_renamed(name, new_name, self.expanded(value))
@@ -996,7 +996,7 @@ class Instances:
                         ephemeral=bool(source.get("ephemeral")), description=source.get("description") or "",
                         pool=pool, location=model.here(self.daemon))
                     value["created_at"] = source.get("created_at") or value["created_at"]
-                    await threads.deferToThread(self._make_links, name, path)
+                    await threads.deferToThread(self.make_links, name, path)
                     changes = [Put(KIND, name, value, expect=ABSENT),
                                self.daemon.pools.volume_changes(pool, "container", name,
                                                                 {"config": {}, "description": ""}, expect=ABSENT)]

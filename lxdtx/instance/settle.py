@@ -70,14 +70,14 @@ async def container(instances, name, pool):
             await driver.delete_volume("container", name)
     doc = store.get(model.KIND, name)
     if doc is None or not model.is_local(instances.daemon, doc.value):  # gone, or on another member
-        await instances._remove_links(name)
+        await instances.remove_links(name)
         await instances.backups.delete_all(name)
         instances.runtime.forget(name)
         return
     own = pools.driver(doc.value["pool"])
     path = own.mount_path("container", name)
     if await threads.deferToThread(os.path.isdir, path):
-        await threads.deferToThread(instances._make_links, name, path)
+        await threads.deferToThread(instances.make_links, name, path)
 
 
 async def rename(instances, name, new_name, pool):

@@ -168,7 +168,7 @@ async def create_container(req):
     elif kind == "image":
         image = req.daemon.images.resolve(source)
     elif kind == "copy":
-        from lxdtx.instance.copy import create_from_copy
+        from lxdtx.resources.copies import create_from_copy
 
         return await create_from_copy(req, name, body)
     elif kind == "migration":
@@ -286,7 +286,7 @@ async def post_container(req):
 
         return move.start(req, name, body, target)
     if body.get("migration") and body.get("pool"):
-        from lxdtx.instance.copy import start_pool_move
+        from lxdtx.resources.copies import start_pool_move
 
         return start_pool_move(req, name, body)
     if body.get("migration"):

@@ -102,9 +102,9 @@ class Daemon:
         """Profiles are used by containers: changes are checked against them here, then on
         the other cluster members holding users of the profile."""
         self.profiles.wire(
-            users=self.instances.profile_users,
-            rename_changes=self.instances.profile_rename_changes,
-            change_hooks=[self.instances.profile_changing,
+            users=self.instances.records.profile_users,
+            rename_changes=self.instances.records.profile_rename_changes,
+            change_hooks=[self.instances.updates.profile_changing,
                           lambda name, old, new: notify.profile_changing(self, name, old, new)],
         )
 

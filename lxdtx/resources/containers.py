@@ -247,7 +247,7 @@ async def put_container(req):
     await instances.validate_new(config=update["config"], devices=update["devices"], profiles=update["profiles"])
 
     async def run(op):
-        await instances.update(name, update, doc.revision)
+        await instances.updates.update(name, update, doc.revision)
 
     return AsyncResponse(req.daemon.operations.start("Updating container", resources=container_resources(name), run=run))
 
@@ -269,7 +269,7 @@ async def patch_container(req):
         "ephemeral": bool(body["ephemeral"]) if "ephemeral" in body else value.get("ephemeral", False),
         "description": string(body, "description"),
     }
-    await instances.update(name, update, doc.revision)
+    await instances.updates.update(name, update, doc.revision)
     return empty()
 
 

@@ -9,13 +9,16 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from lxdtx import profiles
+from lxdtx import errors, profiles
 from lxdtx.daemon import Daemon
+from lxdtx.instance import model
+from lxdtx.instance.records import InstanceRecords
 from lxdtx.journal import Journal
 from lxdtx.migration import btrfsmigration
 from lxdtx.network.dnsmasq import HostsFiles
 from lxdtx.resources.answers import Answers
 from lxdtx.router import ApiSite, Router
+from lxdtx.state import Put
 from lxdtx.state.store import MemoryStore
 from lxdtx.storage.driver import Driver
 from lxdtx.trust import Trust
@@ -65,9 +68,9 @@ class DaemonWireTests(SynchronousTestCase):
         daemon.profiles = fake("profiles")
         daemon.images = fake("images", settle_steps=lambda: {"image": "images.settle",
                                                              "image.refresh": "images.refresh"})
-        self.instances = daemon.instances = fake("instances", profile_users="instances.users",
-                                                 profile_rename_changes="instances.renames",
-                                                 profile_changing="instances.changing")
+        records = fake("records", profile_users="instances.users", profile_rename_changes="instances.renames")
+        updates = fake("updates", profile_changing="instances.changing")
+        daemon.instances = fake("instances", records=records, updates=updates)
         daemon.pools = fake("pools", settle="pools.settle", image_deleted="pools.image_deleted")
         daemon.networks = fake("networks", settle="networks.settle")
         daemon.store = daemon.cluster = None
@@ -218,3 +221,58 @@ class HostsFilesTests(SynchronousTestCase):
     def test_own_lock(self):
         """Two writers do not share their lock."""
         self.assertIsNot(HostsFiles()._lock, HostsFiles()._lock)
+
+
+class RecordsTests(SynchronousTestCase):
+    """`InstanceRecords`: the container documents read through the store and runtime it was given."""
+
+    def setUp(self):
+        self.store = MemoryStore()
+        self.asked = []
+        runtime = Recorder().fake("runtime", status=lambda name: self.asked.append(name) or "Stopped")
+        self.records = InstanceRecords(self.store, runtime, daemon=None)
+        value = {"profiles": ["base"], "config": {"user.a": "1"}, "devices": {}}
+        done(self, self.store.commit([Put("profile", "base", {"config": {"user.b": "2"}, "devices": {}}),
+                                      Put(model.KIND, "c1", value)]))
+
+    def test_lookups(self):
+        """Names, documents and expanded config come from the store; status from the runtime."""
+        self.assertEqual(self.records.names(), ["c1"])
+        self.assertEqual(self.records.get("c1").value["config"], {"user.a": "1"})
+        self.assertRaises(errors.NotFound, self.records.get, "c2")
+        config, _devices = self.records.expanded(self.records.get("c1").value)
+        self.assertEqual((config["user.a"], config["user.b"]), ("1", "2"))
+        self.assertEqual(self.records.status("c1"), "Stopped")
+        self.assertEqual(self.asked, ["c1"])
+
+    def test_profiles(self):
+        """Who uses a profile, and the changes renaming it in their documents."""
+        self.assertEqual(self.records.profile_users("base"), ["c1"])
+        [change] = self.records.profile_rename_changes("base", "other")
+        self.assertEqual((change.kind, change.name, change.value["profiles"]), (model.KIND, "c1", ["other"]))
+
+
+class PrivateCallsTests(SynchronousTestCase):
+    """Other modules use Instances through its public methods (and its records and updates)."""
+
+    def test_no_private_calls(self):
+        """No module but lifecycle.py calls `instances._something`."""
+        import ast
+        import pathlib
+
+        import lxdtx
+
+        root = pathlib.Path(lxdtx.__file__).parent
+        found = []
+        for path in sorted(root.rglob("*.py")):
+            if path.name == "lifecycle.py" and path.parent.name == "instance":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                        and not node.attr.startswith("__")):
+                    continue
+                owner = node.value
+                owner_name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+                if owner_name == "instances":
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: instances.{node.attr}")
+        self.assertEqual(found, [])

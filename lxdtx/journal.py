@@ -35,10 +35,10 @@ class Journal:
 
     log = Logger()
 
-    def __init__(self, store):
+    def __init__(self, store, member=None):
         self.store = store
         self._handlers = {}
-        self.member = lambda: ""  # this daemon's cluster member id ("" when not clustered)
+        self.member = member or (lambda: "")  # fn() -> this daemon's cluster member id ("" when not clustered)
 
     def handle(self, kind, handler):
         """`await handler(**args)` resolves a step of `kind` (undo it, or finish it)."""

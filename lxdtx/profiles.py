@@ -49,13 +49,23 @@ class Profiles:
     def __init__(self, store, events):
         self._store = store
         self._events = events
-        # async fn(name, old_value, new_value) run before a change is committed;
-        # raising refuses the change (e.g. it would break a running container).
+        # Until `wire`: a profile no container uses.
         self.change_hooks = []
-        # fn(name) -> list of container names using the profile
         self.users = lambda name: []
-        # fn(old, new) -> store changes that rename the profile in the documents using it
         self.rename_changes = lambda old, new: []
+
+    def wire(self, users, rename_changes, change_hooks):
+        """The daemon's step, once the containers exist.
+
+        `users`: fn(name) -> list of container names using the profile;
+        `rename_changes`: fn(old, new) -> store changes that rename the profile in the
+        documents using it; `change_hooks`: async fn(name, old_value, new_value) run in
+        turn before a change is committed, raising refuses the change (e.g. it would
+        break a running container).
+        """
+        self.users = users
+        self.rename_changes = rename_changes
+        self.change_hooks = list(change_hooks)
 
     def get(self, name):
         doc = self._store.get(KIND, name)

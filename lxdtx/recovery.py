@@ -123,7 +123,7 @@ async def _sweep_container_paths(daemon):
     report = []
     for name in names:
         if not _local_row(daemon, name):
-            await instances._remove_links(name)
+            await instances.remove_links(name)
             report.append(f"container {name}: removed paths no row owned")
     return report
 

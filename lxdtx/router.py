@@ -217,9 +217,10 @@ def _family(path):
 class ApiRequest:
     """What a handler sees of one HTTP request."""
 
-    def __init__(self, http, daemon, params, trusted):
+    def __init__(self, http, daemon, params, trusted, answers=None):
         self.http = http
         self.daemon = daemon
+        self.answers = answers  # lxdtx.resources.answers.Answers of the router
         self.params = params
         self.trusted = trusted
         self.method = http.method.decode("ascii")
@@ -329,17 +330,6 @@ class _Discard(io.RawIOBase):
         return 0
 
 
-_DATE = [0, b""]
-
-
-def _http_date(now):
-    """The Date header value, formatted once a second."""
-    second = int(now)
-    if _DATE[0] != second:
-        _DATE[0], _DATE[1] = second, http.datetimeToString(second)
-    return _DATE[1]
-
-
 def _too_large(limit):
     return ErrorResponse(413, f"request body larger than {limit} bytes")
 
@@ -361,7 +351,7 @@ class ApiHTTPRequest(server.Request):
     def process(self):
         """Hand the request straight to the router (no resource tree to walk)."""
         self.site = self.channel.site
-        self.setHeader(b"date", _http_date(self.channel.site.reactor_seconds()))
+        self.setHeader(b"date", self.channel.site.http_date())
         self.prepath, self.postpath = [], []
         try:
             body = self.site.router.render(self)
@@ -497,7 +487,7 @@ class ApiChannel(http.HTTPChannel):
         if not limits.admit(self, host):
             self._log.info("Refusing an untrusted connection of {peer}: too many open", peer=host)
             headers = http_headers.Headers({b"content-type": [b"application/json"],
-                                            b"date": [_http_date(self.site.reactor_seconds())]})
+                                            b"date": [self.site.http_date()]})
             body = dumps({"type": "error", "error": "Too many untrusted connections", "error_code": 503})
             self._answer_and_close(503, body, headers)
             return
@@ -554,7 +544,7 @@ class ApiChannel(http.HTTPChannel):
             return
         self.site.router.daemon.cors.apply(request)
         body = response.render(request)
-        request.setHeader(b"date", _http_date(self.site.reactor_seconds()))
+        request.setHeader(b"date", self.site.http_date())
         self._answer_and_close(request.code, body, request.responseHeaders)
 
     def _answer_and_close(self, code, body, headers):
@@ -611,10 +601,11 @@ class Router(resource.Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, daemon, endpoints):
+    def __init__(self, daemon, endpoints, answers):
         super().__init__()
         self.daemon = daemon
         self.routes = Routes(endpoints)
+        self.answers = answers
 
     def trusted(self, request):
         """Whether the caller of `request` is trusted (asked of the trust store once per request)."""
@@ -689,7 +680,7 @@ class Router(resource.Resource):
             request.setHeader(b"connection", b"close")
             return self._write(request, _too_large(action.max_body))
 
-        api = ApiRequest(request, self.daemon, params, trusted)
+        api = ApiRequest(request, self.daemon, params, trusted, self.answers)
         handler = action.handler
         peers = getattr(getattr(self.daemon, "cluster", None), "peers", None)
         member = peers.owner(request, raw_path) if peers is not None else None
@@ -763,9 +754,17 @@ class ApiSite(server.Site):
         self.router = router
         self.spool_dir = spool_dir
         self.untrusted = untrusted
+        self._date = (None, b"")  # (second, Date header value of that second)
 
     def reactor_seconds(self):
         return self.reactor.seconds()
+
+    def http_date(self):
+        """The Date header value, formatted once a second."""
+        second = int(self.reactor_seconds())
+        if self._date[0] != second:
+            self._date = (second, http.datetimeToString(second))
+        return self._date[1]
 
     def log(self, request):
         pass

@@ -20,6 +20,8 @@ from lxdtx.exec.recording import RecordExpiry
 from lxdtx.image.upkeep import ImageUpkeep
 from lxdtx.instance import boot
 from lxdtx.listeners import Listeners
+from lxdtx.resources.answers import Answers
+from lxdtx.resources.root import InfoCache
 from lxdtx.router import Router
 from lxdtx.state.switch import SwitchableStore
 
@@ -89,12 +91,10 @@ class LxdtxService(service.MultiService):
         self._store = await open_store(self.state_dir, self.reactor, self.etcd)
         # Switchable: becoming a cluster's first member moves the state into etcd at run time.
         store = SwitchableStore(self._store.store)
-        daemon = self.daemon = Daemon(self.state_dir, store, self.reactor)
-        daemon.store_choice = self._store  # the cluster parts: etcd supervisor, heartbeat, liveness
-        membership.register(daemon)
+        daemon = self.daemon = Daemon(self.state_dir, store, self.reactor, store_choice=self._store,
+                                      request_shutdown=self.request_shutdown)
         if self._store.spec is not None:
             daemon.config.use_document(membership.config_document(self._store.spec.member_id))
-        daemon.request_shutdown = self.request_shutdown
         await daemon.load_certificate()
         daemon.liblxc_version = await _liblxc_version()
         await daemon.profiles.ensure_default()
@@ -107,7 +107,7 @@ class LxdtxService(service.MultiService):
         await daemon.networks.restore_all()
         daemon.shutdown_hooks.append(lambda: boot.shutdown_all(daemon.instances))
 
-        router = Router(daemon, resources.endpoints())
+        router = Router(daemon, resources.endpoints(), Answers(InfoCache(daemon.store)))
         self._listeners = Listeners(daemon, router, self.reactor)
         daemon.config.on_apply("https_address", self._listeners.set_https)
         self._listeners.listen_unix()

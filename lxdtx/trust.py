@@ -47,10 +47,9 @@ class Trust:
 
     log = Logger()
 
-    def __init__(self, store, state_dir):
+    def __init__(self, store, state_dir, candid=None):
         self._store = store
-        # Candid logins (lxdtx.candid.Candid), set by the daemon.
-        self.candid = None
+        self.candid = candid  # Candid logins (lxdtx.candid.Candid), or None
         self._ca_store = None
         ca_path = os.path.join(state_dir, "server.ca")
         if os.path.exists(ca_path):

@@ -319,11 +319,6 @@ async def _remove_cluster_files(daemon):
     await threads.deferToThread(shutil.rmtree, files.dir, True)
 
 
-def register(daemon):
-    daemon.cluster = Membership(daemon)
-    daemon.journal.member = lambda: daemon.cluster.member_id
-    from lxdtx.cluster import notify
-
-    notify.register(daemon)
-    daemon.journal.handle("cluster-files", lambda: _remove_cluster_files(daemon))
-    daemon.environment_sources.append(daemon.cluster.environment)
+def settle_steps(daemon):
+    """{journal step kind: its handler} of the cluster's changes, registered by the daemon."""
+    return {"cluster-files": lambda: _remove_cluster_files(daemon)}

@@ -24,7 +24,7 @@ from lxdtx import errors, faults
 from lxdtx.asyncutil import sleep
 from lxdtx.device import disk
 from lxdtx.instance import model, settle
-from lxdtx.instance.copy import _make_links
+from lxdtx.instance.copy import link_volume
 from lxdtx.migration import messages as m
 from lxdtx.migration import protocol, sink, sockets
 from lxdtx.migration import source as migration_source
@@ -194,7 +194,7 @@ async def _take(daemon, name, doc, header, fs, features):
             _, root = disk.root_device(instances.expanded(doc.value)[1])
             size = (root or {}).get("size") or ""
             await sink._receive_rsync(daemon, driver, name, snapshots, 1, fs, features, size)
-            await _make_links(instances, name, driver)
+            await link_volume(instances, name, driver)
             RECEIVED()
             value = dict(doc.value, location=daemon.cluster.member_id)
             await instances.store.commit([Put(model.KIND, name, value, expect=doc.revision), intent.done()])

@@ -5,7 +5,7 @@ A profile update is checked against every user here (the state is shared), but o
 member a running container lives on can apply it to that container: before the new
 profile is committed, each member holding users of the profile is asked
 (`POST /internal/cluster/profile-changing`) to apply it to its own, as this member does
-to its own (`Instances._profile_changing`). A member that fails or can't be reached fails
+to its own (`ConfigUpdates.profile_changing`). A member that fails or can't be reached fails
 the update, naming it; nothing is committed then.
 """
 
@@ -16,10 +16,6 @@ from lxdtx.cluster.peers import MemberUnreachable
 from lxdtx.instance import model
 
 PROFILE_CHANGING = "/internal/cluster/profile-changing"
-
-
-def register(daemon):
-    daemon.profiles.change_hooks.append(lambda name, old, new: profile_changing(daemon, name, old, new))
 
 
 async def profile_changing(daemon, profile, old, new):
@@ -51,4 +47,4 @@ async def profile_changing(daemon, profile, old, new):
 async def apply_profile(daemon, profile, value):
     """On a member asked by another: apply the coming `value` of `profile` to our users."""
     old = daemon.profiles.get(profile).value
-    await daemon.instances._profile_changing(profile, old, value)
+    await daemon.instances.updates.profile_changing(profile, old, value)

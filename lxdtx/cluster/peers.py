@@ -23,7 +23,6 @@ An image export asked of a member that lacks the image's files (a trusted caller
 relayed from a member that has them.
 """
 
-import functools
 import json
 import re
 from urllib.parse import unquote
@@ -76,10 +75,9 @@ class _MemberPolicy:
         return tls.client_creator(host.strip("[]"), self.peer_pem, self.cert_path, self.key_path)
 
 
-@functools.cache
 def _quiet_factory():
-    """twisted.web's connection factory without its per-connection log lines (made once,
-    when the first call needs twisted.web.client and its TLS)."""
+    """twisted.web's connection factory without its per-connection log lines (made for
+    each member's pool, when the first call needs twisted.web.client and its TLS)."""
     from twisted.web.client import _HTTP11ClientFactory
 
     class Quiet(_HTTP11ClientFactory):

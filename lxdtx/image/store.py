@@ -237,12 +237,18 @@ class ImageStore:
         self.daemon = daemon
         self.dir = daemon.path("images")
         self.spool = daemon.path("tmp")
-        self.delete_hooks = []
+        self.delete_hooks = []  # see `wire`
         self._adding = set()  # fingerprints being moved into place right now
         self._publishing = defer.DeferredLock()  # one publish at a time, as the reference does
         self._catalogs = {}  # simplestreams server -> (time read, Catalog)
-        daemon.journal.handle("image", self._settle)
-        daemon.journal.handle("image.refresh", self._settle_refresh)
+
+    def wire(self, delete_hooks):
+        """The daemon's step: `async fn(fingerprint)` run before an image is deleted."""
+        self.delete_hooks = list(delete_hooks)
+
+    def settle_steps(self):
+        """{journal step kind: its handler}, registered by the daemon."""
+        return {"image": self._settle, "image.refresh": self._settle_refresh}
 
     async def _settle(self, fingerprint):
         """A step of an interrupted add or delete: the files of an image without a row go."""

@@ -24,7 +24,7 @@ import uuid
 from twisted.internet import threads
 from twisted.logger import Logger
 
-from lxdtx import errors, timeutil
+from lxdtx import errors, names, timeutil
 from lxdtx.asyncutil import ProcessError, run
 from lxdtx.config.types import is_true
 from lxdtx.image import formats
@@ -33,7 +33,6 @@ from lxdtx.image.invalid import ImageFormatError
 from lxdtx.image.pack import tar_to_file
 from lxdtx.instance import model
 from lxdtx.migration.progress import Progress
-from lxdtx.resources import names
 from lxdtx.state import ABSENT, Delete, Put
 
 KIND = "backup"

@@ -66,7 +66,7 @@ async def _shutdown_one(instances, name, timeout):
     doc = instances.store.get(KIND, name)
     if doc is not None:
         doc.value["config"]["volatile.last_state.power"] = "RUNNING"
-        await instances._save(name, doc.value, doc.revision)
+        await instances.save(name, doc.value, doc.revision)
     instances.events.lifecycle("container-shutdown", f"/1.0/containers/{name}")
 
 

@@ -22,16 +22,16 @@ from lxdtx.fsutil import read_text
 from lxdtx.instance import cgroups, checkpoint, checkpointnet, disklimits, lxcconf, model, proxies, settle, templates
 from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import idmap as idmaps
-from lxdtx.instance.blockdisks import BlockDisks, is_block_source
+from lxdtx.instance.blockdisks import BlockDisks
 from lxdtx.instance.fileagents import FileAgents
 from lxdtx.instance.idmapped import IdmappedMounts
 from lxdtx.instance.liblxc import Liblxc
 from lxdtx.instance.oplock import OperationLocks
 from lxdtx.instance.publish import UNSHIFTED_MARKER, PublishSource
+from lxdtx.instance.records import InstanceRecords
 from lxdtx.instance.runtime import (
     FROZEN,
     RUNNING,
-    STATUS_CODES,
     STOPPED,
     Runtime,
     cgroup_prefixes,
@@ -39,7 +39,9 @@ from lxdtx.instance.runtime import (
 )
 from lxdtx.instance.settle import state as settle_state
 from lxdtx.instance.snapshots import Snapshots
-from lxdtx.instance.unixdevices import UnixDevices, is_unix
+from lxdtx.instance.state import NetnsThreads
+from lxdtx.instance.unixdevices import UnixDevices
+from lxdtx.instance.updates import ConfigUpdates
 from lxdtx.revert import Reverter
 from lxdtx.state import ABSENT, Delete, Put
 
@@ -78,9 +80,12 @@ class Instances:
         self.criu = checkpoint.Criu()
         self.idmapped = IdmappedMounts()
         self.runtime = Runtime()
+        self.records = InstanceRecords(daemon.store, self.runtime, daemon)
         self.seeds = Seeds(daemon.reactor, self.lxcpath)
         self.file_agents = FileAgents(daemon.reactor)
         self.locks = OperationLocks(daemon.reactor)
+        self.netns_threads = NetnsThreads(daemon.reactor)
+        self.updates = ConfigUpdates(self)
         self.snapshots = Snapshots(self)
         self._reserved = set()  # names being created
         self.allocation = None  # the host's subuid/subgid range for root
@@ -92,75 +97,22 @@ class Instances:
         # describing devices this host does not have (the tests do so).
         self.unix_devices = UnixDevices(self, sys_root=os.environ.get("LXDTX_HOST_SYSFS") or "/sys")
         self.block_disks = BlockDisks(daemon.path("disks"))
-        settle.register(self, daemon.journal)
-        daemon.profiles.users = self.profile_users
-        daemon.profiles.rename_changes = self._profile_rename_changes
-        daemon.profiles.change_hooks.append(self._profile_changing)
 
-    # -- reading ---------------------------------------------------------
+    # -- reading (lxdtx.instance.records) -------------------------------------
     def names(self):
-        return self.store.names(KIND)
+        return self.records.names()
 
     def get(self, name):
-        doc = self.store.get(KIND, name)
-        if doc is None:
-            raise errors.NotFound()
-        return doc
-
-    def profile_values(self, names):
-        values = []
-        for name in names:
-            value = self.store.value("profile", name)
-            if value is None:
-                raise errors.BadRequest(f"Profile '{name}' not found")
-            values.append(value)
-        return values
+        return self.records.get(name)
 
     def expanded(self, value):
-        """(expanded config, expanded devices); profiles that vanished are skipped."""
-        profiles = [p for p in (self.store.value("profile", n) for n in value.get("profiles", [])) if p]
-        return model.expand(value, profiles)
+        return self.records.expanded(value)
 
     def status(self, name):
         return self.runtime.status(name)
 
     def render(self, name, value, status=None):
-        config, devices = self.expanded(value)
-        status = status or self.status(name)
-        obj = model.render(name, value, config, devices, status, STATUS_CODES[status])
-        cluster = getattr(self.daemon, "cluster", None)
-        if cluster is not None and cluster.enabled:
-            obj["location"] = cluster.location_name(value.get("location", ""))
-        return obj
-
-    def profile_users(self, profile):
-        return [doc.name for doc in self.store.list(KIND) if profile in doc.value.get("profiles", [])]
-
-    def _profile_rename_changes(self, old, new):
-        changes = []
-        for doc in self.store.list(KIND):
-            if old in doc.value.get("profiles", []):
-                doc.value["profiles"] = [new if p == old else p for p in doc.value["profiles"]]
-                changes.append(Put(KIND, doc.name, doc.value, expect=doc.revision))
-        return changes
-
-    async def _profile_changing(self, profile, old, new):
-        """Check every user's new expanded state; apply live changes to running users."""
-        for name in self.profile_users(profile):
-            doc = self.get(name)
-            before = self.expanded(doc.value)
-            profiles = [new if p == profile else self.store.value("profile", p) or {}
-                        for p in doc.value.get("profiles", [])]
-            after = model.expand(doc.value, profiles)
-            self._validate_expanded(*after)
-            if not model.is_local(self.daemon, doc.value):
-                continue  # its cluster member applies it (lxdtx.cluster.notify)
-            if self.status(name) != STOPPED:
-                volatile = await self._apply_live(name, before, after)
-                if volatile:  # nics plugged in: their MACs and names
-                    doc.value["config"].update(volatile)
-                    await self._save(name, doc.value, doc.revision)
-            await self.daemon.networks.container_changed(name, before, after)
+        return self.records.render(name, value, status)
 
     async def setup(self):
         """Read host facts once at daemon start (blocking reads, done in a thread)."""
@@ -201,7 +153,7 @@ class Instances:
         return await self.file_agents.for_rootfs(name, rootfs, idmap)
 
     # -- validation --------------------------------------------------------
-    def _validate_expanded(self, config, devices):
+    def validate_expanded(self, config, devices):
         container_config.check_combinations(config)
         device.validate(devices, expanded=True)
         root, root_config = device.disk.root_device(devices)
@@ -219,9 +171,9 @@ class Instances:
         device.validate(devices)
         if len(set(profiles)) != len(profiles):
             raise errors.BadRequest("Duplicate profiles in request")
-        values = self.profile_values(profiles)
+        values = self.records.profile_values(profiles)
         expanded_config, expanded_devices = model.expand({"config": config, "devices": devices}, values)
-        root = self._validate_expanded(expanded_config, expanded_devices)
+        root = self.validate_expanded(expanded_config, expanded_devices)
         if expanded_config.get("raw.lxc"):
             await threads.deferToThread(lxcconf.validate_raw_lxc, expanded_config["raw.lxc"])
         return root
@@ -284,7 +236,7 @@ class Instances:
             config["volatile.apply_template"] = "create"
             await self._shift_rootfs(name, value, expanded_config, path)
 
-            await threads.deferToThread(self._make_links, name, path)
+            await threads.deferToThread(self.make_links, name, path)
             CREATE_LINKED()
             await self.daemon.networks.container_changed(name, None, self.expanded(value))
             revert.add(self.daemon.networks.container_deleted, name, self.expanded(value))
@@ -305,7 +257,7 @@ class Instances:
         if await threads.deferToThread(os.path.lexists, path):
             raise errors.Conflict(f"Volume of container '{name}' already exists on pool '{pool}'")
 
-    def _make_links(self, name, path):
+    def make_links(self, name, path):
         """The paths of a container whose volume now exists at `path` (root's alone until it starts)."""
         statedir.guard_container_root(path)
         os.makedirs(os.path.join(self.lxcpath, name), mode=0o700, exist_ok=True)
@@ -317,7 +269,7 @@ class Instances:
             os.unlink(link)
         os.symlink(path, link)
 
-    def _remove_links(self, name):
+    def remove_links(self, name):
         def remove():
             shutil.rmtree(os.path.join(self.lxcpath, name), ignore_errors=True)
             shutil.rmtree(self.log_dir(name), ignore_errors=True)
@@ -386,9 +338,9 @@ class Instances:
     # -- start -------------------------------------------------------------
     async def start(self, name, stateful=False):
         async with self.locks.hold(name, "start"):
-            await self._start(name, stateful)
+            await self.start_locked(name, stateful)
 
-    async def _start(self, name, stateful=False):
+    async def start_locked(self, name, stateful=False):
         doc = self.get(name)
         await self.file_agents.stopped(name)  # one over the rootfs: the container gets its own
         status = self.status(name)
@@ -406,7 +358,7 @@ class Instances:
         value = doc.value
         config, devs = self.expanded(value)
         try:
-            self._validate_expanded(config, devs)
+            self.validate_expanded(config, devs)
         except ValueError as e:
             raise errors.BadRequest(str(e))
         driver = self.daemon.pools.driver(value["pool"])
@@ -422,7 +374,7 @@ class Instances:
         config.update(nic_volatile)
         version = disklimits.version_of(self.layout)
         if version is not None:
-            limits = await threads.deferToThread(self._disk_limits, name, value, devs)
+            limits = await threads.deferToThread(self.updates.disk_limits, name, value, devs)
         staged = await self.block_disks.mount_all(name, devs)
         try:
             lines, volatile = devices_rt.start_lines(self.daemon.pools, config, devs,
@@ -469,7 +421,7 @@ class Instances:
         self.unix_devices.watch(name, devs)
         own["volatile.last_state.power"] = "RUNNING"
         value["last_used_at"] = timeutil.now()
-        await self._save(name, value, doc.revision)
+        await self.save(name, value, doc.revision)
         self.events.lifecycle("container-started", f"/1.0/containers/{name}")
 
     def _template_context(self, name, value, config):
@@ -535,7 +487,7 @@ class Instances:
             f.write(rendered.text)
         os.replace(config_path + ".new", config_path)
 
-    async def _save(self, name, value, revision):
+    async def save(self, name, value, revision):
         """Write back a container document changed by the daemon (volatile keys, timestamps)."""
         try:
             await self.store.commit([Put(KIND, name, value, expect=revision)])
@@ -626,7 +578,7 @@ class Instances:
         doc = self.store.get(KIND, name)
         if doc is not None:
             doc.value["config"]["volatile.last_state.power"] = "STOPPED"
-            await self._save(name, doc.value, doc.revision)
+            await self.save(name, doc.value, doc.revision)
         self.events.lifecycle("container-stopped", f"/1.0/containers/{name}")
 
     async def _restore_state(self, name, doc):
@@ -679,13 +631,13 @@ class Instances:
             if stateful:
                 await self._stop_stateful(name)
             else:
-                await self._stop(name, timeout, force)
+                await self.stop_locked(name, timeout, force)
         if stateful:  # kept as it was, ephemeral or not: it comes back with `lxc start`
             self.events.lifecycle("container-stopped", f"/1.0/containers/{name}")
         else:
             await self._after_stop(name, deliberate=True)
 
-    async def _stop(self, name, timeout, force):
+    async def stop_locked(self, name, timeout, force):
         self.get(name)
         status = self.status(name)
         if status == STOPPED:
@@ -717,7 +669,7 @@ class Instances:
             return
         if deliberate:
             doc.value["config"]["volatile.last_state.power"] = "STOPPED"
-            await self._save(name, doc.value, doc.revision)
+            await self.save(name, doc.value, doc.revision)
         self.events.lifecycle("container-stopped" if deliberate else "container-shutdown",
                               f"/1.0/containers/{name}")
         if doc.value.get("ephemeral"):
@@ -747,8 +699,8 @@ class Instances:
 
     async def restart(self, name, timeout=-1, force=False):
         async with self.locks.hold(name, "restart"):
-            await self._stop(name, timeout, force)
-            await self._start(name)
+            await self.stop_locked(name, timeout, force)
+            await self.start_locked(name)
 
     async def freeze(self, name):
         async with self.locks.hold(name, "freeze"):
@@ -819,8 +771,8 @@ class Instances:
                     RENAME_RECORDED()
                     await driver.rename_volume("container", name, new_name)
                     RENAME_MOVED()
-                    await self._remove_links(name)
-                    await threads.deferToThread(self._make_links, new_name, driver.mount_path("container", new_name))
+                    await self.remove_links(name)
+                    await threads.deferToThread(self.make_links, new_name, driver.mount_path("container", new_name))
                     RENAME_LINKED()
                     value["config"]["volatile.apply_template"] = "rename"
                     await self.daemon.networks.container_renamed(name, new_name, self.expanded(value))
@@ -843,127 +795,6 @@ class Instances:
             self.release(new_name)
         self.events.lifecycle("container-renamed", f"/1.0/containers/{name}", {"new_name": new_name})
 
-    # -- update ----------------------------------------------------------------
-    async def update(self, name, body, revision):
-        """Replace the writable state (PUT semantics; the caller merged for PATCH)."""
-        async with self.locks.hold(name, "update"):
-            doc = self.get(name)
-            if revision is not None and doc.revision != revision:
-                raise errors.PreconditionFailed("The container changed while the request was prepared")
-            value = doc.value
-            config = dict(body["config"])
-            # Volatile keys stay the daemon's unless the request sets them explicitly.
-            for key, item in value["config"].items():
-                if key.startswith("volatile.") and key not in config:
-                    config[key] = item
-            profiles = body["profiles"]
-            await self.validate_new(config=config, devices=body["devices"], profiles=profiles)
-            new = dict(value, config=config, devices=body["devices"], profiles=profiles,
-                       ephemeral=body["ephemeral"], description=body["description"])
-            if body.get("architecture"):
-                model.check_architecture(body["architecture"])
-                new["architecture"] = body["architecture"]
-            before = self.expanded(value)
-            after = self.expanded(new)
-            if self.status(name) != STOPPED:
-                config.update(await self._apply_live(name, before, after) or {})
-            old_size = (device.disk.root_device(before[1])[1] or {}).get("size") or ""
-            new_size = (device.disk.root_device(after[1])[1] or {}).get("size") or ""
-            if old_size != new_size:
-                await self.daemon.pools.apply_root_size(value["pool"], name, new_size)
-            config.update(devices_rt.fill_volatile(config, after[1]))  # MACs of nics added while stopped
-            await self.daemon.networks.container_changed(name, before, self.expanded(new))
-            await self.store.commit([Put(KIND, name, new, expect=doc.revision)])
-            await self.daemon.networks.container_committed(name, self.expanded(new))
-        self.events.lifecycle("container-updated", f"/1.0/containers/{name}")
-
-    async def _apply_live(self, name, before, after):
-        """Carry a config/devices change to a running container where that can be done live."""
-        old_config, old_devices = before
-        new_config, new_devices = after
-        pid = self.runtime.init_pid(name)
-        if pid is None:
-            return
-        writes = cgroups.live_updates(old_config, new_config, self.layout, os.cpu_count() or 1,
-                                      hostinfo.memory()["total"])
-        await threads.deferToThread(self._write_cgroups, name, writes)
-        disks_changed = _disks(old_devices) != _disks(new_devices)
-        version = disklimits.version_of(self.layout)
-        if disks_changed and version is not None:
-            # Worked out before anything is plugged: limits that cannot apply refuse the change.
-            doc = self.get(name)
-            limits = await threads.deferToThread(self._disk_limits, name, doc.value, new_devices)
-        for dev_name in sorted(set(old_devices) | set(new_devices)):
-            old, new = old_devices.get(dev_name), new_devices.get(dev_name)
-            if old == new:
-                continue
-            for gone in [old] if old else []:
-                if gone.get("type") == "disk" and gone.get("path") != "/":
-                    await devices_rt.hot_remove_disk(pid, gone)
-                    await self.block_disks.unmount(name, dev_name)
-                elif is_unix(gone):
-                    await self.unix_devices.hot_remove(name, pid, dev_name, gone)
-                elif gone.get("type") == "proxy":
-                    await proxies.stop(self.log_dir(name), dev_name)
-            for added in [new] if new else []:
-                if added.get("type") == "disk" and added.get("path") != "/":
-                    await devices_rt.prepare_volumes(self.daemon.pools, {dev_name: added},
-                                                     self.current_idmap(new_config))
-                    staged = None
-                    if await threads.deferToThread(is_block_source, added):
-                        staged = await self.block_disks.mount(name, dev_name, added)
-                    try:
-                        await devices_rt.hot_add_disk(self.daemon.pools, pid, added, staged)
-                    except Exception:
-                        if staged:
-                            await self.block_disks.unmount(name, dev_name)
-                        raise
-                elif added.get("type") == "proxy":
-                    await proxies.start(self.log_dir(name), pid, dev_name, added)
-                elif is_unix(added):
-                    await self.unix_devices.hot_add(name, pid, dev_name, added, self.current_idmap(new_config),
-                                                    new_devices)
-        self.unix_devices.watch(name, new_devices)
-        if disks_changed and version is not None:
-            await threads.deferToThread(self._write_disk_limits, name, limits, version)
-        await self.daemon.devlxd.apply_live(pid, old_config, new_config)
-        # Nics plugged in or out; returns the volatile keys (MAC, name) of new ones.
-        volatile = await self.daemon.networks.nics.apply_live(name, pid, old_devices, new_devices, new_config)
-        self.daemon.devlxd.changed(name, before, after)
-        return volatile
-
-    def _disk_limits(self, name, value, devices):
-        """Blocking: the block io limits of a container's disk devices (disklimits)."""
-        def source_of(config):
-            try:
-                found = devices_rt.disk_source(self.daemon.pools, config)
-            except errors.ApiError:
-                return None
-            return found and found[0]
-
-        rootfs = os.path.join(self.container_dir(value, name), "rootfs")
-        return disklimits.block_limits(devices, rootfs, source_of)
-
-    def _write_disk_limits(self, name, limits, version):
-        """Blocking: bring a running container's block io throttles to `limits`."""
-        def read_file(filename):
-            path = self.layout.file_path(name, filename)
-            return read_text(path) if path else None
-
-        now = disklimits.current(read_file, version)
-        self._write_cgroups(name, disklimits.live_files(now, limits, version))
-
-    def _write_cgroups(self, name, writes):
-        for filename, value in writes:
-            path = self.layout.file_path(name, filename)
-            if path is None:
-                continue
-            try:
-                with open(path, "w") as f:
-                    f.write(str(value))
-            except OSError as e:
-                raise errors.BadRequest(f"Failed to set {filename}={value}: {e.strerror}")
-
     # -- import ------------------------------------------------------------------
     async def import_container(self, *, stage, index, backup, pool=None, name=None, received=False):
         """Create a container from an unpacked backup (`stage` holds `container/`, `snapshots/`;
@@ -977,7 +808,7 @@ class Instances:
         profiles = [p for p in (source.get("profiles") or []) if isinstance(p, str)]
         config = {k: str(v) for k, v in (source.get("config") or {}).items()}
         devices = source.get("devices") or {}
-        self.profile_values(profiles)
+        self.records.profile_values(profiles)
         container_config.validate(config)
         device.validate(devices)
         self.reserve(name)
@@ -996,7 +827,7 @@ class Instances:
                         ephemeral=bool(source.get("ephemeral")), description=source.get("description") or "",
                         pool=pool, location=model.here(self.daemon))
                     value["created_at"] = source.get("created_at") or value["created_at"]
-                    await threads.deferToThread(self._make_links, name, path)
+                    await threads.deferToThread(self.make_links, name, path)
                     changes = [Put(KIND, name, value, expect=ABSENT),
                                self.daemon.pools.volume_changes(pool, "container", name,
                                                                 {"config": {}, "description": ""}, expect=ABSENT)]
@@ -1040,10 +871,6 @@ def _own_tree(path, uid, gid):
 def _fresh_dir(path):
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path, mode=0o700)
-
-
-def _disks(devices):
-    return {n: c for n, c in devices.items() if c.get("type") == "disk"}
 
 
 def _int(value, default=0):

@@ -22,7 +22,6 @@ CLONE_NEWNET = 0x40000000
 IFF_UP = 0x1
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_HOST_NETNS = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
 _SCOPES = {0: "global", 200: "site", 253: "link", 254: "local"}
 _TYPES = {1: "broadcast", 772: "loopback", 65534: "point-to-point", 768: "point-to-point", 776: "point-to-point"}
@@ -35,16 +34,24 @@ def _setns(fd):
 
 
 def _socket_in(pid):
-    """A NETLINK_ROUTE socket in the network namespace of `pid` (call from a dedicated thread)."""
-    target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    """A NETLINK_ROUTE socket in the network namespace of `pid` (call from a dedicated thread).
+
+    The calling thread enters that namespace and comes back to the one it was in, held
+    open for the call (not a descriptor kept from import time).
+    """
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _setns(target)
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+            _setns(target)
+            try:
+                return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+            finally:
+                _setns(home)
         finally:
-            _setns(_HOST_NETNS)
+            os.close(target)
     finally:
-        os.close(target)
+        os.close(home)
 
 
 def _dump(sock, request, msg_type, seq):

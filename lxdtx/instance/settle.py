@@ -32,11 +32,14 @@ from lxdtx.instance import model
 from lxdtx.state import Put
 
 
-def register(instances, journal):
-    journal.handle("container", lambda name, pool: container(instances, name, pool))
-    journal.handle("rename", lambda name, new_name, pool: rename(instances, name, new_name, pool))
-    journal.handle("restore", lambda name, snapshot: restore(instances, name, snapshot))
-    journal.handle("state", lambda name, pool: state(instances, name, pool))
+def settle_steps(instances):
+    """{journal step kind: its handler} of the containers' changes, registered by the daemon."""
+    return {
+        "container": lambda name, pool: container(instances, name, pool),
+        "rename": lambda name, new_name, pool: rename(instances, name, new_name, pool),
+        "restore": lambda name, snapshot: restore(instances, name, snapshot),
+        "state": lambda name, pool: state(instances, name, pool),
+    }
 
 
 async def state(instances, name, pool):
@@ -67,14 +70,14 @@ async def container(instances, name, pool):
             await driver.delete_volume("container", name)
     doc = store.get(model.KIND, name)
     if doc is None or not model.is_local(instances.daemon, doc.value):  # gone, or on another member
-        await instances._remove_links(name)
+        await instances.remove_links(name)
         await instances.backups.delete_all(name)
         instances.runtime.forget(name)
         return
     own = pools.driver(doc.value["pool"])
     path = own.mount_path("container", name)
     if await threads.deferToThread(os.path.isdir, path):
-        await threads.deferToThread(instances._make_links, name, path)
+        await threads.deferToThread(instances.make_links, name, path)
 
 
 async def rename(instances, name, new_name, pool):

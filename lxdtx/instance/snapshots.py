@@ -237,7 +237,7 @@ class Snapshots:
                     await self._delete(pool, doc_later)
             was_running = instances.status(container) != "Stopped"
             if was_running:
-                await instances._stop(container, -1, True)
+                await instances.stop_locked(container, -1, True)
             # Once begun a restore is finished, at the next start if need be: a rootfs
             # half way between the container and the snapshot is no state to leave.
             async with self.journal.begin("snapshot.restore", snap.name, finish=True) as intent:
@@ -258,12 +258,12 @@ class Snapshots:
                     await settle.state(instances, container, pool)
                 doc = instances.get(container)
                 doc.value["config"]["volatile.last_state.power"] = "RUNNING"
-                await instances._save(container, doc.value, doc.revision)
+                await instances.save(container, doc.value, doc.revision)
                 instances.events.lifecycle("container-started", f"/1.0/containers/{container}")
             else:
                 await settle.state(instances, container, pool)  # a stateful snapshot's dump, unused
                 if was_running:
-                    await instances._start(container)
+                    await instances.start_locked(container)
         instances.events.lifecycle("container-snapshot-restored", f"/1.0/containers/{container}",
                                    {"snapshot_name": snap.name})
 

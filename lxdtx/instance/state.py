@@ -42,30 +42,32 @@ def _cpu(runtime, name):
     return -1
 
 
-_NETNS_POOL = None
+class NetnsThreads:
+    """Threads of our own for reads inside containers' network namespaces: each switches
+    namespaces (and back), nothing else runs on them. Started at the first read."""
 
+    def __init__(self, reactor):
+        self._reactor = reactor
+        self._pool = None
 
-def _netns_pool(reactor):
-    """Threads of our own: each switches network namespaces (and back), nothing else runs on them."""
-    global _NETNS_POOL
-    if _NETNS_POOL is None:
-        from twisted.python.threadpool import ThreadPool
+    def _threads(self):
+        if self._pool is None:
+            from twisted.python.threadpool import ThreadPool
 
-        _NETNS_POOL = ThreadPool(minthreads=0, maxthreads=4, name="lxdtx-netns")
-        _NETNS_POOL.start()
-        reactor.addSystemEventTrigger("during", "shutdown", _NETNS_POOL.stop)
-    return _NETNS_POOL
+            self._pool = ThreadPool(minthreads=0, maxthreads=4, name="lxdtx-netns")
+            self._pool.start()
+            self._reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        return self._pool
 
-
-async def network(reactor, pid, host_names):
-    """Interfaces inside the container's network namespace, with addresses and counters."""
-    try:
-        found = await threads.deferToThreadPool(reactor, _netns_pool(reactor), netlink.interfaces, pid)
-    except OSError:
-        return None
-    for name, info in found.items():
-        info["host_name"] = host_names.get(name, "")
-    return found
+    async def network(self, pid, host_names):
+        """Interfaces inside the container's network namespace, with addresses and counters."""
+        try:
+            found = await threads.deferToThreadPool(self._reactor, self._threads(), netlink.interfaces, pid)
+        except OSError:
+            return None
+        for name, info in found.items():
+            info["host_name"] = host_names.get(name, "")
+        return found
 
 
 async def collect(instances, name, value):
@@ -88,7 +90,7 @@ async def collect(instances, name, value):
                 host_names[ifname] = value["config"].get(f"volatile.{dev}.host_name", "")
     state.update({
         "pid": pid, "processes": runtime.processes(name, pid), "cpu": {"usage": _cpu(runtime, name)},
-        "memory": _memory(runtime, name), "network": await network(instances.daemon.reactor, pid, host_names) if pid else None,
+        "memory": _memory(runtime, name), "network": await instances.netns_threads.network(pid, host_names) if pid else None,
     })
     try:
         driver = instances.daemon.pools.driver(value["pool"])

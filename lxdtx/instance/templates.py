@@ -71,14 +71,13 @@ def _environment():
     return env
 
 
-_ENV = None
+def render(text, context, max_output=MAX_OUTPUT, max_seconds=MAX_SECONDS, env=None):
+    """Render template text with the given context in Jinja2's sandbox, bounded in size and time.
 
-
-def render(text, context, max_output=MAX_OUTPUT, max_seconds=MAX_SECONDS):
-    """Render template text with the given context in Jinja2's sandbox, bounded in size and time."""
-    global _ENV
-    if _ENV is None:
-        _ENV = _environment()
+    `env`: a sandbox from `_environment()` to reuse over the templates of one `apply`.
+    """
+    if env is None:
+        env = _environment()
     deadline = time.monotonic() + max_seconds
 
     def check():
@@ -94,7 +93,7 @@ def render(text, context, max_output=MAX_OUTPUT, max_seconds=MAX_SECONDS):
             yield i
 
     try:
-        template = _ENV.from_string(_pongo_to_jinja(text), globals={"range": bounded_range})
+        template = env.from_string(_pongo_to_jinja(text), globals={"range": bounded_range})
         out, size = [], 0
         for piece in template.generate(context):
             size += len(piece)
@@ -200,12 +199,12 @@ def _write(fd, data, uid, gid):
     os.fchmod(fd, 0o644)
 
 
-def _apply_one(root, path, spec, text, context, uid, gid):
+def _apply_one(root, path, spec, text, context, uid, gid, env):
     fd = _open_target(root, path, bool(spec.get("create_only")))
     if fd is None:
         return
     try:
-        _write(fd, render(text, context).encode(), uid, gid)
+        _write(fd, render(text, context, env=env).encode(), uid, gid)
     finally:
         os.close(fd)
 
@@ -228,6 +227,7 @@ def apply(container_dir, trigger, context, uid=0, gid=0):
         try:
             # The magic link names the directory just opened, whatever `rootfs` is renamed to.
             with Root(f"/proc/self/fd/{rootfs_fd}") as root:
+                env = _environment()
                 for path, spec in sorted(templates.items()):
                     if not isinstance(spec, dict) or trigger not in (spec.get("when") or []):
                         continue
@@ -237,7 +237,7 @@ def apply(container_dir, trigger, context, uid=0, gid=0):
                     local = dict(context, trigger=trigger, path=path, properties=spec.get("properties") or {},
                                  config_get=_config_getter(context.get("config") or {}))
                     try:
-                        _apply_one(root, str(path), spec, text, local, uid, gid)
+                        _apply_one(root, str(path), spec, text, local, uid, gid, env)
                     except OSError as e:
                         log.warn("Template target {path} skipped: {error}", path=path, error=e)
         finally:

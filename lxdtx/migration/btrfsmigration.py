@@ -53,8 +53,8 @@ def answer(header, driver):
     return m.BTRFS if header.fs == m.BTRFS and usable(driver) else m.RSYNC
 
 
-def register(daemon):
-    """The journal's handler of staging subvolumes left by an interrupted migration."""
+def settle_steps(daemon):
+    """{journal step kind: its handler}: staging subvolumes left by an interrupted migration."""
 
     async def settle(pool, path):
         if not daemon.store.exists("pool", pool):
@@ -63,7 +63,7 @@ def register(daemon):
         if os.path.dirname(path) == os.path.join(driver.mount_point, STAGING):
             await driver.delete_subvolume(path)
 
-    daemon.journal.handle(STEP, settle)
+    return {STEP: settle}
 
 
 async def _staging(intent, driver, pool):

@@ -20,7 +20,7 @@ from lxdtx import errors, faults, timeutil
 from lxdtx.config import container as container_config
 from lxdtx.instance import devices as devices_rt
 from lxdtx.instance import model
-from lxdtx.instance.copy import _make_links
+from lxdtx.instance.copy import link_volume
 from lxdtx.migration import btrfsmigration, live, protocol, rsyncstream, sockets
 from lxdtx.migration import messages as m
 from lxdtx.migration.progress import Progress
@@ -156,7 +156,7 @@ async def _make(daemon, name, params, header, channels, features, going_live=Fal
                 images = await live.receive(daemon, name, driver.mount_path("container", name), channels, features,
                                             header.HasField("predump") and header.predump)
             RECEIVED()
-            await _make_links(instances, name, driver)
+            await link_volume(instances, name, driver)
             if images is not None:
                 await live.restore(instances, name, value, images)
                 value["config"]["volatile.last_state.power"] = "RUNNING"

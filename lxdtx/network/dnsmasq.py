@@ -131,22 +131,27 @@ def host_lines(container, nics, dns_mode):
     return lines
 
 
-# Containers starting and stopping at once rewrite the same directory from several pool
-# threads: unlocked, one's sweep removes another's `.new` file before its rename.
-_hosts_lock = threading.Lock()
+class HostsFiles:
+    """Writes `dnsmasq.hosts/` directories one at a time.
 
-
-def write_hosts(directory, entries):
-    """Make `dnsmasq.hosts/` hold exactly `entries` ({container: [lines]}); True if anything changed.
-
-    Blocking; call from a thread.
+    Containers starting and stopping at once rewrite the same directory from several
+    pool threads: unlocked, one's sweep removes another's `.new` file before its rename.
     """
-    with _hosts_lock:
-        return _write_hosts(directory, entries)
+
+    def __init__(self):
+        self._lock = threading.Lock()
+
+    def write(self, directory, entries):
+        """Make `dnsmasq.hosts/` hold exactly `entries` ({container: [lines]}); True if anything changed.
+
+        Blocking; call from a thread.
+        """
+        with self._lock:
+            return _write_hosts(directory, entries)
 
 
 def _write_hosts(directory, entries):
-    """`write_hosts` under its lock."""
+    """`HostsFiles.write` under its lock."""
     hosts = os.path.join(directory, HOSTS)
     os.makedirs(hosts, mode=0o755, exist_ok=True)
     changed = False

@@ -65,10 +65,10 @@ class Networks:
         self._dnsmasq = {}  # name -> dnsmasq.Supervisor
         self._locks = {}
         self._hosts_locks = {}  # per network: entries computed and written in turn
+        self._hosts_files = dnsmasq.HostsFiles()
         self._reserved = set()
         self.nics = Nics(self)
         self.maas = Maas(daemon)
-        daemon.journal.handle("network", self.settle)
 
     # -- reading -------------------------------------------------------------------
     def names(self):
@@ -305,7 +305,7 @@ class Networks:
         # could be written after a newer one and bring back a deleted container's entry.
         async with self._hosts_locks.setdefault(name, defer.DeferredLock()):
             entries = self._host_entries(name, config, override)
-            changed = await threads.deferToThread(dnsmasq.write_hosts, self.directory(name), entries)
+            changed = await threads.deferToThread(self._hosts_files.write, self.directory(name), entries)
         supervisor = self._dnsmasq.get(name)
         if changed and reload and supervisor is not None:
             supervisor.reload()

@@ -1,11 +1,10 @@
 # -*- test-case-name: tests.integration.test_backups -*-
 """`/1.0/containers/<c>/backups` (`container_backup`) and backup import on `POST /1.0/containers`."""
 
-from lxdtx import errors, timeutil
+from lxdtx import errors, names, timeutil
 from lxdtx.bodies import BOOLEAN, RENAME, STRING, fields
 from lxdtx.image.pack import compressor_argv
 from lxdtx.operations import container_resources
-from lxdtx.resources import names
 from lxdtx.resources.common import container_endpoint, string
 from lxdtx.response import AsyncResponse, FileResponse, SyncResponse
 from lxdtx.router import Action

@@ -168,7 +168,7 @@ async def create_container(req):
     elif kind == "image":
         image = req.daemon.images.resolve(source)
     elif kind == "copy":
-        from lxdtx.instance.copy import create_from_copy
+        from lxdtx.resources.copies import create_from_copy
 
         return await create_from_copy(req, name, body)
     elif kind == "migration":
@@ -247,7 +247,7 @@ async def put_container(req):
     await instances.validate_new(config=update["config"], devices=update["devices"], profiles=update["profiles"])
 
     async def run(op):
-        await instances.update(name, update, doc.revision)
+        await instances.updates.update(name, update, doc.revision)
 
     return AsyncResponse(req.daemon.operations.start("Updating container", resources=container_resources(name), run=run))
 
@@ -269,7 +269,7 @@ async def patch_container(req):
         "ephemeral": bool(body["ephemeral"]) if "ephemeral" in body else value.get("ephemeral", False),
         "description": string(body, "description"),
     }
-    await instances.update(name, update, doc.revision)
+    await instances.updates.update(name, update, doc.revision)
     return empty()
 
 
@@ -286,7 +286,7 @@ async def post_container(req):
 
         return move.start(req, name, body, target)
     if body.get("migration") and body.get("pool"):
-        from lxdtx.instance.copy import start_pool_move
+        from lxdtx.resources.copies import start_pool_move
 
         return start_pool_move(req, name, body)
     if body.get("migration"):

@@ -3,7 +3,6 @@
 
 import os
 import time
-import weakref
 
 from lxdtx import API_VERSION, SERVER_VERSION, architectures, errors, extensions
 from lxdtx.bodies import config, fields
@@ -57,13 +56,13 @@ def server_info(daemon):
     return info
 
 
-class _InfoCache:
+class InfoCache:
     """The rendered trusted answer, rebuilt after any state change or every few seconds."""
 
-    def __init__(self, daemon):
+    def __init__(self, store):
         self.response = None
         self.built = 0.0
-        daemon.store.watch(self.invalidate)
+        store.watch(self.invalidate)
 
     def get(self, daemon):
         now = time.monotonic()
@@ -81,35 +80,26 @@ class _InfoCache:
         self.response = None
 
 
-_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_UNTRUSTED = None
-
-
-def info_cache(daemon):
-    cache = _CACHES.get(daemon)
-    if cache is None:
-        cache = _CACHES[daemon] = _InfoCache(daemon)
-    return cache
-
-
 async def get_root(req):
     return SyncResponse(["/1.0"])
 
 
 async def get_server(req):
-    global _UNTRUSTED
+    answers = req.answers
     if not req.trusted:
         if req.daemon.config.get("core.macaroon.endpoint"):
             return SyncResponse(_untrusted_info(candid=True))
-        if _UNTRUSTED is None:
-            _UNTRUSTED = SyncResponse(_untrusted_info())
-        return _UNTRUSTED
+        if answers.untrusted is None:
+            answers.untrusted = SyncResponse(_untrusted_info())
+        return answers.untrusted
     if req.auth_user is not None:
         # Who logged in is the caller's own: not the shared cached answer.
         info = server_info(req.daemon)
         info["auth_user_method"], info["auth_user_name"] = req.auth_user
         return SyncResponse(info, etag=etag_of(info["config"]))
-    return info_cache(req.daemon).get(req.daemon)
+    if answers.info is None:
+        return SyncResponse(server_info(req.daemon), etag=etag_of(req.daemon.config.render()))
+    return answers.info.get(req.daemon)
 
 
 async def _update_server(req, replace):
@@ -121,7 +111,8 @@ async def _update_server(req, replace):
         else:
             return empty()
     await req.daemon.config.update(body["config"], replace=replace)
-    info_cache(req.daemon).invalidate()
+    if req.answers.info is not None:
+        req.answers.info.invalidate()
     req.daemon.events.lifecycle("config-updated", "/1.0")
     return empty()
 

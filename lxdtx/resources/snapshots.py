@@ -1,11 +1,10 @@
 # -*- test-case-name: tests.integration.test_storage -*-
 """`/1.0/containers/<c>/snapshots[/<s>]` (and the same under `/1.0/instances`)."""
 
-from lxdtx import errors
+from lxdtx import errors, names
 from lxdtx.bodies import BOOLEAN, STRING, fields
 from lxdtx.instance import model
 from lxdtx.operations import container_resources
-from lxdtx.resources import names
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse, SyncResponse
 from lxdtx.router import Action

@@ -8,9 +8,8 @@ Only custom volumes are created, renamed, copied and moved here.
 
 import unicodedata
 
-from lxdtx import errors
+from lxdtx import errors, names
 from lxdtx.bodies import BOOLEAN, STRING, config, fields, one_of_strings
-from lxdtx.resources import names
 from lxdtx.resources.common import mapping, string
 from lxdtx.response import AsyncResponse, SyncResponse, created, empty, etag_of
 from lxdtx.router import Action, Endpoint

@@ -95,14 +95,14 @@ class Driver:
     # Volume keys of container volumes that may change (elsewhere through the root disk).
     volume_changeable: frozenset[str] = frozenset()
 
-    def __init__(self, pool, config, state_dir, *, run=None, in_thread=None):
+    def __init__(self, pool, config, state_dir, *, run=None, in_thread=None, lookup_volume=None):
         self.pool = pool
         self.config = config
         self.state_dir = state_dir
         self.run = run or asyncutil.run
         self.in_thread = in_thread or threads.deferToThread
-        # (type, name) -> the volume's own config; the backend plugs in its documents.
-        self.lookup_volume = lambda vol_type, name: {}
+        # (type, name) -> the volume's own config; the backend passes its documents' reader.
+        self.lookup_volume = lookup_volume or (lambda vol_type, name: {})
 
     # -- host support ------------------------------------------------------
     @classmethod

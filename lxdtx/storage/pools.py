@@ -47,9 +47,7 @@ class Pools:
         from lxdtx.storage.volumes import CustomVolumes
 
         self.custom = CustomVolumes(self, daemon)
-        daemon.images.delete_hooks.append(self._image_deleted)
         self._journal = daemon.journal
-        self._journal.handle("pool", self.settle)
 
     @property
     def store(self):
@@ -73,8 +71,8 @@ class Pools:
         config = local_config(self._daemon, doc.value)  # a cluster member's: with its own keys
         if driver is None or driver.config != config:
             cls = driver_class(doc.value["driver"])
-            driver = self._drivers[name] = cls(name, config, self._daemon.dir)
-            driver.lookup_volume = lambda vol_type, vol, pool=name: self._volume_config(pool, vol_type, vol)
+            lookup = lambda vol_type, vol, pool=name: self._volume_config(pool, vol_type, vol)  # noqa: E731
+            driver = self._drivers[name] = cls(name, config, self._daemon.dir, lookup_volume=lookup)
         return driver
 
     def forget_driver(self, name):
@@ -88,9 +86,6 @@ class Pools:
     async def mount_all(self):
         """Bring every pool up at daemon start (after a host boot nothing is mounted)."""
         self.available = await available(asyncutil.run, threads.deferToThread)
-        sources = getattr(self._daemon, "environment_sources", None)
-        if sources is not None and self.environment not in sources:
-            sources.append(self.environment)
         from lxdtx.cluster.onall import made_here
 
         for name in self.names():
@@ -294,7 +289,7 @@ class Pools:
             raise errors.NotFound(f"Storage volume \"{fingerprint}\" of type image not found in pool \"{pool}\"")
         await driver.delete_image(fingerprint)
 
-    async def _image_deleted(self, fingerprint):
+    async def image_deleted(self, fingerprint):
         for name in self.names():
             try:
                 await self.driver(name).forget_image(fingerprint)

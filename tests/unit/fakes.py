@@ -9,6 +9,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from twisted.python.failure import Failure
 
+from lxdtx.resources.answers import Answers
 from lxdtx.router import ApiSite, Router
 
 
@@ -61,7 +62,7 @@ class HTTPAnswer:
 
 def make_site(endpoints, daemon=None, local=True, spool_dir=None):
     """An ApiSite over `endpoints` on a memory reactor."""
-    router = Router(daemon or FakeDaemon(), endpoints)
+    router = Router(daemon or FakeDaemon(), endpoints, Answers())
     site = ApiSite(router, spool_dir=spool_dir, reactor=MemoryReactorClock())
     site.local = local
     return site

@@ -111,9 +111,10 @@ class HostFileTests(SynchronousTestCase):
         """Files follow the entries exactly; unchanged writes report no change."""
         directory = tempfile.mkdtemp()
         self.addCleanup(lambda: __import__("shutil").rmtree(directory))
-        self.assertTrue(dnsmasq.write_hosts(directory, {"c1": ["a,c1"], "c2": ["b,c2"]}))
-        self.assertFalse(dnsmasq.write_hosts(directory, {"c1": ["a,c1"], "c2": ["b,c2"]}))
-        self.assertTrue(dnsmasq.write_hosts(directory, {"c1": ["a,c1", "x,c1"], "c3": []}))
+        hosts_files = dnsmasq.HostsFiles()
+        self.assertTrue(hosts_files.write(directory, {"c1": ["a,c1"], "c2": ["b,c2"]}))
+        self.assertFalse(hosts_files.write(directory, {"c1": ["a,c1"], "c2": ["b,c2"]}))
+        self.assertTrue(hosts_files.write(directory, {"c1": ["a,c1", "x,c1"], "c3": []}))
         hosts = os.path.join(directory, "dnsmasq.hosts")
         self.assertEqual(sorted(os.listdir(hosts)), ["c1"])
         with open(os.path.join(hosts, "c1")) as f:
@@ -125,11 +126,12 @@ class HostFileTests(SynchronousTestCase):
         directory = tempfile.mkdtemp()
         self.addCleanup(lambda: __import__("shutil").rmtree(directory))
         failures = []
+        hosts_files = dnsmasq.HostsFiles()
 
         def writer(i):
             try:
                 for n in range(200):
-                    dnsmasq.write_hosts(directory, {f"c{i}": [f"{n},c{i}"], "shared": [f"{i},shared"]})
+                    hosts_files.write(directory, {f"c{i}": [f"{n},c{i}"], "shared": [f"{i},shared"]})
             except Exception as e:
                 failures.append(e)
 

@@ -31,7 +31,7 @@ class ConfigUpdates:
 
     async def profile_changing(self, profile, old, new):
         """Check every user's new expanded state; apply live changes to running users."""
-        for name in self._i.profile_users(profile):
+        for name in self._i.records.profile_users(profile):
             doc = self._i.get(name)
             before = self._i.expanded(doc.value)
             profiles = [new if p == profile else self._i.store.value("profile", p) or {}

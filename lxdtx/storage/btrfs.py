@@ -198,16 +198,21 @@ class BtrfsDriver(Driver):
         if qgroup:
             await self.run(["btrfs", "qgroup", "destroy", qgroup, self.mount_point], check=False)
 
+    async def _subvolumes(self, *options):
+        """{absolute path: subvolume id} as `btrfs subvolume list` (with `options`) prints
+        them; its paths are relative to the filesystem's top level, which is our mount point."""
+        _, out, _ = await self.run(["btrfs", "subvolume", "list", *options], check=False)
+        found = {}
+        for line in out.decode().splitlines():
+            head, sep, rel = line.partition(" path ")
+            fields = head.split()
+            if sep and len(fields) >= 2 and fields[0] == "ID":
+                found[os.path.join(self.mount_point, rel.strip())] = fields[1]
+        return found
+
     async def _nested_subvolumes(self, path):
         """Subvolumes below `path`, deepest first (absolute paths)."""
-        _, out, _ = await self.run(["btrfs", "subvolume", "list", "-o", path], check=False)
-        prefix = os.path.relpath(path, self.mount_point)
-        found = []
-        for line in out.decode().splitlines():
-            rel = line.split(" path ", 1)[-1].strip()
-            # `list -o` prints paths relative to the filesystem's top level, which is our mount point.
-            if rel.startswith(prefix + "/"):
-                found.append(os.path.join(self.mount_point, rel))
+        found = [p for p in await self._subvolumes("-o", path) if p.startswith(path + "/")]
         return sorted(found, key=lambda p: -p.count("/"))
 
     async def _qgroup_id(self, path):
@@ -315,13 +320,7 @@ class BtrfsDriver(Driver):
         subvolume delete` of them all (nested subvolumes first), where deleting them one
         by one costs six commands per subvolume."""
         paths = [self.mount_path("container", s) for s in snapshots] + [self.mount_path("container", name)]
-        _, out, _ = await self.run(["btrfs", "subvolume", "list", self.mount_point], check=False)
-        ids = {}  # absolute path -> subvolume id, of every subvolume of the pool
-        for line in out.decode().splitlines():
-            head, sep, rel = line.partition(" path ")
-            fields = head.split()
-            if sep and len(fields) >= 2 and fields[0] == "ID":
-                ids[os.path.join(self.mount_point, rel.strip())] = fields[1]
+        ids = await self._subvolumes(self.mount_point)  # every subvolume of the pool
         doomed, plain = [], []
         for path in paths:
             if path in ids:

@@ -30,7 +30,6 @@ from lxdtx.migration import protocol, sink, sockets
 from lxdtx.migration import source as migration_source
 from lxdtx.migration.progress import Progress
 from lxdtx.operations import container_resources
-from lxdtx.response import AsyncResponse
 from lxdtx.state import Put
 
 MOVE_IN = "/internal/cluster/containers/{}/move-in"
@@ -60,15 +59,14 @@ def check(daemon, name, body, target):
     return member
 
 
-def start(req, name, body, target):
-    daemon = req.daemon
+def start(daemon, name, body, target):
+    """The operation that moves container `name` to member `target` (`body`: the request's)."""
     member = check(daemon, name, body, target)
 
     async def run(op):
         await move_out(daemon, name, member, op)
 
-    return AsyncResponse(daemon.operations.start("Migrating container", resources=container_resources(name),
-                                                 run=run))
+    return daemon.operations.start("Migrating container", resources=container_resources(name), run=run)
 
 
 # -- the owner ---------------------------------------------------------------------------------
@@ -144,9 +142,8 @@ async def _hand_over(daemon, name, doc, member, op):
 
 
 # -- the target --------------------------------------------------------------------------------
-def start_move_in(req, name, body):
+def start_move_in(daemon, name, body):
     """`POST /internal/cluster/containers/NAME/move-in` on the target: a task that pulls."""
-    daemon = req.daemon
     doc = daemon.instances.get(name)
     if doc.revision != body.get("revision"):
         raise errors.BadRequest(f"Container '{name}' changed since the move began")
@@ -158,7 +155,7 @@ def start_move_in(req, name, body):
     async def work(channels, op):
         await _receive(daemon, name, doc, channels, op)
 
-    return AsyncResponse(protocol.operation(daemon, "Receiving container", container_resources(name), peer, work))
+    return protocol.operation(daemon, "Receiving container", container_resources(name), peer, work)
 
 
 async def _receive(daemon, name, doc, channels, op):

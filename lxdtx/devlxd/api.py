@@ -19,7 +19,7 @@ from lxdtx.devlxd import callers, changes
 from lxdtx.instance import model
 from lxdtx.resources.events import EventsSocket
 from lxdtx.response import ErrorResponse, dumps
-from lxdtx.websocket.server import Handshake
+from lxdtx.websocket.handshake import Handshake
 
 # What a guest may send as a body (only GETs are served: the body is never read); more
 # closes the connection, so no guest fills the host's memory or disk.

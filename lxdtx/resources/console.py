@@ -15,7 +15,6 @@ from lxdtx.resources.common import container_endpoint
 from lxdtx.resources.exec import require_running
 from lxdtx.response import AsyncResponse, FileResponse, RawResponse, empty
 from lxdtx.router import Action
-from lxdtx.websocket.server import Handshake
 
 
 def _size(body, key):
@@ -86,7 +85,7 @@ async def post_console(req):
     async def connect(op, request, secret):
         # Checked now, used up only by a handshake that succeeds.
         name = session.check(secret)
-        return Handshake(req.daemon.websockets, SessionSocket(session, name), claim=lambda: session.claim(secret))
+        return SessionSocket(session, name), lambda: session.claim(secret)
 
     op = req.daemon.operations.create("Showing console", cls=WEBSOCKET, resources=container_resources(name),
                                       metadata=session.metadata(), run=run, connect=connect)

@@ -14,6 +14,7 @@ from lxdtx.cluster.peers import FORWARDED, MemberUnreachable
 from lxdtx.filter import compile_filter
 from lxdtx.instance import model
 from lxdtx.operations import container_resources
+from lxdtx.resources import forwarding
 from lxdtx.resources.common import container_endpoint, mapping, string, string_list
 from lxdtx.response import AsyncResponse, ProducerResponse, SyncResponse, empty, etag_of
 from lxdtx.router import Action, Endpoint
@@ -141,7 +142,7 @@ async def create_container(req):
     if cluster.enabled and not req.header(FORWARDED):
         member = cluster.placement(target)
         if member.value["id"] != cluster.member_id:
-            return await cluster.peers.forward(req, member)
+            return await forwarding.forward(req, member)
     elif target and not cluster.enabled:
         raise errors.BadRequest("Target only allowed when clustered")
     body = req.json()
@@ -172,9 +173,9 @@ async def create_container(req):
 
         return await create_from_copy(req, name, body)
     elif kind == "migration":
-        from lxdtx.migration import sink
+        from lxdtx.resources.migrations import create_sink
 
-        return await sink.create(req, name, body)
+        return await create_sink(req, name, body)
     elif kind != "none":
         raise errors.BadRequest(f"unknown source type {kind}" if kind else "Missing source type")
     params = dict(architecture=architecture, config=config, devices=devices, profiles=profiles,
@@ -284,15 +285,15 @@ async def post_container(req):
             raise errors.BadRequest("Target only allowed when clustered")
         from lxdtx.cluster import move
 
-        return move.start(req, name, body, target)
+        return AsyncResponse(move.start(req.daemon, name, body, target))
     if body.get("migration") and body.get("pool"):
         from lxdtx.resources.copies import start_pool_move
 
         return start_pool_move(req, name, body)
     if body.get("migration"):
-        from lxdtx.migration import source
+        from lxdtx.resources.migrations import start_source
 
-        return await source.start(req, name, body)
+        return await start_source(req, name, body)
     new_name = string(body, "name")
     model.check_name(new_name)
     if instances.store.exists(model.KIND, new_name):

@@ -15,7 +15,6 @@ from lxdtx.operations import WEBSOCKET, container_resources
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse
 from lxdtx.router import Action
-from lxdtx.websocket.server import Handshake
 
 log = Logger()
 # An exec waits this long for the container's file agent before going without.
@@ -173,7 +172,7 @@ async def post_exec(req):
     async def connect(op, request, secret):
         # Checked now, used up only by a handshake that succeeds.
         fd = session.check(secret)
-        return Handshake(req.daemon.websockets, SessionSocket(session, fd), claim=lambda: session.claim(secret))
+        return SessionSocket(session, fd), lambda: session.claim(secret)
 
     op = operations.create("Executing command", cls=WEBSOCKET, resources=container_resources(name),
                            metadata=session.metadata(), run=run, connect=connect)

@@ -54,9 +54,9 @@ async def post_snapshot(req):
     snapshots.get(name, snapshot)
     body = req.json()
     if body.get("migration"):
-        from lxdtx.migration import source
+        from lxdtx.resources.migrations import start_source
 
-        return await source.start(req, name, body, snapshot=snapshot)
+        return await start_source(req, name, body, snapshot=snapshot)
     new_name = body.get("name")
     if new_name is None or new_name == "":
         raise errors.BadRequest("Invalid value for \"name\": the new snapshot name is required")

@@ -7,7 +7,7 @@ import socket
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from lxdtx import hostinfo, tls
+from lxdtx import hostinfo, resources, tls
 from lxdtx.candid import Candid
 from lxdtx.cluster import membership, notify
 from lxdtx.cluster.membership import Membership
@@ -23,6 +23,9 @@ from lxdtx.migration import btrfsmigration
 from lxdtx.network.networks import Networks
 from lxdtx.operations import Operations
 from lxdtx.profiles import Profiles
+from lxdtx.resources.answers import Answers
+from lxdtx.resources.root import InfoCache
+from lxdtx.router import Router
 from lxdtx.storage.pools import Pools
 from lxdtx.trust import PasswordAttempts, Trust, UntrustedConnections
 from lxdtx.websocket.server import Factories
@@ -78,6 +81,12 @@ class Daemon:
         self.environment_sources = [self.cluster.environment, self.pools.environment]
         # Called with no arguments by `lxdtx shutdown` before the process exits.
         self.shutdown_hooks = []
+        self.router = self._build_router()
+
+    def _build_router(self):
+        """The HTTP side: every resource's endpoints, handed this daemon, with the answers
+        rendered once (the trusted `GET /1.0` rebuilt as the store changes)."""
+        return Router(self, resources.endpoints(), Answers(InfoCache(self.store)))
 
     def _wire(self):
         """The links that go both ways, in order: each a step of its own."""

@@ -105,6 +105,27 @@ class DaemonWireTests(SynchronousTestCase):
         self.assertEqual(self.calls("images.wire"), [((), {"delete_hooks": ["pools.image_deleted"]})])
 
 
+class DaemonRouterTests(SynchronousTestCase):
+    """`Daemon._build_router`: the HTTP side built by the daemon's factory, not by the service."""
+
+    def test_router(self):
+        """The router serves every resource's endpoints to this daemon, with answers of its
+        own whose trusted `GET /1.0` follows the daemon's store."""
+        from lxdtx import resources
+
+        daemon = Daemon.__new__(Daemon)  # only the store is asked of it
+        watched = []
+        daemon.store = Recorder().fake("store", watch=lambda callback: watched.append(callback))
+        router = daemon._build_router()
+        self.assertIs(router.daemon, daemon)
+        for endpoint in resources.endpoints():
+            for path in endpoint.paths:
+                if "{" not in path:
+                    self.assertIs(router.routes.match(path)[0], endpoint)
+        self.assertEqual(watched, [router.answers.info.invalidate])
+        self.assertIsNot(Daemon._build_router(daemon).answers, router.answers)
+
+
 class ProfilesWireTests(SynchronousTestCase):
     """`Profiles.wire`: the hooks given are the ones a change runs, in order."""
 

@@ -126,7 +126,7 @@ class GuestResource(resource.Resource):
         doc = self.guests.instances.store.get(model.KIND, name)
         if doc is None:
             return _text(request, 404, "not found")
-        config, _ = self.guests.instances.expanded(doc.value)
+        config, _ = self.guests.instances.records.expanded(doc.value)
         if not callers.enabled(config):
             return _text(request, 403, "not authorized")
         root = callers.root_ids(doc.value["config"])

@@ -76,7 +76,7 @@ class GuestSocket:
         if credentials is None:
             return None
         namespaces = {}
-        for name in self.instances.names():
+        for name in self.instances.records.names():
             pid = self.instances.runtime.init_pid(name)
             namespace = callers.pid_namespace(pid) if pid is not None else None
             if namespace is not None:

@@ -122,7 +122,7 @@ async def _make(daemon, name, params, header, channels, features, going_live=Fal
                                    devices=params["devices"], profiles=params["profiles"],
                                    ephemeral=params["ephemeral"], description=params["description"], pool=pool,
                                    location=model.here(daemon))
-        _, expanded_devices = instances.expanded(value)
+        _, expanded_devices = instances.records.expanded(value)
         for key, item in devices_rt.fill_volatile(config, expanded_devices).items():
             config.setdefault(key, item)
         snapshots = list(header.snapshots)

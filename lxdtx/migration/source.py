@@ -24,8 +24,8 @@ async def start(daemon, name, snapshot=None, live_wanted=True, container_only=Fa
     (push mode, the sink's operation) a task that dials it. A running container goes live
     unless `live_wanted` is false."""
     instances = daemon.instances
-    instances.get(name)
-    running = snapshot is None and instances.status(name) == "Running"
+    instances.records.get(name)
+    running = snapshot is None and instances.records.status(name) == "Running"
     going_live = running and live_wanted
     if going_live:
         await live.preflight(instances, name)
@@ -59,12 +59,12 @@ async def send_held(daemon, name, snapshot_name, channels, container_only, op, g
     control, fs = channels["control"], channels["fs"]
     instances = daemon.instances
     socket_dir = daemon.path("migration")
-    doc = instances.get(name)
+    doc = instances.records.get(name)
     driver = daemon.pools.driver(doc.value["pool"])
     if snapshot_name is None:
         volume, value = name, doc.value
         snapshots = [] if container_only else instances.snapshots.documents(name)
-        running = instances.status(name) == "Running"
+        running = instances.records.status(name) == "Running"
     else:
         volume = f"{name}/{snapshot_name}"
         value, snapshots, running = instances.snapshots.get(name, snapshot_name).value, [], False

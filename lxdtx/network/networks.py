@@ -101,7 +101,7 @@ class Networks:
         from lxdtx.instance.model import is_local
 
         # Another cluster member's containers use its own bridge of that name.
-        expanded = {doc.name: instances.expanded(doc.value) for doc in self.store.list("container")
+        expanded = {doc.name: instances.records.expanded(doc.value) for doc in self.store.list("container")
                     if everywhere or is_local(self.daemon, doc.value)}
         if override is not None:
             expanded[override[0]] = (override[1], override[2])

@@ -59,7 +59,7 @@ def _log_path(instances, name):
 async def post_console(req):
     instances = req.daemon.instances
     name = req.params["name"]
-    instances.get(name)
+    instances.records.get(name)
     body = req.json()
     width, height = _size(body, "width"), _size(body, "height")
     kind = body.get("type") or "console"
@@ -96,7 +96,7 @@ async def post_console(req):
 async def get_console_log(req):
     instances = req.daemon.instances
     name = req.params["name"]
-    instances.get(name)
+    instances.records.get(name)
     path = _log_path(instances, name)
     if not os.path.isfile(path):
         return RawResponse(b"")
@@ -113,7 +113,7 @@ def _truncate(path):
 async def delete_console_log(req):
     instances = req.daemon.instances
     name = req.params["name"]
-    instances.get(name)
+    instances.records.get(name)
     await threads.deferToThread(_truncate, _log_path(instances, name))
     return empty()
 

@@ -102,7 +102,7 @@ async def _probe(instances, name, value, pty):
 async def post_exec(req):
     instances = req.daemon.instances
     name = req.params["name"]
-    doc = instances.get(name)
+    doc = instances.records.get(name)
     body = req.json()
     command = _command(body)
     requested_env = _environment(body)
@@ -113,7 +113,7 @@ async def post_exec(req):
     pid = instances.runtime.init_pid(name)
     require_running(instances, name, pid)
 
-    config, _ = instances.expanded(doc.value)
+    config, _ = instances.records.expanded(doc.value)
     seed = None
     if config.get("limits.processes"):
         # The seed and its zygote would take two of the processes the container is allowed.

@@ -21,7 +21,7 @@ async def list_snapshots(req):
 async def create_snapshot(req):
     name = req.params["name"]
     snapshots = _snapshots(req)
-    req.daemon.instances.get(name)
+    req.daemon.instances.records.get(name)
     body = req.json()
     snapshot = body.get("name")
     if snapshot is None or snapshot == "":
@@ -41,7 +41,7 @@ async def create_snapshot(req):
 
 async def get_snapshot(req):
     name, snapshot = req.params["name"], req.params["snapshot"]
-    req.daemon.instances.get(name)
+    req.daemon.instances.records.get(name)
     doc = _snapshots(req).get(name, snapshot)
     return SyncResponse(_snapshots(req).render(doc.name, doc.value))
 
@@ -49,7 +49,7 @@ async def get_snapshot(req):
 async def post_snapshot(req):
     """Rename (`{"name": new}`); migration of a snapshot comes with migration."""
     name, snapshot = req.params["name"], req.params["snapshot"]
-    req.daemon.instances.get(name)
+    req.daemon.instances.records.get(name)
     snapshots = _snapshots(req)
     snapshots.get(name, snapshot)
     body = req.json()
@@ -72,7 +72,7 @@ async def post_snapshot(req):
 
 async def delete_snapshot(req):
     name, snapshot = req.params["name"], req.params["snapshot"]
-    req.daemon.instances.get(name)
+    req.daemon.instances.records.get(name)
     snapshots = _snapshots(req)
     snapshots.get(name, snapshot)
 

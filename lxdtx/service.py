@@ -17,7 +17,6 @@ from lxdtx.cluster.events import MemberEvents
 from lxdtx.daemon import Daemon
 from lxdtx.events import LogForwarder
 from lxdtx.exec.recording import RecordExpiry
-from lxdtx.image.upkeep import ImageUpkeep
 from lxdtx.instance import boot
 from lxdtx.listeners import Listeners
 from lxdtx.state.switch import SwitchableStore
@@ -119,7 +118,7 @@ class LxdtxService(service.MultiService):
             from lxdtx.init import auto_init
 
             await auto_init(daemon)
-        ImageUpkeep(daemon, self.reactor).setServiceParent(self)
+        daemon.image_upkeep.setServiceParent(self)
         MemberEvents(daemon, self.reactor).setServiceParent(self)  # the other members' events, here too
         self._forwarder = LogForwarder(daemon.events)
         globalLogPublisher.addObserver(self._forwarder)

@@ -68,7 +68,7 @@ class Networks:
         self._hosts_files = dnsmasq.HostsFiles()
         self._reserved = set()
         self.nics = Nics(self)
-        self.maas = Maas(daemon)
+        self.maas = Maas(daemon.config)
 
     # -- reading -------------------------------------------------------------------
     def names(self):

@@ -36,14 +36,16 @@ class Candid:
 
     log = Logger()
 
-    def __init__(self, daemon, environ=os.environ):
-        self._daemon = daemon
+    def __init__(self, config, store, reactor, environ=os.environ):
+        self._config = config  # the server config, for `core.macaroon.endpoint`
+        self._store = store  # where the root keys are kept
+        self._reactor = reactor
         self._login = None  # lxdtx.macaroons.Login of the endpoint in use
         self.expiry = int(environ.get(EXPIRY_ENV) or 300)
 
     @property
     def endpoint(self):
-        return self._daemon.config.get("core.macaroon.endpoint") or ""
+        return self._config.get("core.macaroon.endpoint") or ""
 
     def applies(self, http):
         """Whether the request's macaroons, not its certificate, decide (key set, bakery header sent)."""
@@ -55,7 +57,7 @@ class Candid:
         if self._login is None or self._login.endpoint != endpoint:
             from lxdtx import macaroons
 
-            keys = macaroons.RootKeys(self._daemon.store, endpoint, expiry=self.expiry)
+            keys = macaroons.RootKeys(self._store, endpoint, expiry=self.expiry)
             self._login = macaroons.Login(endpoint, keys, expiry=self.expiry)
         return self._login
 
@@ -123,7 +125,7 @@ class Candid:
 
         from lxdtx import errors, macaroons
 
-        reactor = self._daemon.reactor
+        reactor = self._reactor
         agent = Agent(reactor, contextFactory=tls.RemotePolicy(), connectTimeout=FETCH_TIMEOUT,
                       pool=HTTPConnectionPool(reactor, persistent=False))
         headers = {macaroons.PROTOCOL_HEADER.encode(): [b"3"], b"Accept": [b"application/json"]}

@@ -7,15 +7,16 @@ import socket
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from lxdtx import hostinfo, tls
+from lxdtx import hostinfo, resources, tls
 from lxdtx.candid import Candid
 from lxdtx.cluster import membership, notify
 from lxdtx.cluster.membership import Membership
 from lxdtx.config.server import HashingPool, ServerConfig
 from lxdtx.cors import Cors
-from lxdtx.devlxd.server import GuestSocket
+from lxdtx.devlxd.server import SOCKET_DIR, GuestSocket
 from lxdtx.events import EventHub
 from lxdtx.image.store import ImageStore
+from lxdtx.image.upkeep import ImageUpkeep
 from lxdtx.instance import settle
 from lxdtx.instance.lifecycle import Instances
 from lxdtx.journal import Journal
@@ -23,6 +24,9 @@ from lxdtx.migration import btrfsmigration
 from lxdtx.network.networks import Networks
 from lxdtx.operations import Operations
 from lxdtx.profiles import Profiles
+from lxdtx.resources.answers import Answers
+from lxdtx.resources.root import InfoCache
+from lxdtx.router import Router
 from lxdtx.storage.pools import Pools
 from lxdtx.trust import PasswordAttempts, Trust, UntrustedConnections
 from lxdtx.websocket.server import Factories
@@ -65,7 +69,7 @@ class Daemon:
         self.password_hashing = HashingPool(reactor, ThreadPool(minthreads=0, maxthreads=2, name="lxdtx-scrypt"))
         self.config = ServerConfig(store, defer_to_thread=self.password_hashing.run)
         self.cors = Cors(self.config)
-        self.trust = Trust(store, self.dir, candid=Candid(self))
+        self.trust = Trust(store, self.dir, candid=Candid(self.config, store, reactor))
         self.password_attempts = PasswordAttempts(reactor)
         self.untrusted_connections = UntrustedConnections()
         self.profiles = Profiles(store, self.events)
@@ -73,11 +77,18 @@ class Daemon:
         self.pools = Pools(self)
         self.instances = Instances(self)
         self.networks = Networks(self)
-        self.devlxd = GuestSocket(self)
+        self.devlxd = GuestSocket(self.instances, self.images, self.websockets, reactor, self.path(SOCKET_DIR))
+        self.image_upkeep = ImageUpkeep(self.images, self.config, reactor)  # a service: started by lxdtx.service
         # Extra `environment` facts of `GET /1.0` (cluster, storage drivers in use).
         self.environment_sources = [self.cluster.environment, self.pools.environment]
         # Called with no arguments by `lxdtx shutdown` before the process exits.
         self.shutdown_hooks = []
+        self.router = self._build_router()
+
+    def _build_router(self):
+        """The HTTP side: every resource's endpoints, handed this daemon, with the answers
+        rendered once (the trusted `GET /1.0` rebuilt as the store changes)."""
+        return Router(self, resources.endpoints(), Answers(InfoCache(self.store)))
 
     def _wire(self):
         """The links that go both ways, in order: each a step of its own."""

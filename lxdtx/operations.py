@@ -190,7 +190,9 @@ class Operation:
         waiter.callback(None)
 
     async def connect(self, request, secret):
-        """A websocket connection for this operation (`/websocket?secret=`)."""
+        """(protocol, claim) of a websocket connection for this operation (`/websocket?secret=`):
+        the server protocol that serves it and what takes the secret once the handshake succeeds
+        (lxdtx.websocket.handshake.Handshake)."""
         if self.cls != WEBSOCKET:
             raise errors.BadRequest("Only websocket operations can be connected")
         if self.status_code != RUNNING:

@@ -685,7 +685,9 @@ class Router(resource.Resource):
         peers = getattr(getattr(self.daemon, "cluster", None), "peers", None)
         member = peers.owner(request, raw_path) if peers is not None else None
         if member is not None:  # its object lives on another cluster member (lxdtx.cluster.peers)
-            handler = functools.partial(peers.forward, member=member)
+            from lxdtx.resources.forwarding import forward
+
+            handler = functools.partial(forward, member=member)
         d = defer.Deferred.fromCoroutine(self._call(handler, api))
         if d.called:
             # The common case: the handler never waited, answer synchronously.

@@ -9,7 +9,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 
-from lxdtx import recovery, resources, sdnotify, singleton, statedir
+from lxdtx import recovery, sdnotify, singleton, statedir
 from lxdtx.asyncutil import run
 from lxdtx.cluster import membership
 from lxdtx.cluster.backend import open_store
@@ -17,12 +17,8 @@ from lxdtx.cluster.events import MemberEvents
 from lxdtx.daemon import Daemon
 from lxdtx.events import LogForwarder
 from lxdtx.exec.recording import RecordExpiry
-from lxdtx.image.upkeep import ImageUpkeep
 from lxdtx.instance import boot
 from lxdtx.listeners import Listeners
-from lxdtx.resources.answers import Answers
-from lxdtx.resources.root import InfoCache
-from lxdtx.router import Router
 from lxdtx.state.switch import SwitchableStore
 
 
@@ -107,8 +103,7 @@ class LxdtxService(service.MultiService):
         await daemon.networks.restore_all()
         daemon.shutdown_hooks.append(lambda: boot.shutdown_all(daemon.instances))
 
-        router = Router(daemon, resources.endpoints(), Answers(InfoCache(daemon.store)))
-        self._listeners = Listeners(daemon, router, self.reactor)
+        self._listeners = Listeners(daemon, daemon.router, self.reactor)
         daemon.config.on_apply("https_address", self._listeners.set_https)
         self._listeners.listen_unix()
         # Before containers autostart; running ones see the new socket in their /dev/lxd at once.
@@ -123,7 +118,7 @@ class LxdtxService(service.MultiService):
             from lxdtx.init import auto_init
 
             await auto_init(daemon)
-        ImageUpkeep(daemon, self.reactor).setServiceParent(self)
+        daemon.image_upkeep.setServiceParent(self)
         MemberEvents(daemon, self.reactor).setServiceParent(self)  # the other members' events, here too
         self._forwarder = LogForwarder(daemon.events)
         globalLogPublisher.addObserver(self._forwarder)

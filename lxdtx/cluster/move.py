@@ -30,7 +30,6 @@ from lxdtx.migration import protocol, sink, sockets
 from lxdtx.migration import source as migration_source
 from lxdtx.migration.progress import Progress
 from lxdtx.operations import container_resources
-from lxdtx.response import AsyncResponse
 from lxdtx.state import Put
 
 MOVE_IN = "/internal/cluster/containers/{}/move-in"
@@ -43,7 +42,7 @@ def check(daemon, name, body, target):
     """The target member's document, or 400/404 naming what stands in the way."""
     cluster = daemon.cluster
     instances = daemon.instances
-    instances.get(name)
+    instances.records.get(name)
     member = cluster.get(target)
     if member.value["id"] == cluster.member_id:
         raise errors.BadRequest(f"Container '{name}' is already on cluster member '{target}'")
@@ -55,28 +54,27 @@ def check(daemon, name, body, target):
                                 "rename it before or after")
     if body.get("pool"):
         raise errors.BadRequest("A move to another cluster member keeps the container's storage pool")
-    if instances.status(name) != "Stopped":
+    if instances.records.status(name) != "Stopped":
         raise errors.BadRequest("Container is running")
     return member
 
 
-def start(req, name, body, target):
-    daemon = req.daemon
+def start(daemon, name, body, target):
+    """The operation that moves container `name` to member `target` (`body`: the request's)."""
     member = check(daemon, name, body, target)
 
     async def run(op):
         await move_out(daemon, name, member, op)
 
-    return AsyncResponse(daemon.operations.start("Migrating container", resources=container_resources(name),
-                                                 run=run))
+    return daemon.operations.start("Migrating container", resources=container_resources(name), run=run)
 
 
 # -- the owner ---------------------------------------------------------------------------------
 async def move_out(daemon, name, member, op):
     instances = daemon.instances
     async with instances.locks.hold(name, "move"):
-        doc = instances.get(name)
-        if instances.status(name) != "Stopped":
+        doc = instances.records.get(name)
+        if instances.records.status(name) != "Stopped":
             raise errors.BadRequest("Container is running")
         pool = doc.value["pool"]
         async with daemon.journal.begin("container.move-out", name, finish=True) as cleanup:
@@ -144,10 +142,9 @@ async def _hand_over(daemon, name, doc, member, op):
 
 
 # -- the target --------------------------------------------------------------------------------
-def start_move_in(req, name, body):
+def start_move_in(daemon, name, body):
     """`POST /internal/cluster/containers/NAME/move-in` on the target: a task that pulls."""
-    daemon = req.daemon
-    doc = daemon.instances.get(name)
+    doc = daemon.instances.records.get(name)
     if doc.revision != body.get("revision"):
         raise errors.BadRequest(f"Container '{name}' changed since the move began")
     if model.is_local(daemon, doc.value):
@@ -158,7 +155,7 @@ def start_move_in(req, name, body):
     async def work(channels, op):
         await _receive(daemon, name, doc, channels, op)
 
-    return AsyncResponse(protocol.operation(daemon, "Receiving container", container_resources(name), peer, work))
+    return protocol.operation(daemon, "Receiving container", container_resources(name), peer, work)
 
 
 async def _receive(daemon, name, doc, channels, op):
@@ -191,7 +188,7 @@ async def _take(daemon, name, doc, header, fs, features):
         await instances.check_volume_free(pool, name)
         async with daemon.journal.begin("container.move-in", name) as intent:
             await intent.will("container", name=name, pool=pool)
-            _, root = disk.root_device(instances.expanded(doc.value)[1])
+            _, root = disk.root_device(instances.records.expanded(doc.value)[1])
             size = (root or {}).get("size") or ""
             await sink._receive_rsync(daemon, driver, name, snapshots, 1, fs, features, size)
             await link_volume(instances, name, driver)

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.integration.test_cluster_containers -*-
-"""Requests from one cluster member to another, and requests forwarded to the member
-that owns their object.
+"""Requests from one cluster member to another, and which member a request's object lives
+on (the forwarding itself, and the relayed answers, are lxdtx.resources.forwarding's).
 
 Members trust each other by their server certificates: each member's document carries
 its certificate (pinned by whoever calls it) and each member's certificate is in the
@@ -8,19 +8,15 @@ shared trust store (the joiner's by the trust password, the first member's added
 bootstrap), so a member calling another shows its own server certificate.
 
 A request about a container whose `location` is another member, or about storage volumes
-with `?target=` another member, is proxied there whole
-(method, path, query, body, the headers that matter) and its answer relayed as it came.
-An operation it started lives on that member: its id is remembered here (from the
-answer, and from the member's operation events, lxdtx.cluster.events) so that
-`/1.0/operations/ID` (get, `/wait`, cancel) asked of this member go there too; an id
-known nowhere here is asked of the other members. Its websockets
-(`/1.0/operations/ID/websocket?secret=`: exec, console) are relayed frame by frame
-(lxdtx.websocket.relay): the member dials the owner's websocket with its own
-certificate, pinning the owner's, and joins the two. A request that was forwarded
-carries `FORWARDED` and is never forwarded again; a container list asked with it
-answers with this member's containers only, an event stream only this member's events.
-An image export asked of a member that lacks the image's files (a trusted caller's) is
-relayed from a member that has them.
+with `?target=` another member, belongs to that member (`Peers.owner`). An operation
+started there lives on that member: its id is remembered here (from the forwarded answer,
+and from the member's operation events, lxdtx.cluster.events) so that `/1.0/operations/ID`
+(get, `/wait`, cancel, its websockets) asked of this member go there too; an id known
+nowhere here is asked of the other members. A request that was forwarded carries
+`FORWARDED` and is never forwarded again; a container list asked with it answers with this
+member's containers only, an event stream only this member's events. An image export asked
+of a member that lacks the image's files (a trusted caller's) comes from a member that has
+them.
 """
 
 import json
@@ -28,16 +24,10 @@ import re
 from urllib.parse import unquote
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
-from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IPolicyForHTTPS
-from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from lxdtx import errors, operations, timeutil, tls
-from lxdtx.response import Response
 
 FORWARDED = "X-Lxdtx-Forwarded"
 REMOTE_OPERATIONS = 1000  # remembered operation ids, oldest dropped first
@@ -45,12 +35,6 @@ CALL_TIMEOUT = 30
 # Open connections kept to each member, and how long one may idle (the members' own
 # sites keep a connection far longer).
 KEPT_CONNECTIONS, KEPT_IDLE = 8, 120
-RELAY_OPEN_TIMEOUT = 30  # the client's end of a relayed websocket must open within this
-# Headers of a request that carry meaning to the member it is forwarded to.
-_REQUEST_HEADERS = ("content-type", "if-match", "x-lxd-uid", "x-lxd-gid", "x-lxd-mode", "x-lxd-type",
-                    "x-lxd-write", "range", "user-agent")
-_RESPONSE_HEADERS = ("content-type", "etag", "location", "content-disposition", "x-lxd-uid", "x-lxd-gid",
-                     "x-lxd-mode", "x-lxd-type", "content-range", "accept-ranges")
 
 _CONTAINER_PATH = re.compile(r"^/1\.0/(?:containers|instances)/([^/]+)(?:/.*)?$")
 _OPERATION_PATH = re.compile(r"^/1\.0/operations/([^/]+)(?:/.*)?$")
@@ -62,7 +46,10 @@ _EXPORT_PATH = re.compile(r"^/1\.0/images/([^/]+)/export$")
 LOOKUP = object()  # owner(): an operation known nowhere here, to be asked of the other members
 ANY_HOLDER = object()  # owner(): an image export whose files are not here, from a member that has them
 
-log = Logger()
+
+def operation_id(path):
+    """The operation id in `/1.0/operations/ID[/...]`."""
+    return unquote(_OPERATION_PATH.match(path).group(1))
 
 
 @implementer(IPolicyForHTTPS)
@@ -292,20 +279,7 @@ class Peers:
             return None if images.has_files(fingerprint) else ANY_HOLDER
         return None
 
-    async def _from_any_holder(self, req):
-        """An image export relayed from the first other online member that has its files."""
-        path = req.http.uri.decode("utf-8", "replace")
-        for doc in self.others():
-            try:
-                response = await self.request(doc, "GET", path)
-            except MemberUnreachable:
-                continue
-            if response.code == 200:
-                return Streamed(response)
-            await response.content()  # an error answer: read, then the next member
-        raise errors.NotFound("The image's files are on no reachable cluster member")
-
-    async def _find_operation(self, op_id):
+    async def find_operation(self, op_id):
         """The member document that has operation `op_id`, asking every other online member."""
         async def ask(doc):
             try:
@@ -320,149 +294,3 @@ class Peers:
                 self.remember_operation(op_id, doc.name)
                 return doc
         raise errors.NotFound()
-
-    async def forward(self, req, member):
-        """Relay `req` to `member` and its answer back (a websocket: its frames)."""
-        http = req.http
-        if member is ANY_HOLDER:
-            return await self._from_any_holder(req)
-        if member is LOOKUP:
-            member = await self._find_operation(unquote(_OPERATION_PATH.match(req.path).group(1)))
-        if member is None:
-            raise errors.NotFound()
-        if req.path.endswith("/websocket"):
-            return await self.relay(req, member)
-        headers = {}
-        for name in _REQUEST_HEADERS:
-            value = http.getHeader(name)
-            if value is not None:
-                headers[name] = value
-        # The body as the router spooled it (in memory or a file), streamed from there.
-        body = req.body if http.method in (b"POST", b"PUT", b"PATCH") else None
-        path = http.uri.decode("utf-8", "replace")
-        # An operation wait may last as long as the client asked: no timeout of ours then.
-        timeout = None if "/wait" in path.split("?")[0] else CALL_TIMEOUT
-        response = await self.request(member, http.method.decode(), path, body, headers, timeout=timeout)
-        if not response.headers.getRawHeaders("content-type", [""])[0].startswith("application/json"):
-            return Streamed(response)  # a file pulled, a log: through, never whole in memory
-        try:
-            content = await response.content()
-        except Exception as e:
-            raise MemberUnreachable(member.name, getattr(e, "message", None) or type(e).__name__) from None
-        try:
-            answer = json.loads(content)
-            op = answer.get("operation") or ""
-        except (ValueError, AttributeError):
-            op = ""
-        if op:
-            self.remember_operation(op.rstrip("/").split("/")[-1], member.name, answer.get("metadata"))
-        return Relayed(response.code, response.headers, content)
-
-    async def relay(self, req, member):
-        """A websocket of `member`'s (an operation's), relayed to the client of `req`.
-
-        Not pinged: the owner's reader of a stream the client only writes (stdin, control)
-        pauses while its command does not read, and would leave a ping unanswered. A member
-        gone ends its connections, or its event stream (which is pinged) fails its
-        operations here (lxdtx.cluster.events)."""
-        from lxdtx.websocket import client
-        from lxdtx.websocket.relay import RelayClient, RelayedSocket
-        from lxdtx.websocket.server import Handshake
-
-        if (req.header("Upgrade") or "").lower() != "websocket":
-            raise errors.BadRequest("websocket upgrade expected")
-        certificate = member.value.get("certificate")
-        if not certificate:
-            raise MemberUnreachable(member.name, "its certificate is not known")
-        url = "wss://" + member.value["url"].split("://", 1)[1] + req.http.uri.decode("utf-8", "replace")
-        try:
-            upstream = await client.connect(self.daemon.reactor, url, RelayClient, peer_pem=certificate,
-                                            cert_path=self.daemon.cert_path, key_path=self.daemon.key_path,
-                                            headers={FORWARDED: "1"}, ping=False)
-        except client.HandshakeFailed as e:
-            raise errors.BadRequest(f"Cluster member '{member.name}' refused the websocket: {e}") from None
-        except Exception as e:
-            raise MemberUnreachable(member.name, errors.describe(e)) from None
-        if req.http._disconnected:
-            upstream.drop()
-            raise defer.CancelledError()
-        upstream.expect_partner(self.daemon.reactor, RELAY_OPEN_TIMEOUT)
-        return Handshake(self.daemon.websockets, RelayedSocket(upstream))
-
-
-def _copy_head(request, code, headers, names=_RESPONSE_HEADERS):
-    request.setResponseCode(code)
-    for name in names:
-        for value in headers.getRawHeaders(name, []):
-            request.setHeader(name.encode(), value.encode() if isinstance(value, str) else value)
-
-
-class Relayed(Response):
-    """An answer of another member, as it came."""
-
-    def __init__(self, code, headers, body):
-        self.code, self.headers, self.body = code, headers, body
-
-    def render(self, request):
-        _copy_head(request, self.code, self.headers)
-        return self.body
-
-
-class Streamed(Response):
-    """An answer of another member whose body goes through as it arrives, read only as fast
-    as our client takes it."""
-
-    def __init__(self, response):
-        self.response = response
-
-    def render(self, request):
-        _copy_head(request, self.response.code, self.response.headers, (*_RESPONSE_HEADERS, "content-length"))
-        self.response.deliverBody(_BodyPipe(request))
-        return NOT_DONE_YET
-
-
-@implementer(IPushProducer)
-class _BodyPipe(Protocol):
-    """A response body of another member into our request: its connection paused while our
-    client's is full, stopped when our client goes; one cut short cuts our client's too
-    (a shorter body than its length says, never taken for the whole)."""
-
-    def __init__(self, request):
-        self.request = request
-        self.gone = False
-
-    def connectionMade(self):
-        self.request.registerProducer(self, True)
-        self.request.notifyFinish().addErrback(self._client_gone)
-
-    def _client_gone(self, _):
-        self.gone = True
-        self.transport.stopProducing()
-
-    def dataReceived(self, data):
-        if not self.gone:
-            self.request.write(data)
-
-    def connectionLost(self, reason):
-        from twisted.web.client import ResponseDone
-
-        request = self.request
-        if self.gone or request.finished:
-            return
-        request.unregisterProducer()
-        if reason.check(ResponseDone, PotentialDataLoss):
-            request.finish()
-            return
-        log.info("A relayed answer was cut short: {reason}", reason=reason.getErrorMessage())
-        abort = getattr(request.channel, "abort", None)
-        if abort is not None:
-            abort()
-
-    def pauseProducing(self):
-        self.transport.pauseProducing()
-
-    def resumeProducing(self):
-        self.transport.resumeProducing()
-
-    def stopProducing(self):
-        self.transport.stopProducing()

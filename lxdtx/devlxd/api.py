@@ -19,7 +19,7 @@ from lxdtx.devlxd import callers, changes
 from lxdtx.instance import model
 from lxdtx.resources.events import EventsSocket
 from lxdtx.response import ErrorResponse, dumps
-from lxdtx.websocket.server import Handshake
+from lxdtx.websocket.handshake import Handshake
 
 # What a guest may send as a body (only GETs are served: the body is never read); more
 # closes the connection, so no guest fills the host's memory or disk.
@@ -126,7 +126,7 @@ class GuestResource(resource.Resource):
         doc = self.guests.instances.store.get(model.KIND, name)
         if doc is None:
             return _text(request, 404, "not found")
-        config, _ = self.guests.instances.expanded(doc.value)
+        config, _ = self.guests.instances.records.expanded(doc.value)
         if not callers.enabled(config):
             return _text(request, 403, "not authorized")
         root = callers.root_ids(doc.value["config"])

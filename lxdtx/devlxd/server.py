@@ -43,12 +43,12 @@ class GuestSocket:
 
     log = Logger()
 
-    def __init__(self, daemon):
-        self.instances = daemon.instances
-        self.images = daemon.images
-        self.websockets = daemon.websockets
-        self.reactor = daemon.reactor
-        self.directory = daemon.path(SOCKET_DIR)
+    def __init__(self, instances, images, websockets, reactor, directory):
+        self.instances = instances
+        self.images = images
+        self.websockets = websockets
+        self.reactor = reactor
+        self.directory = directory  # the daemon's SOCKET_DIR
         self.path = os.path.join(self.directory, SOCKET_NAME)
         self._port = None
         self._hubs = {}  # container name -> EventHub of its guests' event streams
@@ -76,7 +76,7 @@ class GuestSocket:
         if credentials is None:
             return None
         namespaces = {}
-        for name in self.instances.names():
+        for name in self.instances.records.names():
             pid = self.instances.runtime.init_pid(name)
             namespace = callers.pid_namespace(pid) if pid is not None else None
             if namespace is not None:

@@ -111,7 +111,7 @@ class ExecSession:
     def claim(self, secret):
         """The fd name a websocket secret stands for, now used: each may be used once.
 
-        Called when the websocket handshake succeeds (websocket.server.Handshake's `claim`), so
+        Called when the websocket handshake succeeds (websocket.handshake.Handshake's `claim`), so
         a failed handshake leaves the secret usable.
         """
         name = self.check(secret)

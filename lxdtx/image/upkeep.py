@@ -45,12 +45,14 @@ def expired(image, now, expiry_days):
 
 
 class ImageUpkeep(service.Service):
-    """Runs the rounds of the module docstring for `daemon.images` on `clock`."""
+    """Runs the rounds of the module docstring for `images` (an ImageStore) on `clock`, as
+    the server `config` says."""
 
     log = Logger()
 
-    def __init__(self, daemon, clock):
-        self.daemon = daemon
+    def __init__(self, images, config, clock):
+        self.images = images
+        self.config = config
         self.clock = clock
         self._update_call = None
         self._prune_call = None
@@ -60,7 +62,7 @@ class ImageUpkeep(service.Service):
 
     def startService(self):
         super().startService()
-        self.daemon.config.on_change(self._config_changed)
+        self.config.on_change(self._config_changed)
         self._schedule_update()
         self._prune_call = self.clock.callLater(0, self._prune_round)
 
@@ -74,7 +76,7 @@ class ImageUpkeep(service.Service):
 
     def update_interval(self):
         """Seconds between auto-update rounds (0: none)."""
-        return _int(self.daemon.config.get("images.auto_update_interval"), 6) * 3600
+        return _int(self.config.get("images.auto_update_interval"), 6) * 3600
 
     def _schedule_update(self):
         if self._update_call is not None and self._update_call.active():
@@ -119,7 +121,7 @@ class ImageUpkeep(service.Service):
 
     async def update_all(self):
         """Refresh every auto-update image that has a source; the fingerprints that were replaced."""
-        images = self.daemon.images
+        images = self.images
         replaced = []
         for image in images.list():
             if not (image.get("auto_update") and image.get("update_source")):
@@ -136,8 +138,8 @@ class ImageUpkeep(service.Service):
 
     async def prune(self):
         """Delete the cached images past `images.remote_cache_expiry`; their fingerprints."""
-        images = self.daemon.images
-        days = _int(self.daemon.config.get("images.remote_cache_expiry"), 10)
+        images = self.images
+        days = _int(self.config.get("images.remote_cache_expiry"), 10)
         now = self.clock.seconds()
         gone = []
         for image in images.list():

@@ -98,7 +98,7 @@ class Backups:
         key = f"{container}/{backup}"
         if self.store.exists(KIND, key):
             raise errors.Conflict(f"Backup '{backup}' already exists")
-        doc = self.instances.get(container)
+        doc = self.instances.records.get(container)
         value = doc.value
         directory = self.instances.container_dir(value, container)
         snapshots = [] if container_only else self.instances.snapshot_dirs(container)
@@ -146,7 +146,7 @@ class Backups:
     def _write_metadata(self, stage, directory, container, value, snapshots):
         import yaml  # loaded on first use: the idle daemon does without it
 
-        config, _ = self.instances.expanded(value)
+        config, _ = self.instances.records.expanded(value)
         pool = self.store.value("pool", value["pool"], {})
         index = {
             "name": container, "backend": pool.get("driver", "dir"),

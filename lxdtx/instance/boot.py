@@ -16,13 +16,13 @@ async def on_daemon_start(instances):
     """Remove stopped ephemeral containers; start autostart containers that are not running."""
     candidates = []
     for doc in _local(instances):
-        if instances.status(doc.name) != STOPPED:
-            instances.unix_devices.watch(doc.name, instances.expanded(doc.value)[1])  # hotplug goes on
+        if instances.records.status(doc.name) != STOPPED:
+            instances.unix_devices.watch(doc.name, instances.records.expanded(doc.value)[1])  # hotplug goes on
             continue
         if doc.value.get("ephemeral"):
             await instances.delete(doc.name)
             continue
-        config, _ = instances.expanded(doc.value)
+        config, _ = instances.records.expanded(doc.value)
         autostart = config.get("boot.autostart", "")
         last = doc.value["config"].get("volatile.last_state.power", "")
         if is_true(autostart) or (autostart == "" and last == "RUNNING"):
@@ -40,9 +40,9 @@ async def shutdown_all(instances):
     """`lxdtx shutdown`: stop containers by descending boot.stop.priority, each group in parallel."""
     groups = {}
     for doc in _local(instances):
-        if instances.status(doc.name) == STOPPED:
+        if instances.records.status(doc.name) == STOPPED:
             continue
-        config, _ = instances.expanded(doc.value)
+        config, _ = instances.records.expanded(doc.value)
         groups.setdefault(_int(config.get("boot.stop.priority")), []).append(
             (doc.name, _int(config.get("boot.host_shutdown_timeout"), 30)))
     for priority in sorted(groups, reverse=True):
@@ -56,7 +56,7 @@ async def _shutdown_one(instances, name, timeout):
             await instances.liblxc.stop(name, timeout=timeout)
         except Exception:
             pass
-        if instances.status(name) != STOPPED:
+        if instances.records.status(name) != STOPPED:
             try:
                 await instances.liblxc.stop(name, force=True)
             except Exception:

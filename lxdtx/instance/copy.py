@@ -45,7 +45,7 @@ async def copy_container(instances, name, parent, snapshot, params, container_on
         root = await instances.validate_new(config=params["config"], devices=params["devices"],
                                       profiles=params["profiles"])
         pool = root["pool"]
-        source_doc = instances.get(parent)
+        source_doc = instances.records.get(parent)
         source_pool = source_doc.value["pool"]
         if snapshot:
             source_value = instances.snapshots.get(parent, snapshot).value
@@ -65,7 +65,7 @@ async def copy_container(instances, name, parent, snapshot, params, container_on
                                    profiles=params["profiles"], ephemeral=params["ephemeral"],
                                    description=params["description"], pool=pool,
                                    location=model.here(instances.daemon))
-        _, expanded_devices = instances.expanded(value)
+        _, expanded_devices = instances.records.expanded(value)
         for key, item in devices_rt.fill_volatile(config, expanded_devices).items():
             config.setdefault(key, item)
         driver = pools.driver(pool)
@@ -101,12 +101,12 @@ async def move_to_pool(instances, name, new_name, pool, container_only):
     """Move a stopped container (and its snapshots) to another pool, maybe renaming it."""
     pools = instances.daemon.pools
     async with instances.locks.hold(name, "move"):
-        doc = instances.get(name)
-        if instances.status(name) != "Stopped":
+        doc = instances.records.get(name)
+        if instances.records.status(name) != "Stopped":
             raise errors.BadRequest("The container must be stopped to move it to another storage pool")
         value = copy.deepcopy(doc.value)
         old_pool = value["pool"]
-        _, expanded_devices = instances.expanded(value)
+        _, expanded_devices = instances.records.expanded(value)
         root_name, root = disk.root_device(expanded_devices)
         value["devices"][root_name or "root"] = dict(root or {"type": "disk", "path": "/"}, pool=pool)
         await instances.validate_new(config=value["config"], devices=value["devices"], profiles=value["profiles"])

@@ -98,22 +98,6 @@ class Instances:
         self.unix_devices = UnixDevices(self, sys_root=os.environ.get("LXDTX_HOST_SYSFS") or "/sys")
         self.block_disks = BlockDisks(daemon.path("disks"))
 
-    # -- reading (lxdtx.instance.records) -------------------------------------
-    def names(self):
-        return self.records.names()
-
-    def get(self, name):
-        return self.records.get(name)
-
-    def expanded(self, value):
-        return self.records.expanded(value)
-
-    def status(self, name):
-        return self.runtime.status(name)
-
-    def render(self, name, value, status=None):
-        return self.records.render(name, value, status)
-
     async def setup(self):
         """Read host facts once at daemon start (blocking reads, done in a thread)."""
         self.allocation = await threads.deferToThread(idmaps.ensure_allocation)
@@ -143,7 +127,7 @@ class Instances:
 
     async def file_agent(self, name):
         """The file agent of container `name`: inside it while it runs, else over its rootfs."""
-        value = self.get(name).value
+        value = self.records.get(name).value
         idmap = value["config"].get("volatile.last_state.idmap", "")
         init = self.runtime.init(name)
         if init is not None:
@@ -231,15 +215,15 @@ class Instances:
             value = model.new_document(
                 architecture=architecture, config=config, devices=devices, profiles=profiles,
                 ephemeral=ephemeral, description=description, pool=pool, location=model.here(self.daemon))
-            expanded_config, expanded_devices = self.expanded(value)
+            expanded_config, expanded_devices = self.records.expanded(value)
             config.update(devices_rt.fill_volatile(config, expanded_devices))
             config["volatile.apply_template"] = "create"
             await self._shift_rootfs(name, value, expanded_config, path)
 
             await threads.deferToThread(self.make_links, name, path)
             CREATE_LINKED()
-            await self.daemon.networks.container_changed(name, None, self.expanded(value))
-            revert.add(self.daemon.networks.container_deleted, name, self.expanded(value))
+            await self.daemon.networks.container_changed(name, None, self.records.expanded(value))
+            revert.add(self.daemon.networks.container_deleted, name, self.records.expanded(value))
             await self.store.commit([
                 Put(KIND, name, value, expect=ABSENT),
                 self.daemon.pools.volume_changes(pool, "container", name, {"config": {}, "description": ""},
@@ -248,7 +232,7 @@ class Instances:
             ])
             revert.success()
             CREATE_COMMITTED()
-        await self.daemon.networks.container_committed(name, self.expanded(value))
+        await self.daemon.networks.container_committed(name, self.records.expanded(value))
 
     async def check_volume_free(self, pool, name):
         """Refuse a new container volume whose place in the pool is taken: what an interrupted
@@ -286,7 +270,7 @@ class Instances:
         for doc in self.store.list(KIND):
             if doc.name == name:
                 continue
-            config, _ = self.expanded(doc.value)
+            config, _ = self.records.expanded(doc.value)
             if is_true(config.get("security.idmap.isolated", "")):
                 text = doc.value["config"].get("volatile.idmap.next") or doc.value["config"].get("volatile.last_state.idmap")
                 if text:
@@ -341,9 +325,9 @@ class Instances:
             await self.start_locked(name, stateful)
 
     async def start_locked(self, name, stateful=False):
-        doc = self.get(name)
+        doc = self.records.get(name)
         await self.file_agents.stopped(name)  # one over the rootfs: the container gets its own
-        status = self.status(name)
+        status = self.records.status(name)
         if status == RUNNING:
             raise errors.BadRequest("The container is already running")
         if status == FROZEN:
@@ -356,7 +340,7 @@ class Instances:
         if doc.value.get("stateful"):  # started afresh: the saved state is of no more use
             doc = await self._drop_state(name, doc)
         value = doc.value
-        config, devs = self.expanded(value)
+        config, devs = self.records.expanded(value)
         try:
             self.validate_expanded(config, devs)
         except ValueError as e:
@@ -367,7 +351,7 @@ class Instances:
         own = value["config"]
 
         idmap, disk_map = await self._shift_rootfs(name, value, config, path)
-        config, devs = self.expanded(value)
+        config, devs = self.records.expanded(value)
         await devices_rt.prepare_volumes(self.daemon.pools, devs, idmap)
         nic_volatile = await self.daemon.networks.nics.prepare(name, config, devs)
         own.update(nic_volatile)
@@ -432,7 +416,7 @@ class Instances:
                 "ephemeral": "true" if value.get("ephemeral") else "false",
             },
             "config": config,
-            "devices": self.expanded(value)[1],
+            "devices": self.records.expanded(value)[1],
         }
 
     def _cgroup_dirs(self, prefix, name):
@@ -493,7 +477,7 @@ class Instances:
             await self.store.commit([Put(KIND, name, value, expect=revision)])
         except errors.PreconditionFailed:
             # Someone edited the container meanwhile: merge our volatile keys into theirs.
-            doc = self.get(name)
+            doc = self.records.get(name)
             for key, item in value["config"].items():
                 if key.startswith("volatile."):
                     doc.value["config"][key] = item
@@ -506,7 +490,7 @@ class Instances:
         reason = await self.criu.problem()
         if reason is not None:
             return reason
-        reason = checkpoint.problem_with(*self.expanded(value))
+        reason = checkpoint.problem_with(*self.records.expanded(value))
         if reason is not None:
             return reason
         text = await threads.deferToThread(read_text, self.liblxc.config_path(name)) or ""
@@ -519,7 +503,7 @@ class Instances:
         `stop` it is stopped once dumped and the daemon forgets its runtime state. `parent`:
         a pre-copy's last pre-dump, relative to `directory`."""
         await threads.deferToThread(_fresh_dir, directory)
-        if self.status(name) == FROZEN:
+        if self.records.status(name) == FROZEN:
             await self.liblxc.unfreeze(name)
         if stop:
             self.seeds.forget(name)
@@ -535,7 +519,7 @@ class Instances:
         """Bring the stopped container back from the CRIU dump in `directory`: its config is
         written as for a start, but nothing is shifted or templated (the dump's processes
         hold the files as they are)."""
-        config, devs = self.expanded(value)
+        config, devs = self.records.expanded(value)
         reason = await self.criu.problem() or checkpoint.problem_with(config, devs)
         if reason is not None:
             raise errors.BadRequest(reason)
@@ -591,7 +575,7 @@ class Instances:
             await self.restore_from(name, doc.value, self.state_dir(name, pool))
             STATEFUL_RESTORED()
             await threads.deferToThread(shutil.rmtree, self.state_dir(name, pool), True)
-            doc = self.get(name)
+            doc = self.records.get(name)
             doc.value["stateful"] = False
             doc.value["config"]["volatile.last_state.power"] = "RUNNING"
             doc.value["last_used_at"] = timeutil.now()
@@ -605,11 +589,11 @@ class Instances:
             await self.store.commit([Put(KIND, name, doc.value, expect=doc.revision),
                                      intent.record("state", name=name, pool=pool)])
             await settle_state(self, name, pool)
-        return self.get(name)
+        return self.records.get(name)
 
     async def _stop_stateful(self, name):
-        doc = self.get(name)
-        if self.status(name) == STOPPED:
+        doc = self.records.get(name)
+        if self.records.status(name) == STOPPED:
             raise errors.BadRequest("The container is already stopped")
         reason = await self.checkpoint_problem(name, doc.value)
         if reason is not None:
@@ -620,7 +604,7 @@ class Instances:
             await intent.will("state", name=name, pool=pool)
             await self.dump(name, self.state_dir(name, pool), stop=True)
             STATEFUL_DUMPED()
-            doc = self.get(name)
+            doc = self.records.get(name)
             doc.value["stateful"] = True
             doc.value["config"]["volatile.last_state.power"] = "STOPPED"
             await self.store.commit([Put(KIND, name, doc.value, expect=doc.revision), intent.done()])
@@ -638,8 +622,8 @@ class Instances:
             await self._after_stop(name, deliberate=True)
 
     async def stop_locked(self, name, timeout, force):
-        self.get(name)
-        status = self.status(name)
+        self.records.get(name)
+        status = self.records.status(name)
         if status == STOPPED:
             raise errors.BadRequest("The container is already stopped")
         if status == FROZEN:
@@ -650,7 +634,7 @@ class Instances:
         try:
             await self.liblxc.stop(name, timeout=timeout, force=force)
         except errors.ApiError:
-            if self.status(name) != STOPPED:
+            if self.records.status(name) != STOPPED:
                 if not force:
                     raise errors.InternalError("Failed to shutdown container: timeout reached")
                 raise
@@ -681,7 +665,7 @@ class Instances:
         await self.file_agents.stopped(name)
         doc = self.store.get(KIND, name)
         if doc is not None:
-            config, devices = self.expanded(doc.value)
+            config, devices = self.records.expanded(doc.value)
             await self.daemon.networks.nics.stopped(name, config, devices)
             await proxies.stop_all(self.log_dir(name), devices)
         await self.unix_devices.stopped(name)
@@ -691,7 +675,7 @@ class Instances:
         self.daemon.reactor.callLater(0.1, lambda: defer.Deferred.fromCoroutine(self._stopped_itself(name)))
 
     async def _stopped_itself(self, name):
-        if self.locks.action(name) is not None or self.status(name) != STOPPED:
+        if self.locks.action(name) is not None or self.records.status(name) != STOPPED:
             return
         self.runtime.forget(name)
         self._remove_stale_cgroups(name)  # should liblxc have found the seed still in them
@@ -704,8 +688,8 @@ class Instances:
 
     async def freeze(self, name):
         async with self.locks.hold(name, "freeze"):
-            self.get(name)
-            status = self.status(name)
+            self.records.get(name)
+            status = self.records.status(name)
             if status == STOPPED:
                 raise errors.BadRequest("The container isn't running")
             if status == FROZEN:
@@ -715,8 +699,8 @@ class Instances:
 
     async def unfreeze(self, name):
         async with self.locks.hold(name, "unfreeze"):
-            self.get(name)
-            if self.status(name) != FROZEN:
+            self.records.get(name)
+            if self.records.status(name) != FROZEN:
                 raise errors.BadRequest("The container is not frozen")
             await self.liblxc.unfreeze(name)
         self.events.lifecycle("container-resumed", f"/1.0/containers/{name}")
@@ -724,8 +708,8 @@ class Instances:
     # -- delete / rename -----------------------------------------------------
     async def delete(self, name):
         async with self.locks.hold(name, "delete"):
-            doc = self.get(name)
-            if self.status(name) != STOPPED:
+            doc = self.records.get(name)
+            if self.records.status(name) != STOPPED:
                 raise errors.BadRequest("container is running")
             await self.file_agents.stopped(name)
             value = doc.value
@@ -742,7 +726,7 @@ class Instances:
                 changes += [self.daemon.pools.volume_changes(pool, "container", s) for s in snapshots]
                 await self.store.commit(changes)
                 DELETE_COMMITTED()
-                await self.daemon.networks.container_deleted(name, self.expanded(value))
+                await self.daemon.networks.container_deleted(name, self.records.expanded(value))
                 await driver.delete_container(name, snapshots)
                 DELETE_SNAPSHOTS()
                 DELETE_VOLUME()
@@ -756,8 +740,8 @@ class Instances:
         self.reserve(new_name)
         try:
             async with self.locks.hold(name, "rename"):
-                doc = self.get(name)
-                if self.status(name) != STOPPED:
+                doc = self.records.get(name)
+                if self.records.status(name) != STOPPED:
                     raise errors.BadRequest("Renaming of running container not allowed")
                 await self.file_agents.stopped(name)
                 value = doc.value
@@ -775,8 +759,8 @@ class Instances:
                     await threads.deferToThread(self.make_links, new_name, driver.mount_path("container", new_name))
                     RENAME_LINKED()
                     value["config"]["volatile.apply_template"] = "rename"
-                    await self.daemon.networks.container_renamed(name, new_name, self.expanded(value))
-                    revert.add(self.daemon.networks.container_renamed, new_name, name, self.expanded(value))
+                    await self.daemon.networks.container_renamed(name, new_name, self.records.expanded(value))
+                    revert.add(self.daemon.networks.container_renamed, new_name, name, self.records.expanded(value))
                     volume = self.daemon.pools.volume(pool, "container", name)
                     await self.store.commit([
                         Delete(KIND, name, expect=doc.revision),

@@ -38,10 +38,10 @@ class PublishSource:
         instances, name = self._instances, self._name
         await instances.locks.acquire(name, "publish")
         try:
-            doc = instances.get(name)
+            doc = instances.records.get(name)
             if self._snapshot:
                 return await self._copy_snapshot(doc)
-            if instances.status(name) != STOPPED:
+            if instances.records.status(name) != STOPPED:
                 raise errors.BadRequest("The container is currently running, stop it first")
             self._path = instances.container_dir(doc.value, name)
             text = doc.value["config"].get("volatile.last_state.idmap")
@@ -71,7 +71,7 @@ class PublishSource:
 
     async def _mark(self, unshifting):
         """While the marker is set the rootfs may be partly unshifted; a start heals it first."""
-        doc = self._instances.get(self._name)
+        doc = self._instances.records.get(self._name)
         if unshifting:
             doc.value["config"][UNSHIFTED_MARKER] = "true"
         else:

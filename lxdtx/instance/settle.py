@@ -45,7 +45,7 @@ def settle_steps(instances):
 async def state(instances, name, pool):
     doc = instances.store.get(model.KIND, name)
     if doc is not None and doc.value.get("stateful"):
-        if instances.status(name) == "Stopped":
+        if instances.records.status(name) == "Stopped":
             return  # still to be restored
         doc.value["stateful"] = False  # restored already: the row is told
         doc.value["config"]["volatile.last_state.power"] = "RUNNING"

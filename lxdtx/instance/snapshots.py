@@ -60,7 +60,7 @@ class Snapshots:
 
     def dirs(self, container):
         """[(snapshot name, directory)], oldest first."""
-        doc = self.instances.get(container)
+        doc = self.instances.records.get(container)
         driver = self.pools.driver(doc.value["pool"])
         return [(d.name.split("/", 1)[1], driver.mount_path("container", d.name)) for d in self.documents(container)]
 
@@ -71,11 +71,11 @@ class Snapshots:
         return doc
 
     def render(self, name, value):
-        config, devices = self.instances.expanded(value)
+        config, devices = self.instances.records.expanded(value)
         return model.render_snapshot(name, value, config, devices)
 
     def list(self, container, recursion):
-        self.instances.get(container)
+        self.instances.records.get(container)
         docs = self.documents(container)
         if recursion:
             return [self.render(d.name, d.value) for d in docs]
@@ -95,9 +95,9 @@ class Snapshots:
     async def check_stateful(self, container):
         """Refuse, naming why, a stateful snapshot of `container` that CRIU can't take."""
         instances = self.instances
-        if instances.status(container) == "Stopped":
+        if instances.records.status(container) == "Stopped":
             raise errors.BadRequest("Unable to create a stateful snapshot. The container isn't running")
-        reason = await instances.checkpoint_problem(container, instances.get(container).value)
+        reason = await instances.checkpoint_problem(container, instances.records.get(container).value)
         if reason is not None:
             raise errors.BadRequest(f"Unable to create a stateful snapshot. {reason}")
 
@@ -108,7 +108,7 @@ class Snapshots:
         async with instances.locks.hold(container, "snapshot"):
             if stateful:
                 await self.check_stateful(container)
-            doc = instances.get(container)
+            doc = instances.records.get(container)
             snapshot = snapshot or self.next_name(container)
             self.check_new(container, snapshot)
             pool = doc.value["pool"]
@@ -164,7 +164,7 @@ class Snapshots:
     async def delete(self, container, snapshot):
         instances = self.instances
         async with instances.locks.hold(container, "snapshot-delete"):
-            doc = instances.get(container)
+            doc = instances.records.get(container)
             snap = self.get(container, snapshot)
             await self._delete(doc.value["pool"], snap)
         instances.events.lifecycle("container-snapshot-deleted", f"/1.0/containers/{container}",
@@ -182,7 +182,7 @@ class Snapshots:
     async def rename(self, container, snapshot, new_name):
         instances = self.instances
         async with instances.locks.hold(container, "snapshot-rename"):
-            doc = instances.get(container)
+            doc = instances.records.get(container)
             snap = self.get(container, snapshot)
             self.check_new(container, new_name)
             pool = doc.value["pool"]
@@ -215,13 +215,13 @@ class Snapshots:
         instances = self.instances
         snapshot = snapshot.split("/")[-1]
         async with instances.locks.hold(container, "restore"):
-            doc = instances.get(container)
+            doc = instances.records.get(container)
             snap = self.get(container, snapshot)
             if stateful and not snap.value.get("stateful"):
                 raise errors.BadRequest(f"Snapshot '{snapshot}' is not stateful")
             if stateful:
                 reason = await instances.criu.problem() or checkpoint.problem_with(
-                    *instances.expanded(self.restored_value(doc.value, snap.value)))
+                    *instances.records.expanded(self.restored_value(doc.value, snap.value)))
                 if reason is not None:
                     raise errors.BadRequest(f"Unable to restore the snapshot statefully. {reason}")
             await instances.file_agents.stopped(container)
@@ -235,7 +235,7 @@ class Snapshots:
                         "Set zfs.remove_snapshots to override")
                 for doc_later in later:
                     await self._delete(pool, doc_later)
-            was_running = instances.status(container) != "Stopped"
+            was_running = instances.records.status(container) != "Stopped"
             if was_running:
                 await instances.stop_locked(container, -1, True)
             # Once begun a restore is finished, at the next start if need be: a rootfs
@@ -245,8 +245,8 @@ class Snapshots:
                 RESTORE_RECORDED()
                 await settle.restore(instances, container, snapshot)
                 RESTORE_COPIED()
-            value = instances.get(container).value
-            _config, devices = instances.expanded(value)
+            value = instances.records.get(container).value
+            _config, devices = instances.records.expanded(value)
             _, root = disk.root_device(devices)
             if root and root.get("size"):
                 await self.pools.apply_root_size(pool, container, root["size"])
@@ -256,7 +256,7 @@ class Snapshots:
                     await instances.restore_from(container, value, state)
                 finally:
                     await settle.state(instances, container, pool)
-                doc = instances.get(container)
+                doc = instances.records.get(container)
                 doc.value["config"]["volatile.last_state.power"] = "RUNNING"
                 await instances.save(container, doc.value, doc.revision)
                 instances.events.lifecycle("container-started", f"/1.0/containers/{container}")

@@ -81,7 +81,7 @@ async def collect(instances, name, value):
     }
     if status == STOPPED:
         return state
-    _config, devices = instances.expanded(value)
+    _config, devices = instances.records.expanded(value)
     host_names = {}
     for dev, cfg in devices.items():
         if cfg.get("type") == "nic":

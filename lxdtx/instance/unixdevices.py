@@ -352,7 +352,7 @@ class UnixDevices:
         pid = instances.runtime.init_pid(name)
         if doc is None or pid is None:
             return None
-        config, devices = instances.expanded(doc.value)
+        config, devices = instances.records.expanded(doc.value)
         device = devices.get(dev_name)
         return (pid, config, devices, device) if device else None
 

@@ -32,15 +32,15 @@ class ConfigUpdates:
     async def profile_changing(self, profile, old, new):
         """Check every user's new expanded state; apply live changes to running users."""
         for name in self._i.records.profile_users(profile):
-            doc = self._i.get(name)
-            before = self._i.expanded(doc.value)
+            doc = self._i.records.get(name)
+            before = self._i.records.expanded(doc.value)
             profiles = [new if p == profile else self._i.store.value("profile", p) or {}
                         for p in doc.value.get("profiles", [])]
             after = model.expand(doc.value, profiles)
             self._i.validate_expanded(*after)
             if not model.is_local(self._i.daemon, doc.value):
                 continue  # its cluster member applies it (lxdtx.cluster.notify)
-            if self._i.status(name) != STOPPED:
+            if self._i.records.status(name) != STOPPED:
                 volatile = await self.apply_live(name, before, after)
                 if volatile:  # nics plugged in: their MACs and names
                     doc.value["config"].update(volatile)
@@ -50,7 +50,7 @@ class ConfigUpdates:
     async def update(self, name, body, revision):
         """Replace the writable state (PUT semantics; the caller merged for PATCH)."""
         async with self._i.locks.hold(name, "update"):
-            doc = self._i.get(name)
+            doc = self._i.records.get(name)
             if revision is not None and doc.revision != revision:
                 raise errors.PreconditionFailed("The container changed while the request was prepared")
             value = doc.value
@@ -66,18 +66,18 @@ class ConfigUpdates:
             if body.get("architecture"):
                 model.check_architecture(body["architecture"])
                 new["architecture"] = body["architecture"]
-            before = self._i.expanded(value)
-            after = self._i.expanded(new)
-            if self._i.status(name) != STOPPED:
+            before = self._i.records.expanded(value)
+            after = self._i.records.expanded(new)
+            if self._i.records.status(name) != STOPPED:
                 config.update(await self.apply_live(name, before, after) or {})
             old_size = (device.disk.root_device(before[1])[1] or {}).get("size") or ""
             new_size = (device.disk.root_device(after[1])[1] or {}).get("size") or ""
             if old_size != new_size:
                 await self._i.daemon.pools.apply_root_size(value["pool"], name, new_size)
             config.update(devices_rt.fill_volatile(config, after[1]))  # MACs of nics added while stopped
-            await self._i.daemon.networks.container_changed(name, before, self._i.expanded(new))
+            await self._i.daemon.networks.container_changed(name, before, self._i.records.expanded(new))
             await self._i.store.commit([Put(KIND, name, new, expect=doc.revision)])
-            await self._i.daemon.networks.container_committed(name, self._i.expanded(new))
+            await self._i.daemon.networks.container_committed(name, self._i.records.expanded(new))
         self._i.events.lifecycle("container-updated", f"/1.0/containers/{name}")
 
     async def apply_live(self, name, before, after):
@@ -94,7 +94,7 @@ class ConfigUpdates:
         version = disklimits.version_of(self._i.layout)
         if disks_changed and version is not None:
             # Worked out before anything is plugged: limits that cannot apply refuse the change.
-            doc = self._i.get(name)
+            doc = self._i.records.get(name)
             limits = await threads.deferToThread(self.disk_limits, name, doc.value, new_devices)
         for dev_name in sorted(set(old_devices) | set(new_devices)):
             old, new = old_devices.get(dev_name), new_devices.get(dev_name)

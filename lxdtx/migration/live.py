@@ -45,7 +45,7 @@ log = Logger()
 
 async def preflight(instances, name):
     """Source: raise naming why the running container `name` can't migrate live."""
-    reason = await instances.checkpoint_problem(name, instances.get(name).value)
+    reason = await instances.checkpoint_problem(name, instances.records.get(name).value)
     if reason is not None:
         if reason.startswith(checkpoint.NO_CRIU):
             reason = reason.replace("on the server", "on the source server", 1)
@@ -58,7 +58,7 @@ async def sink_preflight(instances, config, devices, profiles, secrets):
         raise errors.BadRequest("Missing secret \"criu\" in \"source.secrets\" of a live migration")
     reason = await instances.criu.problem()
     if reason is None:
-        reason = checkpoint.problem_with(*instances.expanded({"config": config, "devices": devices,
+        reason = checkpoint.problem_with(*instances.records.expanded({"config": config, "devices": devices,
                                                               "profiles": profiles}))
     if reason is not None:
         if reason.startswith(checkpoint.NO_CRIU):
@@ -74,7 +74,7 @@ def check_answer(reply):
 async def pre_copy(instances, name):
     """Source: the pre-copy Settings of the running container `name` when it asks for pre-copy
     and this kernel tracks dirty pages, else None (one final dump)."""
-    settings = precopy.Settings(instances.expanded(instances.get(name).value)[0])
+    settings = precopy.Settings(instances.records.expanded(instances.records.get(name).value)[0])
     if not settings.enabled or not await instances.criu.dirty_tracking():
         return None
     return settings
@@ -138,9 +138,9 @@ async def send(daemon, name, path, channels, socket_dir, features, bwlimit, dump
 
 async def resume(instances, name, directory):
     """Source, after a failure past the dump: the container comes back from its own dump."""
-    if instances.status(name) != "Stopped" or not await threads.deferToThread(os.path.isdir, directory):
+    if instances.records.status(name) != "Stopped" or not await threads.deferToThread(os.path.isdir, directory):
         return
-    value = instances.get(name).value
+    value = instances.records.get(name).value
     state = instances.state_dir(name, value["pool"])
     await threads.deferToThread(_replace, directory, state)
     try:

@@ -52,7 +52,7 @@ def operation(daemon, description, resources, peer, work, finished=None, names=C
         return {}
 
     async def connect(op, request, secret):
-        return served.connect(daemon.websockets, secret)
+        return served.connect(secret)
 
     op = daemon.operations.create(description, cls=WEBSOCKET, resources=resources, metadata=served.metadata(),
                                   run=serving, connect=connect)

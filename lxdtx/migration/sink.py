@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.integration.test_migration -*-
 """The sink of a container migration in pull mode: `POST /1.0/containers` with
-`source.type: migration` dials the source's websockets and receives the container.
+`source.type: migration` (read by lxdtx.resources.migrations) dials the source's websockets
+and receives the container.
 
 The container is made as a copy is (`lxdtx.instance.copy`): an intent recorded first,
 volumes filled, then its rows and the end of the intent in one commit, so a failure
@@ -25,8 +26,6 @@ from lxdtx.migration import btrfsmigration, live, protocol, rsyncstream, sockets
 from lxdtx.migration import messages as m
 from lxdtx.migration.progress import Progress
 from lxdtx.operations import container_resources
-from lxdtx.resources.common import mapping, string, string_list
-from lxdtx.response import AsyncResponse
 from lxdtx.state import ABSENT, Put
 
 RECORDED = faults.point("container.migrate.recorded")
@@ -36,41 +35,34 @@ RECEIVED = faults.point("container.migrate.received")
 _DROPPED_VOLATILE = ("volatile.last_state.power", "volatile.idmap.current", "volatile.idmap.next")
 
 
-async def create(req, name, body):
-    """Validate, reserve the name, and receive in an operation: a task that dials the source
-    (pull), or a websocket operation the source (push) or the client (relay) dials."""
-    daemon = req.daemon
+async def create(daemon, name, params, source, live_wanted=False):
+    """Reserve the name and receive container `name` in an operation: a task that dials the
+    source's operation `source` (pull mode), or with `source` None a websocket operation the
+    source (push mode) or the client (relay mode) dials. `params`: architecture, config
+    (the source's, its volatile runtime keys dropped here), devices, profiles, ephemeral,
+    description."""
     instances = daemon.instances
-    source = mapping(body, "source")
-    mode = string(source, "mode") or "pull"
-    if mode not in ("pull", "push"):
-        raise errors.BadRequest(f"Invalid value for \"source.mode\": {mode}")
-    going_live = bool(source.get("live"))
-    peer = sockets.peer_of(source, "source") if mode == "pull" else None
-    config = _carried(mapping(body, "config"))
-    devices = copy.deepcopy(mapping(body, "devices"))
-    profiles = string_list(body, "profiles", ["default"])
-    architecture = string(body, "architecture")
-    if architecture:
-        model.check_architecture(architecture)
-    params = {"architecture": architecture, "config": config, "devices": devices, "profiles": profiles,
-              "ephemeral": bool(body.get("ephemeral")), "description": string(body, "description")}
-    params["pool"] = (await instances.validate_new(config=config, devices=devices, profiles=profiles))["pool"]
-    if going_live:
-        await live.sink_preflight(instances, config, devices, profiles, peer["secrets"] if peer else None)
+    peer = sockets.peer_of(source, "source") if source is not None else None
+    params = dict(params, config=_carried(params["config"]), devices=copy.deepcopy(params["devices"]))
+    if params["architecture"]:
+        model.check_architecture(params["architecture"])
+    params["pool"] = (await instances.validate_new(config=params["config"], devices=params["devices"],
+                                                   profiles=params["profiles"]))["pool"]
+    if live_wanted:
+        await live.sink_preflight(instances, params["config"], params["devices"], params["profiles"],
+                                  peer["secrets"] if peer else None)
     instances.reserve(name)
 
     async def work(channels, op):
         await _receive(daemon, name, params, channels, op)
 
     try:
-        op = protocol.operation(daemon, "Creating container", container_resources(name), peer, work,
-                                finished=lambda: instances.release(name),
-                                names=live.CHANNELS if going_live else protocol.CHANNELS)
+        return protocol.operation(daemon, "Creating container", container_resources(name), peer, work,
+                                  finished=lambda: instances.release(name),
+                                  names=live.CHANNELS if live_wanted else protocol.CHANNELS)
     except BaseException:
         instances.release(name)
         raise
-    return AsyncResponse(op)
 
 
 async def _receive(daemon, name, params, channels, op):
@@ -130,7 +122,7 @@ async def _make(daemon, name, params, header, channels, features, going_live=Fal
                                    devices=params["devices"], profiles=params["profiles"],
                                    ephemeral=params["ephemeral"], description=params["description"], pool=pool,
                                    location=model.here(daemon))
-        _, expanded_devices = instances.expanded(value)
+        _, expanded_devices = instances.records.expanded(value)
         for key, item in devices_rt.fill_volatile(config, expanded_devices).items():
             config.setdefault(key, item)
         snapshots = list(header.snapshots)

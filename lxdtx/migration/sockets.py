@@ -13,7 +13,7 @@ from twisted.internet import defer
 from lxdtx import errors
 from lxdtx.migration.channel import Channel
 from lxdtx.websocket import client
-from lxdtx.websocket.server import Handshake, StreamSocket
+from lxdtx.websocket.server import StreamSocket
 
 
 class _Streamed:
@@ -77,8 +77,8 @@ class ServedChannels:
     def metadata(self):
         return dict(self.secrets)
 
-    def connect(self, factories, secret):
-        """The handshake for `secret` (403 for any other, or one used already)."""
+    def connect(self, secret):
+        """(protocol, claim) of the websocket for `secret` (403 for any other, or one used already)."""
         for name, expected in self.secrets.items():
             if _secrets.compare_digest(secret or "", expected) and name not in self._taken:
                 channel = self.channels[name]
@@ -88,7 +88,7 @@ class ServedChannels:
                         raise errors.Forbidden()
                     self._taken.add(name)
 
-                return Handshake(factories, ChannelSocket(channel), claim=claim)
+                return ChannelSocket(channel), claim
         raise errors.Forbidden()
 
     async def wait(self, reactor, timeout):

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.integration.test_migration -*-
 """The source of a container migration in pull mode: `POST /1.0/containers/NAME` with
-`migration: true` answers a websocket operation whose secrets the sink dials with.
+`migration: true` (read by lxdtx.resources.migrations) answers a websocket operation whose
+secrets the sink dials with.
 
 Once `control` and `fs` are open: the header (rsync, the id map on disk, the
 snapshots oldest first unless `container_only`), the sink's header back, one rsync
@@ -15,30 +16,26 @@ from lxdtx.migration import btrfsmigration, live, protocol, rsyncstream, sockets
 from lxdtx.migration import messages as m
 from lxdtx.migration.progress import Progress
 from lxdtx.operations import container_resources
-from lxdtx.response import AsyncResponse
 
 
-async def start(req, name, body, snapshot=None):
-    """`POST /1.0/containers/<name>` (or `.../snapshots/<snapshot>`, which goes as a container
-    of its own) with `migration: true`: in pull mode a websocket operation the sink dials;
-    with `target` (push mode) a task that dials the sink's operation."""
-    daemon = req.daemon
+async def start(daemon, name, snapshot=None, live_wanted=True, container_only=False, target=None):
+    """The operation that sends container `name` (or its snapshot `snapshot`, which goes as a
+    container of its own): in pull mode a websocket operation the sink dials; with `target`
+    (push mode, the sink's operation) a task that dials it. A running container goes live
+    unless `live_wanted` is false."""
     instances = daemon.instances
-    instances.get(name)
-    running = snapshot is None and instances.status(name) == "Running"
-    # `live` left out means live (the API's legacy default); only a running container goes live.
-    going_live = running and body.get("live", True) is not False
+    instances.records.get(name)
+    running = snapshot is None and instances.records.status(name) == "Running"
+    going_live = running and live_wanted
     if going_live:
         await live.preflight(instances, name)
-    container_only = bool(body.get("container_only") or body.get("instance_only"))
-    target = body.get("target")
     peer = sockets.peer_of(target, "target") if target else None
 
     async def work(channels, op):
         await _send(daemon, name, snapshot, channels, container_only, op, going_live)
 
-    return AsyncResponse(protocol.operation(daemon, "Migrating container", container_resources(name), peer, work,
-                                            names=live.CHANNELS if going_live else protocol.CHANNELS))
+    return protocol.operation(daemon, "Migrating container", container_resources(name), peer, work,
+                              names=live.CHANNELS if going_live else protocol.CHANNELS)
 
 
 def snapshot_message(short_name, value):
@@ -62,12 +59,12 @@ async def send_held(daemon, name, snapshot_name, channels, container_only, op, g
     control, fs = channels["control"], channels["fs"]
     instances = daemon.instances
     socket_dir = daemon.path("migration")
-    doc = instances.get(name)
+    doc = instances.records.get(name)
     driver = daemon.pools.driver(doc.value["pool"])
     if snapshot_name is None:
         volume, value = name, doc.value
         snapshots = [] if container_only else instances.snapshots.documents(name)
-        running = instances.status(name) == "Running"
+        running = instances.records.status(name) == "Running"
     else:
         volume = f"{name}/{snapshot_name}"
         value, snapshots, running = instances.snapshots.get(name, snapshot_name).value, [], False

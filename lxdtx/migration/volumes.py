@@ -11,7 +11,6 @@ from lxdtx import errors, faults
 from lxdtx.migration import messages as m
 from lxdtx.migration import protocol, rsyncstream, sockets
 from lxdtx.migration.progress import Progress
-from lxdtx.response import AsyncResponse
 from lxdtx.state import ABSENT
 
 RECORDED = faults.point("volume.migrate.recorded")
@@ -21,17 +20,16 @@ def _resources(pool, name):
     return {"storage_volumes": [f"/1.0/storage-pools/{pool}/volumes/custom/{name}"]}
 
 
-def start_source(req, pool, name, body):
-    """`POST .../volumes/custom/<name>` with `migration: true`."""
-    daemon = req.daemon
+def start_source(daemon, pool, name, target=None):
+    """The operation that sends custom volume `name` (`POST .../volumes/custom/<name>` with
+    `migration: true`): the sink dials it, or with `target` (push mode) it dials the sink's."""
     daemon.pools.custom.get(pool, name)
-    target = body.get("target")
     peer = sockets.peer_of(target, "target") if target else None
 
     async def work(channels, op):
         await _send(daemon, pool, name, channels, op)
 
-    return AsyncResponse(protocol.operation(daemon, "Migrating storage volume", _resources(pool, name), peer, work))
+    return protocol.operation(daemon, "Migrating storage volume", _resources(pool, name), peer, work)
 
 
 async def _send(daemon, pool, name, channels, op):
@@ -49,19 +47,17 @@ async def _send(daemon, pool, name, channels, op):
             driver.bwlimit()), "volume")
 
 
-def create_sink(req, pool, name, source, config, description):
-    """`POST .../volumes/custom` with `source.type: migration` (pull or push mode)."""
-    daemon = req.daemon
-    mode = source.get("mode") or "pull"
-    if mode not in ("pull", "push"):
-        raise errors.BadRequest(f"Invalid value for \"source.mode\": {mode}")
-    peer = sockets.peer_of(source, "source") if mode == "pull" else None
+def create_sink(daemon, pool, name, source, config, description):
+    """The operation that receives custom volume `name` (`POST .../volumes/custom` with
+    `source.type: migration`): it dials the source's operation `source` (pull mode), or with
+    `source` None the source dials it (push mode)."""
+    peer = sockets.peer_of(source, "source") if source is not None else None
     daemon.pools.custom.check_new(pool, name, config)
 
     async def work(channels, op):
         await _receive(daemon, pool, name, config, description, channels, op)
 
-    return AsyncResponse(protocol.operation(daemon, "Creating storage volume", _resources(pool, name), peer, work))
+    return protocol.operation(daemon, "Creating storage volume", _resources(pool, name), peer, work)
 
 
 async def _receive(daemon, pool, name, config, description, channels, op):

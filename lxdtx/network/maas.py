@@ -260,18 +260,19 @@ class MaasClient:
 
 
 class Maas:
-    """The daemon's side: connects with the server keys, keeps containers in step."""
+    """The daemon's side: connects with the server keys (`maas.*` of the server `config`),
+    keeps containers in step."""
 
     log = Logger()
 
-    def __init__(self, daemon, http=treq_http):
-        self.daemon = daemon
+    def __init__(self, config, http=treq_http):
+        self.config = config
         self.http = http
         self._client = None
         self._settings = None
 
     def _wanted_settings(self):
-        config = self.daemon.config
+        config = self.config
         url, key = config.get("maas.api.url"), config.get("maas.api.key")
         machine = config.get("maas.machine") or socket.gethostname()
         return (url, key, machine) if url and key else None

@@ -68,7 +68,7 @@ class Networks:
         self._hosts_files = dnsmasq.HostsFiles()
         self._reserved = set()
         self.nics = Nics(self)
-        self.maas = Maas(daemon)
+        self.maas = Maas(daemon.config)
 
     # -- reading -------------------------------------------------------------------
     def names(self):
@@ -101,7 +101,7 @@ class Networks:
         from lxdtx.instance.model import is_local
 
         # Another cluster member's containers use its own bridge of that name.
-        expanded = {doc.name: instances.expanded(doc.value) for doc in self.store.list("container")
+        expanded = {doc.name: instances.records.expanded(doc.value) for doc in self.store.list("container")
                     if everywhere or is_local(self.daemon, doc.value)}
         if override is not None:
             expanded[override[0]] = (override[1], override[2])

@@ -20,7 +20,7 @@ def _backups(req):
 async def list_backups(req):
     backups = _backups(req)
     name = req.params["name"]
-    req.daemon.instances.get(name)
+    req.daemon.instances.records.get(name)
     if req.recursion:
         return SyncResponse([backups.render(backups.get(name, b)) for b in backups.names(name)])
     return SyncResponse([f"/1.0/containers/{name}/backups/{b}" for b in backups.names(name)])
@@ -29,7 +29,7 @@ async def list_backups(req):
 async def create_backup(req):
     backups = _backups(req)
     name = req.params["name"]
-    req.daemon.instances.get(name)
+    req.daemon.instances.records.get(name)
     body = req.json()
     backup = body.get("name")
     if backup is None or backup == "":

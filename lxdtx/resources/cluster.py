@@ -111,7 +111,7 @@ async def _json_object(req):
 async def move_in(req):
     from lxdtx.cluster import move
 
-    return move.start_move_in(req, req.params["name"], await _json_object(req))
+    return AsyncResponse(move.start_move_in(req.daemon, req.params["name"], await _json_object(req)))
 
 
 async def resolve_intent(req):

@@ -15,7 +15,6 @@ from lxdtx.resources.common import container_endpoint
 from lxdtx.resources.exec import require_running
 from lxdtx.response import AsyncResponse, FileResponse, RawResponse, empty
 from lxdtx.router import Action
-from lxdtx.websocket.server import Handshake
 
 
 def _size(body, key):
@@ -60,7 +59,7 @@ def _log_path(instances, name):
 async def post_console(req):
     instances = req.daemon.instances
     name = req.params["name"]
-    instances.get(name)
+    instances.records.get(name)
     body = req.json()
     width, height = _size(body, "width"), _size(body, "height")
     kind = body.get("type") or "console"
@@ -86,7 +85,7 @@ async def post_console(req):
     async def connect(op, request, secret):
         # Checked now, used up only by a handshake that succeeds.
         name = session.check(secret)
-        return Handshake(req.daemon.websockets, SessionSocket(session, name), claim=lambda: session.claim(secret))
+        return SessionSocket(session, name), lambda: session.claim(secret)
 
     op = req.daemon.operations.create("Showing console", cls=WEBSOCKET, resources=container_resources(name),
                                       metadata=session.metadata(), run=run, connect=connect)
@@ -97,7 +96,7 @@ async def post_console(req):
 async def get_console_log(req):
     instances = req.daemon.instances
     name = req.params["name"]
-    instances.get(name)
+    instances.records.get(name)
     path = _log_path(instances, name)
     if not os.path.isfile(path):
         return RawResponse(b"")
@@ -114,7 +113,7 @@ def _truncate(path):
 async def delete_console_log(req):
     instances = req.daemon.instances
     name = req.params["name"]
-    instances.get(name)
+    instances.records.get(name)
     await threads.deferToThread(_truncate, _log_path(instances, name))
     return empty()
 

@@ -14,6 +14,7 @@ from lxdtx.cluster.peers import FORWARDED, MemberUnreachable
 from lxdtx.filter import compile_filter
 from lxdtx.instance import model
 from lxdtx.operations import container_resources
+from lxdtx.resources import forwarding
 from lxdtx.resources.common import container_endpoint, mapping, string, string_list
 from lxdtx.response import AsyncResponse, ProducerResponse, SyncResponse, empty, etag_of
 from lxdtx.router import Action, Endpoint
@@ -49,7 +50,7 @@ def _instance_type_limits(text):
 async def list_containers(req):
     instances = _instances(req)
     predicate = compile_filter(req.query.get("filter", ""))
-    names = instances.names()
+    names = instances.records.names()
     if predicate is None and not req.recursion:
         return SyncResponse([f"/1.0/containers/{n}" for n in names])
     objects = []
@@ -66,7 +67,7 @@ async def list_containers(req):
                 elsewhere.setdefault(location, []).append(doc)
             continue
         try:
-            objects.append(instances.render(name, doc.value))
+            objects.append(instances.records.render(name, doc.value))
         except Exception:
             objects.append({"name": name, "status": "Error", "status_code": 112})
     if elsewhere:
@@ -102,7 +103,7 @@ async def _remote_objects(instances, member_id, docs, recursion):
     objects = []
     for doc in docs:
         obj = theirs.get(doc.name)
-        objects.append(obj if obj is not None else instances.render(doc.name, doc.value, status="Error"))
+        objects.append(obj if obj is not None else instances.records.render(doc.name, doc.value, status="Error"))
     return objects
 
 
@@ -141,13 +142,13 @@ async def create_container(req):
     if cluster.enabled and not req.header(FORWARDED):
         member = cluster.placement(target)
         if member.value["id"] != cluster.member_id:
-            return await cluster.peers.forward(req, member)
+            return await forwarding.forward(req, member)
     elif target and not cluster.enabled:
         raise errors.BadRequest("Target only allowed when clustered")
     body = req.json()
     source = mapping(body, "source")
     kind = string(source, "type")
-    name = string(body, "name") or model.random_name(set(instances.names()))
+    name = string(body, "name") or model.random_name(set(instances.records.names()))
     model.check_name(name)
     profiles = string_list(body, "profiles", ["default"])
     config = dict(mapping(body, "config"))
@@ -172,9 +173,9 @@ async def create_container(req):
 
         return await create_from_copy(req, name, body)
     elif kind == "migration":
-        from lxdtx.migration import sink
+        from lxdtx.resources.migrations import create_sink
 
-        return await sink.create(req, name, body)
+        return await create_sink(req, name, body)
     elif kind != "none":
         raise errors.BadRequest(f"unknown source type {kind}" if kind else "Missing source type")
     params = dict(architecture=architecture, config=config, devices=devices, profiles=profiles,
@@ -211,8 +212,8 @@ async def _pull_for_container(daemon, spec, op):
 # -- one container -----------------------------------------------------------
 async def get_container(req):
     instances = _instances(req)
-    doc = instances.get(req.params["name"])
-    return SyncResponse(instances.render(doc.name, doc.value), etag=etag_of(model.writable(doc.value)))
+    doc = instances.records.get(req.params["name"])
+    return SyncResponse(instances.records.render(doc.name, doc.value), etag=etag_of(model.writable(doc.value)))
 
 
 def _writable_body(body, current):
@@ -229,7 +230,7 @@ def _writable_body(body, current):
 async def put_container(req):
     instances = _instances(req)
     name = req.params["name"]
-    doc = instances.get(name)
+    doc = instances.records.get(name)
     req.check_etag(model.writable(doc.value))
     body = req.json()
     if body.get("restore"):
@@ -255,7 +256,7 @@ async def put_container(req):
 async def patch_container(req):
     instances = _instances(req)
     name = req.params["name"]
-    doc = instances.get(name)
+    doc = instances.records.get(name)
     req.check_etag(model.writable(doc.value))
     body = req.json()
     if "restore" in body:
@@ -276,7 +277,7 @@ async def patch_container(req):
 async def post_container(req):
     instances = _instances(req)
     name = req.params["name"]
-    instances.get(name)
+    instances.records.get(name)
     body = req.json()
     target = req.query.get("target", "")
     if target and body.get("migration"):
@@ -284,15 +285,15 @@ async def post_container(req):
             raise errors.BadRequest("Target only allowed when clustered")
         from lxdtx.cluster import move
 
-        return move.start(req, name, body, target)
+        return AsyncResponse(move.start(req.daemon, name, body, target))
     if body.get("migration") and body.get("pool"):
         from lxdtx.resources.copies import start_pool_move
 
         return start_pool_move(req, name, body)
     if body.get("migration"):
-        from lxdtx.migration import source
+        from lxdtx.resources.migrations import start_source
 
-        return await source.start(req, name, body)
+        return await start_source(req, name, body)
     new_name = string(body, "name")
     model.check_name(new_name)
     if instances.store.exists(model.KIND, new_name):
@@ -308,8 +309,8 @@ async def post_container(req):
 async def delete_container(req):
     instances = _instances(req)
     name = req.params["name"]
-    instances.get(name)
-    if instances.status(name) != "Stopped":
+    instances.records.get(name)
+    if instances.records.status(name) != "Stopped":
         raise errors.BadRequest("container is running")
 
     async def run(op):
@@ -324,7 +325,7 @@ async def get_state(req):
 
     instances = _instances(req)
     name = req.params["name"]
-    doc = instances.get(name)
+    doc = instances.records.get(name)
     return SyncResponse(await state.collect(instances, name, doc.value))
 
 
@@ -337,7 +338,7 @@ _ACTIONS = {
 async def put_state(req):
     instances = _instances(req)
     name = req.params["name"]
-    instances.get(name)
+    instances.records.get(name)
     body = req.json()
     action = string(body, "action")
     if action not in _ACTIONS:
@@ -384,7 +385,7 @@ def _log_location(req, filename):
     """(directory, file name) of a container's log: 400 unless `filename` is one of its log names."""
     instances = _instances(req)
     name = _log_container(req)
-    instances.get(name)
+    instances.records.get(name)
     if not _LOG_NAME.fullmatch(filename) or ".." in filename:
         raise errors.BadRequest(f"Invalid log file name: {filename!r}")
     if filename == "lxc.conf":

@@ -19,7 +19,7 @@ async def create_from_copy(req, name, body):
     if not isinstance(source_name, str) or not source_name:
         raise errors.BadRequest("Invalid source: the name of the container (or snapshot) to copy is required")
     parent, _, snapshot = source_name.partition("/")
-    source_doc = instances.get(parent)
+    source_doc = instances.records.get(parent)
     if snapshot:
         source_value = instances.snapshots.get(parent, snapshot).value
     else:
@@ -64,7 +64,7 @@ async def create_from_copy(req, name, body):
 def start_pool_move(req, name, body):
     """`POST /1.0/containers/<name>` with `migration` and `pool` (`instance_pool_move`): an operation."""
     instances = req.daemon.instances
-    doc = instances.get(name)
+    doc = instances.records.get(name)
     pool = body.get("pool")
     if not isinstance(pool, str) or not pool:
         raise errors.BadRequest("Invalid value for \"pool\"")
@@ -75,7 +75,7 @@ def start_pool_move(req, name, body):
     model.check_name(new_name)
     if new_name == name and doc.value["pool"] == pool:
         raise errors.BadRequest(f"Container '{name}' is already in storage pool \"{pool}\"")
-    if instances.status(name) != "Stopped":
+    if instances.records.status(name) != "Stopped":
         raise errors.BadRequest("The container must be stopped to move it to another storage pool")
     container_only = bool(body.get("container_only") or body.get("instance_only"))
     if new_name != name:

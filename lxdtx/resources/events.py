@@ -6,7 +6,8 @@ from twisted.logger import Logger
 from lxdtx.cluster.peers import FORWARDED
 from lxdtx.events import DEFAULT_TYPES
 from lxdtx.router import Action, Endpoint
-from lxdtx.websocket.server import Handshake, StreamSocket
+from lxdtx.websocket.handshake import Handshake
+from lxdtx.websocket.server import StreamSocket
 
 # Events queued for a listener that stopped reading; past this it is dropped (as LXD
 # drops a listener it cannot write to), so no listener grows the daemon's memory.

@@ -15,7 +15,6 @@ from lxdtx.operations import WEBSOCKET, container_resources
 from lxdtx.resources.common import container_endpoint
 from lxdtx.response import AsyncResponse
 from lxdtx.router import Action
-from lxdtx.websocket.server import Handshake
 
 log = Logger()
 # An exec waits this long for the container's file agent before going without.
@@ -103,7 +102,7 @@ async def _probe(instances, name, value, pty):
 async def post_exec(req):
     instances = req.daemon.instances
     name = req.params["name"]
-    doc = instances.get(name)
+    doc = instances.records.get(name)
     body = req.json()
     command = _command(body)
     requested_env = _environment(body)
@@ -114,7 +113,7 @@ async def post_exec(req):
     pid = instances.runtime.init_pid(name)
     require_running(instances, name, pid)
 
-    config, _ = instances.expanded(doc.value)
+    config, _ = instances.records.expanded(doc.value)
     seed = None
     if config.get("limits.processes"):
         # The seed and its zygote would take two of the processes the container is allowed.
@@ -173,7 +172,7 @@ async def post_exec(req):
     async def connect(op, request, secret):
         # Checked now, used up only by a handshake that succeeds.
         fd = session.check(secret)
-        return Handshake(req.daemon.websockets, SessionSocket(session, fd), claim=lambda: session.claim(secret))
+        return SessionSocket(session, fd), lambda: session.claim(secret)
 
     op = operations.create("Executing command", cls=WEBSOCKET, resources=container_resources(name),
                            metadata=session.metadata(), run=run, connect=connect)

@@ -20,7 +20,7 @@ async def _directory(req):
     """The container's directory, its volume mounted (404 for an unknown container)."""
     instances = req.daemon.instances
     name = req.params["name"]
-    value = instances.get(name).value
+    value = instances.records.get(name).value
     await req.daemon.pools.driver(value["pool"]).mount_volume("container", name)
     return instances.container_dir(value, name)
 

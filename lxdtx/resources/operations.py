@@ -8,6 +8,7 @@ from lxdtx.cluster.peers import FORWARDED, MemberUnreachable
 from lxdtx.operations import STATUS_TEXT
 from lxdtx.response import SyncResponse, empty
 from lxdtx.router import Action, Endpoint
+from lxdtx.websocket.handshake import Handshake
 
 
 async def list_operations(req):
@@ -60,7 +61,8 @@ async def connect_operation(req):
     secret = req.query.get("secret")
     if not secret:
         raise errors.BadRequest("missing secret")
-    return await op.connect(req.http, secret)
+    protocol, claim = await op.connect(req.http, secret)
+    return Handshake(req.daemon.websockets, protocol, claim=claim)
 
 
 ENDPOINTS = [

@@ -21,7 +21,7 @@ async def list_snapshots(req):
 async def create_snapshot(req):
     name = req.params["name"]
     snapshots = _snapshots(req)
-    req.daemon.instances.get(name)
+    req.daemon.instances.records.get(name)
     body = req.json()
     snapshot = body.get("name")
     if snapshot is None or snapshot == "":
@@ -41,7 +41,7 @@ async def create_snapshot(req):
 
 async def get_snapshot(req):
     name, snapshot = req.params["name"], req.params["snapshot"]
-    req.daemon.instances.get(name)
+    req.daemon.instances.records.get(name)
     doc = _snapshots(req).get(name, snapshot)
     return SyncResponse(_snapshots(req).render(doc.name, doc.value))
 
@@ -49,14 +49,14 @@ async def get_snapshot(req):
 async def post_snapshot(req):
     """Rename (`{"name": new}`); migration of a snapshot comes with migration."""
     name, snapshot = req.params["name"], req.params["snapshot"]
-    req.daemon.instances.get(name)
+    req.daemon.instances.records.get(name)
     snapshots = _snapshots(req)
     snapshots.get(name, snapshot)
     body = req.json()
     if body.get("migration"):
-        from lxdtx.migration import source
+        from lxdtx.resources.migrations import start_source
 
-        return await source.start(req, name, body, snapshot=snapshot)
+        return await start_source(req, name, body, snapshot=snapshot)
     new_name = body.get("name")
     if new_name is None or new_name == "":
         raise errors.BadRequest("Invalid value for \"name\": the new snapshot name is required")
@@ -72,7 +72,7 @@ async def post_snapshot(req):
 
 async def delete_snapshot(req):
     name, snapshot = req.params["name"], req.params["snapshot"]
-    req.daemon.instances.get(name)
+    req.daemon.instances.records.get(name)
     snapshots = _snapshots(req)
     snapshots.get(name, snapshot)
 

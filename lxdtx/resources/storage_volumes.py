@@ -9,7 +9,7 @@ Only custom volumes are created, renamed, copied and moved here.
 import unicodedata
 
 from lxdtx import errors, names
-from lxdtx.bodies import BOOLEAN, STRING, config, fields, one_of_strings
+from lxdtx.bodies import BOOLEAN, MAP_OF_STRINGS, STRING, config, fields, one_of_strings
 from lxdtx.resources.common import mapping, string
 from lxdtx.response import AsyncResponse, SyncResponse, created, empty, etag_of
 from lxdtx.router import Action, Endpoint
@@ -124,7 +124,11 @@ async def create_volume(req):
     if kind == "migration":
         from lxdtx.migration import volumes
 
-        return volumes.create_sink(req, pool, name, source, config, description)
+        mode = string(source, "mode") or "pull"
+        if mode not in ("pull", "push"):
+            raise errors.BadRequest(f"Invalid value for \"source.mode\": {mode}")
+        return AsyncResponse(volumes.create_sink(daemon, pool, name, source if mode == "pull" else None, config,
+                                                 description))
     raise errors.BadRequest(f"Unknown source type \"{kind}\"")
 
 
@@ -196,7 +200,7 @@ async def post_volume(req):
     if body.get("migration"):
         from lxdtx.migration import volumes
 
-        return volumes.start_source(req, pool, name, body)
+        return AsyncResponse(volumes.start_source(daemon, pool, name, body.get("target") or None))
     new_name = string(body, "name")
     _check_name(new_name)
     target_pool = string(body, "pool") or pool
@@ -241,5 +245,6 @@ ENDPOINTS = [
     Endpoint("/1.0/storage-pools/{pool}/volumes/{type}/{vname:*}", get=get_volume,
              put=Action(put_volume, body=fields(**VOLUME)),
              patch=Action(patch_volume, body=fields(**VOLUME)),
-             post=Action(post_volume, body=fields(name=STRING, pool=STRING, migration=BOOLEAN)), delete=delete_volume),
+             post=Action(post_volume, body=fields(name=STRING, pool=STRING, migration=BOOLEAN, target=fields(
+                 operation=STRING, certificate=STRING, secrets=MAP_OF_STRINGS))), delete=delete_volume),
 ]

@@ -72,7 +72,7 @@ class CustomVolumes:
         containers = []
         instances = self._daemon.instances
         for doc in self._store.list("container"):
-            _, devices = instances.expanded(doc.value)
+            _, devices = instances.records.expanded(doc.value)
             if any(_uses(d, pool, name) for d in devices.values()):
                 containers.append(doc.name)
         profiles = [doc.name for doc in self._store.list("profile")
@@ -85,7 +85,7 @@ class CustomVolumes:
 
     def _running_users(self, pool, name):
         containers, _ = self.users(pool, name)
-        return [c for c in containers if self._daemon.instances.status(c) != "Stopped"]
+        return [c for c in containers if self._daemon.instances.records.status(c) != "Stopped"]
 
     # -- steps of interrupted changes (lxdtx.journal) ------------------------------
     async def settle(self, pool, name):

@@ -1,11 +1,9 @@
 # -*- test-case-name: tests.unit.test_websocket -*-
 """The server side of the daemon's websockets: Autobahn protocols in the twisted.web tree.
 
-A handler answers an upgrade with `Handshake(factories, protocol)`: the one
-protocol instance of that connection, made by the handler with what it serves
-(an exec session's fd, the event hub), goes through
-`autobahn.twisted.resource.WebSocketResource` like any Autobahn server
-protocol. Two factories carry the options (`lxdtx.websocket.options`): one pings
+A handler answers an upgrade with `lxdtx.websocket.handshake.Handshake(factories,
+protocol)`: the one protocol instance of that connection, made with what it serves (an
+exec session's fd, the event hub). Two factories carry the options (`lxdtx.websocket.options`): one pings
 its peers, one does not, and each protocol says which it needs.
 
 `StreamSocket` is what every stream of the daemon shares: messages in, data and
@@ -15,7 +13,6 @@ buffers are full (our output is held), it is slow, not gone, and an unanswered
 ping waits for it (a pager holding `lxc exec` output, say).
 """
 
-from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IPushProducer
@@ -23,7 +20,6 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from lxdtx import errors
-from lxdtx.response import ErrorResponse, Response
 from lxdtx.websocket import options
 
 SERVER_NAME = "lxdtx"
@@ -173,54 +169,3 @@ class StreamSocket(Backpressure, WebSocketServerProtocol):  # type: ignore[misc]
     def onClose(self, wasClean, code, reason):
         self._let_go()
         self.closed(not wasClean)
-
-
-def _tolerate_host(request):
-    """Strip a non-numeric port from the Host header, which Autobahn refuses: the daemon
-    serves whatever name it is reached by, and pylxd sends `localhost:None` over the
-    unix socket."""
-    host = request.getHeader(b"host")
-    if host is None or host.endswith(b"]") or b":" not in host:
-        return
-    name, port = host.rsplit(b":", 1)
-    if not port.strip().isdigit():
-        request.requestHeaders.setRawHeaders(b"host", [name])
-
-
-class _OneProtocol:
-    """What WebSocketResource builds the connection's protocol with: the one the handler made."""
-
-    def __init__(self, factory, protocol):
-        self.factory = factory
-        self.protocol = protocol
-
-    def buildProtocol(self, addr):
-        self.protocol.factory = self.factory
-        return self.protocol
-
-
-class Handshake(Response):
-    """Answer an upgrade request by handing the connection to `protocol` (a StreamSocket)."""
-
-    def __init__(self, factories, protocol, claim=None):
-        self.factories = factories
-        self.protocol = protocol
-        if claim is not None:
-            protocol.claim = claim
-
-    def render(self, request):
-        # Autobahn answers a plain request with a status page; LXD answers 400.
-        if (request.getHeader(b"upgrade") or b"").lower() != b"websocket" or request.channel.transport is None:
-            return ErrorResponse(400, "websocket upgrade expected").render(request)
-        channel = request.channel
-        channel.setTimeout(None)
-        upgraded = getattr(channel, "upgraded", None)
-        if upgraded is not None:
-            upgraded()  # no more HTTP bounds on this connection (lxdtx.router.ApiChannel)
-        # The HTTP channel is the transport's producer; the connection is the websocket's now.
-        transport = channel.transport
-        if getattr(transport, "producer", None) is not None:
-            transport.unregisterProducer()
-        _tolerate_host(request)
-        factory = self.factories.for_protocol(self.protocol)
-        return WebSocketResource(_OneProtocol(factory, self.protocol)).render(request)

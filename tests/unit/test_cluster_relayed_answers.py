@@ -1,4 +1,4 @@
-"""Answers of another cluster member streamed to our client (lxdtx.cluster.peers.Streamed):
+"""Answers of another cluster member streamed to our client (lxdtx.resources.forwarding.Streamed):
 head copied, body in order and paced by our client, a cut answer cutting our client's."""
 
 from twisted.internet import defer
@@ -8,7 +8,7 @@ from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
-from lxdtx.cluster.peers import Streamed
+from lxdtx.resources.forwarding import Streamed
 
 
 class Transport:

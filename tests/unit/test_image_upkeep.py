@@ -69,7 +69,7 @@ class UpkeepTests(SynchronousTestCase):
         clock = task.Clock()
         clock.advance(NOW)
         daemon = _Daemon(images, **config)
-        service = upkeep.ImageUpkeep(daemon, clock)
+        service = upkeep.ImageUpkeep(daemon.images, daemon.config, clock)
         service.startService()
         self.addCleanup(service.stopService)
         return clock, daemon, service

@@ -242,17 +242,12 @@ class FakeConfig:
         return self.values.get(key, "")
 
 
-class FakeDaemon:
-    def __init__(self, values):
-        self.config = FakeConfig(values)
-
-
 class DaemonSideTests(SynchronousTestCase):
     """`Maas`: configuration, and which container changes reach MAAS."""
 
     def test_unavailable(self):
         """Without maas.api.url/key a container needing MAAS is refused; others never ask."""
-        side = maas.Maas(FakeDaemon({}), http=FakeMaas())
+        side = maas.Maas(FakeConfig({}), http=FakeMaas())
         expanded = ({}, {"eth0": nic("00:16:3e:00:00:01", "lan")})
         error = self.assertRaises(maas.MaasError, run, side.container_changed("c1", None, expanded))
         self.assertEqual(str(error), maas.UNAVAILABLE)
@@ -261,7 +256,7 @@ class DaemonSideTests(SynchronousTestCase):
     def test_lifecycle(self):
         """Create, update, rename, delete follow the container; unchanged nics make no request."""
         server = FakeMaas()
-        side = maas.Maas(FakeDaemon({"maas.api.url": "http://m", "maas.api.key": KEY, "maas.machine": "host1"}),
+        side = maas.Maas(FakeConfig({"maas.api.url": "http://m", "maas.api.key": KEY, "maas.machine": "host1"}),
                          http=server)
         one = ({}, {"eth0": nic("00:16:3e:00:00:01", "lan")})
         two = ({}, {"eth0": nic("00:16:3e:00:00:01", "lan"), "eth1": nic("00:16:3e:00:00:02", "dmz")})

@@ -12,7 +12,8 @@ from lxdtx.exec.session import ExecSession
 from lxdtx.exec.streams import SessionSocket
 from lxdtx.router import Endpoint
 from lxdtx.websocket import options
-from lxdtx.websocket.server import Factories, Handshake, StreamSocket
+from lxdtx.websocket.handshake import Handshake
+from lxdtx.websocket.server import Factories, StreamSocket
 from tests.unit.fakes import exchange, make_site
 
 

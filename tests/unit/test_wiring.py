@@ -105,6 +105,27 @@ class DaemonWireTests(SynchronousTestCase):
         self.assertEqual(self.calls("images.wire"), [((), {"delete_hooks": ["pools.image_deleted"]})])
 
 
+class DaemonRouterTests(SynchronousTestCase):
+    """`Daemon._build_router`: the HTTP side built by the daemon's factory, not by the service."""
+
+    def test_router(self):
+        """The router serves every resource's endpoints to this daemon, with answers of its
+        own whose trusted `GET /1.0` follows the daemon's store."""
+        from lxdtx import resources
+
+        daemon = Daemon.__new__(Daemon)  # only the store is asked of it
+        watched = []
+        daemon.store = Recorder().fake("store", watch=lambda callback: watched.append(callback))
+        router = daemon._build_router()
+        self.assertIs(router.daemon, daemon)
+        for endpoint in resources.endpoints():
+            for path in endpoint.paths:
+                if "{" not in path:
+                    self.assertIs(router.routes.match(path)[0], endpoint)
+        self.assertEqual(watched, [router.answers.info.invalidate])
+        self.assertIsNot(Daemon._build_router(daemon).answers, router.answers)
+
+
 class ProfilesWireTests(SynchronousTestCase):
     """`Profiles.wire`: the hooks given are the ones a change runs, in order."""
 
@@ -155,6 +176,46 @@ class TrustCandidTests(SynchronousTestCase):
         candid = recorder.fake("candid", applies=lambda http: True, authenticate=lambda http: True)
         trust = Trust(MemoryStore(), self.mktemp(), candid=candid)
         self.assertIs(trust.candid, candid)
+
+
+class CollaboratorsGivenTests(SynchronousTestCase):
+    """Candid, the guest socket and image upkeep take the collaborators they use, not the daemon."""
+
+    def test_candid(self):
+        """The endpoint is read from the config given; the login's root keys live in the store given."""
+        from lxdtx.candid import Candid
+
+        recorder, store = Recorder(), MemoryStore()
+        config = recorder.fake("config", get=lambda key: {"core.macaroon.endpoint": "https://candid.test"}[key])
+        candid = Candid(config, store, Clock(), environ={})
+        self.assertEqual(candid.endpoint, "https://candid.test")
+        self.assertEqual(recorder.calls, [("config.get", ("core.macaroon.endpoint",), {})])
+        self.assertIs(candid.login().root_keys._store, store)
+
+    def test_guest_socket(self):
+        """The guest API serves the instances and images given, its socket in the directory given."""
+        from lxdtx.devlxd.server import SOCKET_NAME, GuestSocket
+
+        instances, images, websockets, clock = object(), object(), object(), Clock()
+        guests = GuestSocket(instances, images, websockets, clock, "/run/x/devlxd")
+        self.assertEqual((guests.instances, guests.images, guests.websockets, guests.reactor),
+                         (instances, images, websockets, clock))
+        self.assertEqual(guests.path, f"/run/x/devlxd/{SOCKET_NAME}")
+
+    def test_image_upkeep(self):
+        """Upkeep follows the config given and prunes the images given."""
+        from lxdtx.image.upkeep import ImageUpkeep
+
+        recorder = Recorder()
+        config = recorder.fake("config", get=lambda key: "0")
+        images = recorder.fake("images", list=lambda: [])
+        upkeep = ImageUpkeep(images, config, Clock())
+        upkeep.startService()
+        self.addCleanup(upkeep.stopService)
+        self.assertEqual(done(self, upkeep.prune()), [])
+        called = [name for name, _args, _kwargs in recorder.calls]
+        self.assertIn("config.on_change", called)
+        self.assertIn("images.list", called)
 
 
 class DriverLookupTests(SynchronousTestCase):

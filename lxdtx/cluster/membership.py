@@ -161,21 +161,13 @@ class Membership:
     def online(self, doc):
         return doc.value["id"] == self.member_id or self.daemon.store_choice.liveness.online(doc.value["id"])
 
-    def placement(self, target):
-        """The member document a new container goes to: `target`, else the online member
-        with the fewest containers (ties: by name)."""
+    def placement(self, target, pool=None):
+        """The member document a new container goes to (lxdtx.cluster.placement): `target`,
+        else the least busy online member; only one that has the root disk's `pool` made."""
+        from lxdtx.cluster import placement
+
         self._require_enabled()
-        if target:
-            doc = self.get(target)
-            if not self.online(doc):
-                raise errors.BadRequest(f"Cluster member '{target}' is offline")
-            return doc
-        counts = {}
-        for container in self.daemon.store.list("container"):
-            location = container.value.get("location", "")
-            counts[location] = counts.get(location, 0) + 1
-        members = [doc for doc in self.daemon.store.list(KIND) if self.online(doc)]
-        return min(members, key=lambda doc: (counts.get(doc.value["id"], 0), doc.name))
+        return placement.choose(self, target, pool)
 
     def render(self, name, value):
         status, message = self.daemon.store_choice.liveness.status(value["id"])

@@ -337,8 +337,11 @@ class Peers:
             value = http.getHeader(name)
             if value is not None:
                 headers[name] = value
-        # The body as the router spooled it (in memory or a file), streamed from there.
+        # The body as the router spooled it (in memory or a file), streamed from its start
+        # (a handler may have read it to choose the member).
         body = req.body if http.method in (b"POST", b"PUT", b"PATCH") else None
+        if body is not None:
+            body.seek(0)
         path = http.uri.decode("utf-8", "replace")
         # An operation wait may last as long as the client asked: no timeout of ours then.
         timeout = None if "/wait" in path.split("?")[0] else CALL_TIMEOUT

@@ -11,7 +11,7 @@ from twisted.logger import ILogObserver, Logger, globalLogPublisher
 
 from lxdtx import recovery, resources, sdnotify, singleton, statedir
 from lxdtx.asyncutil import run
-from lxdtx.cluster import membership
+from lxdtx.cluster import membership, volumekeys
 from lxdtx.cluster.backend import open_store
 from lxdtx.cluster.events import MemberEvents
 from lxdtx.daemon import Daemon
@@ -95,6 +95,7 @@ class LxdtxService(service.MultiService):
                                       request_shutdown=self.request_shutdown)
         if self._store.spec is not None:
             daemon.config.use_document(membership.config_document(self._store.spec.member_id))
+            await volumekeys.rekey(daemon.store)  # before recovery sweeps volumes by their keys
         await daemon.load_certificate()
         daemon.liblxc_version = await _liblxc_version()
         await daemon.profiles.ensure_default()

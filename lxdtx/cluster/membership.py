@@ -210,6 +210,10 @@ class Membership:
                 key = f"{container.value.get('pool')}/container/{volume}"
                 if store.exists("volume", key):
                     changes.append(Delete("volume", key))
+        # Its custom volumes (the documents keyed by it, lxdtx.storage.pools.volume_key).
+        changes += [Delete("volume", v.name, expect=v.revision) for v in store.list("volume")
+                    if v.name.startswith(tuple(f"{p}/custom/" for p in store.names("pool")))
+                    and v.name.endswith("/" + doc.value["id"])]
         for kind in ("pool", "network"):
             for item in store.list(kind):
                 members = item.value.get("members") or {}
@@ -266,7 +270,7 @@ class Membership:
                 # The containers already here live on this, the first, member, and its pools and
                 # networks are its own, node-specific keys and all (etcd is thrown
                 # away if the bootstrap fails, so these commits need not be one).
-                from lxdtx.cluster import networks, onall, pools
+                from lxdtx.cluster import networks, onall, pools, volumekeys
 
                 located = [Put("container", doc.name, dict(doc.value, location=spec.member_id))
                            for doc in choice.store.list("container")]
@@ -277,6 +281,7 @@ class Membership:
                             for doc in choice.store.list(kind)]
                 for start in range(0, len(located), 100):
                     await choice.store.commit(located[start:start + 100])
+                await volumekeys.rekey(choice.store, spec.member_id)  # its custom volumes are its own
                 await choice.store.commit([member, config, *own_trust(daemon, choice.store, name)])
                 ENABLE_COPIED()
                 await threads.deferToThread(save_spec, files, spec)  # from here on the daemon is clustered

@@ -54,8 +54,8 @@ _RESPONSE_HEADERS = ("content-type", "etag", "location", "content-disposition", 
 
 _CONTAINER_PATH = re.compile(r"^/1\.0/(?:containers|instances)/([^/]+)(?:/.*)?$")
 _OPERATION_PATH = re.compile(r"^/1\.0/operations/([^/]+)(?:/.*)?$")
-# Storage volumes asked of a `target` member are that member's; a custom volume is its row's
-# `location`'s.
+# Storage volumes asked of a `target` member are that member's; a custom volume without one is
+# the one member's that has a volume of its name.
 _VOLUME_PATH = re.compile(r"^/1\.0/storage-pools/[^/]+/volumes(?:/.*)?$")
 _CUSTOM_VOLUME_PATH = re.compile(r"^/1\.0/storage-pools/([^/]+)/volumes/custom/([^/]+)(?:/.*)?$")
 _EXPORT_PATH = re.compile(r"^/1\.0/images/([^/]+)/export$")
@@ -262,9 +262,9 @@ class Peers:
             member = cluster.member_or_none(target) if target else None
             m = _CUSTOM_VOLUME_PATH.match(raw_path)
             if member is None and m:
-                key = f"{unquote(m.group(1))}/custom/{unquote(m.group(2))}"
-                location = (self.daemon.store.value("volume", key) or {}).get("location")
-                member = cluster.member_by_id(location) if location else None
+                # The one member that has it; several: asked here, which refuses to choose.
+                holders = self.daemon.pools.custom_holders(unquote(m.group(1)), unquote(m.group(2)))
+                member = cluster.member_by_id(holders[0]) if len(holders) == 1 and holders[0] else None
             if member is None or member.value["id"] == cluster.member_id:
                 return None
             return member

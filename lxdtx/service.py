@@ -14,6 +14,7 @@ from lxdtx.asyncutil import run
 from lxdtx.cluster import membership, volumekeys
 from lxdtx.cluster.backend import open_store
 from lxdtx.cluster.events import MemberEvents
+from lxdtx.cluster.orphans import OrphanedIntents
 from lxdtx.daemon import Daemon
 from lxdtx.events import LogForwarder
 from lxdtx.exec.recording import RecordExpiry
@@ -126,6 +127,7 @@ class LxdtxService(service.MultiService):
             await auto_init(daemon)
         ImageUpkeep(daemon, self.reactor).setServiceParent(self)
         MemberEvents(daemon, self.reactor).setServiceParent(self)  # the other members' events, here too
+        OrphanedIntents(daemon, self.reactor).setServiceParent(self)  # a dead coordinator's, undone here
         self._forwarder = LogForwarder(daemon.events)
         globalLogPublisher.addObserver(self._forwarder)
         daemon.ready = True

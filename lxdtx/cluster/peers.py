@@ -25,7 +25,7 @@ relayed from a member that has them.
 
 import json
 import re
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
@@ -67,12 +67,15 @@ log = Logger()
 
 @implementer(IPolicyForHTTPS)
 class _MemberPolicy:
-    def __init__(self, peer_pem, cert_path, key_path):
-        self.peer_pem, self.cert_path, self.key_path = peer_pem, cert_path, key_path
+    """One member's TLS connections, forwarded requests' and relayed websockets' alike: one
+    context, and the session of the last handshake resumed by the next connection."""
+
+    def __init__(self, url, peer_pem, cert_path, key_path):
+        host = urlsplit(url).hostname or ""
+        self.creator = tls.PinnedPeer(host, peer_pem, cert_path, key_path, resume=True)
 
     def creatorForNetloc(self, hostname, port):
-        host = hostname.decode("ascii") if isinstance(hostname, bytes) else hostname
-        return tls.client_creator(host.strip("[]"), self.peer_pem, self.cert_path, self.key_path)
+        return self.creator
 
 
 def _quiet_factory():
@@ -100,12 +103,13 @@ class Peers:
         self.daemon = daemon
         self.operations = {}  # operation id -> member name, for operations started through us
         self.states = {}  # operation id -> its last object seen here (answers, events)
-        self._clients = {}  # member id -> ((url, certificate), its client, its connection pool)
+        self._clients = {}  # member id -> ((url, certificate), its client, its connection pool, its TLS)
 
     def _client(self, member):
-        """The HTTPS client for `member`, kept with its pool of open connections: a new TLS
-        handshake per forwarded request costs more than most requests. A member whose
-        address or certificate changed gets a new client; the old one's connections close."""
+        """(the HTTPS client, the TLS connection creator) for `member`, kept with its pool of
+        open connections: a new TLS handshake per forwarded request costs more than most
+        requests, and a new connection (a relayed websocket's too) resumes the last session.
+        A member whose address or certificate changed gets new ones; the old connections close."""
         import treq
         from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -115,23 +119,23 @@ class Peers:
         member_id, key = member.value.get("id", member.name), (member.value["url"], certificate)
         kept = self._clients.get(member_id)
         if kept is not None and kept[0] == key:
-            return kept[1]
+            return kept[1], kept[3]
         if kept is not None:
             kept[2].closeCachedConnections()
         pool = HTTPConnectionPool(self.daemon.reactor, persistent=True)
         pool.maxPersistentPerHost = KEPT_CONNECTIONS
         pool.cachedConnectionTimeout = KEPT_IDLE
         pool._factory = _quiet_factory()  # every connection would log two lines otherwise
-        agent = Agent(self.daemon.reactor, pool=pool,
-                      contextFactory=_MemberPolicy(certificate, self.daemon.cert_path, self.daemon.key_path))
+        policy = _MemberPolicy(member.value["url"], certificate, self.daemon.cert_path, self.daemon.key_path)
+        agent = Agent(self.daemon.reactor, pool=pool, contextFactory=policy)
         client = treq.client.HTTPClient(agent)
-        self._clients[member_id] = (key, client, pool)
-        return client
+        self._clients[member_id] = (key, client, pool, policy.creator)
+        return client, policy.creator
 
     async def close(self):
         """Close the kept connections (the daemon stops)."""
         clients, self._clients = self._clients, {}
-        for _key, _client, pool in clients.values():
+        for _key, _client, pool, _creator in clients.values():
             await pool.closeCachedConnections()
 
     async def request(self, member, method, path, body=None, headers=None, timeout=CALL_TIMEOUT):
@@ -145,7 +149,7 @@ class Peers:
         if body is not None and not isinstance(body, bytes):
             body = FileBodyProducer(body)  # any file (a spooled body), read as it is sent
         try:
-            return await self._client(member).request(method, member.value["url"] + path, data=body,
+            return await self._client(member)[0].request(method, member.value["url"] + path, data=body,
                                                       headers=sent, timeout=timeout, unbuffered=True)
         except MemberUnreachable:
             raise
@@ -379,8 +383,7 @@ class Peers:
             raise MemberUnreachable(member.name, "its certificate is not known")
         url = "wss://" + member.value["url"].split("://", 1)[1] + req.http.uri.decode("utf-8", "replace")
         try:
-            upstream = await client.connect(self.daemon.reactor, url, RelayClient, peer_pem=certificate,
-                                            cert_path=self.daemon.cert_path, key_path=self.daemon.key_path,
+            upstream = await client.connect(self.daemon.reactor, url, RelayClient, creator=self._client(member)[1],
                                             headers={FORWARDED: "1"}, ping=False)
         except client.HandshakeFailed as e:
             raise errors.BadRequest(f"Cluster member '{member.name}' refused the websocket: {e}") from None

@@ -41,9 +41,11 @@ MOVED = faults.point("cluster.move.moved")  # the row names the target, the owne
 
 def check(daemon, name, body, target):
     """The target member's document, or 400/404 naming what stands in the way."""
+    from lxdtx.cluster.placement import has_pool
+
     cluster = daemon.cluster
     instances = daemon.instances
-    instances.get(name)
+    doc = instances.get(name)
     member = cluster.get(target)
     if member.value["id"] == cluster.member_id:
         raise errors.BadRequest(f"Container '{name}' is already on cluster member '{target}'")
@@ -55,6 +57,9 @@ def check(daemon, name, body, target):
                                 "rename it before or after")
     if body.get("pool"):
         raise errors.BadRequest("A move to another cluster member keeps the container's storage pool")
+    pool = doc.value.get("pool", "")
+    if not has_pool(daemon.store, member, pool):
+        raise errors.BadRequest(f"Storage pool \"{pool}\" is not available on cluster member '{target}'")
     if instances.status(name) != "Stopped":
         raise errors.BadRequest("Container is running")
     return member

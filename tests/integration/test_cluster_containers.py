@@ -91,6 +91,10 @@ def test_containers_across_members(daemons):  # noqa: F811
             assert {n: c["location"] for n, c in listed.items()} == {
                 "c1": "node1", "c2": "node2", "c3": "node3", "c4": "node1"}
             assert all(c["status"] == "Stopped" for c in listed.values())
+        # Nor can a container move to a member without its pool.
+        refused = node2.lxc("move", "c1", "--target", "node3", check=False)
+        assert refused.returncode != 0 and "node3" in refused.stderr and '"default"' in refused.stderr
+        assert _listed(node1)["c1"]["location"] == "node1"
 
         # Forwarded: get, a file pushed through node3 into c2 (on node2) and read back via node1.
         assert node3.request("GET", "/1.0/containers/c2").metadata["location"] == "node2"

@@ -60,6 +60,16 @@ def check(daemon, name, body, target):
     pool = doc.value.get("pool", "")
     if not has_pool(daemon.store, member, pool):
         raise errors.BadRequest(f"Storage pool \"{pool}\" is not available on cluster member '{target}'")
+    # A custom volume of a local pool is this member's (another may have one of its name):
+    # the container would leave it behind, or take the target's.
+    _config, devices = instances.expanded(doc.value)
+    for device in sorted(devices):
+        config = devices[device]
+        if (config.get("type") == "disk" and config.get("path") != "/" and config.get("pool")
+                and config.get("source") and daemon.pools.volume_member(config["pool"], "custom")):
+            raise errors.BadRequest(f"Container '{name}' has the custom volume \"{config['source']}\" of the local "
+                                    f"storage pool \"{config['pool']}\" attached (device {device}): detach it "
+                                    "before it moves to another cluster member")
     if instances.status(name) != "Stopped":
         raise errors.BadRequest("Container is running")
     return member

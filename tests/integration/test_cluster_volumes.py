@@ -2,7 +2,8 @@
 test_cluster_join), driven by the real `lxc` client: each is one member's, so two members
 each have a volume of the same name in the same pool and `--target` says which one; asked
 without it, a name only one member has is that member's, one several have is refused as
-LXD refuses it. A lone daemon's volume becomes the first member's at the bootstrap, and a
+LXD refuses it; a container using one is its member's user of it, and can't move away
+from it. A lone daemon's volume becomes the first member's at the bootstrap, and a
 member's restart (its recovery sweep asks for its volumes under their keys) keeps its own."""
 
 import os
@@ -62,6 +63,24 @@ def test_same_name_on_two_members(daemons):  # noqa: F811
         assert "user.which: three" in shown and "location: node3" in shown
         shown = node3.lxc("storage", "volume", "show", "default", "v", "--target", "node2").stdout
         assert "user.which" not in shown and "location: node2" in shown
+
+        # A container on node2 with node2's `v` attached: it can't move and leave `v` behind
+        # (or take node3's); node2's `v` is used, node3's is not.
+        op = node1.request("POST", "/1.0/containers?target=node2", {
+            "name": "c2", "source": {"type": "none"},
+            "devices": {"root": {"type": "disk", "path": "/", "pool": "default"},
+                        "data": {"type": "disk", "path": "/data", "pool": "default", "source": "v"}}})
+        assert op.status == 202, op.json
+        assert node1.wait_operation(op)["status"] == "Success"
+        assert "/1.0/containers/c2" in node1.request(
+            "GET", "/1.0/storage-pools/default/volumes/custom/v?target=node2").metadata["used_by"]
+        assert node1.request("GET", "/1.0/storage-pools/default/volumes/custom/v?target=node3"
+                             ).metadata["used_by"] == []
+        held = node3.lxc("storage", "volume", "delete", "default", "v", "--target", "node2", check=False)
+        assert held.returncode != 0
+        moving = node3.lxc("move", "c2", "--target", "node1", check=False)
+        assert moving.returncode != 0 and 'custom volume "v"' in moving.stderr
+        node1.lxc("delete", "c2")
 
         # node2 restarts: its recovery keeps its `v` (found under its own key).
         node2.stop()

@@ -107,6 +107,9 @@ def begin_local(daemon, op, target, coordinator):
     None: this member)."""
     intent = daemon.journal.begin(op, target)
     intent.value["coordinator"] = coordinator or daemon.cluster.member_id
+    if coordinator and coordinator != daemon.cluster.member_id:
+        # The coordinator's heartbeat as it is now: if it restarts it has forgotten us.
+        intent.value["coordinator_since"] = daemon.store_choice.liveness.incarnation(coordinator)
     return intent
 
 

@@ -5,8 +5,10 @@ A member making its part of a cluster-wide pool or network leaves its intent ope
 coordinating member's commit, which marks the object `Created` and ends every member's
 intent at once. If the coordinator dies before that commit, nobody would end them until
 each member restarts. So every member looks at its own open intents that name a
-`coordinator`: once that member's heartbeat lease has lapsed (it is offline), the intent
-is resolved here, which undoes the part made here (the row is not `Created`).
+`coordinator`: once that member's heartbeat lease has lapsed (it is offline), or it has a
+new heartbeat since (it restarted, quicker than its lease lapses, and forgot what it was
+coordinating), the intent is resolved here, which undoes the part made here (the row is
+not `Created`).
 
 The coordinator can't commit `Created` past that: its commit expects every member's
 intent at the revision the member answered with, so an intent resolved here makes it fail
@@ -25,14 +27,16 @@ log = Logger()
 
 
 def orphaned(daemon):
-    """This member's open intents whose coordinator is another member that is offline."""
-    cluster = daemon.cluster
+    """This member's open intents whose coordinator is another member that is offline, or
+    was restarted since it asked."""
+    cluster, liveness = daemon.cluster, daemon.store_choice.liveness
     found = []
     for doc in daemon.journal.open():
         coordinator = doc.value.get("coordinator")
         if not coordinator or coordinator == cluster.member_id:
             continue
-        if not daemon.store_choice.liveness.online(coordinator):
+        now, then = liveness.incarnation(coordinator), doc.value.get("coordinator_since")
+        if now is None or (then is not None and now != then):
             found.append(doc)
     return found
 
@@ -47,7 +51,8 @@ async def resolve_orphans(daemon):
         except Exception:
             log.failure("Could not resolve the {op} of {target} its coordinator left open", op=op, target=target)
             continue
-        log.warn("Undid the {op} of {target}: its coordinating member {member} went offline before it ended",
+        log.warn("Undid the {op} of {target}: its coordinating member {member} went offline or restarted "
+                 "before it ended",
                  op=op, target=target, member=daemon.cluster.location_name(doc.value["coordinator"]))
         done.append(doc.name)
     return done

@@ -1,5 +1,5 @@
 """The intents a dead coordinator left open on this member (lxdtx.cluster.orphans): picked
-once their coordinator is offline, resolved here and ended."""
+once their coordinator is offline or restarted, resolved here and ended."""
 
 from types import SimpleNamespace
 
@@ -23,9 +23,9 @@ class OrphanTests(SynchronousTestCase):
             self.undone.append(args["name"])
 
         self.journal.handle("pool", pool)
-        self.online = {"m1", "m2", "m3"}
+        self.since = {"m1": 1.0, "m2": 2.0, "m3": 3.0}  # member -> when its heartbeat began
         cluster = SimpleNamespace(enabled=True, member_id="m2", location_name=lambda i: f"node-{i}")
-        liveness = SimpleNamespace(online=lambda i: i in self.online)
+        liveness = SimpleNamespace(incarnation=self.since.get)
         self.daemon = SimpleNamespace(store=self.store, journal=self.journal, cluster=cluster,
                                       store_choice=SimpleNamespace(liveness=liveness))
 
@@ -42,12 +42,18 @@ class OrphanTests(SynchronousTestCase):
         self._open("b", "m3")
         self._open("c", None)  # this member's own: it coordinates, it ends it
         self.assertEqual(orphans.orphaned(self.daemon), [])
-        self.online.discard("m1")
+        del self.since["m1"]
         self.assertEqual([d.name for d in orphans.orphaned(self.daemon)], [by_m1])
         self.assertEqual(self.run_(orphans.resolve_orphans(self.daemon)), [by_m1])
         self.assertEqual(self.undone, ["a"])
         self.assertFalse(self.store.exists(KIND, by_m1))
         self.assertEqual(sorted(d.value["target"] for d in self.journal.open()), ["b", "c"])
+
+    def test_a_coordinator_that_restarted_quicker_than_its_lease_lapsed(self):
+        by_m1 = self._open("a", "m1")
+        self.assertEqual(self.journal.open()[0].value["coordinator_since"], 1.0)
+        self.since["m1"] = 5.0  # a new heartbeat: it forgot what it was coordinating
+        self.assertEqual([d.name for d in orphans.orphaned(self.daemon)], [by_m1])
 
     def test_the_answer_names_the_revision_the_coordinator_expects(self):
         name = self._open("a", "m1")

@@ -11,9 +11,10 @@ from twisted.logger import ILogObserver, Logger, globalLogPublisher
 
 from lxdtx import recovery, sdnotify, singleton, statedir
 from lxdtx.asyncutil import run
-from lxdtx.cluster import membership
+from lxdtx.cluster import membership, volumekeys
 from lxdtx.cluster.backend import open_store
 from lxdtx.cluster.events import MemberEvents
+from lxdtx.cluster.orphans import OrphanedIntents
 from lxdtx.daemon import Daemon
 from lxdtx.events import LogForwarder
 from lxdtx.exec.recording import RecordExpiry
@@ -91,6 +92,7 @@ class LxdtxService(service.MultiService):
                                       request_shutdown=self.request_shutdown)
         if self._store.spec is not None:
             daemon.config.use_document(membership.config_document(self._store.spec.member_id))
+            await volumekeys.rekey(daemon.store)  # before recovery sweeps volumes by their keys
         await daemon.load_certificate()
         daemon.liblxc_version = await _liblxc_version()
         await daemon.profiles.ensure_default()
@@ -120,6 +122,7 @@ class LxdtxService(service.MultiService):
             await auto_init(daemon)
         daemon.image_upkeep.setServiceParent(self)
         MemberEvents(daemon, self.reactor).setServiceParent(self)  # the other members' events, here too
+        OrphanedIntents(daemon, self.reactor).setServiceParent(self)  # a dead coordinator's, undone here
         self._forwarder = LogForwarder(daemon.events)
         globalLogPublisher.addObserver(self._forwarder)
         daemon.ready = True

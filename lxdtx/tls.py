@@ -19,6 +19,7 @@ import os
 import re
 import socket
 import sys
+import weakref
 
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
@@ -149,14 +150,22 @@ class ServerContextFactory:
 @implementer(IOpenSSLClientConnectionCreator)
 class PinnedPeer:
     """Client connections that accept only the peer certificate `peer_pem`, presenting
-    our own (`cert_path`, `key_path`) when given."""
+    our own (`cert_path`, `key_path`) when given.
 
-    def __init__(self, hostname, peer_pem, cert_path=None, key_path=None):
+    With `resume`, a connection offers the TLS session (ticket) the last handshake gave, so
+    the next connection to the same peer resumes instead of a full handshake (no key
+    exchange by certificate, no signature). Only a session whose handshake checked the pin
+    is kept, and only on this object: keep one per peer."""
+
+    def __init__(self, hostname, peer_pem, cert_path=None, key_path=None, resume=False):
         self.hostname = hostname
         self.pin = fingerprint(pem_to_der(peer_pem))
         self.cert_path = cert_path
         self.key_path = key_path
+        self.resume = resume
         self._context = None
+        self._session = None
+        self._finished = weakref.WeakSet()  # connections whose handshake is done (resume)
 
     def _verify(self, conn, cert, errno, depth, ok):
         if depth > 0:
@@ -176,8 +185,22 @@ class PinnedPeer:
             if self.cert_path:
                 ctx.use_certificate_chain_file(self.cert_path.encode())
                 ctx.use_privatekey_file(self.key_path.encode())
+            if self.resume:
+                ctx.set_session_cache_mode(SSL.SESS_CACHE_CLIENT)
+                ctx.set_info_callback(self._keep_session)
             self._context = ctx
         return self._context
+
+    def _keep_session(self, conn, where, _ret):
+        # A TLS 1.3 session becomes resumable only with the ticket the server sends after the
+        # handshake; reading it ends in an SSL_CB_EXIT, so after the handshake each exit
+        # takes the session again.
+        from OpenSSL import SSL
+
+        if where & SSL.SSL_CB_HANDSHAKE_DONE:
+            self._finished.add(conn)
+        if where & (SSL.SSL_CB_HANDSHAKE_DONE | SSL.SSL_CB_EXIT) and conn in self._finished:
+            self._session = conn.get_session()
 
     def clientConnectionForTLS(self, tls_protocol):
         from OpenSSL import SSL
@@ -186,6 +209,8 @@ class PinnedPeer:
         conn.set_app_data(tls_protocol)
         if self.hostname and not _is_address(self.hostname):
             conn.set_tlsext_host_name(self.hostname.encode("idna"))
+        if self._session is not None:
+            conn.set_session(self._session)
         return conn
 
 

@@ -102,6 +102,12 @@ class Liveness:
     def members(self):
         return self._store.names("member")
 
+    def incarnation(self, name):
+        """When the member's current heartbeat began (None: offline): a member that restarted,
+        or whose lease lapsed, has a new one."""
+        value = self._store.value("member", name)
+        return value.get("since") if isinstance(value, dict) else None
+
     def status(self, name):
         """(status, message) as LXD shows them for a member."""
         if self.online(name):

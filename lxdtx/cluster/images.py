@@ -68,7 +68,7 @@ async def _fetch_from(daemon, member, fingerprint, op):
                 op.update_metadata(dict(op.metadata or {}, download_progress=f"image: {written * 100 // length}%"
                                         if length else f"image: {written} bytes"))
 
-        policy = _MemberPolicy(certificate, daemon.cert_path, daemon.key_path)
+        policy = _MemberPolicy(member.value["url"], certificate, daemon.cert_path, daemon.key_path)
         try:
             written = await download.download(daemon.reactor, f"{member.value['url']}/1.0/images/{fingerprint}/export",
                                               path, limit=MAX_IMAGE, progress=progress, what="image transfer",

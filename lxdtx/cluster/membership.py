@@ -161,21 +161,13 @@ class Membership:
     def online(self, doc):
         return doc.value["id"] == self.member_id or self.daemon.store_choice.liveness.online(doc.value["id"])
 
-    def placement(self, target):
-        """The member document a new container goes to: `target`, else the online member
-        with the fewest containers (ties: by name)."""
+    def placement(self, target, pool=None):
+        """The member document a new container goes to (lxdtx.cluster.placement): `target`,
+        else the least busy online member; only one that has the root disk's `pool` made."""
+        from lxdtx.cluster import placement
+
         self._require_enabled()
-        if target:
-            doc = self.get(target)
-            if not self.online(doc):
-                raise errors.BadRequest(f"Cluster member '{target}' is offline")
-            return doc
-        counts = {}
-        for container in self.daemon.store.list("container"):
-            location = container.value.get("location", "")
-            counts[location] = counts.get(location, 0) + 1
-        members = [doc for doc in self.daemon.store.list(KIND) if self.online(doc)]
-        return min(members, key=lambda doc: (counts.get(doc.value["id"], 0), doc.name))
+        return placement.choose(self, target, pool)
 
     def render(self, name, value):
         status, message = self.daemon.store_choice.liveness.status(value["id"])
@@ -218,6 +210,10 @@ class Membership:
                 key = f"{container.value.get('pool')}/container/{volume}"
                 if store.exists("volume", key):
                     changes.append(Delete("volume", key))
+        # Its custom volumes (the documents keyed by it, lxdtx.storage.pools.volume_key).
+        changes += [Delete("volume", v.name, expect=v.revision) for v in store.list("volume")
+                    if v.name.startswith(tuple(f"{p}/custom/" for p in store.names("pool")))
+                    and v.name.endswith("/" + doc.value["id"])]
         for kind in ("pool", "network"):
             for item in store.list(kind):
                 members = item.value.get("members") or {}
@@ -274,7 +270,7 @@ class Membership:
                 # The containers already here live on this, the first, member, and its pools and
                 # networks are its own, node-specific keys and all (etcd is thrown
                 # away if the bootstrap fails, so these commits need not be one).
-                from lxdtx.cluster import networks, onall, pools
+                from lxdtx.cluster import networks, onall, pools, volumekeys
 
                 located = [Put("container", doc.name, dict(doc.value, location=spec.member_id))
                            for doc in choice.store.list("container")]
@@ -285,6 +281,7 @@ class Membership:
                             for doc in choice.store.list(kind)]
                 for start in range(0, len(located), 100):
                     await choice.store.commit(located[start:start + 100])
+                await volumekeys.rekey(choice.store, spec.member_id)  # its custom volumes are its own
                 await choice.store.commit([member, config, *own_trust(daemon, choice.store, name)])
                 ENABLE_COPIED()
                 await threads.deferToThread(save_spec, files, spec)  # from here on the daemon is clustered

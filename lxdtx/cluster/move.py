@@ -40,9 +40,11 @@ MOVED = faults.point("cluster.move.moved")  # the row names the target, the owne
 
 def check(daemon, name, body, target):
     """The target member's document, or 400/404 naming what stands in the way."""
+    from lxdtx.cluster.placement import has_pool
+
     cluster = daemon.cluster
     instances = daemon.instances
-    instances.records.get(name)
+    doc = instances.records.get(name)
     member = cluster.get(target)
     if member.value["id"] == cluster.member_id:
         raise errors.BadRequest(f"Container '{name}' is already on cluster member '{target}'")
@@ -54,6 +56,19 @@ def check(daemon, name, body, target):
                                 "rename it before or after")
     if body.get("pool"):
         raise errors.BadRequest("A move to another cluster member keeps the container's storage pool")
+    pool = doc.value.get("pool", "")
+    if not has_pool(daemon.store, member, pool):
+        raise errors.BadRequest(f"Storage pool \"{pool}\" is not available on cluster member '{target}'")
+    # A custom volume of a local pool is this member's (another may have one of its name):
+    # the container would leave it behind, or take the target's.
+    _config, devices = instances.records.expanded(doc.value)
+    for device in sorted(devices):
+        config = devices[device]
+        if (config.get("type") == "disk" and config.get("path") != "/" and config.get("pool")
+                and config.get("source") and daemon.pools.volume_member(config["pool"], "custom")):
+            raise errors.BadRequest(f"Container '{name}' has the custom volume \"{config['source']}\" of the local "
+                                    f"storage pool \"{config['pool']}\" attached (device {device}): detach it "
+                                    "before it moves to another cluster member")
     if instances.records.status(name) != "Stopped":
         raise errors.BadRequest("Container is running")
     return member

@@ -65,15 +65,16 @@ async def create(daemon, name, description, config, net_type):
                             lambda: create_local(daemon, name))
 
 
-async def create_local(daemon, name):
-    """This member's bridge of a pending network: {"intent", "config" (our keys)}."""
+async def create_local(daemon, name, coordinator=None):
+    """This member's bridge of a pending network: {"intent", "revision", "config" (our keys)},
+    the intent left open for the `coordinator` (lxdtx.cluster.pools.create_local)."""
     networks = daemon.networks
     doc = networks.get(name)
     if status(doc.value) == CREATED and daemon.cluster.member_id in (doc.value.get("members") or {}):
         raise errors.Conflict("The network already exists")
     config = local_config(daemon, doc.value)
     schema.validate(name, config)
-    intent = daemon.journal.begin("network.create", name)
+    intent = onall.begin_local(daemon, "network.create", name, coordinator)
     await intent.will("network", name=name, config=config)
     try:
         await networks._apply(name, config)
@@ -83,7 +84,7 @@ async def create_local(daemon, name):
             raise
         raise errors.InternalError(f"Failed to create network \"{name}\": {errors.describe(e)}") from None
     own = (doc.value.get("members") or {}).get(daemon.cluster.member_id, {})
-    return {"intent": intent.name, "config": own}
+    return onall.made_local(daemon, intent, own)
 
 
 async def update_local(daemon, name, shared):

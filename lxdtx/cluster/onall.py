@@ -8,12 +8,14 @@ and a `status`: `Pending` while it is being defined, then `Created`, or `Errored
 member failed to make it.
 
 Making (`make_on_all`): every member, this one too, makes its local object under an intent
-of its own (recorded in the shared store, naming the member) that it leaves open; the one
-commit that marks the object `Created`, with every member's filled-in keys, ends them all.
+of its own (recorded in the shared store, naming the member and the coordinating one) that
+it leaves open; the one commit that marks the object `Created`, with every member's
+filled-in keys, ends them all, if each is still at the revision its member answered with.
 A member that fails or can't be reached has every other member undo theirs (`resolve`: the
 intents' step drops an object whose row is not `Created`), and the object is left
 `Errored`, naming the member. A member that can't be told undoes it at its next start,
-when it resolves its open intents.
+when it resolves its open intents. A coordinator that dies before its commit: the others
+undo theirs once its lease lapses (lxdtx.cluster.orphans), and it its own at its start.
 
 A member that joins after an object was made makes its own from the shared config
 (`catch_up`): under its intent, ended by the commit that adds its keys to the row.
@@ -27,7 +29,7 @@ import json
 import time
 import uuid
 
-from lxdtx import errors
+from lxdtx import errors, faults
 from lxdtx.asyncutil import sleep
 from lxdtx.cluster.peers import MemberUnreachable
 from lxdtx.state import Delete, Put
@@ -35,6 +37,8 @@ from lxdtx.state import Delete, Put
 INTENT = "intent"
 PENDING, CREATED, ERRORED = "Pending", "Created", "Errored"
 RESOLVE = "/internal/cluster/intents/{}/resolve"
+# The coordinator, once another member has made its part (the others still to ask).
+MADE_ONE = faults.point("cluster.make_on_all.made_one")
 
 
 def clustered(daemon):
@@ -98,6 +102,23 @@ def pending_value(doc, member, config, what):
     return dict(doc.value, members=members)
 
 
+def begin_local(daemon, op, target, coordinator):
+    """The intent under which this member makes its part for `coordinator` (a member id;
+    None: this member)."""
+    intent = daemon.journal.begin(op, target)
+    intent.value["coordinator"] = coordinator or daemon.cluster.member_id
+    if coordinator and coordinator != daemon.cluster.member_id:
+        # The coordinator's heartbeat as it is now: if it restarts it has forgotten us.
+        intent.value["coordinator_since"] = daemon.store_choice.liveness.incarnation(coordinator)
+    return intent
+
+
+def made_local(daemon, intent, config):
+    """What a member answers once its part is made: its intent, at which revision, its keys."""
+    doc = daemon.store.get(INTENT, intent.name)
+    return {"intent": intent.name, "revision": doc.revision if doc else None, "config": config}
+
+
 async def make_on_all(daemon, kind, name, value, revision, path, make_here):
     """Commit `value` (shared config set, still `Pending`), have every member make its
     local object (`make_here()` here, `POST path` on the others: each answers {"intent",
@@ -109,13 +130,23 @@ async def make_on_all(daemon, kind, name, value, revision, path, make_here):
             raise MemberUnreachable(member.name, "offline")
     await daemon.store.commit([Put(kind, name, dict(value, status=PENDING), expect=revision)])
     made = {}  # member id -> (member, intent name, its own keys)
+    revisions = {}  # intent name -> the revision its member recorded it at
     try:
         for member in members:
             if member.value["id"] == cluster.member_id:
                 answer = await make_here()
             else:
                 answer = await call(daemon, member, path, {})
+                MADE_ONE()
             made[member.value["id"]] = (member, answer["intent"], answer["config"])
+            revisions[answer["intent"]] = answer.get("revision")
+        # Every intent still as its member left it (none undone by a member that took us for
+        # dead, lxdtx.cluster.orphans), the object Created and the intents ended at once.
+        doc = daemon.store.get(kind, name)
+        final = dict(doc.value, status=CREATED, members={mid: c for mid, (_m, _i, c) in made.items()})
+        await daemon.store.commit([Put(kind, name, final, expect=doc.revision),
+                                   *[Delete(INTENT, intent, expect=revisions.get(intent))
+                                     for _m, intent, _c in made.values()]])
     except Exception as e:
         for member, intent, _config in made.values():
             await resolve_on(daemon, member, intent)
@@ -123,10 +154,6 @@ async def make_on_all(daemon, kind, name, value, revision, path, make_here):
         if doc is not None:
             await daemon.store.commit([Put(kind, name, dict(doc.value, status=ERRORED), expect=doc.revision)])
         raise errors.to_api_error(e) from None
-    doc = daemon.store.get(kind, name)
-    final = dict(doc.value, status=CREATED, members={mid: c for mid, (_m, _i, c) in made.items()})
-    await daemon.store.commit([Put(kind, name, final, expect=doc.revision),
-                               *[Delete(INTENT, intent) for _m, intent, _c in made.values()]])
 
 
 async def catch_up(daemon, kind, make_here):

@@ -21,7 +21,7 @@ them.
 
 import json
 import re
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from twisted.internet import defer
 from twisted.web.iweb import IPolicyForHTTPS
@@ -38,8 +38,8 @@ KEPT_CONNECTIONS, KEPT_IDLE = 8, 120
 
 _CONTAINER_PATH = re.compile(r"^/1\.0/(?:containers|instances)/([^/]+)(?:/.*)?$")
 _OPERATION_PATH = re.compile(r"^/1\.0/operations/([^/]+)(?:/.*)?$")
-# Storage volumes asked of a `target` member are that member's; a custom volume is its row's
-# `location`'s.
+# Storage volumes asked of a `target` member are that member's; a custom volume without one is
+# the one member's that has a volume of its name.
 _VOLUME_PATH = re.compile(r"^/1\.0/storage-pools/[^/]+/volumes(?:/.*)?$")
 _CUSTOM_VOLUME_PATH = re.compile(r"^/1\.0/storage-pools/([^/]+)/volumes/custom/([^/]+)(?:/.*)?$")
 _EXPORT_PATH = re.compile(r"^/1\.0/images/([^/]+)/export$")
@@ -54,12 +54,15 @@ def operation_id(path):
 
 @implementer(IPolicyForHTTPS)
 class _MemberPolicy:
-    def __init__(self, peer_pem, cert_path, key_path):
-        self.peer_pem, self.cert_path, self.key_path = peer_pem, cert_path, key_path
+    """One member's TLS connections, forwarded requests' and relayed websockets' alike: one
+    context, and the session of the last handshake resumed by the next connection."""
+
+    def __init__(self, url, peer_pem, cert_path, key_path):
+        host = urlsplit(url).hostname or ""
+        self.creator = tls.PinnedPeer(host, peer_pem, cert_path, key_path, resume=True)
 
     def creatorForNetloc(self, hostname, port):
-        host = hostname.decode("ascii") if isinstance(hostname, bytes) else hostname
-        return tls.client_creator(host.strip("[]"), self.peer_pem, self.cert_path, self.key_path)
+        return self.creator
 
 
 def _quiet_factory():
@@ -87,12 +90,13 @@ class Peers:
         self.daemon = daemon
         self.operations = {}  # operation id -> member name, for operations started through us
         self.states = {}  # operation id -> its last object seen here (answers, events)
-        self._clients = {}  # member id -> ((url, certificate), its client, its connection pool)
+        self._clients = {}  # member id -> ((url, certificate), its client, its connection pool, its TLS)
 
     def _client(self, member):
-        """The HTTPS client for `member`, kept with its pool of open connections: a new TLS
-        handshake per forwarded request costs more than most requests. A member whose
-        address or certificate changed gets a new client; the old one's connections close."""
+        """(the HTTPS client, the TLS connection creator) for `member`, kept with its pool of
+        open connections: a new TLS handshake per forwarded request costs more than most
+        requests, and a new connection (a relayed websocket's too) resumes the last session.
+        A member whose address or certificate changed gets new ones; the old connections close."""
         import treq
         from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -102,23 +106,28 @@ class Peers:
         member_id, key = member.value.get("id", member.name), (member.value["url"], certificate)
         kept = self._clients.get(member_id)
         if kept is not None and kept[0] == key:
-            return kept[1]
+            return kept[1], kept[3]
         if kept is not None:
             kept[2].closeCachedConnections()
         pool = HTTPConnectionPool(self.daemon.reactor, persistent=True)
         pool.maxPersistentPerHost = KEPT_CONNECTIONS
         pool.cachedConnectionTimeout = KEPT_IDLE
         pool._factory = _quiet_factory()  # every connection would log two lines otherwise
-        agent = Agent(self.daemon.reactor, pool=pool,
-                      contextFactory=_MemberPolicy(certificate, self.daemon.cert_path, self.daemon.key_path))
+        policy = _MemberPolicy(member.value["url"], certificate, self.daemon.cert_path, self.daemon.key_path)
+        agent = Agent(self.daemon.reactor, pool=pool, contextFactory=policy)
         client = treq.client.HTTPClient(agent)
-        self._clients[member_id] = (key, client, pool)
-        return client
+        self._clients[member_id] = (key, client, pool, policy.creator)
+        return client, policy.creator
+
+    def tls_creator(self, member):
+        """The TLS connection creator of `member`'s connections, for a relayed websocket: it
+        resumes the session the last connection to the member made."""
+        return self._client(member)[1]
 
     async def close(self):
         """Close the kept connections (the daemon stops)."""
         clients, self._clients = self._clients, {}
-        for _key, _client, pool in clients.values():
+        for _key, _client, pool, _creator in clients.values():
             await pool.closeCachedConnections()
 
     async def request(self, member, method, path, body=None, headers=None, timeout=CALL_TIMEOUT):
@@ -132,7 +141,7 @@ class Peers:
         if body is not None and not isinstance(body, bytes):
             body = FileBodyProducer(body)  # any file (a spooled body), read as it is sent
         try:
-            return await self._client(member).request(method, member.value["url"] + path, data=body,
+            return await self._client(member)[0].request(method, member.value["url"] + path, data=body,
                                                       headers=sent, timeout=timeout, unbuffered=True)
         except MemberUnreachable:
             raise
@@ -249,9 +258,9 @@ class Peers:
             member = cluster.member_or_none(target) if target else None
             m = _CUSTOM_VOLUME_PATH.match(raw_path)
             if member is None and m:
-                key = f"{unquote(m.group(1))}/custom/{unquote(m.group(2))}"
-                location = (self.daemon.store.value("volume", key) or {}).get("location")
-                member = cluster.member_by_id(location) if location else None
+                # The one member that has it; several: asked here, which refuses to choose.
+                holders = self.daemon.pools.custom_holders(unquote(m.group(1)), unquote(m.group(2)))
+                member = cluster.member_by_id(holders[0]) if len(holders) == 1 and holders[0] else None
             if member is None or member.value["id"] == cluster.member_id:
                 return None
             return member

@@ -70,9 +70,10 @@ async def create(daemon, name, driver, config, description):
     daemon.pools.forget_driver(name)
 
 
-async def create_local(daemon, name):
-    """This member's local pool of a pending pool: {"intent", "config" (our keys, filled in)}.
-    The intent stays open: the coordinator's commit ends it, or has it undone."""
+async def create_local(daemon, name, coordinator=None):
+    """This member's local pool of a pending pool: {"intent", "revision", "config" (our keys,
+    filled in)}. The intent stays open: the `coordinator`'s commit ends it, or has it undone
+    (or, when that member dies first, lxdtx.cluster.orphans)."""
     doc = daemon.pools.get(name)
     if status(doc.value) == CREATED and daemon.cluster.member_id in (doc.value.get("members") or {}):
         raise errors.Conflict(f"Storage pool \"{name}\" already exists")
@@ -80,7 +81,7 @@ async def create_local(daemon, name):
     config = local_config(daemon, doc.value)
     keys.check_pool_config(cls, config, DRIVERS.values())
     config = cls(name, config, daemon.dir).fill_defaults(config)
-    intent = daemon.journal.begin("pool.create", name)
+    intent = onall.begin_local(daemon, "pool.create", name, coordinator)
     await intent.will("pool", name=name, driver=doc.value["driver"], config=config)
     try:
         await cls(name, config, daemon.dir).create()
@@ -91,7 +92,7 @@ async def create_local(daemon, name):
         raise errors.InternalError(f"Failed to create storage pool \"{name}\": {errors.describe(e)}") from None
     shared = doc.value["config"]
     own = {k: v for k, v in config.items() if k in NODE_SPECIFIC or shared.get(k) != v}
-    return {"intent": intent.name, "config": own}
+    return onall.made_local(daemon, intent, own)
 
 
 async def update_local(daemon, name, live):

@@ -140,7 +140,9 @@ async def create_container(req):
     target = req.query.get("target", "")
     cluster = req.daemon.cluster
     if cluster.enabled and not req.header(FORWARDED):
-        member = cluster.placement(target)
+        from lxdtx.cluster.placement import root_pool
+
+        member = cluster.placement(target, root_pool(req.daemon.store, req.json()))
         if member.value["id"] != cluster.member_id:
             return await forwarding.forward(req, member)
     elif target and not cluster.enabled:

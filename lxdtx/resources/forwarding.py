@@ -53,8 +53,11 @@ async def forward(req, member):
         value = http.getHeader(name)
         if value is not None:
             headers[name] = value
-    # The body as the router spooled it (in memory or a file), streamed from there.
+    # The body as the router spooled it (in memory or a file), streamed from its start
+    # (a handler may have read it to choose the member).
     body = req.body if http.method in (b"POST", b"PUT", b"PATCH") else None
+    if body is not None:
+        body.seek(0)
     path = http.uri.decode("utf-8", "replace")
     # An operation wait may last as long as the client asked: no timeout of ours then.
     timeout = None if "/wait" in path.split("?")[0] else CALL_TIMEOUT
@@ -108,8 +111,8 @@ async def relay(req, member):
         raise MemberUnreachable(member.name, "its certificate is not known")
     url = "wss://" + member.value["url"].split("://", 1)[1] + req.http.uri.decode("utf-8", "replace")
     try:
-        upstream = await client.connect(daemon.reactor, url, RelayClient, peer_pem=certificate,
-                                        cert_path=daemon.cert_path, key_path=daemon.key_path,
+        upstream = await client.connect(daemon.reactor, url, RelayClient,
+                                        creator=daemon.cluster.peers.tls_creator(member),
                                         headers={FORWARDED: "1"}, ping=False)
     except client.HandshakeFailed as e:
         raise errors.BadRequest(f"Cluster member '{member.name}' refused the websocket: {e}") from None

@@ -91,7 +91,8 @@ async def delete_network(req):
 async def create_local(req):
     """Another member has us bring up our bridge of a pending network (lxdtx.cluster.networks)."""
     await onall.member_body(req)
-    return SyncResponse(await cluster_networks.create_local(req.daemon, req.params["name"]))
+    coordinator = req.daemon.cluster.peers.caller(req).value["id"]
+    return SyncResponse(await cluster_networks.create_local(req.daemon, req.params["name"], coordinator))
 
 
 async def update_local(req):

@@ -129,7 +129,8 @@ async def get_resources(req):
 # -- member to member (lxdtx.cluster.pools) ---------------------------------------------------
 async def create_local(req):
     await onall.member_body(req)
-    return SyncResponse(await cluster_pools.create_local(req.daemon, req.params["name"]))
+    coordinator = req.daemon.cluster.peers.caller(req).value["id"]
+    return SyncResponse(await cluster_pools.create_local(req.daemon, req.params["name"], coordinator))
 
 
 async def update_local(req):

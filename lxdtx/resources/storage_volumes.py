@@ -10,6 +10,7 @@ import unicodedata
 
 from lxdtx import errors, names
 from lxdtx.bodies import BOOLEAN, MAP_OF_STRINGS, STRING, config, fields, one_of_strings
+from lxdtx.cluster.peers import FORWARDED
 from lxdtx.resources.common import mapping, string
 from lxdtx.response import AsyncResponse, SyncResponse, created, empty, etag_of
 from lxdtx.router import Action, Endpoint
@@ -132,12 +133,24 @@ async def create_volume(req):
     raise errors.BadRequest(f"Unknown source type \"{kind}\"")
 
 
+def _one_holder(req, pool, name):
+    """In a cluster, a custom volume asked without `target` of a name several members have:
+    400, as LXD, rather than this member's by chance (a forwarded request chose already)."""
+    if not req.daemon.cluster.enabled or req.query.get("target") or req.header(FORWARDED):
+        return
+    if len(req.daemon.pools.custom_holders(pool, name)) > 1:
+        raise errors.BadRequest(f"More than one cluster member has a volume named \"{name}\". "
+                                "Please target a specific member")
+
+
 def _volume_doc(req):
     daemon = req.daemon
     pool = req.params["pool"]
     daemon.pools.get(pool)
     vol_type = _type(req)
     name = req.params["vname"]
+    if vol_type == "custom":
+        _one_holder(req, pool, name)
     doc = daemon.pools.volume(pool, vol_type, name)
     if doc is None:
         raise errors.NotFound(f"Storage volume \"{name}\" of type {vol_type} not found in pool \"{pool}\"")
@@ -229,6 +242,7 @@ async def delete_volume(req):
     if vol_type == "image":
         await daemon.pools.delete_image_volume(pool, name)
     elif vol_type == "custom":
+        _one_holder(req, pool, name)
         await daemon.pools.custom.delete(pool, name)
     else:
         raise errors.BadRequest(f"Storage volumes of type \"{vol_type}\" cannot be deleted through the "

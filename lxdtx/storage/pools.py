@@ -25,13 +25,21 @@ CREATE_MADE = faults.point("pool.create.made")
 DELETE_COMMITTED = faults.point("pool.delete.committed")
 
 
-def volume_key(pool, vol_type, name):
-    return f"{pool}/{vol_type}/{name}"
+def volume_key(pool, vol_type, name, member=""):
+    """A volume's document name. In a cluster a custom volume of a local pool is one member's
+    (another member may have one of the same name): its member's id follows the name (which
+    holds no "/")."""
+    key = f"{pool}/{vol_type}/{name}"
+    return f"{key}/{member}" if member else key
 
 
 def split_volume_key(key):
+    """(pool, type, name, member id or "") of a volume's document name."""
     pool, vol_type, name = key.split("/", 2)
-    return pool, vol_type, name
+    member = ""
+    if vol_type == "custom" and "/" in name:
+        name, member = name.split("/", 1)
+    return pool, vol_type, name, member
 
 
 class Pools:
@@ -214,7 +222,7 @@ class Pools:
         """[(type, name, value)] of the pool's recorded volumes."""
         found = []
         for doc in self._store.list(VOLUME):
-            p, t, n = split_volume_key(doc.name)
+            p, t, n, _member = split_volume_key(doc.name)
             if p == pool and (vol_type is None or t == vol_type):
                 found.append((t, n, doc.value))
         return found
@@ -262,12 +270,35 @@ class Pools:
         return await self.driver(name).usage()
 
     # -- volumes -----------------------------------------------------------------
+    def volume_member(self, pool, vol_type):
+        """The member id in the document names of `pool`'s volumes of `vol_type` on this member
+        (volume_key): this member's for a custom volume of a local pool in a cluster, else ""."""
+        from lxdtx.cluster.onall import clustered
+
+        if vol_type != "custom" or not clustered(self._daemon):
+            return ""
+        cls = driver_class((self._store.value(POOL, pool) or {}).get("driver", ""))
+        return "" if cls is not None and cls.info.remote else self._daemon.cluster.member_id
+
     def volume(self, pool, vol_type, name):
-        return self._store.get(VOLUME, volume_key(pool, vol_type, name))
+        """The document of a volume of this member (a remote pool's: the cluster's)."""
+        return self._store.get(VOLUME, volume_key(pool, vol_type, name, self.volume_member(pool, vol_type)))
+
+    def custom_holders(self, pool, name):
+        """The ids of the members that have a custom volume `name` in `pool` ("" for one of a
+        remote pool, or of a lone daemon)."""
+        prefix = volume_key(pool, "custom", name)
+        found = []
+        for doc in self._store.list(VOLUME):
+            if doc.name == prefix:
+                found.append(doc.value.get("location", ""))
+            elif doc.name.startswith(prefix + "/"):
+                found.append(doc.name[len(prefix) + 1:])
+        return found
 
     def volume_changes(self, pool, vol_type, name, value=None, expect=None):
         """The store change that records (or, with value None, forgets) a volume."""
-        key = volume_key(pool, vol_type, name)
+        key = volume_key(pool, vol_type, name, self.volume_member(pool, vol_type))
         if value is None:
             return Delete(VOLUME, key, expect=expect)
         if vol_type == "custom":  # in a cluster, the member whose pool has it (lxdtx.cluster.peers)

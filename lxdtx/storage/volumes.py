@@ -68,10 +68,16 @@ class CustomVolumes:
 
     # -- users -------------------------------------------------------------------
     def users(self, pool, name):
-        """(container names, profile names) using the volume."""
+        """(container names, profile names) using the volume. In a cluster, containers of this
+        member only when the volume is one member's (another's of its name is theirs)."""
+        from lxdtx.instance.model import is_local
+
         containers = []
         instances = self._daemon.instances
+        own = bool(self._pools.volume_member(pool, "custom"))
         for doc in self._store.list("container"):
+            if own and not is_local(self._daemon, doc.value):
+                continue
             _, devices = instances.records.expanded(doc.value)
             if any(_uses(d, pool, name) for d in devices.values()):
                 containers.append(doc.name)

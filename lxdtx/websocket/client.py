@@ -64,7 +64,7 @@ class FeedClient(WebSocketClientProtocol):
             self.feed.ended(self)
 
 
-def _endpoint(reactor, url, peer_pem, cert_path, key_path):
+def _endpoint(reactor, url, peer_pem, cert_path, key_path, creator=None):
     if url.startswith("ws+unix://"):
         # ws+unix:///path/to/unix.socket:/1.0/events
         socket_path, _, path = url[len("ws+unix://"):].partition(":")
@@ -72,7 +72,7 @@ def _endpoint(reactor, url, peer_pem, cert_path, key_path):
     parts = urlsplit(url)
     host, port = parts.hostname, parts.port or (443 if parts.scheme == "wss" else 80)
     if parts.scheme == "wss":
-        creator = tls.client_creator(host, peer_pem, cert_path, key_path)
+        creator = creator or tls.client_creator(host, peer_pem, cert_path, key_path)
         return SSL4ClientEndpoint(reactor, host, port, creator, timeout=CONNECT_TIMEOUT), url
     if parts.scheme == "ws":
         return TCP4ClientEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT), url
@@ -80,10 +80,11 @@ def _endpoint(reactor, url, peer_pem, cert_path, key_path):
 
 
 async def connect(reactor, url, protocol=StreamClient, *, peer_pem=None, cert_path=None, key_path=None,
-                  ping=True, headers=None, **timing):
-    """The open websocket at `url`: an instance of `protocol` whose handshake completed.
+                  ping=True, headers=None, creator=None, **timing):
+    """The open websocket at `url`: an instance of `protocol` whose handshake completed
+    (`creator`: the TLS connections of a `wss` URL, instead of one made from `peer_pem`).
     Raises HandshakeFailed (or the connection's error)."""
-    endpoint, ws_url = _endpoint(reactor, url, peer_pem, cert_path, key_path)
+    endpoint, ws_url = _endpoint(reactor, url, peer_pem, cert_path, key_path, creator)
     factory = WebSocketClientFactory(ws_url, headers=headers, reactor=reactor)
     factory.setProtocolOptions(**options.client(ping, **timing))
     factory.protocol = protocol

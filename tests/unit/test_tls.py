@@ -247,3 +247,67 @@ class TrustTests(SynchronousTestCase):
         http = FakeHTTP(pair=pki.client_cert("s", ca))
         self.assertTrue(trust.certificate_acceptable(trust.peer(http)))
         self.assertFalse(trust.certificate_acceptable(None))
+
+
+def _pump_tickets(client, server, rounds=20):
+    """Handshake `client` and `server` connections in memory, then let the client read the
+    server's post-handshake messages (TLS 1.3 session tickets)."""
+    for _ in range(rounds):
+        for conn in (client, server):
+            try:
+                conn.do_handshake()
+            except SSL.WantReadError:
+                pass
+        for src, dst in ((client, server), (server, client)):
+            try:
+                dst.bio_write(src.bio_read(65536))
+            except SSL.WantReadError:
+                pass
+    for conn in (server, client):
+        try:
+            conn.recv(1)
+        except SSL.WantReadError:
+            pass
+
+
+class ResumptionTests(SynchronousTestCase):
+    """A PinnedPeer with `resume` offers the last session: the next connection skips the
+    certificate exchange (its pin check is not asked again); without, every one is full."""
+
+    def _connect(self, peer, server_ctx):
+        server = SSL.Connection(server_ctx, None)
+        server.set_accept_state()
+        client = peer.clientConnectionForTLS(None)
+        client.set_connect_state()
+        _pump_tickets(client, server)
+        self.assertEqual(client.get_protocol_version_name(), "TLSv1.3")
+        return server, client
+
+    def _peer(self, resume):
+        directory = temp_dir(self)
+        cert_path, key_path = os.path.join(directory, "s.crt"), os.path.join(directory, "s.key")
+        tls.generate_keypair(cert_path, key_path)
+        ours_cert, ours_key = os.path.join(directory, "c.crt"), os.path.join(directory, "c.key")
+        tls.generate_keypair(ours_cert, ours_key)
+        with open(cert_path) as f:
+            peer = tls.PinnedPeer("member", f.read(), ours_cert, ours_key, resume=resume)
+        checks = []
+        verify = peer._verify
+        peer._verify = lambda *args: checks.append(args[3]) or verify(*args)
+        return peer, tls.ServerContextFactory(cert_path, key_path).getContext(), checks
+
+    def test_the_second_connection_resumes(self):
+        peer, server_ctx, checks = self._peer(resume=True)
+        server, _client = self._connect(peer, server_ctx)
+        first = len(checks)
+        self.assertGreater(first, 0)
+        server, _client = self._connect(peer, server_ctx)
+        self.assertEqual(len(checks), first)  # no certificate this time: resumed
+        self.assertIsNotNone(server.get_peer_certificate())  # the server still knows who called
+
+    def test_without_resume_each_is_full(self):
+        peer, server_ctx, checks = self._peer(resume=False)
+        self._connect(peer, server_ctx)
+        first = len(checks)
+        self._connect(peer, server_ctx)
+        self.assertEqual(len(checks), 2 * first)

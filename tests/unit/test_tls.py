@@ -62,6 +62,30 @@ class CertificateTests(SynchronousTestCase):
         self.assertRaises(ValueError, tls.pem_to_der, "no certificate here")
 
 
+def _exchange(client, server):
+    """One round of an in-memory TLS conversation: each side steps its handshake, then the
+    bytes each wrote are handed to the other."""
+    for conn in (client, server):
+        try:
+            conn.do_handshake()
+        except SSL.WantReadError:
+            pass
+    for src, dst in ((client, server), (server, client)):
+        try:
+            dst.bio_write(src.bio_read(65536))
+        except SSL.WantReadError:
+            pass
+
+
+def _read_pending(*conns):
+    """Let each connection read what waits after the handshake (TLS 1.3 session tickets)."""
+    for conn in conns:
+        try:
+            conn.recv(1)
+        except SSL.WantReadError:
+            pass
+
+
 def _handshake(server_ctx, client_ctx):
     """Run a TLS handshake between two pyOpenSSL contexts in memory; returns (server, client)."""
     server = SSL.Connection(server_ctx, None)
@@ -69,21 +93,9 @@ def _handshake(server_ctx, client_ctx):
     client = SSL.Connection(client_ctx, None)
     client.set_connect_state()
     for _ in range(20):
-        for conn in (client, server):
-            try:
-                conn.do_handshake()
-            except SSL.WantReadError:
-                pass
-        for src, dst in ((client, server), (server, client)):
-            try:
-                dst.bio_write(src.bio_read(65536))
-            except SSL.WantReadError:
-                pass
+        _exchange(client, server)
         if server.get_peer_certificate() is not None and client.get_protocol_version_name() == "TLSv1.3":
-            try:
-                server.recv(1)
-            except SSL.WantReadError:
-                pass
+            _read_pending(server)
             return server, client
     raise AssertionError("handshake did not complete")
 
@@ -253,21 +265,8 @@ def _pump_tickets(client, server, rounds=20):
     """Handshake `client` and `server` connections in memory, then let the client read the
     server's post-handshake messages (TLS 1.3 session tickets)."""
     for _ in range(rounds):
-        for conn in (client, server):
-            try:
-                conn.do_handshake()
-            except SSL.WantReadError:
-                pass
-        for src, dst in ((client, server), (server, client)):
-            try:
-                dst.bio_write(src.bio_read(65536))
-            except SSL.WantReadError:
-                pass
-    for conn in (server, client):
-        try:
-            conn.recv(1)
-        except SSL.WantReadError:
-            pass
+        _exchange(client, server)
+    _read_pending(server, client)
 
 
 class ResumptionTests(SynchronousTestCase):

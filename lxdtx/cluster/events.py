@@ -22,8 +22,8 @@ ended, those it no longer knows (it restarted) as failed.
 
 import json
 
-from twisted.application import service
-from twisted.internet import defer, task
+from twisted.application import internet
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from lxdtx.cluster.peers import FORWARDED
@@ -118,28 +118,21 @@ class _Feed:
             stream.dropConnection(abort=False)
 
 
-class MemberEvents(service.Service):
+class MemberEvents(internet.TimerService):
     """The subscriptions of this member to the others' events, kept to the member list."""
 
     def __init__(self, daemon, clock):
+        super().__init__(INTERVAL, self.reconcile)
         self.daemon = daemon
         self.clock = clock
         self.feeds = {}  # member id -> _Feed
-        self._loop = None
-
-    def startService(self):
-        super().startService()
-        self._loop = task.LoopingCall(self.reconcile)
-        self._loop.clock = self.clock
-        self._loop.start(INTERVAL, now=True)
 
     def stopService(self):
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        stopped = super().stopService()
         for feed in self.feeds.values():
             feed.close()
         self.feeds = {}
+        return stopped
 
     def reconcile(self):
         cluster = getattr(self.daemon, "cluster", None)

@@ -15,8 +15,8 @@ intent at the revision the member answered with, so an intent resolved here make
 and the coordinator undoes the rest. Its own part it undoes at its restart, as before.
 """
 
-from twisted.application import service
-from twisted.internet import defer, task
+from twisted.application import internet
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from lxdtx.cluster import onall
@@ -58,26 +58,20 @@ async def resolve_orphans(daemon):
     return done
 
 
-class OrphanedIntents(service.Service):
+class OrphanedIntents(internet.TimerService):
     """Resolves, every INTERVAL seconds, the intents orphaned by a coordinator's death."""
 
     def __init__(self, daemon, clock):
+        super().__init__(INTERVAL, self._look)
         self.daemon = daemon
         self.clock = clock
-        self._loop = None
         self._running = None
 
-    def startService(self):
-        super().startService()
-        self._loop = task.LoopingCall(self._look)
-        self._loop.clock = self.clock
-        self._loop.start(INTERVAL, now=True)
-
     def stopService(self):
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        return self._running
+        stopped = super().stopService()
+        if self._running is None:
+            return stopped
+        return self._running.addBoth(lambda _: stopped)  # a resolution under way ends first
 
     def _look(self):
         if self._running is not None or not onall.clustered(self.daemon):
